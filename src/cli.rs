@@ -1,0 +1,105 @@
+//! Command-line contract (clap). `main.rs` only parses and dispatches to `commands::*`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Probes the egress path a WebRTC softphone needs and exports Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(name = "egress-probe", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: probe on schedule, serve /metrics and /probe.
+    Run(RunArgs),
+    /// Run every (or the named) probe once, print a report, exit 0 if all pass, 1 if any fails.
+    Check(CheckArgs),
+    /// Validate a config file; print FILE:LINE:COLUMN: message for every problem.
+    Validate(ValidateArgs),
+    /// Run the endpoints the probes need (STUN/TURN/TLS/WebSocket/HTTPS) outside the firewall.
+    Responder(ResponderArgs),
+    /// Compare two `check --output json` reports; exit 1 if anything regressed.
+    Diff(DiffArgs),
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `check --output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// `egress-probe run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Probe config (YAML).
+    #[arg(long, short, required_unless_present = "demo")]
+    pub config: Option<PathBuf>,
+    /// Start the built-in responder on loopback and probe it (no network needed).
+    #[arg(long, conflicts_with = "config")]
+    pub demo: bool,
+    /// Address for /metrics, /probe, /healthz, /ready (overrides `listen:` in the config).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `egress-probe check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Probe config (YAML).
+    #[arg(long, short, required_unless_present = "demo")]
+    pub config: Option<PathBuf>,
+    /// Start the built-in responder on loopback and probe it (no network needed).
+    #[arg(long, conflicts_with = "config")]
+    pub demo: bool,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Only run the probe with this name (repeatable).
+    #[arg(long = "probe", short = 'p')]
+    pub probes: Vec<String>,
+    /// No progress line and no verdicts; only the table (or JSON).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `egress-probe validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Probe config (YAML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+/// `egress-probe responder`.
+#[derive(Debug, Args)]
+pub struct ResponderArgs {
+    /// Responder config (YAML); flags override it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+/// `egress-probe diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Report from before the change (`check --output json`).
+    pub before: PathBuf,
+    /// Report from after the change.
+    pub after: PathBuf,
+}

@@ -1,0 +1,13 @@
+//! Configuration: the YAML schema (`types`), its small value types (`values`), and loading
+//! with validation that reports every problem as `FILE:LINE:COLUMN: message`.
+//!
+//! Secrets (`env:NAME`, `file:/path`) are resolved at load time, so a missing variable is a
+//! validation error with a position, not a probe failure at 3 a.m.
+
+mod load;
+pub mod types;
+pub mod values;
+
+pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+pub use types::*;
+pub use values::{HostPort, IceScheme, IceTransport, IceUrl, Secret};

@@ -1,0 +1,477 @@
+//! The typed configuration every other module consumes. Loading and validation
+//! (`config::load`) turn YAML into these; probes only ever see validated values.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{HostPort, IceUrl, Secret};
+
+/// The whole file.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Where `/metrics` and `/probe` are served. Default `0.0.0.0:9469`.
+    pub listen: Option<SocketAddr>,
+    pub defaults: Defaults,
+    /// Default proxy for every TCP-based probe; probes may override.
+    pub proxy: Option<ProxySetting>,
+    pub probes: Vec<ProbeConfig>,
+}
+
+/// Values a probe inherits unless it sets its own.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default = "default_interval", with = "humantime_serde_compat")]
+    pub interval: Duration,
+    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Fraction of the interval (0.0..=0.5) by which each probe's grid is offset at random.
+    #[serde(default = "default_jitter", deserialize_with = "super::values::de_percent")]
+    pub jitter: f64,
+    /// How many probe runs may be in flight at once across all probes.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            jitter: default_jitter(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_concurrency() -> usize {
+    16
+}
+
+/// One configured probe: common settings plus what its kind needs.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// Unique; used as the `probe` label.
+    pub name: String,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    /// Extra labels, exported on `egress_probe_info`.
+    pub labels: BTreeMap<String, String>,
+    /// Overrides the top-level proxy; `ProxySetting::None` disables it for this probe.
+    pub proxy: Option<ProxySetting>,
+    pub spec: ProbeSpec,
+}
+
+impl ProbeConfig {
+    /// Interval after applying defaults.
+    pub fn interval(&self, d: &Defaults) -> Duration {
+        self.interval.unwrap_or(d.interval)
+    }
+    /// Timeout after applying defaults.
+    pub fn timeout(&self, d: &Defaults) -> Duration {
+        self.timeout.unwrap_or(d.timeout)
+    }
+}
+
+/// Kind-specific settings. The variant name is the YAML `kind`.
+#[derive(Clone, Debug)]
+pub enum ProbeSpec {
+    Dns(DnsSpec),
+    Tcp(TcpSpec),
+    Tls(TlsSpec),
+    Http(HttpSpec),
+    Websocket(WebsocketSpec),
+    Stun(StunSpec),
+    Turn(TurnSpec),
+    Ice(IceSpec),
+}
+
+impl ProbeSpec {
+    /// The `kind` word (metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeSpec::Dns(_) => "dns",
+            ProbeSpec::Tcp(_) => "tcp",
+            ProbeSpec::Tls(_) => "tls",
+            ProbeSpec::Http(_) => "http",
+            ProbeSpec::Websocket(_) => "websocket",
+            ProbeSpec::Stun(_) => "stun",
+            ProbeSpec::Turn(_) => "turn",
+            ProbeSpec::Ice(_) => "ice",
+        }
+    }
+
+    /// What the probe points at, for the `target` label and tables (no credentials).
+    pub fn target(&self) -> String {
+        match self {
+            ProbeSpec::Dns(s) => format!("{} {}", s.query, s.record),
+            ProbeSpec::Tcp(s) => s.target.to_string(),
+            ProbeSpec::Tls(s) => s.target.to_string(),
+            ProbeSpec::Http(s) => redact_url(&s.url),
+            ProbeSpec::Websocket(s) => redact_url(&s.url),
+            ProbeSpec::Stun(s) => s.server.to_string(),
+            ProbeSpec::Turn(s) => s.server.to_string(),
+            ProbeSpec::Ice(s) => s.servers.iter().map(|s| s.url.to_string()).collect::<Vec<_>>().join(","),
+        }
+    }
+}
+
+/// A URL for display: without userinfo, query or fragment (they may carry tokens).
+pub fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// Whether to probe the first address that answers or every resolved address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressMode {
+    #[default]
+    First,
+    All,
+}
+
+/// DNS record types the `dns` probe asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RecordKind {
+    #[default]
+    A,
+    Aaaa,
+    Cname,
+    Srv,
+    Txt,
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecordKind::A => "A",
+            RecordKind::Aaaa => "AAAA",
+            RecordKind::Cname => "CNAME",
+            RecordKind::Srv => "SRV",
+            RecordKind::Txt => "TXT",
+        })
+    }
+}
+
+/// `kind: dns`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    pub query: String,
+    #[serde(default)]
+    pub record: RecordKind,
+    /// `ip:port` of a resolver (UDP with TCP fallback); `None` = the system's.
+    #[serde(default)]
+    pub resolver: Option<SocketAddr>,
+    #[serde(default)]
+    pub expect: DnsExpect,
+}
+
+/// What a DNS answer must contain for success.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsExpect {
+    /// Every string here must appear among the rendered answers.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// Expected response code (`noerror`, `nxdomain`, ...). Default: noerror with an answer.
+    #[serde(default)]
+    pub rcode: Option<String>,
+}
+
+/// TLS settings shared by every probe that speaks TLS (tls, https, wss, stuns, turns).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsOptions {
+    /// SNI and the name verified; default: the target host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// ALPN protocols to offer; default none.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// Trust only this PEM bundle instead of webpki + system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 pins (hex or base64) of a certificate's SPKI or whole DER, any in the chain.
+    #[serde(default)]
+    pub pin_sha256: Vec<String>,
+    #[serde(default)]
+    pub min_version: Option<TlsVersion>,
+}
+
+/// Lowest TLS version accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `kind: tcp`.
+#[derive(Clone, Debug)]
+pub struct TcpSpec {
+    pub target: HostPort,
+    pub addresses: AddressMode,
+}
+
+/// `kind: tls`.
+#[derive(Clone, Debug)]
+pub struct TlsSpec {
+    pub target: HostPort,
+    pub addresses: AddressMode,
+    pub tls: TlsOptions,
+}
+
+/// HTTP methods the `http` probe sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Head,
+    Post,
+}
+
+/// An accepted status range, inclusive (`200`, `200-299`, `2xx`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, code: u16) -> bool {
+        self.low <= code && code <= self.high
+    }
+}
+
+/// A header value: literal or a secret reference (for Authorization).
+pub type HeaderValue = Secret;
+
+/// `kind: http`.
+#[derive(Clone, Debug)]
+pub struct HttpSpec {
+    pub url: url::Url,
+    pub method: HttpMethod,
+    pub headers: BTreeMap<String, HeaderValue>,
+    pub body: Option<String>,
+    /// Default `[200-399]`.
+    pub expect_status: Vec<StatusRange>,
+    pub expect_body: Option<regex::Regex>,
+    /// Maximum redirects followed; 0 = do not follow.
+    pub follow_redirects: u32,
+    pub tls: TlsOptions,
+}
+
+/// `kind: websocket`.
+#[derive(Clone, Debug)]
+pub struct WebsocketSpec {
+    pub url: url::Url,
+    pub headers: BTreeMap<String, HeaderValue>,
+    /// Pings sent after the upgrade (RTT measured); default 3.
+    pub ping: u32,
+    /// Optional text message sent after the pings...
+    pub send: Option<String>,
+    /// ...and the regex its answer must match.
+    pub expect: Option<regex::Regex>,
+    pub tls: TlsOptions,
+}
+
+/// `kind: stun`.
+#[derive(Clone, Debug)]
+pub struct StunSpec {
+    pub server: IceUrl,
+    /// Binding requests sent, paced; default 3.
+    pub count: u32,
+    /// Compare mapped addresses from two server addresses (RFC 5780).
+    pub nat_mapping: bool,
+    /// Second server for `nat_mapping`; default the first one's OTHER-ADDRESS.
+    pub second_server: Option<IceUrl>,
+    pub tls: TlsOptions,
+}
+
+/// Long-term or REST (ephemeral HMAC) TURN credentials.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    LongTerm {
+        username: Secret,
+        password: Secret,
+    },
+    /// Username `expiry:user`, password base64(HMAC-SHA1(secret, username)).
+    Rest {
+        secret: Secret,
+        user: String,
+        ttl: Duration,
+    },
+}
+
+/// `kind: turn`.
+#[derive(Clone, Debug)]
+pub struct TurnSpec {
+    pub server: IceUrl,
+    pub credentials: Credentials,
+    /// Relay round trips; default 5.
+    pub count: u32,
+    /// Payload size in bytes; default 100.
+    pub size: usize,
+    /// Use ChannelBind + ChannelData instead of Send/Data indications.
+    pub channel: bool,
+    pub addresses: AddressMode,
+    pub tls: TlsOptions,
+}
+
+/// `iceTransportPolicy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IcePolicy {
+    #[default]
+    All,
+    Relay,
+}
+
+/// Candidate network types for the ICE agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkType {
+    Udp4,
+    Udp6,
+    Tcp4,
+    Tcp6,
+}
+
+/// ICE candidate types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateKind {
+    Host,
+    Srflx,
+    Prflx,
+    Relay,
+}
+
+impl CandidateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CandidateKind::Host => "host",
+            CandidateKind::Srflx => "srflx",
+            CandidateKind::Prflx => "prflx",
+            CandidateKind::Relay => "relay",
+        }
+    }
+}
+
+/// One STUN/TURN server for ICE.
+#[derive(Clone, Debug)]
+pub struct IceServer {
+    pub url: IceUrl,
+    pub credentials: Option<Credentials>,
+}
+
+/// `kind: ice`.
+#[derive(Clone, Debug)]
+pub struct IceSpec {
+    pub servers: Vec<IceServer>,
+    pub policy: IcePolicy,
+    /// Default `[udp4]`.
+    pub network_types: Vec<NetworkType>,
+    /// Candidate types that must appear for success.
+    pub expect: Vec<CandidateKind>,
+    /// Run a full connectivity check through the relay with a second local agent.
+    pub connectivity: bool,
+}
+
+/// Where TCP-based probes go through an HTTP CONNECT proxy.
+#[derive(Clone, Debug)]
+pub enum ProxySetting {
+    /// Explicitly no proxy (overrides a top-level one).
+    None,
+    /// `HTTPS_PROXY`/`https_proxy` and `NO_PROXY` from the environment, read at start.
+    Env,
+    /// `http://[user:pass@]host:port`.
+    Url(ProxyUrl),
+}
+
+/// A parsed proxy address with optional basic-auth credentials.
+#[derive(Clone, Debug)]
+pub struct ProxyUrl {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<Secret>,
+    pub password: Option<Secret>,
+}
+
+impl<'de> Deserialize<'de> for ProxySetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Secret::deserialize(d)?;
+        ProxySetting::parse(s.expose()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl ProxySetting {
+    /// Parses `none`, `env` or `http://[user:pass@]host:port`.
+    pub fn parse(s: &str) -> Result<ProxySetting, String> {
+        match s {
+            "none" => return Ok(ProxySetting::None),
+            "env" => return Ok(ProxySetting::Env),
+            _ => {}
+        }
+        let u = url::Url::parse(s).map_err(|e| format!("proxy must be `none`, `env` or http://host:port ({e})"))?;
+        if u.scheme() != "http" {
+            return Err(format!("proxy scheme must be http (HTTP CONNECT), got {:?}", u.scheme()));
+        }
+        let host = u
+            .host_str()
+            .ok_or("proxy URL has no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = u.port_or_known_default().unwrap_or(3128);
+        let username = (!u.username().is_empty()).then(|| Secret::literal(percent_decode(u.username())));
+        let password = u.password().map(|p| Secret::literal(percent_decode(p)));
+        Ok(ProxySetting::Url(ProxyUrl {
+            host,
+            port,
+            username,
+            password,
+        }))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// serde adapter for human durations (`500ms`, `10s`, `2m`).
+pub(crate) mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::super::values::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}

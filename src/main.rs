@@ -1,0 +1,46 @@
+//! The `egress-probe` binary: parse the command line, set up logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use egress_probe::cli::{Cli, Command, LogFormat};
+use egress_probe::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("egress-probe: cannot start the async runtime: {e}");
+            return ExitCode::from(commands::EXIT_USAGE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(a) => commands::run::main(a).await,
+            Command::Check(a) => commands::check::main(a).await,
+            Command::Validate(a) => commands::validate::main(a).await,
+            Command::Responder(a) => commands::responder::main(a).await,
+            Command::Diff(a) => commands::diff::main(a).await,
+        }
+    });
+    // Do not wait for stray blocking tasks (e.g. a getaddrinfo) on the way out.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("egress-probe: {e:#}");
+            ExitCode::from(commands::EXIT_USAGE)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,13 @@
+//! The shared dial path: resolve → connect → (proxy CONNECT) → TLS, each step timed as a
+//! phase of the caller's [`Run`](crate::probe::Run), every error classified into a
+//! [`Reason`](crate::probe::Reason). TCP, TLS, HTTP, WebSocket, STUN/TURN over TCP/TLS all
+//! dial through here, so "dropped vs rejected vs intercepted" means the same for every probe.
+
+pub mod classify;
+pub mod dial;
+pub mod proxy;
+pub mod tls;
+
+pub use classify::{classify_io, fault_from_io};
+pub use dial::{connect, dial, resolve, Dialed};
+pub use tls::{handshake, TlsClient};

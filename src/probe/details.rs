@@ -1,0 +1,289 @@
+//! Protocol facts a probe reports besides pass/fail: TLS version and expiry, relay RTT and
+//! loss, mapped address, ICE candidates. One optional section per protocol so `metrics.rs`,
+//! `report.rs` and the JSON output read typed fields instead of parsing strings.
+//!
+//! Addresses here (mapped address, relayed address) are for humans and JSON only; `metrics.rs`
+//! must never turn them into labels, except the *server* address of `addresses: all`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::outcome::{duration_ms, Failure};
+
+/// Everything a probe learned, per protocol. Sections stay `None` when not reached.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Details {
+    /// The address actually connected to (first that answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<SocketAddr>,
+    /// Addresses the target name resolved to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebsocketDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stun: Option<StunDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice: Option<IceDetails>,
+    /// With `addresses: all`: one result per resolved server address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_address: Vec<AddressResult>,
+    /// A server's `Retry-After` (429/503), kept for the scheduler's backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_ms")]
+    pub retry_after: Option<Duration>,
+    /// Free-form remarks for humans (never labels).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// DNS answer facts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DnsDetails {
+    pub record: String,
+    /// Rendered answers, e.g. `127.0.0.1`, `0 0 3478 relay.example.test.`.
+    pub answers: Vec<String>,
+    /// The resolver used (`system` or `ip:port`).
+    pub resolver: String,
+}
+
+/// What the TLS handshake negotiated.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsDetails {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: String,
+    pub alpn: Option<String>,
+    pub server_name: String,
+    /// Subject of the leaf certificate.
+    pub subject: String,
+    /// Issuer of the leaf certificate (tells an intercepting proxy's CA by name).
+    pub issuer: String,
+    /// Earliest `notAfter` in the presented chain, as a Unix timestamp.
+    pub earliest_expiry_unix: Option<i64>,
+    pub chain_len: usize,
+    /// Whether a configured pin matched (`None` when no pin was configured).
+    pub pin_matched: Option<bool>,
+    pub cipher_suite: String,
+}
+
+/// HTTP response facts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpDetails {
+    pub status: u16,
+    pub redirects: u32,
+    pub body_bytes: u64,
+    pub final_url: String,
+}
+
+/// WebSocket facts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WebsocketDetails {
+    pub status: Option<u16>,
+    pub subprotocol: Option<String>,
+    pub ping_rtt: Option<RttStats>,
+    /// True when the server answered our close frame with its own (a clean close).
+    pub clean_close: bool,
+}
+
+/// Round-trip statistics of a series of request/response pairs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RttStats {
+    pub sent: u32,
+    pub received: u32,
+    /// Each answered sample, in order.
+    #[serde(with = "vec_duration_ms")]
+    pub samples: Vec<Duration>,
+    #[serde(with = "duration_ms")]
+    pub min: Duration,
+    #[serde(with = "duration_ms")]
+    pub avg: Duration,
+    #[serde(with = "duration_ms")]
+    pub max: Duration,
+    /// Mean absolute difference of consecutive samples (RFC 3550 style, unsmoothed).
+    #[serde(with = "duration_ms")]
+    pub jitter: Duration,
+    /// `1 - received/sent`.
+    pub loss: f64,
+}
+
+impl RttStats {
+    /// Summarises `samples` answered out of `sent` attempts.
+    pub fn from_samples(sent: u32, samples: Vec<Duration>) -> RttStats {
+        let received = samples.len() as u32;
+        let loss = if sent == 0 {
+            0.0
+        } else {
+            1.0 - f64::from(received.min(sent)) / f64::from(sent)
+        };
+        if samples.is_empty() {
+            return RttStats {
+                sent,
+                received,
+                loss,
+                ..Default::default()
+            };
+        }
+        let min = samples.iter().copied().min().unwrap_or_default();
+        let max = samples.iter().copied().max().unwrap_or_default();
+        let avg = samples.iter().sum::<Duration>() / received;
+        let jitter = if samples.len() < 2 {
+            Duration::ZERO
+        } else {
+            let diffs: Duration = samples.windows(2).map(|w| w[0].abs_diff(w[1])).sum();
+            diffs / (samples.len() as u32 - 1)
+        };
+        RttStats {
+            sent,
+            received,
+            samples,
+            min,
+            avg,
+            max,
+            jitter,
+            loss,
+        }
+    }
+}
+
+/// STUN binding facts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StunDetails {
+    pub transport: String,
+    /// XOR-MAPPED-ADDRESS as seen by the server (never a label).
+    pub mapped: Option<SocketAddr>,
+    pub rtt: Option<RttStats>,
+    /// RFC 5780 OTHER-ADDRESS, when the server advertises one.
+    pub other_address: Option<SocketAddr>,
+    /// `endpoint_independent` / `endpoint_dependent` when `nat_mapping` ran.
+    pub nat_mapping: Option<String>,
+}
+
+/// TURN allocation and relay facts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayDetails {
+    /// `udp`, `tcp`, `tls`.
+    pub transport: String,
+    pub relayed: Option<SocketAddr>,
+    pub mapped: Option<SocketAddr>,
+    pub rtt: Option<RttStats>,
+    pub channel: bool,
+    /// Both allocations were released with Refresh(lifetime 0) and the server confirmed.
+    pub deallocated: bool,
+    /// Allocate time (including the 401 challenge round).
+    #[serde(default, with = "opt_duration_ms")]
+    pub allocate: Option<Duration>,
+}
+
+/// ICE gathering facts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IceDetails {
+    /// Candidates gathered per type (`host`, `srflx`, `prflx`, `relay`).
+    pub candidates: BTreeMap<String, u32>,
+    /// Time from gathering start to the first candidate of each type.
+    #[serde(with = "map_duration_ms")]
+    pub first_arrival: BTreeMap<String, Duration>,
+    /// Server URL that produced each relay candidate.
+    pub relay_servers: Vec<String>,
+    /// Servers the ICE agent cannot use (e.g. `turns:`/TCP in webrtc-ice), with why.
+    pub unsupported: Vec<String>,
+    /// Whether gathering completed before the deadline.
+    pub complete: bool,
+    /// Server errors seen while gathering (e.g. a TURN 401), for humans.
+    pub server_errors: Vec<String>,
+    /// With `connectivity: true`: time to Connected and the selected pair's types.
+    #[serde(default, with = "opt_duration_ms")]
+    pub connected_after: Option<Duration>,
+    pub selected_pair: Option<String>,
+}
+
+/// The result for one resolved server address under `addresses: all`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddressResult {
+    pub address: SocketAddr,
+    pub success: bool,
+    pub failure: Option<Failure>,
+    #[serde(with = "duration_ms")]
+    pub total: Duration,
+}
+
+mod opt_duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let ms = Option::<f64>::deserialize(d)?;
+        Ok(ms
+            .filter(|m| m.is_finite() && *m >= 0.0)
+            .map(|m| Duration::from_secs_f64(m / 1000.0)))
+    }
+}
+
+mod vec_duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|d| d.as_secs_f64() * 1000.0))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v = Vec::<f64>::deserialize(d)?;
+        Ok(v.into_iter()
+            .filter(|m| m.is_finite() && *m >= 0.0)
+            .map(|m| Duration::from_secs_f64(m / 1000.0))
+            .collect())
+    }
+}
+
+mod map_duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Duration>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, d)| (k, d.as_secs_f64() * 1000.0)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
+        let m = BTreeMap::<String, f64>::deserialize(d)?;
+        Ok(m.into_iter()
+            .filter(|(_, v)| v.is_finite() && *v >= 0.0)
+            .map(|(k, v)| (k, Duration::from_secs_f64(v / 1000.0)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_stats_summarise_loss_and_jitter() {
+        let ms = Duration::from_millis;
+        let s = RttStats::from_samples(4, vec![ms(10), ms(20), ms(10)]);
+        assert_eq!(s.received, 3);
+        assert!((s.loss - 0.25).abs() < 1e-9);
+        assert_eq!(s.min, ms(10));
+        assert_eq!(s.max, ms(20));
+        assert_eq!(s.jitter, ms(10));
+        let empty = RttStats::from_samples(3, vec![]);
+        assert!((empty.loss - 1.0).abs() < 1e-9);
+    }
+}

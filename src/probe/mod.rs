@@ -1,0 +1,118 @@
+//! Probes: one file per protocol, all returning the same [`Outcome`].
+//!
+//! Protocol code knows nothing of Prometheus, the scheduler or the HTTP server: it gets a
+//! spec and a [`ProbeContext`], and reports phases, a reason on failure, and details.
+
+pub mod details;
+pub mod outcome;
+
+pub mod dns;
+pub mod http;
+pub mod ice;
+pub mod stun;
+pub mod tcp;
+pub mod tls;
+pub mod turn;
+pub mod websocket;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::{HostPort, ProbeSpec, ProxySetting, ProxyUrl};
+pub use details::Details;
+pub use outcome::{Failure, Fault, Outcome, Phase, PhaseTiming, Reason, Run};
+
+/// What a probe run needs besides its spec: when it must end and how to reach the network.
+#[derive(Clone, Debug)]
+pub struct ProbeContext {
+    /// Nothing the probe awaits may outlive this.
+    pub deadline: Instant,
+    /// HTTP CONNECT proxy in effect for this probe, already resolved from config/env.
+    pub proxy: Option<ProxyUrl>,
+}
+
+impl ProbeContext {
+    /// A context whose deadline is `timeout` from now.
+    pub fn with_timeout(timeout: Duration, proxy: Option<ProxyUrl>) -> ProbeContext {
+        ProbeContext {
+            deadline: Instant::now() + timeout,
+            proxy,
+        }
+    }
+
+    /// The proxy for `target`, or `None` when it is excluded by `NO_PROXY` rules.
+    pub fn proxy_for(&self, target: &HostPort) -> Option<&ProxyUrl> {
+        let _ = target;
+        self.proxy.as_ref()
+    }
+}
+
+/// Picks the proxy in effect: the probe's own setting, else the top-level one.
+pub fn effective_proxy(top: Option<&ProxySetting>, probe: Option<&ProxySetting>) -> Option<ProxyUrl> {
+    match probe.or(top) {
+        None | Some(ProxySetting::None) => None,
+        Some(ProxySetting::Url(u)) => Some(u.clone()),
+        Some(ProxySetting::Env) => crate::net::proxy::from_env(),
+    }
+}
+
+/// Runs one probe of any kind to completion (never past `ctx.deadline`).
+pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
+    let fut = async {
+        match spec {
+            ProbeSpec::Dns(s) => dns::probe(s, ctx).await,
+            ProbeSpec::Tcp(s) => tcp::probe(s, ctx).await,
+            ProbeSpec::Tls(s) => tls::probe(s, ctx).await,
+            ProbeSpec::Http(s) => http::probe(s, ctx).await,
+            ProbeSpec::Websocket(s) => websocket::probe(s, ctx).await,
+            ProbeSpec::Stun(s) => stun::probe(s, ctx).await,
+            ProbeSpec::Turn(s) => turn::probe(s, ctx).await,
+            ProbeSpec::Ice(s) => ice::probe(s, ctx).await,
+        }
+    };
+    // Belt and braces: every probe bounds its own awaits, but a bug must not hang the daemon.
+    let grace = Duration::from_millis(250);
+    match tokio::time::timeout_at(ctx.deadline + grace, fut).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::failed_before_start(Failure::new(
+            Phase::Close,
+            Reason::Timeout,
+            "probe overran its deadline and was cancelled",
+        )),
+    }
+}
+
+/// `addresses: all`: resolves `target` once, then runs `each` for every address
+/// concurrently (same deadline), recording one [`details::AddressResult`] per address.
+/// The run fails if any address fails (one bad relay in a pool is the intermittent 15%),
+/// and reports the first failing address's phase and reason.
+pub async fn per_address<F, Fut>(run: &mut Run, target: &HostPort, each: F) -> Result<(), Failure>
+where
+    F: Fn(SocketAddr, Instant) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let addrs = crate::net::resolve(run, target).await?;
+    let deadline = run.deadline();
+    let outcomes = futures::future::join_all(addrs.iter().map(|a| each(*a, deadline))).await;
+    let mut first_failure = None;
+    for (addr, o) in addrs.into_iter().zip(outcomes) {
+        if first_failure.is_none() {
+            if let Some(f) = &o.failure {
+                first_failure = Some(Failure::new(f.phase, f.reason.clone(), format!("{addr}: {}", f.message)));
+            }
+        }
+        run.detail.per_address.push(details::AddressResult {
+            address: addr,
+            success: o.success,
+            failure: o.failure,
+            total: o.total,
+        });
+    }
+    match first_failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,515 @@
+//! The one result shape every probe returns.
+//!
+//! A probe is a sequence of timed phases (`resolve`, `connect`, `tls`, ...). It either gets
+//! through all of them (`success`) or stops in one, with a stable `reason` word that says *why*
+//! (`connect/timeout` = silently dropped, `connect/refused` = rejected). Protocol code fills an
+//! [`Outcome`] through a [`Run`], which owns the deadline and the stopwatch, so no probe can
+//! forget to time a phase or outlive its timeout.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::details::Details;
+
+/// A step of a probe. The failing phase of a failed probe is always the last one recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Resolve,
+    Connect,
+    Proxy,
+    Tls,
+    Request,
+    Body,
+    Upgrade,
+    Ping,
+    Stun,
+    Allocate,
+    Permission,
+    Relay,
+    Gather,
+    Connectivity,
+    Close,
+}
+
+impl Phase {
+    /// The label value used in metrics and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Connect => "connect",
+            Phase::Proxy => "proxy",
+            Phase::Tls => "tls",
+            Phase::Request => "request",
+            Phase::Body => "body",
+            Phase::Upgrade => "upgrade",
+            Phase::Ping => "ping",
+            Phase::Stun => "stun",
+            Phase::Allocate => "allocate",
+            Phase::Permission => "permission",
+            Phase::Relay => "relay",
+            Phase::Gather => "gather",
+            Phase::Connectivity => "connectivity",
+            Phase::Close => "close",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a phase failed: a small, stable word usable as a metric label. The human story goes
+/// into [`Failure::message`], never into the reason.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No answer before the deadline: packets silently dropped (a firewall DROP rule).
+    Timeout,
+    /// Actively rejected: TCP RST or ICMP port unreachable (a REJECT rule or a closed port).
+    Refused,
+    /// No route / ICMP host or network unreachable.
+    Unreachable,
+    /// The peer (or a middlebox) reset an established connection.
+    Reset,
+    /// The probe host's own firewall refused to send (EPERM from the kernel).
+    BlockedLocally,
+    /// The connection was closed before the protocol finished.
+    Closed,
+    /// DNS: the name does not exist.
+    Nxdomain,
+    /// DNS: the resolver failed (SERVFAIL).
+    Servfail,
+    /// DNS: the resolver refused the query (REFUSED).
+    DnsRefused,
+    /// DNS: the name exists but has no record of the asked type.
+    NoAnswer,
+    /// TLS: the chain does not lead to a trusted root (often an intercepting proxy).
+    UntrustedIssuer,
+    /// TLS: a certificate in the chain is expired (or not yet valid).
+    Expired,
+    /// TLS: the certificate does not cover the server name.
+    NameMismatch,
+    /// TLS: the chain is trusted but no certificate matches the configured pin (interception).
+    PinMismatch,
+    /// TLS: the handshake failed for another reason (protocol alert, bad record).
+    Handshake,
+    /// TLS: no common ALPN protocol.
+    Alpn,
+    /// TLS: negotiated version below the configured minimum.
+    Version,
+    /// HTTP/WebSocket/proxy: an unexpected status code, e.g. `status_408`, `status_429`.
+    Status(u16),
+    /// WebSocket: the server answered but did not switch protocols (Upgrade stripped).
+    NotUpgraded,
+    /// Authentication rejected (HTTP 407 at the proxy, STUN/TURN 401 after credentials).
+    Auth,
+    /// STUN/TURN 403.
+    Forbidden,
+    /// TURN 437 allocation mismatch.
+    Mismatch,
+    /// TURN 438 stale nonce, twice in a row.
+    StaleNonce,
+    /// TURN 441 wrong credentials.
+    WrongCredentials,
+    /// TURN 486 allocation quota reached.
+    Quota,
+    /// TURN 508 insufficient capacity.
+    Capacity,
+    /// STUN/TURN error code without a more specific word.
+    StunError(u16),
+    /// The peer spoke, but not the expected protocol.
+    BadResponse,
+    /// An `expect` rule (body regex, DNS answer, echoed text) did not match.
+    ExpectFailed,
+    /// ICE: no server-reflexive candidate appeared.
+    NoSrflx,
+    /// ICE: no relay candidate appeared.
+    NoRelay,
+    /// ICE: no host candidate appeared.
+    NoHost,
+    /// The configured server uses a transport the implementation cannot probe.
+    UnsupportedTransport,
+    /// The probe's own configuration could not be used at run time (e.g. unreadable CA file).
+    Config,
+    /// Any other local I/O error.
+    Io,
+}
+
+impl Reason {
+    /// The label value: `timeout`, `status_429`, ...
+    pub fn label(&self) -> String {
+        match self {
+            Reason::Status(code) => format!("status_{code}"),
+            Reason::StunError(code) => format!("error_{code}"),
+            other => other.static_label().to_string(),
+        }
+    }
+
+    fn static_label(&self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Refused => "refused",
+            Reason::Unreachable => "unreachable",
+            Reason::Reset => "reset",
+            Reason::BlockedLocally => "blocked_locally",
+            Reason::Closed => "closed",
+            Reason::Nxdomain => "nxdomain",
+            Reason::Servfail => "servfail",
+            Reason::DnsRefused => "dns_refused",
+            Reason::NoAnswer => "no_answer",
+            Reason::UntrustedIssuer => "untrusted_issuer",
+            Reason::Expired => "expired",
+            Reason::NameMismatch => "name_mismatch",
+            Reason::PinMismatch => "pin_mismatch",
+            Reason::Handshake => "handshake",
+            Reason::Alpn => "alpn",
+            Reason::Version => "version",
+            Reason::NotUpgraded => "not_upgraded",
+            Reason::Auth => "auth",
+            Reason::Forbidden => "forbidden",
+            Reason::Mismatch => "mismatch",
+            Reason::StaleNonce => "stale_nonce",
+            Reason::WrongCredentials => "wrong_credentials",
+            Reason::Quota => "quota",
+            Reason::Capacity => "capacity",
+            Reason::BadResponse => "bad_response",
+            Reason::ExpectFailed => "expect_failed",
+            Reason::NoSrflx => "no_srflx",
+            Reason::NoRelay => "no_relay",
+            Reason::NoHost => "no_host",
+            Reason::UnsupportedTransport => "unsupported_transport",
+            Reason::Config => "config",
+            Reason::Io => "io",
+            Reason::Status(_) | Reason::StunError(_) => unreachable_label(),
+        }
+    }
+
+    /// Parses a label back (for `diff` on JSON reports).
+    pub fn from_label(s: &str) -> Option<Reason> {
+        if let Some(code) = s.strip_prefix("status_") {
+            return code.parse().ok().map(Reason::Status);
+        }
+        if let Some(code) = s.strip_prefix("error_") {
+            return code.parse().ok().map(Reason::StunError);
+        }
+        const ALL: &[Reason] = &[
+            Reason::Timeout,
+            Reason::Refused,
+            Reason::Unreachable,
+            Reason::Reset,
+            Reason::BlockedLocally,
+            Reason::Closed,
+            Reason::Nxdomain,
+            Reason::Servfail,
+            Reason::DnsRefused,
+            Reason::NoAnswer,
+            Reason::UntrustedIssuer,
+            Reason::Expired,
+            Reason::NameMismatch,
+            Reason::PinMismatch,
+            Reason::Handshake,
+            Reason::Alpn,
+            Reason::Version,
+            Reason::NotUpgraded,
+            Reason::Auth,
+            Reason::Forbidden,
+            Reason::Mismatch,
+            Reason::StaleNonce,
+            Reason::WrongCredentials,
+            Reason::Quota,
+            Reason::Capacity,
+            Reason::BadResponse,
+            Reason::ExpectFailed,
+            Reason::NoSrflx,
+            Reason::NoRelay,
+            Reason::NoHost,
+            Reason::UnsupportedTransport,
+            Reason::Config,
+            Reason::Io,
+        ];
+        ALL.iter().find(|r| r.static_label() == s).cloned()
+    }
+
+    /// Maps a STUN/TURN error code to its reason word (RFC 5389/5766/8656).
+    pub fn from_stun_code(code: u16) -> Reason {
+        match code {
+            401 => Reason::Auth,
+            403 => Reason::Forbidden,
+            437 => Reason::Mismatch,
+            438 => Reason::StaleNonce,
+            441 => Reason::WrongCredentials,
+            486 => Reason::Quota,
+            508 => Reason::Capacity,
+            other => Reason::StunError(other),
+        }
+    }
+}
+
+fn unreachable_label() -> &'static str {
+    // Status and StunError are formatted in `label`; this keeps `static_label` total.
+    "status"
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Reason::from_label(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown reason {s:?}")))
+    }
+}
+
+/// A failure without its phase: what protocol helpers return. [`Run::phase`] adds the phase.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct Fault {
+    pub reason: Reason,
+    /// For humans and logs; never a metric label, never a secret.
+    pub message: String,
+}
+
+impl Fault {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Fault {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// Attaches the phase in which this fault happened.
+    pub fn at(self, phase: Phase) -> Failure {
+        Failure {
+            phase,
+            reason: self.reason,
+            message: self.message,
+        }
+    }
+}
+
+/// Where and why a probe failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{phase}/{reason}: {message}")]
+pub struct Failure {
+    pub phase: Phase,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(phase: Phase, reason: Reason, message: impl Into<String>) -> Self {
+        Failure {
+            phase,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// `phase/reason`, the short form shown in tables and verdicts.
+    pub fn code(&self) -> String {
+        format!("{}/{}", self.phase, self.reason.label())
+    }
+}
+
+/// One timed phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    pub phase: Phase,
+    #[serde(with = "duration_ms")]
+    pub duration: Duration,
+}
+
+/// The result of one probe run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub success: bool,
+    /// Phases in the order they ran; a failed probe's failing phase is the last entry.
+    pub phases: Vec<PhaseTiming>,
+    /// `Some` iff `!success`.
+    pub failure: Option<Failure>,
+    /// Wall time of the whole run.
+    #[serde(with = "duration_ms")]
+    pub total: Duration,
+    /// Protocol facts (TLS version, relay RTT, candidates...).
+    pub detail: Details,
+}
+
+impl Outcome {
+    /// Time spent in `phase` (summed if the phase ran several times).
+    pub fn phase_time(&self, phase: Phase) -> Option<Duration> {
+        let mut found = None;
+        for p in self.phases.iter().filter(|p| p.phase == phase) {
+            *found.get_or_insert(Duration::ZERO) += p.duration;
+        }
+        found
+    }
+
+    /// An outcome that failed before any phase ran (e.g. a bad target override).
+    pub fn failed_before_start(failure: Failure) -> Outcome {
+        Outcome {
+            success: false,
+            phases: Vec::new(),
+            failure: Some(failure),
+            total: Duration::ZERO,
+            detail: Details::default(),
+        }
+    }
+}
+
+/// The stopwatch and deadline of one probe run. Protocol code runs each step through
+/// [`Run::phase`], which times exactly the awaited operation and turns the deadline into a
+/// `timeout` fault of that phase.
+#[derive(Debug)]
+pub struct Run {
+    started: Instant,
+    deadline: Instant,
+    phases: Vec<PhaseTiming>,
+    /// Protocol facts gathered so far; kept on failure too.
+    pub detail: Details,
+}
+
+impl Run {
+    /// Starts the stopwatch; nothing awaited through this run outlives `deadline`.
+    pub fn new(deadline: Instant) -> Run {
+        Run {
+            started: Instant::now(),
+            deadline,
+            phases: Vec::new(),
+            detail: Details::default(),
+        }
+    }
+
+    /// The run's deadline, for awaits that are not a phase of their own.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Time left before the deadline (zero when passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Runs `fut` as `phase`: timed, bounded by the deadline, the fault tagged with the phase.
+    pub async fn phase<T, F>(&mut self, phase: Phase, fut: F) -> Result<T, Failure>
+    where
+        F: Future<Output = Result<T, Fault>>,
+    {
+        let start = Instant::now();
+        let result = tokio::time::timeout_at(self.deadline, fut).await;
+        let elapsed = start.elapsed();
+        self.phases.push(PhaseTiming { phase, duration: elapsed });
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(fault)) => Err(fault.at(phase)),
+            Err(_) => Err(Failure::new(
+                phase,
+                Reason::Timeout,
+                format!("no answer within the probe timeout ({} ms spent in {phase})", elapsed.as_millis()),
+            )),
+        }
+    }
+
+    /// Records a phase measured elsewhere (e.g. inside a library callback).
+    pub fn record(&mut self, phase: Phase, duration: Duration) {
+        self.phases.push(PhaseTiming { phase, duration });
+    }
+
+    /// Ends the run. `Err` makes a failed outcome whose last phase is the failing one.
+    pub fn finish(mut self, result: Result<(), Failure>) -> Outcome {
+        let total = self.started.elapsed();
+        match result {
+            Ok(()) => Outcome {
+                success: true,
+                phases: self.phases,
+                failure: None,
+                total,
+                detail: self.detail,
+            },
+            Err(failure) => {
+                if self.phases.last().map(|p| p.phase) != Some(failure.phase) {
+                    self.phases.push(PhaseTiming {
+                        phase: failure.phase,
+                        duration: Duration::ZERO,
+                    });
+                }
+                Outcome {
+                    success: false,
+                    phases: self.phases,
+                    failure: Some(failure),
+                    total,
+                    detail: self.detail,
+                }
+            }
+        }
+    }
+}
+
+/// Durations as fractional milliseconds in JSON: readable and lossless enough for timing.
+pub mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        if !ms.is_finite() || ms < 0.0 {
+            return Err(serde::de::Error::custom("duration must be a non-negative number of ms"));
+        }
+        Ok(Duration::from_secs_f64(ms / 1000.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_labels_round_trip() {
+        for r in [
+            Reason::Timeout,
+            Reason::Status(429),
+            Reason::StunError(420),
+            Reason::PinMismatch,
+            Reason::NoRelay,
+        ] {
+            assert_eq!(Reason::from_label(&r.label()), Some(r.clone()));
+        }
+        assert_eq!(Reason::Status(408).label(), "status_408");
+        assert_eq!(Reason::from_stun_code(486), Reason::Quota);
+    }
+
+    #[tokio::test]
+    async fn phase_times_out_at_deadline() {
+        let mut run = Run::new(Instant::now() + Duration::from_millis(50));
+        let err = run
+            .phase(Phase::Connect, async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<(), Fault>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "connect/timeout");
+        let out = run.finish(Err(err));
+        assert!(!out.success);
+        assert_eq!(out.phases.last().map(|p| p.phase), Some(Phase::Connect));
+        assert!(out.total < Duration::from_millis(500));
+    }
+}

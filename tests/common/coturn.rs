@@ -1,0 +1,141 @@
+//! A real coturn (`turnserver` from Debian) on loopback with per-test ports, killed on drop.
+//! Recipe from shared/LAB.md.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::certs::TestCa;
+use super::proc::{wait_until, ChildGuard};
+
+/// How coturn authenticates.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// `lt-cred-mech` with `user=USER:PASS`.
+    LongTerm { user: String, password: String },
+    /// `use-auth-secret` with `static-auth-secret=SECRET`.
+    Rest { secret: String },
+}
+
+/// Options for one coturn instance.
+#[derive(Clone, Debug)]
+pub struct CoturnOptions {
+    pub auth: Auth,
+    /// Extra config lines (e.g. `user-quota=1`).
+    pub extra: Vec<String>,
+}
+
+impl Default for CoturnOptions {
+    fn default() -> Self {
+        CoturnOptions {
+            auth: Auth::LongTerm {
+                user: "test".into(),
+                password: "secret".into(),
+            },
+            extra: vec![],
+        }
+    }
+}
+
+/// A running coturn.
+pub struct Coturn {
+    pub port: u16,
+    pub tls_port: u16,
+    pub dir: tempfile::TempDir,
+    pub ca: TestCa,
+    pub ca_file: PathBuf,
+    pub log: PathBuf,
+    _guard: ChildGuard,
+}
+
+impl Coturn {
+    /// Starts coturn on 127.0.0.1 with fresh ports and a certificate for
+    /// `relay.example.test` and 127.0.0.1 signed by a fresh test CA.
+    pub fn start(opts: CoturnOptions) -> Coturn {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = super::free_ports(2);
+        let (port, tls_port) = (ports[0], ports[1]);
+        let ca = TestCa::new("egress-probe test CA");
+        let leaf = ca.leaf(&["relay.example.test", "127.0.0.1"], None);
+        let (crt, key) = leaf.write(dir.path(), "turn", Some(&ca));
+        let ca_file = ca.write_ca(dir.path());
+        let log = dir.path().join("turn.log");
+        // A relay port range unique enough per instance to run tests in parallel.
+        let base = 20000 + (port as u32 % 400) * 100;
+        let mut conf = vec![
+            "listening-ip=127.0.0.1".to_string(),
+            "relay-ip=127.0.0.1".to_string(),
+            format!("listening-port={port}"),
+            format!("tls-listening-port={tls_port}"),
+            format!("alt-listening-port=0"),
+            format!("alt-tls-listening-port=0"),
+            format!("cert={}", crt.display()),
+            format!("pkey={}", key.display()),
+            "realm=example.test".into(),
+            "no-cli".into(),
+            "allow-loopback-peers".into(),
+            "no-multicast-peers".into(),
+            "no-dtls".into(),
+            format!("min-port={base}"),
+            format!("max-port={}", base + 99),
+            format!("pidfile={}", dir.path().join("turn.pid").display()),
+            format!("log-file={}", log.display()),
+            "simple-log".into(),
+            "no-stdout-log".into(),
+            "verbose".into(),
+        ];
+        match &opts.auth {
+            Auth::LongTerm { user, password } => {
+                conf.push("lt-cred-mech".into());
+                conf.push(format!("user={user}:{password}"));
+            }
+            Auth::Rest { secret } => {
+                conf.push("use-auth-secret".into());
+                conf.push(format!("static-auth-secret={secret}"));
+            }
+        }
+        conf.extend(opts.extra.iter().cloned());
+        let conf_path = dir.path().join("turnserver.conf");
+        std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write coturn conf");
+        let guard = ChildGuard::spawn(
+            "turnserver",
+            Command::new("turnserver")
+                .arg("-c")
+                .arg(&conf_path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let ready = wait_until(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+        });
+        assert!(
+            ready,
+            "coturn did not start listening on {port}/{tls_port}; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Coturn {
+            port,
+            tls_port,
+            dir,
+            ca,
+            ca_file,
+            log,
+            _guard: guard,
+        }
+    }
+
+    /// coturn's log so far (to prove allocations were deleted).
+    pub fn log_text(&self) -> String {
+        // coturn may add a date suffix to the log file name.
+        let mut text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with("turn") && name.ends_with(".log") && e.path() != self.log {
+                    text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        text
+    }
+}

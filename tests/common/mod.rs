@@ -1,0 +1,38 @@
+//! Shared test lab: free ports, child processes that die with the test, certificates,
+//! and a real coturn. Each test file uses the parts it needs.
+#![allow(dead_code)]
+
+pub mod certs;
+pub mod coturn;
+pub mod proc;
+
+use std::net::{TcpListener, UdpSocket};
+
+/// A port free for both TCP and UDP on 127.0.0.1 right now (bind port 0 and release).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp 0");
+        let port = t.local_addr().expect("local addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+/// `n` distinct free ports (TCP+UDP).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut v: Vec<u16> = Vec::new();
+    while v.len() < n {
+        let p = free_port();
+        if !v.contains(&p) {
+            v.push(p);
+        }
+    }
+    v
+}
+
+/// Path of the built binary, for end-to-end tests.
+pub fn bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_egress-probe"))
+}
