@@ -10,5 +10,13 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod demo;
+pub mod diff;
+pub mod metrics;
 pub mod net;
 pub mod probe;
+pub mod report;
+pub mod responder;
+pub mod schedule;
+pub mod server;
+pub mod verdict;

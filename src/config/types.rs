@@ -475,3 +475,37 @@ pub(crate) mod humantime_serde_compat {
         super::super::values::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
+
+impl Credentials {
+    /// The username and password to put on the wire now. REST credentials are minted per
+    /// call (TURN REST API draft / coturn `use-auth-secret`): username `expiry:user`,
+    /// password base64(HMAC-SHA1(secret, username)), expiry = `now + ttl`.
+    pub fn resolve(&self, now: std::time::SystemTime) -> (String, String) {
+        match self {
+            Credentials::LongTerm { username, password } => (username.expose().to_string(), password.expose().to_string()),
+            Credentials::Rest { secret, user, ttl } => {
+                let expiry = now
+                    .checked_add(*ttl)
+                    .unwrap_or(now)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let username = format!("{expiry}:{user}");
+                let password = rest_password(secret.expose(), &username);
+                (username, password)
+            }
+        }
+    }
+}
+
+/// base64(HMAC-SHA1(secret, username)), the REST-API TURN password.
+pub fn rest_password(secret: &str, username: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let mut mac = match Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(), // HMAC accepts keys of any length; unreachable in practice
+    };
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}

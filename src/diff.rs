@@ -1,0 +1,1 @@
+//! Before/after comparison of two JSON reports. PROVISIONAL stub (issue 6).

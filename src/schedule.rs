@@ -1,0 +1,1 @@
+//! PROVISIONAL stub (issue 2).
