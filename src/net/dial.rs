@@ -1,13 +1,25 @@
 //! Resolve and connect, each a timed phase, optionally through an HTTP CONNECT proxy.
+//!
+//! Resolution uses the system resolver (getaddrinfo, so `/etc/hosts`, `nsswitch` and the
+//! system's DNS servers apply, exactly as for the softphone). Connecting to a name with several
+//! addresses follows Happy Eyeballs (RFC 8305) in spirit: addresses are tried in resolver order,
+//! the next one starts when the previous fails or after [`STAGGER`] without an answer, and the
+//! first that answers wins. One blackholed address therefore costs 250 ms, not the whole timeout.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
 
 use crate::config::{HostPort, ProxyUrl};
 use crate::probe::{Failure, Fault, Phase, Reason, Run};
 
 use super::classify::fault_from_io;
+
+/// How long a connection attempt may stay unanswered before the next address is tried too
+/// (RFC 8305 "Connection Attempt Delay").
+pub const STAGGER: Duration = Duration::from_millis(250);
 
 /// Resolves `host:port` with the system resolver (phase `resolve`). IP literals skip the
 /// lookup but still record a zero-length phase so every probe has the same phase list.
@@ -16,7 +28,7 @@ pub async fn resolve(run: &mut Run, target: &HostPort) -> Result<Vec<SocketAddr>
     let port = target.port;
     let addrs = run
         .phase(Phase::Resolve, async move {
-            if let Ok(ip) = host.parse::<IpAddr>() {
+            if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
                 return Ok(vec![SocketAddr::new(ip, port)]);
             }
             let found = tokio::net::lookup_host((host.as_str(), port))
@@ -38,31 +50,103 @@ pub async fn resolve(run: &mut Run, target: &HostPort) -> Result<Vec<SocketAddr>
     Ok(addrs)
 }
 
+/// getaddrinfo failure → reason. getaddrinfo reports only an `EAI_*` code, which std turns into
+/// its `gai_strerror` text (English: Rust programs never call `setlocale`), so we map the texts.
 fn resolve_fault(host: &str, e: &std::io::Error) -> Fault {
-    // getaddrinfo reports through strings only; map the glibc texts we know.
     let text = e.to_string();
-    let reason = if text.contains("not known") || text.contains("No address associated") || text.contains("nodename nor servname") {
+    let reason = gai_reason(&text);
+    let hint = match reason {
+        Reason::Nxdomain => " (the name does not exist: NXDOMAIN)",
+        Reason::NoAnswer => " (the name exists but has no A/AAAA record)",
+        Reason::Servfail => " (temporary resolver failure: SERVFAIL, or no DNS server answered)",
+        _ => "",
+    };
+    Fault::new(reason, format!("resolving {host}: {text}{hint}"))
+}
+
+/// Maps a glibc/musl `gai_strerror` text to a reason.
+fn gai_reason(text: &str) -> Reason {
+    if text.contains("No address associated") {
+        // EAI_NODATA: NOERROR with no A/AAAA answer.
+        Reason::NoAnswer
+    } else if text.contains("not known") || text.contains("nodename nor servname") || text.contains("Name does not resolve") {
+        // EAI_NONAME (glibc / BSD / musl wording).
         Reason::Nxdomain
-    } else if text.contains("Temporary failure") {
+    } else if text.contains("Temporary failure") || text.contains("Try again") || text.contains("Non-recoverable") {
+        // EAI_AGAIN (SERVFAIL or resolver timeout), EAI_FAIL (REFUSED/FORMERR).
         Reason::Servfail
     } else {
         Reason::Io
-    };
-    Fault::new(reason, format!("resolving {host}: {text}"))
+    }
 }
 
 /// Connects to one address (phase `connect`).
 pub async fn connect(run: &mut Run, addr: SocketAddr) -> Result<TcpStream, Failure> {
-    let stream = run
-        .phase(Phase::Connect, async move {
-            TcpStream::connect(addr)
-                .await
-                .map_err(|e| fault_from_io(&format!("connect to {addr}"), &e))
-        })
-        .await?;
-    let _ = stream.set_nodelay(true);
+    let stream = run.phase(Phase::Connect, connect_one(addr)).await?;
     run.detail.peer = Some(addr);
     Ok(stream)
+}
+
+async fn connect_one(addr: SocketAddr) -> Result<TcpStream, Fault> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| fault_from_io(&format!("connect to {addr}"), &e))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Connects to the first of `addrs` that answers (one phase `connect`), staggering attempts by
+/// [`STAGGER`]. When every address fails, the reason is theirs if they agree, else the last one's;
+/// the message lists each address. At the deadline the phase is `connect/timeout`.
+pub async fn connect_first(run: &mut Run, addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Failure> {
+    let addrs = addrs.to_vec();
+    let (stream, addr) = run
+        .phase(Phase::Connect, async move {
+            let mut pending = FuturesUnordered::new();
+            let mut next = 0usize;
+            let mut errors: Vec<(SocketAddr, Fault)> = Vec::new();
+            loop {
+                if pending.is_empty() {
+                    match addrs.get(next) {
+                        Some(a) => {
+                            pending.push(attempt(*a));
+                            next += 1;
+                        }
+                        None => return Err(combine(errors)),
+                    }
+                }
+                let more = next < addrs.len();
+                tokio::select! {
+                    Some((a, res)) = pending.next() => match res {
+                        Ok(s) => return Ok((s, a)),
+                        Err(f) => errors.push((a, f)),
+                    },
+                    _ = tokio::time::sleep(STAGGER), if more => {
+                        pending.push(attempt(addrs[next]));
+                        next += 1;
+                    }
+                }
+            }
+        })
+        .await?;
+    run.detail.peer = Some(addr);
+    Ok((stream, addr))
+}
+
+async fn attempt(addr: SocketAddr) -> (SocketAddr, Result<TcpStream, Fault>) {
+    (addr, connect_one(addr).await)
+}
+
+fn combine(errors: Vec<(SocketAddr, Fault)>) -> Fault {
+    let Some((_, last)) = errors.last() else {
+        return Fault::new(Reason::NoAnswer, "no address to connect to");
+    };
+    if errors.len() == 1 {
+        return last.clone();
+    }
+    let reason = last.reason.clone();
+    let message = errors.iter().map(|(_, f)| f.message.as_str()).collect::<Vec<_>>().join("; ");
+    Fault::new(reason, message)
 }
 
 /// What [`dial`] produced: the stream and, without a proxy, the address it reached.
@@ -73,25 +157,60 @@ pub struct Dialed {
     pub peer: Option<SocketAddr>,
 }
 
-/// Resolve → connect (first address that answers) → proxy CONNECT when `proxy` is set.
+/// Resolve → connect (first address that answers, see [`connect_first`]) → proxy CONNECT
+/// when `proxy` is set.
 ///
-/// Without a proxy, addresses are tried in resolver order; a refused/unreachable address
-/// moves on to the next one, a timeout ends the probe (the deadline is spent). Through a
-/// proxy, the *proxy* is resolved and connected (its failures are `proxy/...`), then asked to
-/// CONNECT to the target by name, as browsers do.
+/// Through a proxy, the *proxy* is resolved and connected (its failures are `proxy/...`), then
+/// asked to CONNECT to the target by name, as browsers do.
 pub async fn dial(run: &mut Run, target: &HostPort, proxy: Option<&ProxyUrl>) -> Result<Dialed, Failure> {
     if let Some(p) = proxy {
         let stream = super::proxy::connect_via(run, p, target).await?;
         return Ok(Dialed { stream, peer: None });
     }
     let addrs = resolve(run, target).await?;
-    let mut last: Option<Failure> = None;
-    for addr in addrs {
-        match connect(run, addr).await {
-            Ok(stream) => return Ok(Dialed { stream, peer: Some(addr) }),
-            Err(f) if f.reason == Reason::Timeout => return Err(f),
-            Err(f) => last = Some(f),
-        }
+    let (stream, peer) = connect_first(run, &addrs).await?;
+    Ok(Dialed { stream, peer: Some(peer) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn getaddrinfo_texts_map_to_reasons() {
+        let r = |s: &str| gai_reason(&format!("failed to lookup address information: {s}"));
+        assert_eq!(r("Name or service not known"), Reason::Nxdomain);
+        assert_eq!(r("No address associated with hostname"), Reason::NoAnswer);
+        assert_eq!(r("Temporary failure in name resolution"), Reason::Servfail);
+        assert_eq!(r("Non-recoverable failure in name resolution"), Reason::Servfail);
+        assert_eq!(r("System error"), Reason::Io);
     }
-    Err(last.unwrap_or_else(|| Failure::new(Phase::Connect, Reason::NoAnswer, format!("{target}: no address to connect to"))))
+
+    #[tokio::test]
+    async fn refused_address_moves_to_the_next() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good = listener.local_addr().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let mut run = Run::new(tokio::time::Instant::now() + Duration::from_secs(2));
+        let (_s, peer) = connect_first(&mut run, &[closed, good]).await.unwrap();
+        assert_eq!(peer, good);
+        assert_eq!(run.detail.peer, Some(good));
+    }
+
+    #[tokio::test]
+    async fn all_refused_is_refused_naming_each_address() {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut run = Run::new(tokio::time::Instant::now() + Duration::from_secs(2));
+        let f = connect_first(&mut run, &[a, b]).await.unwrap_err();
+        assert_eq!(f.code(), "connect/refused");
+        assert!(
+            f.message.contains(&a.to_string()) && f.message.contains(&b.to_string()),
+            "{}",
+            f.message
+        );
+    }
 }

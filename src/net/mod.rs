@@ -9,5 +9,5 @@ pub mod proxy;
 pub mod tls;
 
 pub use classify::{classify_io, fault_from_io};
-pub use dial::{connect, dial, resolve, Dialed};
+pub use dial::{connect, connect_first, dial, resolve, Dialed};
 pub use tls::{handshake, TlsClient};

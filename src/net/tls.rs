@@ -25,13 +25,14 @@ use crate::probe::{Failure, Fault, Phase, Reason, Run};
 
 use super::classify::classify_io;
 
-/// A ready-to-use TLS client for one probe's settings. Build once per run (cheap) or cache.
+/// A ready-to-use TLS client for one probe's settings. Build one per run (cheap: roots are
+/// loaded once per process). It records what the server presented for [`handshake`], so run
+/// one handshake at a time per client (`addresses: all` builds one client per address).
 #[derive(Clone)]
 pub struct TlsClient {
     config: Arc<ClientConfig>,
     record: Arc<Mutex<ChainRecord>>,
     server_name: String,
-    pins: Vec<[u8; 32]>,
     alpn_required: bool,
 }
 
@@ -76,7 +77,7 @@ impl TlsClient {
         let verifier = Arc::new(RecordingVerifier {
             inner: webpki,
             record: record.clone(),
-            pins: pins.clone(),
+            pins,
         });
         let versions: &[&'static rustls::SupportedProtocolVersion] = match opts.min_version {
             Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
@@ -98,7 +99,6 @@ impl TlsClient {
             config: Arc::new(config),
             record,
             server_name: opts.server_name.clone().unwrap_or_else(|| default_name.to_string()),
-            pins,
             alpn_required: !opts.alpn.is_empty(),
         })
     }
@@ -122,6 +122,9 @@ where
             format!("invalid TLS server name {:?}", client.server_name),
         )
     })?;
+    if let Ok(mut r) = client.record.lock() {
+        *r = ChainRecord::default();
+    }
     let connector = TlsConnector::from(client.config.clone());
     let result = run
         .phase(Phase::Tls, async move {
@@ -170,14 +173,24 @@ where
     let missing_alpn = client.alpn_required && details.alpn.is_none();
     run.detail.tls = Some(details);
     if missing_alpn {
+        close(stream, run.deadline()).await;
         return Err(Failure::new(
             Phase::Tls,
             Reason::Alpn,
-            "server selected none of the offered ALPN protocols",
+            "server selected none of the offered ALPN protocols (it may not support them, or ALPN was stripped)",
         ));
     }
-    let _ = &client.pins;
     Ok(stream)
+}
+
+/// Ends a TLS session politely: close_notify, then FIN; bounded by `deadline`, errors ignored
+/// (the probe's verdict is already made).
+pub async fn close<S>(mut stream: TlsStream<S>, deadline: tokio::time::Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
 }
 
 fn classify_tls_io(e: &std::io::Error) -> Reason {
@@ -189,20 +202,29 @@ fn classify_tls_io(e: &std::io::Error) -> Reason {
 
 /// rustls error → reason word.
 pub fn classify_rustls(e: &rustls::Error) -> Reason {
-    use rustls::{AlertDescription as A, Error as E};
+    use rustls::{AlertDescription as A, Error as E, PeerIncompatible as P};
     match e {
         E::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer | CertificateError::BadSignature | CertificateError::InvalidPurpose => Reason::UntrustedIssuer,
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => Reason::UntrustedIssuer,
             CertificateError::Expired
             | CertificateError::NotValidYet
             | CertificateError::ExpiredContext { .. }
             | CertificateError::NotValidYetContext { .. } => Reason::Expired,
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => Reason::NameMismatch,
-            CertificateError::Other(o) if o.to_string().contains("pin") => Reason::PinMismatch,
+            CertificateError::Other(o) if o.0.downcast_ref::<PinMismatch>().is_some() => Reason::PinMismatch,
+            CertificateError::BadEncoding => Reason::Handshake,
+            // Revoked, wrong purpose, unknown critical extension...: not a chain we can trust.
             _ => Reason::UntrustedIssuer,
         },
         E::NoApplicationProtocol | E::AlertReceived(A::NoApplicationProtocol) => Reason::Alpn,
-        E::AlertReceived(A::ProtocolVersion) | E::PeerIncompatible(_) => Reason::Version,
+        E::AlertReceived(A::ProtocolVersion)
+        | E::PeerIncompatible(
+            P::ServerDoesNotSupportTls12Or13
+            | P::ServerTlsVersionIsDisabledByOurConfig
+            | P::SupportedVersionsExtensionRequired
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled,
+        ) => Reason::Version,
         _ => Reason::Handshake,
     }
 }

@@ -214,6 +214,9 @@ pub struct AddressResult {
     pub failure: Option<Failure>,
     #[serde(with = "duration_ms")]
     pub total: Duration,
+    /// What this address's TLS handshake showed (tls-based probes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsDetails>,
 }
 
 mod opt_duration_ms {

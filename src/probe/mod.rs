@@ -109,6 +109,7 @@ where
             success: o.success,
             failure: o.failure,
             total: o.total,
+            tls: o.detail.tls,
         });
     }
     match first_failure {

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod coturn;
+pub mod netns;
 pub mod proc;
 
 use std::net::{TcpListener, UdpSocket};

@@ -1,0 +1,159 @@
+//! A private two-namespace network for firewall tests: a `client` namespace (where the probe
+//! runs) and a `peer` namespace (servers, and the firewall rules), joined by a veth pair with
+//! addresses that exist only inside them (10.201.0.1 ↔ 10.201.0.2/24). Nothing reaches the
+//! host's network. Both namespaces are deleted on drop, also when the test panics.
+//!
+//! Rules go into the *peer* namespace (its input chain, like a firewall in front of the
+//! server): a `drop` there is a silent drop on the wire, `reject with tcp reset` a real RST.
+//! Never an `output` chain in the client's own namespace: that makes `connect` fail at once
+//! with EPERM, which no network firewall produces.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Output, Stdio};
+
+/// Address of the client end of the veth pair.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+/// Address of the peer end.
+pub const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
+
+/// Two namespaces and a veth pair between them.
+pub struct NetPair {
+    pub client: String,
+    pub peer: String,
+}
+
+fn ip(args: &[&str]) -> Output {
+    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl NetPair {
+    /// Creates `ep-<test>-<pid>-c` and `ep-<test>-<pid>-p`, linked and addressed, loopback up.
+    pub fn new(test: &str) -> NetPair {
+        let base = format!("ep-{test}-{}", std::process::id());
+        let pair = NetPair {
+            client: format!("{base}-c"),
+            peer: format!("{base}-p"),
+        };
+        for ns in [&pair.client, &pair.peer] {
+            // A namespace left behind by a killed earlier run of this very test+pid: remove it.
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        // Interface names are per namespace, so fixed short names cannot collide.
+        ip(&[
+            "-n",
+            &pair.client,
+            "link",
+            "add",
+            "ep0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ep1",
+            "netns",
+            &pair.peer,
+        ]);
+        ip(&["-n", &pair.client, "addr", "add", &format!("{CLIENT_IP}/24"), "dev", "ep0"]);
+        ip(&["-n", &pair.peer, "addr", "add", &format!("{PEER_IP}/24"), "dev", "ep1"]);
+        ip(&["-n", &pair.client, "link", "set", "ep0", "up"]);
+        ip(&["-n", &pair.peer, "link", "set", "ep1", "up"]);
+        pair
+    }
+
+    /// Loads an nftables ruleset (text for `nft -f -`) into namespace `ns`.
+    pub fn nft(&self, ns: &str, ruleset: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        child.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "nft: {}\n{ruleset}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs a command inside namespace `ns` (`ip netns exec`) and returns its output.
+    pub fn exec(&self, ns: &str, cmd: &mut Command) -> Output {
+        let mut full = Command::new("ip");
+        full.args(["netns", "exec", ns]).arg(cmd.get_program()).args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => full.env(k, v),
+                None => full.env_remove(k),
+            };
+        }
+        full.output().expect("ip netns exec")
+    }
+
+    /// Runs `f` on a fresh thread that has entered namespace `ns`: every socket `f` opens
+    /// lives there. The thread's namespace dies with the thread; the test's own stays put.
+    pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// Runs `f` on a fresh thread with a private mount namespace in which `hosts` is bind-mounted
+    /// over `/etc/hosts`: the system resolver (getaddrinfo) then answers names from it, as for
+    /// a name with several A records, without touching the real `/etc/hosts`.
+    pub fn with_hosts_file<T: Send + 'static>(hosts: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        use nix::mount::{mount, MsFlags};
+        let file = tempfile::NamedTempFile::new().expect("temp hosts");
+        std::fs::write(file.path(), hosts).expect("write temp hosts");
+        let src = file.path().to_path_buf();
+        let out = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare mount namespace");
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).expect("make / private");
+            mount(Some(&src), "/etc/hosts", None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind hosts");
+            f()
+        })
+        .join()
+        .expect("hosts thread panicked");
+        drop(file);
+        out
+    }
+
+    /// Runs an async block to completion on a current-thread runtime inside the client namespace.
+    pub fn block_on_client<T, F>(&self, make: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
+        NetPair::run_in(&self.client, move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(make())
+        })
+    }
+
+    /// A TCP listener on PEER_IP:port inside the peer namespace (the kernel completes
+    /// handshakes from its backlog; nothing needs to accept).
+    pub fn listen_peer(&self, port: u16) -> std::net::TcpListener {
+        NetPair::run_in(&self.peer, move || {
+            std::net::TcpListener::bind(SocketAddr::from((PEER_IP, port))).expect("bind in peer namespace")
+        })
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        for ns in [&self.client, &self.peer] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! `kind: tcp`: a listening port passes, a closed port is refused, and — in a private pair of
+//! network namespaces with nftables in the peer — a DROP is `connect/timeout` at the deadline,
+//! a `reject with tcp reset` is `connect/refused`, an ICMP host-unreachable or a missing route
+//! is `connect/unreachable`. `addresses: all` reports every address.
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::netns::{NetPair, PEER_IP};
+use egress_probe::config::{AddressMode, HostPort, ProbeSpec, TcpSpec};
+use egress_probe::probe::{self, Outcome, Phase, ProbeContext};
+
+fn tcp(host: &str, port: u16, addresses: AddressMode) -> ProbeSpec {
+    ProbeSpec::Tcp(TcpSpec {
+        target: HostPort { host: host.into(), port },
+        addresses,
+    })
+}
+
+async fn run(spec: &ProbeSpec, timeout: Duration) -> Outcome {
+    probe::run(spec, &ProbeContext::with_timeout(timeout, None)).await
+}
+
+fn code(o: &Outcome) -> String {
+    o.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "success".into())
+}
+
+fn phases(o: &Outcome) -> Vec<Phase> {
+    o.phases.iter().map(|p| p.phase).collect()
+}
+
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn listening_port_passes_with_peer_recorded() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The server sees the client's FIN: the probe closes cleanly instead of leaking the socket.
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 8];
+        tokio::io::AsyncReadExt::read(&mut s, &mut buf).await.unwrap()
+    });
+    let o = run(&tcp("127.0.0.1", addr.port(), AddressMode::First), Duration::from_secs(2)).await;
+    assert_eq!(code(&o), "success", "{o:?}");
+    assert_eq!(phases(&o), vec![Phase::Resolve, Phase::Connect]);
+    assert_eq!(o.detail.peer, Some(addr));
+    let read = tokio::time::timeout(Duration::from_secs(2), server).await.unwrap().unwrap();
+    assert_eq!(read, 0, "server should see EOF (FIN) from the probe");
+}
+
+#[tokio::test]
+async fn closed_port_is_refused() {
+    let o = run(&tcp("127.0.0.1", closed_port(), AddressMode::First), Duration::from_secs(2)).await;
+    assert_eq!(code(&o), "connect/refused", "{o:?}");
+    assert_eq!(phases(&o), vec![Phase::Resolve, Phase::Connect]);
+    assert!(o.total < Duration::from_millis(500), "refusal is immediate: {:?}", o.total);
+}
+
+#[test]
+fn addresses_all_checks_every_address_of_a_name() {
+    // A name with two A records (system resolver, from a private /etc/hosts): a listener on
+    // 127.0.0.1, nothing on 127.0.0.2 at the same port. The probe fails, naming the bad address,
+    // and reports both.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let spec = tcp("pool.example.test", port, AddressMode::All);
+    let o = NetPair::with_hosts_file("127.0.0.1 pool.example.test\n127.0.0.2 pool.example.test\n", move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(&spec, Duration::from_secs(2)))
+    });
+    assert_eq!(code(&o), "connect/refused", "{o:?}");
+    let good: SocketAddr = ([127, 0, 0, 1], port).into();
+    let bad: SocketAddr = ([127, 0, 0, 2], port).into();
+    assert_eq!(o.detail.resolved, vec![good, bad]);
+    let results = &o.detail.per_address;
+    assert_eq!(results.len(), 2, "{o:?}");
+    assert_eq!((results[0].address, results[0].success), (good, true));
+    assert_eq!((results[1].address, results[1].success), (bad, false));
+    assert_eq!(results[1].failure.as_ref().map(|f| f.code()).as_deref(), Some("connect/refused"));
+    assert!(o.failure.unwrap().message.contains("127.0.0.2"));
+    // First-address mode on the same name: the refused address is skipped, the good one answers.
+    let spec = tcp("pool.example.test", port, AddressMode::First);
+    let o = NetPair::with_hosts_file("127.0.0.2 pool.example.test\n127.0.0.1 pool.example.test\n", move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(&spec, Duration::from_secs(2)))
+    });
+    assert_eq!(code(&o), "success", "{o:?}");
+    assert_eq!(o.detail.peer, Some(good));
+    drop(listener);
+}
+
+/// The firewalled lab: a pass port, a DROP port, a REJECT port, an ICMP-unreachable port.
+struct Lab {
+    net: NetPair,
+    _listeners: Vec<std::net::TcpListener>,
+}
+
+const OPEN: u16 = 7000;
+const DROPPED: u16 = 7001;
+const REJECTED: u16 = 7002;
+const ICMP_UNREACH: u16 = 7003;
+
+fn lab(test: &str) -> Lab {
+    let net = NetPair::new(test);
+    // Every port has a listener: whatever fails, fails because of the firewall.
+    let listeners = [OPEN, DROPPED, REJECTED, ICMP_UNREACH]
+        .into_iter()
+        .map(|p| net.listen_peer(p))
+        .collect();
+    net.nft(
+        &net.peer,
+        &format!(
+            "table inet fw {{ chain input {{ type filter hook input priority 0; policy accept;
+               tcp dport {DROPPED} drop
+               tcp dport {REJECTED} reject with tcp reset
+               tcp dport {ICMP_UNREACH} reject with icmpx type host-unreachable
+             }}
+           }}"
+        ),
+    );
+    Lab {
+        net,
+        _listeners: listeners,
+    }
+}
+
+fn probe_in_client(net: &NetPair, host: &str, port: u16, timeout: Duration) -> Outcome {
+    let spec = tcp(host, port, AddressMode::First);
+    net.block_on_client(move || async move { run(&spec, timeout).await })
+}
+
+#[test]
+fn firewall_drop_is_connect_timeout_at_the_deadline() {
+    let lab = lab("tcpdrop");
+    let peer = PEER_IP.to_string();
+    let open = probe_in_client(&lab.net, &peer, OPEN, Duration::from_secs(2));
+    assert_eq!(code(&open), "success", "control: the open port passes through the lab: {open:?}");
+    let timeout = Duration::from_millis(800);
+    let o = probe_in_client(&lab.net, &peer, DROPPED, timeout);
+    assert_eq!(code(&o), "connect/timeout", "{o:?}");
+    assert!(o.total >= timeout - Duration::from_millis(20), "ended early: {:?}", o.total);
+    assert!(o.total <= timeout + Duration::from_millis(150), "ended late: {:?}", o.total);
+    let connect = o.phase_time(Phase::Connect).unwrap();
+    assert!(connect >= timeout - Duration::from_millis(50), "connect phase {connect:?}");
+}
+
+#[test]
+fn firewall_reject_with_tcp_reset_is_connect_refused() {
+    let lab = lab("tcprej");
+    let o = probe_in_client(&lab.net, &PEER_IP.to_string(), REJECTED, Duration::from_secs(2));
+    assert_eq!(code(&o), "connect/refused", "{o:?}");
+    assert!(o.total < Duration::from_millis(500), "a reset is immediate: {:?}", o.total);
+}
+
+#[test]
+fn icmp_host_unreachable_and_missing_route_are_unreachable() {
+    let lab = lab("tcpunr");
+    let o = probe_in_client(&lab.net, &PEER_IP.to_string(), ICMP_UNREACH, Duration::from_secs(2));
+    assert_eq!(code(&o), "connect/unreachable", "{o:?}");
+    // 10.202.0.9 has no route inside the client namespace: ENETUNREACH at once.
+    let o = probe_in_client(&lab.net, "10.202.0.9", OPEN, Duration::from_secs(2));
+    assert_eq!(code(&o), "connect/unreachable", "{o:?}");
+    assert!(o.total < Duration::from_millis(200), "{:?}", o.total);
+}
