@@ -55,6 +55,13 @@ pub struct DnsDetails {
     pub answers: Vec<String>,
     /// The resolver used (`system` or `ip:port`).
     pub resolver: String,
+    /// Response code of the final answer (`noerror`, `nxdomain`, `servfail`, `refused`...).
+    #[serde(default)]
+    pub rcode: String,
+    /// Transport that produced the answer: `udp` (with hickory's TCP retry on truncation) or
+    /// `tcp` (fallback after UDP got no answer: UDP/53 likely blocked).
+    #[serde(default)]
+    pub transport: String,
 }
 
 /// What the TLS handshake negotiated.

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod coturn;
+pub mod dns;
 pub mod netns;
 pub mod proc;
 

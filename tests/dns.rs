@@ -1,0 +1,170 @@
+//! `kind: dns` against a real DNS server started by the test (hickory-server in-process, see
+//! `common::dns`), and against servers that never answer.
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::dns::{DnsServer, SilentDns};
+use egress_probe::config::{DnsExpect, DnsSpec, ProbeSpec, RecordKind};
+use egress_probe::probe::{self, Outcome, Phase, ProbeContext};
+
+fn dns(server: std::net::SocketAddr, query: &str, record: RecordKind, expect: DnsExpect) -> ProbeSpec {
+    ProbeSpec::Dns(DnsSpec {
+        query: query.into(),
+        record,
+        resolver: Some(server),
+        expect,
+    })
+}
+
+async fn run(spec: &ProbeSpec, timeout: Duration) -> Outcome {
+    probe::run(spec, &ProbeContext::with_timeout(timeout, None)).await
+}
+
+fn code(o: &Outcome) -> String {
+    o.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "success".into())
+}
+
+fn answers(o: &Outcome) -> Vec<String> {
+    o.detail.dns.as_ref().map(|d| d.answers.clone()).unwrap_or_default()
+}
+
+const T: Duration = Duration::from_secs(3);
+
+#[tokio::test]
+async fn a_record_answer_is_reported() {
+    let server = DnsServer::start().await;
+    let o = run(&dns(server.addr, "relay.example.test", RecordKind::A, Default::default()), T).await;
+    assert_eq!(code(&o), "success", "{o:?}");
+    assert_eq!(o.phases.iter().map(|p| p.phase).collect::<Vec<_>>(), vec![Phase::Resolve]);
+    assert_eq!(answers(&o), vec!["127.0.0.1"]);
+    let d = o.detail.dns.as_ref().unwrap();
+    assert_eq!((d.record.as_str(), d.rcode.as_str(), d.transport.as_str()), ("A", "noerror", "udp"));
+    assert_eq!(d.resolver, server.addr.to_string());
+}
+
+#[tokio::test]
+async fn aaaa_cname_srv_txt_answers_are_rendered() {
+    let server = DnsServer::start().await;
+    let cases = [
+        ("relay.example.test", RecordKind::Aaaa, "::1"),
+        ("alias.example.test", RecordKind::Cname, "relay.example.test."),
+        ("_turn._udp.example.test", RecordKind::Srv, "0 0 3478 relay.example.test."),
+        ("txt.example.test", RecordKind::Txt, "v=softphone1"),
+    ];
+    for (q, kind, want) in cases {
+        let o = run(&dns(server.addr, q, kind, Default::default()), T).await;
+        assert_eq!(code(&o), "success", "{q} {kind}: {o:?}");
+        assert_eq!(answers(&o), vec![want.to_string()], "{q} {kind}");
+    }
+    // An A query for a CNAME follows it: the A records of the target are the answer.
+    let o = run(&dns(server.addr, "alias.example.test", RecordKind::A, Default::default()), T).await;
+    assert_eq!(answers(&o), vec!["127.0.0.1"], "{o:?}");
+}
+
+#[tokio::test]
+async fn nxdomain_is_resolve_nxdomain() {
+    let server = DnsServer::start().await;
+    let o = run(&dns(server.addr, "nope.example.test", RecordKind::A, Default::default()), T).await;
+    assert_eq!(code(&o), "resolve/nxdomain", "{o:?}");
+    assert_eq!(o.detail.dns.as_ref().unwrap().rcode, "nxdomain");
+}
+
+#[tokio::test]
+async fn servfail_is_resolve_servfail_and_refused_is_dns_refused() {
+    let server = DnsServer::start().await;
+    let o = run(&dns(server.addr, "servfail.example.test", RecordKind::A, Default::default()), T).await;
+    assert_eq!(code(&o), "resolve/servfail", "{o:?}");
+    assert!(
+        o.total < Duration::from_secs(1),
+        "a SERVFAIL is an answer, not a wait: {:?}",
+        o.total
+    );
+    let o = run(&dns(server.addr, "refused.example.test", RecordKind::A, Default::default()), T).await;
+    assert_eq!(code(&o), "resolve/dns_refused", "{o:?}");
+}
+
+#[tokio::test]
+async fn name_without_that_record_type_is_no_answer() {
+    let server = DnsServer::start().await;
+    let o = run(&dns(server.addr, "v4only.example.test", RecordKind::Aaaa, Default::default()), T).await;
+    assert_eq!(code(&o), "resolve/no_answer", "{o:?}");
+    assert_eq!(o.detail.dns.as_ref().unwrap().rcode, "noerror");
+}
+
+#[tokio::test]
+async fn expect_contains_mismatch_is_expect_failed() {
+    let server = DnsServer::start().await;
+    let expect = DnsExpect {
+        contains: vec!["10.0.0.1".into()],
+        rcode: None,
+    };
+    let o = run(&dns(server.addr, "relay.example.test", RecordKind::A, expect), T).await;
+    assert_eq!(code(&o), "resolve/expect_failed", "{o:?}");
+    assert_eq!(answers(&o), vec!["127.0.0.1"], "answers are reported on failure too");
+    let expect = DnsExpect {
+        contains: vec!["127.0.0.1".into()],
+        rcode: None,
+    };
+    let o = run(&dns(server.addr, "relay.example.test", RecordKind::A, expect), T).await;
+    assert_eq!(code(&o), "success", "{o:?}");
+}
+
+#[tokio::test]
+async fn expect_rcode_nxdomain_turns_a_negative_answer_into_success() {
+    let server = DnsServer::start().await;
+    let want_nx = || DnsExpect {
+        contains: vec![],
+        rcode: Some("nxdomain".into()),
+    };
+    let o = run(&dns(server.addr, "blocked.example.test", RecordKind::A, want_nx()), T).await;
+    assert_eq!(code(&o), "success", "{o:?}");
+    let o = run(&dns(server.addr, "relay.example.test", RecordKind::A, want_nx()), T).await;
+    assert_eq!(code(&o), "resolve/expect_failed", "{o:?}");
+}
+
+#[tokio::test]
+async fn silent_server_is_resolve_timeout_within_timeout_plus_100ms() {
+    let silent = SilentDns::start();
+    let timeout = Duration::from_millis(700);
+    let o = run(&dns(silent.addr, "relay.example.test", RecordKind::A, Default::default()), timeout).await;
+    assert_eq!(code(&o), "resolve/timeout", "{o:?}");
+    assert!(o.total >= timeout - Duration::from_millis(20), "ended early: {:?}", o.total);
+    assert!(o.total <= timeout + Duration::from_millis(100), "ended late: {:?}", o.total);
+}
+
+#[tokio::test]
+async fn udp_blocked_falls_back_to_tcp() {
+    let server = DnsServer::start_tcp_only().await;
+    let o = run(
+        &dns(server.addr, "relay.example.test", RecordKind::A, Default::default()),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(code(&o), "success", "{o:?}");
+    assert_eq!(answers(&o), vec!["127.0.0.1"]);
+    assert_eq!(o.detail.dns.as_ref().unwrap().transport, "tcp");
+    assert!(server.counts.tcp.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn truncated_udp_answer_is_retried_over_tcp() {
+    let server = DnsServer::start().await;
+    let o = run(&dns(server.addr, "big.example.test", RecordKind::A, Default::default()), T).await;
+    assert_eq!(code(&o), "success", "{o:?}");
+    assert_eq!(answers(&o), vec!["127.0.0.9"]);
+    assert_eq!(server.counts.udp.load(Ordering::SeqCst), 1);
+    assert_eq!(server.counts.tcp.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn no_cache_between_runs() {
+    let server = DnsServer::start().await;
+    let spec = dns(server.addr, "relay.example.test", RecordKind::A, Default::default());
+    for _ in 0..3 {
+        let o = run(&spec, T).await;
+        assert_eq!(code(&o), "success", "{o:?}");
+    }
+    assert_eq!(server.counts.udp.load(Ordering::SeqCst), 3, "every run must ask the server");
+}
