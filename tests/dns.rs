@@ -168,3 +168,81 @@ async fn no_cache_between_runs() {
     }
     assert_eq!(server.counts.udp.load(Ordering::SeqCst), 3, "every run must ask the server");
 }
+
+/// The system resolver path, for real: a network namespace of the test's own, our DNS server on
+/// 127.0.0.1:53 inside it, and a private `/etc/resolv.conf` pointing there (bind-mounted in a
+/// private mount namespace; the machine's file is untouched).
+fn with_system_dns<T: Send + 'static, F: std::future::Future<Output = T>>(test: &str, f: impl FnOnce() -> F + Send + 'static) -> T {
+    let net = common::netns::NetPair::new(test);
+    let resolv = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
+    let hosts = "127.0.0.1 localhost\n";
+    common::netns::NetPair::isolated(
+        Some(&net.client),
+        &[("/etc/resolv.conf", resolv), ("/etc/hosts", hosts)],
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let _server = DnsServer::start_on("127.0.0.1:53".parse().unwrap()).await;
+                f().await
+            })
+        },
+    )
+}
+
+#[test]
+fn default_resolver_is_the_system_configuration() {
+    let (ok, nx) = with_system_dns("dnssys", || async {
+        let spec = |q: &str| {
+            ProbeSpec::Dns(DnsSpec {
+                query: q.into(),
+                record: RecordKind::Srv,
+                resolver: None,
+                expect: Default::default(),
+            })
+        };
+        (
+            run(&spec("_turn._udp.example.test"), T).await,
+            run(&spec("nope.example.test"), T).await,
+        )
+    });
+    assert_eq!(code(&ok), "success", "{ok:?}");
+    assert_eq!(answers(&ok), vec!["0 0 3478 relay.example.test."]);
+    assert_eq!(ok.detail.dns.as_ref().unwrap().resolver, "system");
+    assert_eq!(code(&nx), "resolve/nxdomain", "{nx:?}");
+}
+
+#[test]
+fn dial_path_classifies_getaddrinfo_failures() {
+    // tcp probes resolve through getaddrinfo (the shared dial path), not hickory.
+    let outcomes = with_system_dns("dnsgai", || async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut out = Vec::new();
+        for name in [
+            "relay.example.test",
+            "nope.example.test",
+            "servfail.example.test",
+            "txt.example.test",
+        ] {
+            let spec = ProbeSpec::Tcp(egress_probe::config::TcpSpec {
+                target: egress_probe::config::HostPort { host: name.into(), port },
+                addresses: egress_probe::config::AddressMode::First,
+            });
+            out.push((name, run(&spec, T).await));
+        }
+        out
+    });
+    let codes: Vec<(&str, String)> = outcomes.iter().map(|(n, o)| (*n, code(o))).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("relay.example.test", "success".to_string()),
+            ("nope.example.test", "resolve/nxdomain".to_string()),
+            ("servfail.example.test", "resolve/servfail".to_string()),
+            ("txt.example.test", "resolve/no_answer".to_string()),
+        ],
+        "{outcomes:?}"
+    );
+    let relay = &outcomes[0].1;
+    assert!(relay.detail.resolved.iter().any(|a| a.ip().to_string() == "127.0.0.1"), "{relay:?}");
+}

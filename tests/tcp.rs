@@ -167,3 +167,54 @@ fn icmp_host_unreachable_and_missing_route_are_unreachable() {
     assert_eq!(code(&o), "connect/unreachable", "{o:?}");
     assert!(o.total < Duration::from_millis(200), "{:?}", o.total);
 }
+
+/// A name with two addresses in the peer namespace, the first one blackholed (DROP).
+fn pool_lab(test: &str) -> (NetPair, std::net::TcpListener) {
+    let net = NetPair::new(test);
+    net.add_peer_address("10.201.0.3/24");
+    let listener = net.listen_peer_on("0.0.0.0:7010".parse().unwrap());
+    net.nft(
+        &net.peer,
+        "table inet fw { chain input { type filter hook input priority 0; policy accept;
+           ip daddr 10.201.0.2 tcp dport 7010 drop
+         }
+       }",
+    );
+    (net, listener)
+}
+
+fn probe_pool(net: &NetPair, addresses: AddressMode, timeout: Duration) -> Outcome {
+    let spec = tcp("pool.example.test", 7010, addresses);
+    let hosts = "10.201.0.2 pool.example.test\n10.201.0.3 pool.example.test\n";
+    NetPair::isolated(Some(&net.client), &[("/etc/hosts", hosts)], move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(&spec, timeout))
+    })
+}
+
+#[test]
+fn blackholed_first_address_costs_250ms_not_the_timeout() {
+    let (net, _l) = pool_lab("tcphe");
+    let o = probe_pool(&net, AddressMode::First, Duration::from_secs(2));
+    assert_eq!(code(&o), "success", "{o:?}");
+    assert_eq!(o.detail.peer, Some("10.201.0.3:7010".parse().unwrap()));
+    let connect = o.phase_time(Phase::Connect).unwrap();
+    assert!(
+        connect >= Duration::from_millis(240) && connect < Duration::from_millis(600),
+        "second address tried after the 250 ms stagger: {connect:?}"
+    );
+}
+
+#[test]
+fn addresses_all_reports_the_blackholed_address_as_timeout() {
+    let (net, _l) = pool_lab("tcpall");
+    let timeout = Duration::from_millis(800);
+    let o = probe_pool(&net, AddressMode::All, timeout);
+    assert_eq!(code(&o), "connect/timeout", "{o:?}");
+    assert!(o.total <= timeout + Duration::from_millis(150), "{:?}", o.total);
+    let r = &o.detail.per_address;
+    assert_eq!(r.len(), 2, "{o:?}");
+    assert_eq!(r[0].address, "10.201.0.2:7010".parse().unwrap());
+    assert_eq!(r[0].failure.as_ref().map(|f| f.code()).as_deref(), Some("connect/timeout"));
+    assert!(r[1].success, "{r:?}");
+}

@@ -41,7 +41,10 @@ impl Drop for Server {
 }
 
 async fn serve(config: Arc<rustls::ServerConfig>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), config)
+}
+
+fn serve_on(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> Server {
     let port = listener.local_addr().unwrap().port();
     let (tx, seen) = mpsc::unbounded_channel();
     let acceptor = TlsAcceptor::from(config);
@@ -325,4 +328,50 @@ async fn unreadable_ca_file_is_a_config_failure() {
     let dir = tempfile::tempdir().unwrap();
     let o = run(&spec(443, &dir.path().join("missing.pem"), |_| {}), Duration::from_secs(2)).await;
     assert_eq!(code(&o), "tls/config", "{o:?}");
+}
+
+#[test]
+fn addresses_all_checks_each_address_and_reports_its_chain() {
+    // pool.example.test → 127.0.0.1 (valid certificate) and 127.0.0.2 (expired), same port,
+    // names from a private /etc/hosts (bind-mounted in a private mount namespace).
+    let lab = Lab::new();
+    let good_expiry = now() + 5 * 86400;
+    let good = lab.ca.leaf(&["pool.example.test"], Some((now() - 3600, good_expiry)));
+    let expired = lab.ca.leaf(&["pool.example.test"], Some((now() - 10 * 86400, now() - 86400)));
+    let ca_file = lab.ca_file();
+    let (good_cfg, expired_cfg) = (
+        good.rustls_server_config(Some(&lab.ca), &[]),
+        expired.rustls_server_config(Some(&lab.ca), &[]),
+    );
+    let o = common::netns::NetPair::with_hosts_file("127.0.0.1 pool.example.test\n127.0.0.2 pool.example.test\n", move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l1.local_addr().unwrap().port();
+            let l2 = TcpListener::bind(("127.0.0.2", port)).await.unwrap();
+            let _s1 = serve_on(l1, good_cfg);
+            let _s2 = serve_on(l2, expired_cfg);
+            let spec = ProbeSpec::Tls(TlsSpec {
+                target: HostPort {
+                    host: "pool.example.test".into(),
+                    port,
+                },
+                addresses: AddressMode::All,
+                tls: TlsOptions {
+                    ca_file: Some(ca_file),
+                    ..Default::default()
+                },
+            });
+            run(&spec, Duration::from_secs(3)).await
+        })
+    });
+    assert_eq!(code(&o), "tls/expired", "{o:?}");
+    let r = &o.detail.per_address;
+    assert_eq!(r.len(), 2, "{o:?}");
+    assert!(r[0].success, "{r:?}");
+    assert_eq!(r[0].tls.as_ref().unwrap().earliest_expiry_unix, Some(good_expiry));
+    assert_eq!(r[1].failure.as_ref().map(|f| f.code()).as_deref(), Some("tls/expired"));
+    assert!(o.failure.as_ref().unwrap().message.contains("127.0.0.2"));
+    // The run's own TLS detail is the chain that expires first (what the expiry alert needs).
+    assert!(o.detail.tls.as_ref().unwrap().earliest_expiry_unix.unwrap() < now());
 }

@@ -153,10 +153,22 @@ impl DnsServer {
         Self::start_with(false).await
     }
 
+    /// Starts the zone on a given address (e.g. 127.0.0.1:53 inside a test's own network
+    /// namespace, where the system resolver can be pointed at it).
+    pub async fn start_on(addr: SocketAddr) -> DnsServer {
+        let tcp = std::net::TcpListener::bind(addr).expect("bind dns tcp");
+        let udp = std::net::UdpSocket::bind(addr).expect("bind dns udp");
+        Self::serve(tcp, udp, true)
+    }
+
     async fn start_with(udp: bool) -> DnsServer {
+        let (tcp, sock) = bind_pair();
+        Self::serve(tcp, sock, udp)
+    }
+
+    fn serve(tcp: std::net::TcpListener, sock: std::net::UdpSocket, udp: bool) -> DnsServer {
         let counts = Arc::new(Counts::default());
         let mut server = Server::new(Zone::new(counts.clone()));
-        let (tcp, sock) = bind_pair();
         let addr = tcp.local_addr().expect("addr");
         let mut silent_udp = None;
         if udp {

@@ -69,6 +69,18 @@ impl NetPair {
         pair
     }
 
+    /// Adds another address (e.g. `10.201.0.3/24`) to the peer's end of the veth pair.
+    pub fn add_peer_address(&self, cidr: &str) {
+        ip(&["-n", &self.peer, "addr", "add", cidr, "dev", "ep1"]);
+    }
+
+    /// A TCP listener on `addr` inside the peer namespace.
+    pub fn listen_peer_on(&self, addr: SocketAddr) -> std::net::TcpListener {
+        NetPair::run_in(&self.peer, move || {
+            std::net::TcpListener::bind(addr).expect("bind in peer namespace")
+        })
+    }
+
     /// Loads an nftables ruleset (text for `nft -f -`) into namespace `ns`.
     pub fn nft(&self, ns: &str, ruleset: &str) {
         use std::io::Write;
@@ -113,19 +125,42 @@ impl NetPair {
     /// over `/etc/hosts`: the system resolver (getaddrinfo) then answers names from it, as for
     /// a name with several A records, without touching the real `/etc/hosts`.
     pub fn with_hosts_file<T: Send + 'static>(hosts: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        NetPair::isolated(None, &[("/etc/hosts", hosts)], f)
+    }
+
+    /// Runs `f` on a fresh thread that entered network namespace `ns` (if any) and, if `files`
+    /// is not empty, a private mount namespace where each `(path, content)` is bind-mounted over
+    /// `path` (e.g. `/etc/resolv.conf`). Threads `f` spawns (tokio's blocking pool, where
+    /// getaddrinfo runs) inherit both. The real files are never touched.
+    pub fn isolated<T: Send + 'static>(ns: Option<&str>, files: &[(&str, &str)], f: impl FnOnce() -> T + Send + 'static) -> T {
         use nix::mount::{mount, MsFlags};
-        let file = tempfile::NamedTempFile::new().expect("temp hosts");
-        std::fs::write(file.path(), hosts).expect("write temp hosts");
-        let src = file.path().to_path_buf();
+        let temps: Vec<(String, tempfile::NamedTempFile)> = files
+            .iter()
+            .map(|(target, content)| {
+                let t = tempfile::NamedTempFile::new().expect("temp file");
+                std::fs::write(t.path(), content).expect("write temp file");
+                (target.to_string(), t)
+            })
+            .collect();
+        let mounts: Vec<(String, std::path::PathBuf)> = temps.iter().map(|(t, f)| (t.clone(), f.path().to_path_buf())).collect();
+        let ns_path = ns.map(|n| format!("/var/run/netns/{n}"));
         let out = std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare mount namespace");
-            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).expect("make / private");
-            mount(Some(&src), "/etc/hosts", None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind hosts");
+            if let Some(path) = ns_path {
+                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            }
+            if !mounts.is_empty() {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare mount namespace");
+                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).expect("make / private");
+                for (target, src) in &mounts {
+                    mount(Some(src), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind mount");
+                }
+            }
             f()
         })
         .join()
-        .expect("hosts thread panicked");
-        drop(file);
+        .expect("isolated thread panicked");
+        drop(temps);
         out
     }
 
