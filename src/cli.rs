@@ -102,4 +102,24 @@ pub struct DiffArgs {
     pub before: PathBuf,
     /// Report from after the change.
     pub after: PathBuf,
+    /// A timing change counts only if it is at least this many milliseconds...
+    #[arg(long, default_value_t = 20.0, value_parser = non_negative)]
+    pub threshold_ms: f64,
+    /// ...and at least this ratio of the before time (0.5 = +50%).
+    #[arg(long, default_value_t = 0.5, value_parser = non_negative)]
+    pub threshold_ratio: f64,
+    /// List timing changes but never exit 1 because of them.
+    #[arg(long)]
+    pub ignore_timing: bool,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// Parses a finite number >= 0 (thresholds).
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number >= 0")),
+    }
 }

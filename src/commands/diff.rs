@@ -1,9 +1,31 @@
-//! `egress-probe diff`. PROVISIONAL: not implemented yet.
+//! `egress-probe diff before.json after.json`: what a network change broke, from two
+//! `check --output json` reports. Exit 0 nothing regressed, 1 a regression (pass→fail or
+//! slower beyond the threshold), 2 a report that cannot be read or has an unknown schema.
 
-use crate::cli::DiffArgs;
+use std::time::Duration;
 
-/// Runs the subcommand; returns the exit code.
+use anyhow::Context;
+
+use crate::cli::{DiffArgs, OutputFormat};
+use crate::diff::{self, Options, Thresholds};
+
+use super::{EXIT_FAILED, EXIT_OK};
+
+/// Runs the subcommand; returns the exit code (errors become exit 2 in `main`).
 pub async fn main(args: DiffArgs) -> anyhow::Result<u8> {
-    let _ = args;
-    anyhow::bail!("`diff` is not implemented yet")
+    let before = diff::load(&args.before)?;
+    let after = diff::load(&args.after)?;
+    let opts = Options {
+        thresholds: Thresholds {
+            ratio: args.threshold_ratio,
+            min: Duration::from_secs_f64(args.threshold_ms / 1000.0),
+        },
+        ignore_timing: args.ignore_timing,
+    };
+    let d = diff::compare(&before, &after, &opts);
+    match args.output {
+        OutputFormat::Table => print!("{}", diff::render_table(&d)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&d).context("cannot encode the diff as JSON")?),
+    }
+    Ok(if d.regressed { EXIT_FAILED } else { EXIT_OK })
 }

@@ -1,0 +1,425 @@
+//! One unit test per rule of the table, on constructed outcomes (the real-outcome tests live in
+//! `tests/verdict.rs`). `every_rule_has_a_case` keeps the table and the cases in step.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+use crate::probe::details::{Details, RelayDetails, TlsDetails};
+use crate::probe::{Failure, PhaseTiming};
+
+fn pass(name: &str, kind: &str, target: &str) -> ProbeResult {
+    ProbeResult {
+        name: name.into(),
+        kind: kind.into(),
+        target: target.into(),
+        outcome: Outcome {
+            success: true,
+            phases: vec![PhaseTiming {
+                phase: Phase::Connect,
+                duration: Duration::from_millis(3),
+            }],
+            failure: None,
+            total: Duration::from_millis(3),
+            detail: Details::default(),
+        },
+    }
+}
+
+fn fail(name: &str, kind: &str, target: &str, phase: Phase, reason: Reason) -> ProbeResult {
+    let mut r = pass(name, kind, target);
+    r.outcome.success = false;
+    r.outcome.phases.push(PhaseTiming {
+        phase,
+        duration: Duration::from_millis(5),
+    });
+    // The message carries a "secret" to prove verdicts never echo messages.
+    r.outcome.failure = Some(Failure::new(phase, reason, "password=hunter2"));
+    r
+}
+
+fn tls_detail(r: &mut ProbeResult, issuer: &str, server_name: &str) {
+    r.outcome.detail.tls = Some(TlsDetails {
+        issuer: issuer.into(),
+        server_name: server_name.into(),
+        ..Default::default()
+    });
+}
+
+/// (rule id, results, the sentence expected from that rule)
+fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
+    let turns443 = "turns:relay.example.com:443?transport=tcp";
+    let stun3478 = "stun:relay.example.com:3478?transport=udp";
+    let mut intercepted = fail("tls-443", "tls", "relay.example.com:443", Phase::Tls, Reason::PinMismatch);
+    tls_detail(&mut intercepted, "C=US, O=Corp, CN=Corp Proxy CA", "relay.example.com");
+    let mut untrusted = fail("turn-tls", "turn", turns443, Phase::Tls, Reason::UntrustedIssuer);
+    tls_detail(&mut untrusted, "CN=Corp Proxy CA", "relay.example.com");
+    let mut mismatch = fail("wss", "websocket", "wss://sig.example.com/", Phase::Tls, Reason::NameMismatch);
+    tls_detail(&mut mismatch, "CN=Corp Proxy CA", "sig.example.com");
+    let mut limited = fail("api", "http", "https://api.example.com/health", Phase::Request, Reason::Status(429));
+    limited.outcome.detail.retry_after = Some(Duration::from_secs(30));
+    let mut relay_udp = fail(
+        "turn-udp",
+        "turn",
+        "turn:relay.example.com:3478?transport=udp",
+        Phase::Relay,
+        Reason::Timeout,
+    );
+    relay_udp.outcome.detail.relay = Some(RelayDetails {
+        transport: "udp".into(),
+        ..Default::default()
+    });
+    let mut peer_only = fail("odd", "tcp", "not a target", Phase::Close, Reason::Io);
+    peer_only.outcome.detail.peer = Some("10.0.0.1:5060".parse::<SocketAddr>().unwrap());
+    vec![
+        (
+            "udp_dropped_relay_works",
+            vec![
+                fail("stun-udp", "stun", stun3478, Phase::Stun, Reason::Timeout),
+                pass("turn-tcp", "turn", "turn:relay.example.com:3478?transport=tcp"),
+                pass("turn-tls", "turn", turns443),
+            ],
+            "UDP to 3478 is dropped (stun/timeout) but TURN over TLS on 443 works: softphones will connect through the relay with higher latency".into(),
+        ),
+        (
+            "udp_dropped_relay_fails",
+            vec![
+                fail("stun-udp", "stun", stun3478, Phase::Stun, Reason::Timeout),
+                fail("turn-tls", "turn", turns443, Phase::Connect, Reason::Timeout),
+            ],
+            "UDP to 3478 is dropped (stun/timeout) and TURN over TCP/TLS fails too: calls will have no media path".into(),
+        ),
+        (
+            "udp_dropped",
+            vec![fail("turn-udp", "turn", "turn:relay.example.com?transport=udp", Phase::Allocate, Reason::Timeout)],
+            "UDP to 3478 is dropped (allocate/timeout): media needs TURN over TLS (e.g. on 443); add a turns: probe to check that fallback".into(),
+        ),
+        (
+            "tls_intercepted",
+            vec![intercepted, pass("turn-tls", "turn", turns443)],
+            "TLS on 443 is intercepted (pin mismatch, issuer 'Corp Proxy CA'): TURN over TLS will fail".into(),
+        ),
+        (
+            "tls_untrusted",
+            vec![untrusted],
+            "TLS on 443 presents a certificate from an untrusted issuer 'Corp Proxy CA' (tls/untrusted_issuer), likely an intercepting proxy: TURN over TLS will fail".into(),
+        ),
+        (
+            "tls_expired",
+            vec![fail("tls", "tls", "relay.example.com:5349", Phase::Tls, Reason::Expired)],
+            "The certificate on relay.example.com:5349 has expired (tls/expired): clients that verify the certificate (TURN over TLS, WebSocket signalling) will fail".into(),
+        ),
+        (
+            "tls_name_mismatch",
+            vec![mismatch],
+            "The certificate on 443 is not for sig.example.com (tls/name_mismatch), issuer 'Corp Proxy CA': a wrong endpoint or an intercepting proxy; WebSocket signalling will fail".into(),
+        ),
+        (
+            "tls_failed",
+            vec![fail("https", "http", "https://app.example.com:8443/", Phase::Tls, Reason::Reset)],
+            "TLS on 8443 fails during the handshake (tls/reset): a middlebox may be interfering; HTTPS will fail".into(),
+        ),
+        (
+            "dns_nxdomain",
+            vec![fail("dns", "dns", "relay.example.com A", Phase::Resolve, Reason::Nxdomain)],
+            "DNS for relay.example.com does not resolve (resolve/nxdomain)".into(),
+        ),
+        (
+            "dns_failed",
+            vec![fail("tcp", "tcp", "relay.example.com:443", Phase::Resolve, Reason::Servfail)],
+            "DNS for relay.example.com fails (resolve/servfail): the resolver is broken, refuses, or is blocked".into(),
+        ),
+        (
+            "dns_no_answer",
+            vec![fail("dns6", "dns", "relay.example.com AAAA", Phase::Resolve, Reason::NoAnswer)],
+            "DNS for relay.example.com has no record of the asked type (resolve/no_answer)".into(),
+        ),
+        (
+            "proxy_auth",
+            vec![fail("wss", "websocket", "wss://sig.example.com/ws", Phase::Proxy, Reason::Auth)],
+            "The HTTP proxy demands authentication for sig.example.com:443 (proxy/auth): configure proxy credentials".into(),
+        ),
+        (
+            "proxy_denied",
+            vec![fail("tls", "tls", "relay.example.com:5349", Phase::Proxy, Reason::Status(403))],
+            "The HTTP proxy does not let relay.example.com:5349 through (proxy/status_403)".into(),
+        ),
+        (
+            "rate_limited",
+            vec![limited],
+            "429 from api.example.com: clients are retrying too fast (Retry-After 30 s)".into(),
+        ),
+        (
+            "ws_upgrade_timeout",
+            vec![fail("wss", "websocket", "wss://sig.example.com/ws", Phase::Upgrade, Reason::Timeout)],
+            "WebSocket signalling on 443 times out during upgrade (upgrade/timeout): a proxy or firewall holds the Upgrade request".into(),
+        ),
+        (
+            "ws_not_upgraded",
+            vec![fail("ws", "websocket", "ws://sig.example.com:8080/ws", Phase::Upgrade, Reason::NotUpgraded)],
+            "WebSocket signalling on 8080 is not upgraded (upgrade/not_upgraded): a proxy strips the Upgrade header or the server refuses it".into(),
+        ),
+        (
+            "turn_auth",
+            vec![fail("turn-tls", "turn", turns443, Phase::Allocate, Reason::Auth)],
+            "TURN on 443 rejects the credentials (allocate/auth): check the username/password or REST secret and the clock".into(),
+        ),
+        (
+            "turn_forbidden",
+            vec![fail("turn", "turn", "turn:relay.example.com:3478?transport=udp", Phase::Permission, Reason::Forbidden)],
+            "TURN on 3478 refuses the request (permission/forbidden): the server's policy forbids it".into(),
+        ),
+        (
+            "turn_capacity",
+            vec![fail("turn", "turn", turns443, Phase::Allocate, Reason::Quota)],
+            "TURN on 443 has no allocation to give (allocate/quota): the relay is full or the user's quota is used up".into(),
+        ),
+        (
+            "relay_no_echo",
+            vec![relay_udp],
+            "TURN over UDP on 3478 allocates but relayed packets do not come back (relay/timeout): the relay cannot reach the peer".into(),
+        ),
+        (
+            "ice_no_relay",
+            vec![fail("ice", "ice", "turn:relay.example.com:3478?transport=udp", Phase::Gather, Reason::NoRelay)],
+            "ICE gathered no relay candidate (gather/no_relay): softphones cannot fall back to the relay".into(),
+        ),
+        (
+            "ice_no_srflx",
+            vec![fail("ice", "ice", stun3478, Phase::Gather, Reason::NoSrflx)],
+            "ICE gathered no server-reflexive candidate (gather/no_srflx): STUN over UDP is blocked, direct media will not work".into(),
+        ),
+        (
+            "rejected",
+            vec![fail("tcp-8443", "tcp", "relay.example.com:8443", Phase::Connect, Reason::Refused)],
+            "TCP to 8443 on relay.example.com is rejected (connect/refused): a firewall rejects it or nothing listens there".into(),
+        ),
+        (
+            "dropped",
+            vec![fail("wss", "websocket", "wss://sig.example.com/", Phase::Connect, Reason::Timeout)],
+            "TCP to 443 on sig.example.com is silently dropped (connect/timeout): a firewall DROP rule".into(),
+        ),
+        (
+            "unreachable",
+            vec![fail("tcp", "tcp", "[2001:db8::1]:443", Phase::Connect, Reason::Unreachable)],
+            "2001:db8::1 is unreachable (connect/unreachable): no route from this network".into(),
+        ),
+        (
+            "reset",
+            vec![fail("tcp", "tcp", "relay.example.com:443", Phase::Request, Reason::Reset)],
+            "TCP to 443 on relay.example.com is cut by a reset (request/reset): a middlebox ends the connection".into(),
+        ),
+        (
+            "blocked_locally",
+            vec![fail("stun", "stun", stun3478, Phase::Stun, Reason::BlockedLocally)],
+            "This host's own firewall blocks UDP to 3478 (stun/blocked_locally)".into(),
+        ),
+        (
+            "http_status",
+            vec![fail("api", "http", "https://api.example.com/health", Phase::Request, Reason::Status(503))],
+            "api.example.com answers HTTP 503 on 443 (request/status_503)".into(),
+        ),
+        ("other_failure", vec![peer_only], "odd (tcp to not:5060) fails (close/io)".into()),
+        (
+            "all_pass",
+            vec![pass("tcp", "tcp", "relay.example.com:443"), pass("turn-tls", "turn", turns443)],
+            "all paths work (2 probes passed)".into(),
+        ),
+        (
+            "some_pass",
+            vec![
+                pass("tcp", "tcp", "relay.example.com:443"),
+                fail("tcp-8443", "tcp", "relay.example.com:8443", Phase::Connect, Reason::Refused),
+            ],
+            "1 of 2 probes pass".into(),
+        ),
+    ]
+}
+
+fn check(rule: &str) {
+    let (_, results, expected) = cases().into_iter().find(|(id, _, _)| *id == rule).expect("case for rule");
+    let verdicts = assess(&results);
+    let v = verdicts
+        .iter()
+        .find(|v| v.rule == rule)
+        .unwrap_or_else(|| panic!("rule {rule} did not fire: {verdicts:#?}"));
+    assert_eq!(v.text, expected);
+    for v in &verdicts {
+        assert!(!v.text.contains("hunter2"), "message leaked into {v:?}");
+        assert!(!v.text.contains('{'), "unfilled hole in {v:?}");
+    }
+}
+
+#[test]
+fn every_rule_has_a_case() {
+    let cases = cases();
+    for rule in RULES {
+        assert!(cases.iter().any(|(id, _, _)| *id == rule.id), "no case for rule {}", rule.id);
+    }
+    let mut ids: Vec<_> = RULES.iter().map(|r| r.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), RULES.len(), "rule ids must be unique");
+}
+
+#[test]
+fn udp_dropped_relay_works() {
+    check("udp_dropped_relay_works");
+}
+#[test]
+fn udp_dropped_relay_fails() {
+    check("udp_dropped_relay_fails");
+}
+#[test]
+fn udp_dropped() {
+    check("udp_dropped");
+}
+#[test]
+fn tls_intercepted() {
+    check("tls_intercepted");
+}
+#[test]
+fn tls_untrusted() {
+    check("tls_untrusted");
+}
+#[test]
+fn tls_expired() {
+    check("tls_expired");
+}
+#[test]
+fn tls_name_mismatch() {
+    check("tls_name_mismatch");
+}
+#[test]
+fn tls_failed() {
+    check("tls_failed");
+}
+#[test]
+fn dns_nxdomain() {
+    check("dns_nxdomain");
+}
+#[test]
+fn dns_failed() {
+    check("dns_failed");
+}
+#[test]
+fn dns_no_answer() {
+    check("dns_no_answer");
+}
+#[test]
+fn proxy_auth() {
+    check("proxy_auth");
+}
+#[test]
+fn proxy_denied() {
+    check("proxy_denied");
+}
+#[test]
+fn rate_limited() {
+    check("rate_limited");
+}
+#[test]
+fn ws_upgrade_timeout() {
+    check("ws_upgrade_timeout");
+}
+#[test]
+fn ws_not_upgraded() {
+    check("ws_not_upgraded");
+}
+#[test]
+fn turn_auth() {
+    check("turn_auth");
+}
+#[test]
+fn turn_forbidden() {
+    check("turn_forbidden");
+}
+#[test]
+fn turn_capacity() {
+    check("turn_capacity");
+}
+#[test]
+fn relay_no_echo() {
+    check("relay_no_echo");
+}
+#[test]
+fn ice_no_relay() {
+    check("ice_no_relay");
+}
+#[test]
+fn ice_no_srflx() {
+    check("ice_no_srflx");
+}
+#[test]
+fn rejected() {
+    check("rejected");
+}
+#[test]
+fn dropped() {
+    check("dropped");
+}
+#[test]
+fn unreachable() {
+    check("unreachable");
+}
+#[test]
+fn reset() {
+    check("reset");
+}
+#[test]
+fn blocked_locally() {
+    check("blocked_locally");
+}
+#[test]
+fn http_status() {
+    check("http_status");
+}
+#[test]
+fn other_failure() {
+    check("other_failure");
+}
+#[test]
+fn all_pass() {
+    check("all_pass");
+}
+#[test]
+fn some_pass() {
+    check("some_pass");
+}
+
+#[test]
+fn identical_sentences_merge_and_severe_comes_first() {
+    let results = vec![
+        pass("tcp", "tcp", "relay.example.com:443"),
+        fail("a", "tcp", "relay.example.com:8443", Phase::Connect, Reason::Refused),
+        fail("b", "tcp", "relay.example.com:8443", Phase::Connect, Reason::Refused),
+    ];
+    let v = assess(&results);
+    assert_eq!(v.len(), 2, "{v:#?}");
+    assert_eq!(v[0].rule, "rejected");
+    assert_eq!(v[0].probes, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(v[1].rule, "some_pass");
+    assert_eq!(verdicts(&results)[0], v[0].text);
+}
+
+#[test]
+fn relay_transport_from_details_wins_over_target() {
+    // A TURN probe whose target says tcp but whose relay ran over UDP is a UDP drop.
+    let mut r = fail(
+        "turn",
+        "turn",
+        "turn:relay.example.com:3478?transport=tcp",
+        Phase::Allocate,
+        Reason::Timeout,
+    );
+    r.outcome.detail.relay = Some(RelayDetails {
+        transport: "udp".into(),
+        ..Default::default()
+    });
+    assert_eq!(assess(&[r])[0].rule, "udp_dropped");
+}
+
+#[test]
+fn no_results_give_no_verdict() {
+    assert!(assess(&[]).is_empty());
+}
