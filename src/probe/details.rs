@@ -211,6 +211,10 @@ pub struct IceDetails {
     #[serde(default, with = "opt_duration_ms")]
     pub connected_after: Option<Duration>,
     pub selected_pair: Option<String>,
+    /// Every agent was closed (sockets released, TURN allocations refreshed to lifetime 0)
+    /// before the deadline; false when the close continued in the background.
+    #[serde(default)]
+    pub released: bool,
 }
 
 /// The result for one resolved server address under `addresses: all`.

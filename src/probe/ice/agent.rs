@@ -1,0 +1,191 @@
+//! One webrtc-ice agent's life in a probe: build it, gather with per-candidate arrival times,
+//! and release it (sockets and TURN allocations) within the deadline.
+//!
+//! Arrival times are taken inside the agent's `on_candidate` callback, so they measure the
+//! agent, not our channel. webrtc-ice 0.17.2 cannot cancel a gathering in progress
+//! (`gather_candidate_cancel` is a TODO) and adds late candidates to a closed agent without
+//! closing them, so an agent closed before gathering completed is watched by a bounded
+//! background reaper that closes anything that arrives late (e.g. a TURN allocation that
+//! succeeds after the deadline would otherwise stay on the server until its lifetime ends).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use webrtc_ice::agent::agent_config::AgentConfig;
+use webrtc_ice::agent::Agent;
+use webrtc_ice::candidate::{Candidate, CandidateType};
+use webrtc_ice::mdns::MulticastDnsMode;
+use webrtc_ice::network_type::NetworkType;
+use webrtc_ice::url::Url;
+
+use crate::config::CandidateKind;
+use crate::probe::{Fault, Reason};
+
+/// How long after the deadline `close()` may still run inline (under `probe::run`'s grace).
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
+/// Longest a webrtc-ice gathering task can outlive a close: DNS + two TURN transactions of
+/// 7 retransmissions (200 ms doubling, capped at 1.6 s) ≈ 16 s, STUN 5 s.
+const REAP_FOR: Duration = Duration::from_secs(30);
+const REAP_EVERY: Duration = Duration::from_millis(250);
+
+/// Which local interfaces host candidates come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostInterfaces {
+    /// Every non-loopback interface, as a softphone does.
+    #[default]
+    All,
+    /// Only 127.0.0.1/::1 (labs and tests: nothing is bound on real interfaces).
+    LoopbackOnly,
+}
+
+/// What the agent is allowed to gather.
+pub(crate) struct AgentSetup {
+    pub urls: Vec<Url>,
+    pub network_types: Vec<NetworkType>,
+    pub relay_only: bool,
+    pub interfaces: HostInterfaces,
+}
+
+/// A candidate as the probe records it (copied out of the agent's callback).
+#[derive(Clone, Debug)]
+pub(crate) struct Arrival {
+    pub kind: CandidateKind,
+    /// Since `gather_candidates()` was called.
+    pub at: Duration,
+    pub address: String,
+    pub port: u16,
+    /// `candidate:...` line, to hand to the other agent for connectivity checks.
+    pub marshal: String,
+}
+
+/// Builds an agent with mDNS disabled (no multicast leaves a strict network).
+pub(crate) async fn build(setup: AgentSetup, deadline: Instant) -> Result<Arc<Agent>, Fault> {
+    let candidate_types = if setup.relay_only {
+        vec![CandidateType::Relay]
+    } else {
+        vec![CandidateType::Host, CandidateType::ServerReflexive, CandidateType::Relay]
+    };
+    let mut config = AgentConfig {
+        urls: setup.urls,
+        network_types: setup.network_types,
+        candidate_types,
+        multicast_dns_mode: MulticastDnsMode::Disabled,
+        ..Default::default()
+    };
+    if setup.interfaces == HostInterfaces::LoopbackOnly {
+        config.include_loopback = true;
+        config.interface_filter = Arc::new(Some(Box::new(|name: &str| name == "lo")));
+        config.ip_filter = Arc::new(Some(Box::new(|ip: std::net::IpAddr| ip.is_loopback())));
+    }
+    match tokio::time::timeout_at(deadline, Agent::new(config)).await {
+        Ok(Ok(agent)) => Ok(Arc::new(agent)),
+        Ok(Err(e)) => Err(Fault::new(Reason::Config, format!("ICE agent could not be created: {e}"))),
+        Err(_) => Err(Fault::new(
+            Reason::Timeout,
+            "ICE agent could not be created within the probe timeout",
+        )),
+    }
+}
+
+/// A running gathering: candidates arrive on `rx`; `None` means gathering completed.
+pub(crate) struct Gathering {
+    rx: mpsc::UnboundedReceiver<Option<Arrival>>,
+    pub arrivals: Vec<Arrival>,
+    pub complete: bool,
+    pub started: Instant,
+}
+
+/// Starts gathering on `agent`.
+pub(crate) fn start(agent: &Agent) -> Result<Gathering, Fault> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    agent.on_candidate(Box::new(move |c: Option<Arc<dyn Candidate + Send + Sync>>| {
+        let at = started.elapsed();
+        let _ = tx.send(c.and_then(|c| arrival(&*c, at)));
+        Box::pin(async {})
+    }));
+    agent
+        .gather_candidates()
+        .map_err(|e| Fault::new(Reason::Io, format!("ICE gathering could not start: {e}")))?;
+    Ok(Gathering {
+        rx,
+        arrivals: Vec::new(),
+        complete: false,
+        started,
+    })
+}
+
+fn arrival(c: &(dyn Candidate + Send + Sync), at: Duration) -> Option<Arrival> {
+    let kind = match c.candidate_type() {
+        CandidateType::Host => CandidateKind::Host,
+        CandidateType::ServerReflexive => CandidateKind::Srflx,
+        CandidateType::PeerReflexive => CandidateKind::Prflx,
+        CandidateType::Relay => CandidateKind::Relay,
+        CandidateType::Unspecified => return None,
+    };
+    Some(Arrival {
+        kind,
+        at,
+        address: c.address(),
+        port: c.port(),
+        marshal: c.marshal(),
+    })
+}
+
+impl Gathering {
+    /// Collects candidates until gathering completes or `deadline`; returns whether it completed.
+    pub async fn collect(&mut self, deadline: Instant) -> bool {
+        while !self.complete {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Some(a))) => self.arrivals.push(a),
+                // `None` candidate: complete. A closed channel means the agent went away.
+                Ok(Some(None)) | Ok(None) => self.complete = true,
+                Err(_) => break,
+            }
+        }
+        self.complete
+    }
+
+    /// How many candidates of `kind` arrived.
+    pub fn count(&self, kind: CandidateKind) -> usize {
+        self.arrivals.iter().filter(|a| a.kind == kind).count()
+    }
+}
+
+/// Closes `agent` (its sockets and TURN allocations: Refresh lifetime 0). Runs inline until
+/// the deadline plus a short grace, then continues in the background; if gathering had not
+/// completed, a bounded reaper closes candidates that arrive after the close. Returns whether
+/// the close finished inline.
+pub(crate) async fn release(agent: Arc<Agent>, gathering_complete: bool, deadline: Instant) -> bool {
+    let closing = {
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), agent.close()).await;
+        })
+    };
+    let bound = deadline.max(Instant::now()) + CLOSE_GRACE;
+    let inline = matches!(tokio::time::timeout_at(bound, closing).await, Ok(Ok(())));
+    if !gathering_complete {
+        tokio::spawn(reap(agent));
+    }
+    inline
+}
+
+/// Closes candidates a closed agent gained from gathering tasks that were still running.
+async fn reap(agent: Arc<Agent>) {
+    let end = Instant::now() + REAP_FOR;
+    let mut closed: HashSet<String> = HashSet::new();
+    while Instant::now() < end {
+        if let Ok(cands) = agent.get_local_candidates().await {
+            for c in cands {
+                if closed.insert(c.id()) {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+                }
+            }
+        }
+        tokio::time::sleep(REAP_EVERY).await;
+    }
+}
