@@ -4,9 +4,11 @@
 //! Secrets (`env:NAME`, `file:/path`) are resolved at load time, so a missing variable is a
 //! validation error with a position, not a probe failure at 3 a.m.
 
+mod check;
 mod load;
 pub mod types;
 pub mod values;
+mod yaml;
 
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 pub use types::*;

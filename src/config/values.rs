@@ -221,6 +221,9 @@ impl Secret {
     pub fn resolve(raw: &str) -> Result<Secret, String> {
         if let Some(name) = raw.strip_prefix("env:") {
             let value = std::env::var(name).map_err(|_| format!("secret reference env:{name}: environment variable {name} is not set"))?;
+            if value.is_empty() {
+                return Err(format!("secret reference env:{name}: environment variable {name} is empty"));
+            }
             return Ok(Secret {
                 value,
                 source: format!("env:{name}"),

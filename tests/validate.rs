@@ -1,0 +1,387 @@
+//! `egress-probe validate`: every broken config names the right `line:column` and says what is
+//! wrong, through the real binary (exit codes 0/2, stdout/stderr) and through `parse_str`.
+//!
+//! Broken configs live in `tests/fixtures/invalid/`; each test pins the exact positions and a key
+//! phrase of each message, and that nothing else is reported.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use egress_probe::config::{parse_str, Credentials, ProbeSpec, ProxySetting};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid").join(name)
+}
+
+fn validate(path: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("validate").arg("--config").arg(path);
+    // The fixtures reference this variable expecting it unset.
+    cmd.env_remove("EGRESS_PROBE_TEST_SURELY_UNSET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run egress-probe validate")
+}
+
+/// Runs `validate` on a fixture and asserts exit 2 and exactly these `(line:col, phrase)`
+/// problems, in order, each printed as `FILE:LINE:COLUMN: message` on stderr.
+fn assert_invalid(name: &str, expected: &[(&str, &str)]) {
+    let path = fixture(name);
+    let out = validate(&path, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{name}: expected exit 2; stderr:\n{stderr}");
+    assert!(out.stdout.is_empty(), "{name}: nothing on stdout when invalid");
+    let prefix = format!("{}:", path.display());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "{name}: expected {} problems, got:\n{stderr}",
+        expected.len()
+    );
+    for (line, (pos, phrase)) in lines.iter().zip(expected) {
+        let rest = line
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{name}: no FILE: prefix in {line:?}"));
+        let (at, msg) = rest.split_at(rest.find(": ").unwrap_or_else(|| panic!("{name}: no ': ' in {line:?}")));
+        assert_eq!(at, *pos, "{name}: wrong position for {line:?}");
+        assert!(msg.contains(phrase), "{name}: {line:?} should contain {phrase:?}");
+    }
+}
+
+#[test]
+fn unknown_top_level_field_is_named_with_a_hint() {
+    assert_invalid(
+        "unknown_top_field.yaml",
+        &[
+            ("1:1", "missing required field `probes`"),
+            (
+                "2:1",
+                "unknown field `probe` in the top level (did you mean `probes`?); allowed: listen, defaults, proxy, probes",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn unknown_probe_field_lists_the_fields_of_its_kind() {
+    assert_invalid(
+        "unknown_probe_field.yaml",
+        &[(
+            "5:5",
+            "unknown field `adresses` in probe `relay-443` (kind tcp) (did you mean `addresses`?); allowed: name, kind, interval, timeout, labels, proxy, target, addresses",
+        )],
+    );
+}
+
+#[test]
+fn wrong_types_point_at_the_values() {
+    assert_invalid(
+        "wrong_type.yaml",
+        &[
+            ("5:12", "`count` must be a whole number from 1 to 100, found a string"),
+            ("6:18", "`nat_mapping` must be true or false"),
+        ],
+    );
+}
+
+#[test]
+fn bad_durations_in_defaults_and_probe() {
+    assert_invalid(
+        "bad_duration.yaml",
+        &[
+            ("3:12", "timeout: bad duration \"10 seconds please\""),
+            ("8:15", "interval: bad duration"),
+        ],
+    );
+}
+
+#[test]
+fn bad_url_and_wrong_scheme() {
+    assert_invalid(
+        "bad_url.yaml",
+        &[
+            ("4:10", "url: bad URL \"https//api.example/health\""),
+            ("7:10", "scheme must be ws or wss, got \"https\""),
+        ],
+    );
+}
+
+#[test]
+fn bad_host_port() {
+    assert_invalid(
+        "bad_host_port.yaml",
+        &[("4:13", "missing :port"), ("7:13", "write IPv6 addresses in brackets")],
+    );
+}
+
+#[test]
+fn bad_stun_and_turn_uris() {
+    assert_invalid(
+        "bad_ice_url.yaml",
+        &[
+            ("4:13", "transport must be udp or tcp, got \"sctp\""),
+            ("7:13", "unknown scheme \"http\""),
+        ],
+    );
+}
+
+#[test]
+fn bad_status_ranges_and_regex() {
+    assert_invalid(
+        "bad_status_and_regex.yaml",
+        &[
+            ("5:26", "bad status \"299-200\""),
+            ("5:35", "bad status \"6xx\""),
+            ("6:18", "expect_body: invalid regex \"(unclosed\": unclosed group"),
+        ],
+    );
+}
+
+#[test]
+fn duplicate_probe_name_points_at_the_second_and_names_the_first_line() {
+    assert_invalid(
+        "duplicate_name.yaml",
+        &[("6:11", "duplicate probe name `relay` (first defined at line 2)")],
+    );
+}
+
+#[test]
+fn missing_required_fields_point_at_the_probe() {
+    assert_invalid(
+        "missing_required.yaml",
+        &[
+            ("2:5", "probe `tls-no-target` (kind tls): missing required field `target`"),
+            ("5:5", "missing required field `name`"),
+        ],
+    );
+}
+
+#[test]
+fn unknown_kind_lists_the_kinds() {
+    assert_invalid(
+        "unknown_kind.yaml",
+        &[(
+            "3:11",
+            "unknown kind \"sip\"; expected one of dns, tcp, tls, http, websocket, stun, turn, ice",
+        )],
+    );
+}
+
+#[test]
+fn unset_env_and_unreadable_file_secrets() {
+    assert_invalid(
+        "unset_secret.yaml",
+        &[
+            ("6:17", "environment variable EGRESS_PROBE_TEST_SURELY_UNSET is not set"),
+            ("7:17", "file:/nonexistent/egress-probe/password: cannot read"),
+        ],
+    );
+}
+
+#[test]
+fn credentials_need_exactly_one_scheme() {
+    assert_invalid(
+        "credentials_both_and_neither.yaml",
+        &[("6:7", "not both"), ("12:18", "give username and password, or rest_secret")],
+    );
+}
+
+#[test]
+fn jitter_out_of_range_and_zero_concurrency() {
+    assert_invalid(
+        "defaults_out_of_range.yaml",
+        &[
+            ("2:11", "jitter must be between 0% and 50%"),
+            ("3:16", "`concurrency` must be between 1 and 10000, got 0"),
+        ],
+    );
+}
+
+#[test]
+fn timeout_longer_than_interval() {
+    assert_invalid(
+        "timeout_over_interval.yaml",
+        &[("7:14", "probe `slow`: timeout 30s is longer than interval 10s")],
+    );
+}
+
+#[test]
+fn empty_probe_list_is_an_error() {
+    assert_invalid("empty_probes.yaml", &[("2:9", "`probes` is empty")]);
+}
+
+#[test]
+fn yaml_syntax_error_has_a_position() {
+    assert_invalid("yaml_syntax.yaml", &[("4:4", "YAML syntax error")]);
+}
+
+#[test]
+fn three_problems_are_all_reported() {
+    assert_invalid(
+        "three_problems.yaml",
+        &[
+            ("2:13", "interval: bad duration \"soon\""),
+            ("7:13", "record: unknown value `MX`"),
+            ("11:5", "unknown field `pings`"),
+        ],
+    );
+}
+
+#[test]
+fn missing_file_exits_2_with_a_clear_message() {
+    let path = Path::new("/nonexistent/egress-probe/config.yaml");
+    let out = validate(path, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.starts_with("/nonexistent/egress-probe/config.yaml: cannot read config"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn valid_config_exits_0_and_counts_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.yaml");
+    std::fs::write(
+        &path,
+        "probes:\n  - {name: a, kind: tcp, target: 'a.example:443'}\n  - {name: b, kind: dns, query: b.example}\n",
+    )
+    .unwrap();
+    let out = validate(&path, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}: ok (2 probes)\n", path.display()));
+    assert!(out.stderr.is_empty());
+}
+
+/// `probes/example.yaml` validates once the secrets it references exist: its env variables are
+/// set and its `file:` secret path is rewritten into a temporary directory.
+#[test]
+fn example_yaml_validates() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("probes/example.yaml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("turn-password"), "turn-pass\n").unwrap();
+    assert!(
+        text.contains("file:/run/secrets/egress-probe/"),
+        "example should show a file: secret"
+    );
+    let path = dir.path().join("example.yaml");
+    std::fs::write(
+        &path,
+        text.replace("/run/secrets/egress-probe/", &format!("{}/", secrets.display())),
+    )
+    .unwrap();
+    let env = [
+        ("EGRESS_TURN_USER", "probe"),
+        ("EGRESS_TURN_REST_SECRET", "rest-secret"),
+        ("EGRESS_API_TOKEN", "Bearer abc"),
+    ];
+    let out = validate(&path, &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.ends_with(": ok (9 probes)\n"), "{stdout}");
+
+    // Without the secrets, every reference is reported, and no secret value is printed.
+    let out = validate(&example, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    for needle in ["EGRESS_TURN_USER", "EGRESS_TURN_REST_SECRET", "EGRESS_API_TOKEN", "turn-password"] {
+        assert!(stderr.contains(needle), "{needle} missing from:\n{stderr}");
+    }
+}
+
+/// Every kind appears in the example, so the reference in docs/config.md stays honest.
+#[test]
+fn example_yaml_covers_every_kind() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("probes/example.yaml")).unwrap();
+    for kind in ["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice"] {
+        let found = text.lines().any(|l| {
+            let mut w = l.split_whitespace();
+            (w.next(), w.next()) == (Some("kind:"), Some(kind))
+        });
+        assert!(found, "kind {kind} missing");
+    }
+}
+
+// ---- library level: parse_str ----------------------------------------------------------------
+
+#[test]
+fn parse_str_builds_typed_values() {
+    let text = r#"
+listen: 127.0.0.1:9470
+defaults: {interval: 2m, timeout: 500ms, jitter: 0.2, concurrency: 4}
+proxy: env
+probes:
+  - name: turn
+    kind: turn
+    server: turns:turn.example:443?transport=tcp
+    credentials: {rest_secret: literal-secret, ttl: 10m}
+    proxy: http://user:p%40ss@proxy.example:3128
+  - name: api
+    kind: http
+    url: https://api.example/
+    method: post
+    expect_status: 2xx
+"#;
+    let c = parse_str(text, "inline.yaml").unwrap();
+    assert_eq!(c.listen.unwrap().port(), 9470);
+    assert_eq!(c.defaults.interval.as_secs(), 120);
+    assert_eq!(c.defaults.timeout.as_millis(), 500);
+    assert!((c.defaults.jitter - 0.2).abs() < 1e-9);
+    assert_eq!(c.defaults.concurrency, 4);
+    assert!(matches!(c.proxy, Some(ProxySetting::Env)));
+    let ProbeSpec::Turn(t) = &c.probes[0].spec else { panic!("turn") };
+    assert_eq!((t.server.port, t.server.is_tls()), (443, true));
+    let Credentials::Rest { user, ttl, .. } = &t.credentials else {
+        panic!("rest")
+    };
+    assert_eq!((user.as_str(), ttl.as_secs()), ("egress-probe", 600));
+    let Some(ProxySetting::Url(p)) = &c.probes[0].proxy else {
+        panic!("proxy url")
+    };
+    assert_eq!(
+        (p.host.as_str(), p.port, p.password.as_ref().unwrap().expose()),
+        ("proxy.example", 3128, "p@ss")
+    );
+    let ProbeSpec::Http(h) = &c.probes[1].spec else { panic!("http") };
+    assert_eq!(h.expect_status.len(), 1);
+    assert!(h.expect_status[0].contains(204) && !h.expect_status[0].contains(301));
+}
+
+#[test]
+fn parse_str_display_is_one_problem_per_line() {
+    let text = "probes:\n  - name: x\n    kind: tcp\n    target: x\n    extra: 1\n";
+    let e = parse_str(text, "c.yaml").unwrap_err();
+    assert_eq!(e.errors.len(), 2, "{e}");
+    let shown = e.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(lines[0].starts_with("c.yaml:4:13: target:"), "{shown}");
+    assert!(lines[1].starts_with("c.yaml:5:5: unknown field `extra`"), "{shown}");
+}
+
+#[test]
+fn parse_str_never_shows_secret_values() {
+    let text = "probes:\n  - name: t\n    kind: turn\n    server: turn:t.example\n    credentials: {username: hunter2-user, password: hunter2-pass, rest_user: x}\n  - name: w\n    kind: websocket\n    url: ws://w.example/\n    headers: {Authorization: \"bad\\nvalue-hunter2\"}\n";
+    let e = parse_str(text, "c.yaml").unwrap_err().to_string();
+    assert!(e.contains("`rest_user` only applies with rest_secret"), "{e}");
+    assert!(e.contains("Authorization (literal) is not a valid header value"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn parse_str_ice_servers_need_credentials_for_turn_and_relay_policy_needs_turn() {
+    let text = "probes:\n  - name: i\n    kind: ice\n    servers: [stun:s.example, turn:t.example]\n  - name: j\n    kind: ice\n    servers: [stun:s.example]\n    policy: relay\n    expect: [relay]\n";
+    let e = parse_str(text, "c.yaml").unwrap_err();
+    let got: Vec<(usize, usize)> = e.errors.iter().map(|e| (e.line, e.column)).collect();
+    assert_eq!(got, vec![(4, 31), (8, 13), (9, 13)], "{e}");
+    assert!(e.errors[0].message.contains("needs credentials"));
+    assert!(e.errors[1].message.contains("policy relay needs at least one turn: server"));
+}
