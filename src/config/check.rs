@@ -881,12 +881,16 @@ fn dns_expect(v: &Node, p: &mut Problems) -> Option<DnsExpect> {
     });
     let rcode = optional(&f, "rcode", p, |v, p| {
         let s = string(v, "rcode", p)?.to_ascii_lowercase();
-        if RCODES.contains(&s.as_str()) {
+        let numeric = s.strip_prefix("rcode_").is_some_and(|n| n.parse::<u16>().is_ok_and(|n| n < 4096));
+        if RCODES.contains(&s.as_str()) || numeric {
             Some(s)
         } else {
             p.at(
                 v.pos,
-                format!("rcode: unknown response code {s:?}; expected one of {}", RCODES.join(", ")),
+                format!(
+                    "rcode: unknown response code {s:?}; expected one of {} or rcode_<number>",
+                    RCODES.join(", ")
+                ),
             );
             None
         }
