@@ -24,30 +24,30 @@ pub const STAGGER: Duration = Duration::from_millis(250);
 /// Resolves `host:port` with the system resolver (phase `resolve`). IP literals skip the
 /// lookup but still record a zero-length phase so every probe has the same phase list.
 pub async fn resolve(run: &mut Run, target: &HostPort) -> Result<Vec<SocketAddr>, Failure> {
-    let host = target.host.clone();
-    let port = target.port;
-    let addrs = run
-        .phase(Phase::Resolve, async move {
-            if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-                return Ok(vec![SocketAddr::new(ip, port)]);
-            }
-            let found = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| resolve_fault(&host, &e))?;
-            let mut v: Vec<SocketAddr> = Vec::new();
-            for a in found {
-                if !v.contains(&a) {
-                    v.push(a);
-                }
-            }
-            if v.is_empty() {
-                return Err(Fault::new(Reason::NoAnswer, format!("{host} has no A/AAAA records")));
-            }
-            Ok(v)
-        })
-        .await?;
+    let addrs = run.phase(Phase::Resolve, lookup(target.host.clone(), target.port)).await?;
     run.detail.resolved = addrs.clone();
     Ok(addrs)
+}
+
+/// The lookup itself, without a phase: for callers that time it inside another phase (the
+/// proxy's own name is resolved inside phase `proxy`).
+pub(crate) async fn lookup(host: String, port: u16) -> Result<Vec<SocketAddr>, Fault> {
+    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let found = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| resolve_fault(&host, &e))?;
+    let mut v: Vec<SocketAddr> = Vec::new();
+    for a in found {
+        if !v.contains(&a) {
+            v.push(a);
+        }
+    }
+    if v.is_empty() {
+        return Err(Fault::new(Reason::NoAnswer, format!("{host} has no A/AAAA records")));
+    }
+    Ok(v)
 }
 
 /// getaddrinfo failure → reason. getaddrinfo reports only an `EAI_*` code, which std turns into
@@ -99,38 +99,39 @@ async fn connect_one(addr: SocketAddr) -> Result<TcpStream, Fault> {
 /// [`STAGGER`]. When every address fails, the reason is theirs if they agree, else the last one's;
 /// the message lists each address. At the deadline the phase is `connect/timeout`.
 pub async fn connect_first(run: &mut Run, addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Failure> {
-    let addrs = addrs.to_vec();
-    let (stream, addr) = run
-        .phase(Phase::Connect, async move {
-            let mut pending = FuturesUnordered::new();
-            let mut next = 0usize;
-            let mut errors: Vec<(SocketAddr, Fault)> = Vec::new();
-            loop {
-                if pending.is_empty() {
-                    match addrs.get(next) {
-                        Some(a) => {
-                            pending.push(attempt(*a));
-                            next += 1;
-                        }
-                        None => return Err(combine(errors)),
-                    }
-                }
-                let more = next < addrs.len();
-                tokio::select! {
-                    Some((a, res)) = pending.next() => match res {
-                        Ok(s) => return Ok((s, a)),
-                        Err(f) => errors.push((a, f)),
-                    },
-                    _ = tokio::time::sleep(STAGGER), if more => {
-                        pending.push(attempt(addrs[next]));
-                        next += 1;
-                    }
-                }
-            }
-        })
-        .await?;
+    let (stream, addr) = run.phase(Phase::Connect, connect_any(addrs.to_vec())).await?;
     run.detail.peer = Some(addr);
     Ok((stream, addr))
+}
+
+/// [`connect_first`] without a phase: for callers that time it inside another phase (the
+/// connection to a proxy is part of phase `proxy`).
+pub(crate) async fn connect_any(addrs: Vec<SocketAddr>) -> Result<(TcpStream, SocketAddr), Fault> {
+    let mut pending = FuturesUnordered::new();
+    let mut next = 0usize;
+    let mut errors: Vec<(SocketAddr, Fault)> = Vec::new();
+    loop {
+        if pending.is_empty() {
+            match addrs.get(next) {
+                Some(a) => {
+                    pending.push(attempt(*a));
+                    next += 1;
+                }
+                None => return Err(combine(errors)),
+            }
+        }
+        let more = next < addrs.len();
+        tokio::select! {
+            Some((a, res)) = pending.next() => match res {
+                Ok(s) => return Ok((s, a)),
+                Err(f) => errors.push((a, f)),
+            },
+            _ = tokio::time::sleep(STAGGER), if more => {
+                pending.push(attempt(addrs[next]));
+                next += 1;
+            }
+        }
+    }
 }
 
 async fn attempt(addr: SocketAddr) -> (SocketAddr, Result<TcpStream, Fault>) {

@@ -1,15 +1,349 @@
-//! `kind: http` probe. PROVISIONAL: not implemented yet (tracked by its issue).
+//! `kind: http`: does an HTTP(S) request to the signalling/REST endpoint get the expected answer?
+//!
+//! Phases: `resolve`, `connect` (or `proxy` through an HTTP CONNECT proxy), `tls` (https),
+//! `request` (request sent until the response head arrived: time to first byte) and `body`
+//! (reading the body, bounded to [`MAX_BODY`] bytes). With `follow_redirects: N` each hop adds
+//! its own phases (summed by `Outcome::phase_time`).
+//!
+//! We dial with `src/net` and hand the stream to hyper's HTTP/1.1 client connection, so the
+//! phases are exact (a pooled client would hide connect and TLS). HTTPS offers ALPN `http/1.1`.
+//! A status outside `expect_status` (default 200-399) is `request/status_<code>`, so a proxy's
+//! 408 or a rate limiter's 429 is its own label; a `Retry-After` on 429/503 is kept in
+//! `detail.retry_after` for the scheduler's backoff. `expect_body` failing is
+//! `body/expect_failed`.
+//!
+//! Plain `http://` through a proxy also uses CONNECT (one dial path for every probe); a proxy
+//! that only forwards absolute-form GETs on port 80 reports `proxy/status_403` then.
 
-use crate::config::HttpSpec;
+use std::time::Duration;
 
-use super::{Failure, Outcome, Phase, ProbeContext, Reason};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
+
+use crate::config::{redact_url, HostPort, HttpMethod, HttpSpec};
+use crate::net::{self, classify::fault_from_io, TlsClient};
+
+use super::details::HttpDetails;
+use super::{Failure, Fault, Outcome, Phase, ProbeContext, Reason, Run};
+
+/// Most body bytes read (and matched against `expect_body`); the rest is not downloaded.
+pub const MAX_BODY: usize = 1 << 20;
 
 /// Runs one http probe.
 pub async fn probe(spec: &HttpSpec, ctx: &ProbeContext) -> Outcome {
-    let _ = (spec, ctx);
-    Outcome::failed_before_start(Failure::new(
-        Phase::Connect,
-        Reason::UnsupportedTransport,
-        "http probe not implemented yet",
-    ))
+    let mut run = Run::new(ctx.deadline);
+    let result = follow(&mut run, spec, ctx).await;
+    run.finish(result)
+}
+
+/// One request per hop, following up to `follow_redirects` redirects.
+async fn follow(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext) -> Result<(), Failure> {
+    let mut hop = Hop {
+        url: spec.url.clone(),
+        method: match spec.method {
+            HttpMethod::Get => Method::GET,
+            HttpMethod::Head => Method::HEAD,
+            HttpMethod::Post => Method::POST,
+        },
+        body: spec.body.clone(),
+    };
+    let mut redirects = 0u32;
+    loop {
+        let follow_more = redirects < spec.follow_redirects;
+        let answer = fetch(run, spec, ctx, &hop, follow_more).await;
+        let details = run.detail.http.get_or_insert_with(HttpDetails::default);
+        details.redirects = redirects;
+        details.final_url = redact_url(&hop.url);
+        match answer? {
+            Answer::Done => return Ok(()),
+            Answer::Redirect(next) => {
+                redirects += 1;
+                hop = next;
+            }
+        }
+    }
+}
+
+/// One request's target.
+struct Hop {
+    url: url::Url,
+    method: Method,
+    body: Option<String>,
+}
+
+enum Answer {
+    Done,
+    Redirect(Hop),
+}
+
+async fn fetch(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext, hop: &Hop, follow_more: bool) -> Result<Answer, Failure> {
+    let target = target_of(&hop.url).map_err(|f| f.at(Phase::Resolve))?;
+    let request = build_request(spec, hop, &target).map_err(|f| f.at(Phase::Request))?;
+    let tls = match hop.url.scheme() {
+        "https" => Some(TlsClient::new(&spec.tls, &target.host, &["http/1.1"]).map_err(|f| f.at(Phase::Tls))?),
+        _ => None,
+    };
+    let dialed = net::dial(run, &target, ctx.proxy_for(&target)).await?;
+    match tls {
+        Some(client) => {
+            let stream = net::handshake(run, &client, dialed.stream).await?;
+            exchange(run, spec, hop, follow_more, request, stream).await
+        }
+        None => exchange(run, spec, hop, follow_more, request, dialed.stream).await,
+    }
+}
+
+/// `host:port` of an http/https URL.
+fn target_of(url: &url::Url) -> Result<HostPort, Fault> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| Fault::new(Reason::Config, format!("{} has no host", redact_url(url))))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| Fault::new(Reason::Config, format!("{} has no port", redact_url(url))))?;
+    Ok(HostPort {
+        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port,
+    })
+}
+
+fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort) -> Result<Request<Full<Bytes>>, Fault> {
+    let path = match hop.url.query() {
+        Some(q) => format!("{}?{q}", hop.url.path()),
+        None => hop.url.path().to_string(),
+    };
+    let host = match hop.url.port() {
+        Some(_) => target.to_string(),
+        None if target.host.contains(':') => format!("[{}]", target.host),
+        None => target.host.clone(),
+    };
+    let mut headers = HeaderMap::new();
+    let bad = |e: String| Fault::new(Reason::Config, e);
+    headers.insert(
+        HOST,
+        HeaderValue::from_str(&host).map_err(|_| bad(format!("invalid host {host:?}")))?,
+    );
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("egress-probe/", env!("CARGO_PKG_VERSION"))),
+    );
+    for (name, value) in &spec.headers {
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad(format!("invalid header name {name:?}")))?;
+        let mut v = HeaderValue::from_str(value.expose())
+            .map_err(|_| bad(format!("header {name}: value from {} is not a valid header value", value.source())))?;
+        v.set_sensitive(true);
+        headers.insert(n, v);
+    }
+    let body = Bytes::from(hop.body.clone().unwrap_or_default());
+    let mut req = Request::builder()
+        .method(hop.method.clone())
+        .uri(path)
+        .body(Full::new(body))
+        .map_err(|e| bad(format!("request for {}: {e}", redact_url(&hop.url))))?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Aborts hyper's connection task when dropped, so the socket is closed on every path.
+struct Driver(JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Request (phase `request`), status check, then the body (phase `body`) unless redirected.
+async fn exchange<S>(
+    run: &mut Run,
+    spec: &HttpSpec,
+    hop: &Hop,
+    follow_more: bool,
+    request: Request<Full<Bytes>>,
+    stream: S,
+) -> Result<Answer, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut driver = None;
+    let response = run
+        .phase(Phase::Request, async {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| hyper_fault("HTTP handshake", &e))?;
+            driver = Some(Driver(tokio::spawn(async move {
+                let _ = conn.await;
+            })));
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| hyper_fault("waiting for the response", &e))
+        })
+        .await?;
+    let _driver = driver;
+    let status = response.status();
+    let code = status.as_u16();
+    run.detail.http.get_or_insert_with(HttpDetails::default).status = code;
+    if code == 429 || code == 503 {
+        run.detail.retry_after = retry_after(response.headers());
+    }
+
+    if follow_more && is_redirect(status) {
+        if let Some(next) = redirect_target(hop, status, response.headers()) {
+            return Ok(Answer::Redirect(next));
+        }
+    }
+    if !expected(spec, code) {
+        let text = status.canonical_reason().unwrap_or("");
+        let mut msg = format!("{} answered {code} {text}", redact_url(&hop.url));
+        if let Some(ra) = run.detail.retry_after {
+            msg.push_str(&format!(" (Retry-After {} s)", ra.as_secs()));
+        }
+        return Err(Failure::new(Phase::Request, Reason::Status(code), msg));
+    }
+    if hop.method == Method::HEAD {
+        return Ok(Answer::Done);
+    }
+
+    let mut body = Vec::new();
+    let mut truncated = false;
+    let read = run
+        .phase(Phase::Body, read_body(response.into_body(), &mut body, &mut truncated))
+        .await;
+    if let Some(d) = run.detail.http.as_mut() {
+        d.body_bytes = body.len() as u64;
+    }
+    read?;
+    if truncated {
+        run.detail
+            .notes
+            .push(format!("body longer than {MAX_BODY} bytes: only the first {MAX_BODY} were read"));
+    }
+    if let Some(re) = &spec.expect_body {
+        let text = String::from_utf8_lossy(&body);
+        if !re.is_match(&text) {
+            return Err(Failure::new(
+                Phase::Body,
+                Reason::ExpectFailed,
+                format!("body ({} bytes) does not match /{}/", body.len(), re.as_str()),
+            ));
+        }
+    }
+    Ok(Answer::Done)
+}
+
+/// Reads at most [`MAX_BODY`] bytes into `out`.
+async fn read_body(mut body: Incoming, out: &mut Vec<u8>, truncated: &mut bool) -> Result<(), Fault> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| hyper_fault("reading the body", &e))?;
+        if let Some(data) = frame.data_ref() {
+            let room = MAX_BODY - out.len();
+            if data.len() > room {
+                out.extend_from_slice(&data[..room]);
+                *truncated = true;
+                return Ok(());
+            }
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(())
+}
+
+fn expected(spec: &HttpSpec, code: u16) -> bool {
+    if spec.expect_status.is_empty() {
+        return (200..=399).contains(&code);
+    }
+    spec.expect_status.iter().any(|r| r.contains(code))
+}
+
+fn is_redirect(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// The next hop of a redirect: 303 (and 301/302 after a POST, as browsers do) become a GET
+/// without body; 307/308 keep method and body. Non-HTTP locations are not followed.
+fn redirect_target(hop: &Hop, status: StatusCode, headers: &HeaderMap) -> Option<Hop> {
+    let location = headers.get(LOCATION)?.to_str().ok()?;
+    let url = hop.url.join(location).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let (method, body) = match status.as_u16() {
+        307 | 308 => (hop.method.clone(), hop.body.clone()),
+        303 => (Method::GET, None),
+        _ if hop.method == Method::POST => (Method::GET, None),
+        _ => (hop.method.clone(), hop.body.clone()),
+    };
+    Some(Hop { url, method, body })
+}
+
+/// `Retry-After: <seconds>` or `Retry-After: <HTTP-date>` (RFC 9110 §10.2.3).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// hyper error → reason: the connection closing early is `closed`, unparsable answers
+/// `bad_response`, socket errors as classified by `net::classify`.
+fn hyper_fault(doing: &str, e: &hyper::Error) -> Fault {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return fault_from_io(doing, io);
+        }
+        source = s.source();
+    }
+    let reason = if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        Reason::Closed
+    } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        Reason::BadResponse
+    } else {
+        Reason::Io
+    };
+    Fault::new(reason, format!("{doing}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("120"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(3590) && d <= Duration::from_secs(3600), "{d:?}");
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn redirects_switch_post_to_get_except_307_308() {
+        let hop = Hop {
+            url: url::Url::parse("https://a.example/x").unwrap(),
+            method: Method::POST,
+            body: Some("b".into()),
+        };
+        let mut h = HeaderMap::new();
+        h.insert(LOCATION, HeaderValue::from_static("/y?z=1"));
+        let n = redirect_target(&hop, StatusCode::FOUND, &h).unwrap();
+        assert_eq!((n.url.as_str(), n.method, n.body), ("https://a.example/y?z=1", Method::GET, None));
+        let n = redirect_target(&hop, StatusCode::PERMANENT_REDIRECT, &h).unwrap();
+        assert_eq!(n.method, Method::POST);
+        h.insert(LOCATION, HeaderValue::from_static("ftp://x/"));
+        assert!(redirect_target(&hop, StatusCode::FOUND, &h).is_none());
+    }
 }

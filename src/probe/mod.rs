@@ -43,10 +43,14 @@ impl ProbeContext {
         }
     }
 
-    /// The proxy for `target`, or `None` when it is excluded by `NO_PROXY` rules.
+    /// The proxy for `target`, or `None` when `NO_PROXY`/`no_proxy` excludes it (curl's rules,
+    /// see [`crate::net::proxy::NoProxy`]; applied to configured and `env` proxies alike).
     pub fn proxy_for(&self, target: &HostPort) -> Option<&ProxyUrl> {
-        let _ = target;
-        self.proxy.as_ref()
+        let proxy = self.proxy.as_ref()?;
+        if crate::net::proxy::bypass(target) {
+            return None;
+        }
+        Some(proxy)
     }
 }
 

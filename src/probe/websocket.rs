@@ -1,15 +1,325 @@
-//! `kind: websocket` probe. PROVISIONAL: not implemented yet (tracked by its issue).
+//! `kind: websocket`: can the softphone's signalling WebSocket (`ws://` or `wss://`, usually
+//! on 443 or 8443) be opened, does it carry traffic, and does it close cleanly?
+//!
+//! Phases: `resolve`, `connect` (or `proxy` through an HTTP CONNECT proxy), `tls` (wss),
+//! `upgrade` (the HTTP/1.1 Upgrade handshake), `ping` (N ping/pong round trips), `request`
+//! (the optional `send`/`expect` text exchange) and `close`. We dial with `src/net` ourselves
+//! and hand the stream to `tokio_tungstenite::client_async`, so each phase is timed exactly.
+//!
+//! Upgrade answers are told apart because each points at a different culprit:
+//! a non-101 status is `upgrade/status_<code>` (403 policy, 429 rate limit, 408 a proxy's idle
+//! timer); a 2xx, or a 101 without `Upgrade: websocket`, is `upgrade/not_upgraded` (a
+//! middlebox stripped the Upgrade header); silence is `upgrade/timeout`.
+//!
+//! Every opened WebSocket is ended with a close frame, and we wait (bounded by the deadline,
+//! at most [`CLOSE_WAIT`]) for the server's close frame: also after a failed ping or exchange.
+//! A WebSocket left open is how clients exhaust per-tenant connection pools.
 
-use crate::config::WebsocketSpec;
+use std::time::Duration;
 
-use super::{Failure, Outcome, Phase, ProbeContext, Reason};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::config::{redact_url, HostPort, WebsocketSpec};
+use crate::net::{self, classify::fault_from_io, TlsClient};
+
+use super::details::{RttStats, WebsocketDetails};
+use super::{Failure, Fault, Outcome, Phase, ProbeContext, Reason, Run};
+
+/// Longest wait for the server's close frame after ours.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Largest message or frame accepted from the server (the probe only needs short answers).
+const MAX_MESSAGE: usize = 1 << 20;
 
 /// Runs one websocket probe.
 pub async fn probe(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
-    let _ = (spec, ctx);
-    Outcome::failed_before_start(Failure::new(
-        Phase::Connect,
-        Reason::UnsupportedTransport,
-        "websocket probe not implemented yet",
-    ))
+    let mut run = Run::new(ctx.deadline);
+    let result = session(&mut run, spec, ctx).await;
+    run.finish(result)
+}
+
+async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext) -> Result<(), Failure> {
+    let target = target_of(&spec.url).map_err(|f| f.at(Phase::Resolve))?;
+    // Config problems (bad header, unreadable ca_file) before touching the network.
+    let request = build_request(spec).map_err(|f| f.at(Phase::Upgrade))?;
+    let tls = match spec.url.scheme() {
+        "wss" => Some(TlsClient::new(&spec.tls, &target.host, &["http/1.1"]).map_err(|f| f.at(Phase::Tls))?),
+        _ => None,
+    };
+    let dialed = net::dial(run, &target, ctx.proxy_for(&target)).await?;
+    match tls {
+        Some(client) => {
+            let stream = net::handshake(run, &client, dialed.stream).await?;
+            converse(run, spec, request, stream).await
+        }
+        None => converse(run, spec, request, dialed.stream).await,
+    }
+}
+
+/// `host:port` of a ws/wss URL (default ports 80/443).
+pub(crate) fn target_of(url: &url::Url) -> Result<HostPort, Fault> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| Fault::new(Reason::Config, format!("{} has no host", redact_url(url))))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| Fault::new(Reason::Config, format!("{} has no port", redact_url(url))))?;
+    Ok(HostPort {
+        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port,
+    })
+}
+
+/// The Upgrade request: the URL plus configured headers (Origin, Authorization,
+/// Sec-WebSocket-Protocol...). Header values may come from secret refs; they are marked
+/// sensitive and never appear in messages.
+fn build_request(spec: &WebsocketSpec) -> Result<Request, Fault> {
+    let mut url = spec.url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_fragment(None);
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Fault::new(Reason::Config, format!("{}: {e}", redact_url(&spec.url))))?;
+    for (name, value) in &spec.headers {
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Fault::new(Reason::Config, format!("invalid header name {name:?}")))?;
+        let mut v = HeaderValue::from_str(value.expose()).map_err(|_| {
+            Fault::new(
+                Reason::Config,
+                format!("header {name}: value from {} is not a valid header value", value.source()),
+            )
+        })?;
+        v.set_sensitive(true);
+        request.headers_mut().insert(n, v);
+    }
+    Ok(request)
+}
+
+/// Upgrade, then pings and the exchange, then always the close handshake.
+async fn converse<S>(run: &mut Run, spec: &WebsocketSpec, request: Request, stream: S) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let mut status = None;
+    let upgraded = run
+        .phase(Phase::Upgrade, async {
+            match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+                Ok(ok) => Ok(ok),
+                Err(e) => {
+                    if let WsError::Http(resp) = &e {
+                        status = Some(resp.status().as_u16());
+                    }
+                    Err(upgrade_fault(e))
+                }
+            }
+        })
+        .await;
+    let (mut ws, response) = match upgraded {
+        Ok(ok) => ok,
+        Err(f) => {
+            run.detail.websocket = Some(WebsocketDetails {
+                status,
+                ..Default::default()
+            });
+            return Err(f);
+        }
+    };
+    run.detail.websocket = Some(WebsocketDetails {
+        status: Some(response.status().as_u16()),
+        subprotocol: response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        ..Default::default()
+    });
+
+    let mut peer_closed = false;
+    let result = exchange(run, spec, &mut ws, &mut peer_closed).await;
+
+    let started = Instant::now();
+    let clean = close(&mut ws, run.deadline(), peer_closed).await;
+    let took = started.elapsed();
+    drop(ws);
+    if let Some(d) = run.detail.websocket.as_mut() {
+        d.clean_close = clean;
+    }
+    if !clean {
+        run.detail
+            .notes
+            .push("the server did not answer our close frame with its own (not a clean close)".into());
+    }
+    if result.is_ok() {
+        run.record(Phase::Close, took);
+    }
+    result
+}
+
+/// Pings (phase `ping`) and the optional `send`/`expect` exchange (phase `request`).
+async fn exchange<S>(run: &mut Run, spec: &WebsocketSpec, ws: &mut WebSocketStream<S>, peer_closed: &mut bool) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if spec.ping > 0 {
+        let payloads: Vec<Vec<u8>> = (0..spec.ping).map(|i| format!("egress-probe ping {i}").into_bytes()).collect();
+        let mut samples = Vec::with_capacity(payloads.len());
+        let res = run
+            .phase(Phase::Ping, async {
+                for payload in &payloads {
+                    let start = Instant::now();
+                    ws.send(Message::Ping(payload.clone().into()))
+                        .await
+                        .map_err(|e| ws_fault("sending a ping", e))?;
+                    loop {
+                        match next_message(ws, peer_closed, "waiting for a pong").await? {
+                            Message::Pong(p) if p.as_ref() == payload.as_slice() => break,
+                            _ => continue,
+                        }
+                    }
+                    samples.push(start.elapsed());
+                }
+                Ok(())
+            })
+            .await;
+        let stats = RttStats::from_samples(spec.ping, samples);
+        if let Some(d) = run.detail.websocket.as_mut() {
+            d.ping_rtt = Some(stats);
+        }
+        res?;
+    }
+    if spec.send.is_some() || spec.expect.is_some() {
+        run.phase(Phase::Request, async {
+            if let Some(text) = &spec.send {
+                ws.send(Message::text(text.clone()))
+                    .await
+                    .map_err(|e| ws_fault("sending the text message", e))?;
+            }
+            let Some(expect) = &spec.expect else { return Ok(()) };
+            loop {
+                let answer = match next_message(ws, peer_closed, "waiting for the answer").await? {
+                    Message::Text(t) => t.as_str().to_string(),
+                    Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+                    _ => continue,
+                };
+                if expect.is_match(&answer) {
+                    return Ok(());
+                }
+                let shown: String = answer.chars().take(80).collect();
+                return Err(Fault::new(
+                    Reason::ExpectFailed,
+                    format!("answer {shown:?} does not match /{}/", expect.as_str()),
+                ));
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The next message; the server closing (frame or EOF) is `closed`.
+async fn next_message<S>(ws: &mut WebSocketStream<S>, peer_closed: &mut bool, doing: &str) -> Result<Message, Fault>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match ws.next().await {
+        Some(Ok(Message::Close(frame))) => {
+            *peer_closed = true;
+            let why = frame
+                .map(|f| format!(" (code {}, {:?})", u16::from(f.code), f.reason.as_str()))
+                .unwrap_or_default();
+            Err(Fault::new(Reason::Closed, format!("server sent a close frame while {doing}{why}")))
+        }
+        Some(Ok(m)) => Ok(m),
+        Some(Err(e)) => Err(ws_fault(doing, e)),
+        None => Err(Fault::new(Reason::Closed, format!("connection closed while {doing}"))),
+    }
+}
+
+/// Sends our close frame (unless the server closed first, in which case tungstenite has already
+/// queued the reply) and waits for the server's, until `deadline` and at most [`CLOSE_WAIT`].
+/// Returns whether the close handshake completed. Errors are swallowed: the verdict is made.
+async fn close<S>(ws: &mut WebSocketStream<S>, deadline: Instant, peer_closed: bool) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let until = deadline.min(Instant::now() + CLOSE_WAIT);
+    // `timeout_at` polls the future before the deadline, so the frame still goes out when the
+    // deadline has just passed (a ping timeout) and the socket is writable.
+    let _ = tokio::time::timeout_at(until, ws.close(None)).await;
+    if peer_closed {
+        return true;
+    }
+    let wait = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return false,
+            }
+        }
+    };
+    tokio::time::timeout_at(until, wait).await.unwrap_or(false)
+}
+
+/// Classifies a failed Upgrade.
+fn upgrade_fault(e: WsError) -> Fault {
+    match e {
+        WsError::Http(resp) => {
+            let code = resp.status().as_u16();
+            if (200..300).contains(&code) {
+                Fault::new(
+                    Reason::NotUpgraded,
+                    format!("server answered {code} instead of 101 Switching Protocols: the Upgrade header was stripped (intercepting proxy?) or this is not a WebSocket endpoint"),
+                )
+            } else {
+                let text = resp.status().canonical_reason().unwrap_or("");
+                Fault::new(Reason::Status(code), format!("upgrade refused: {code} {text}"))
+            }
+        }
+        WsError::Protocol(ProtocolError::MissingUpgradeWebSocketHeader | ProtocolError::MissingConnectionUpgradeHeader) => Fault::new(
+            Reason::NotUpgraded,
+            "101 without `Upgrade: websocket` / `Connection: Upgrade`: a middlebox rewrote the handshake",
+        ),
+        WsError::Protocol(ProtocolError::HandshakeIncomplete) => {
+            Fault::new(Reason::Closed, "connection closed before the upgrade response was complete")
+        }
+        WsError::Protocol(p) => Fault::new(Reason::BadResponse, format!("invalid upgrade response: {p}")),
+        other => ws_fault("upgrading", other),
+    }
+}
+
+/// Classifies an error on an established WebSocket.
+fn ws_fault(doing: &str, e: WsError) -> Fault {
+    match e {
+        WsError::Io(io) => fault_from_io(doing, &io),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => Fault::new(Reason::Closed, format!("connection closed while {doing}")),
+        WsError::Capacity(c) => Fault::new(Reason::BadResponse, format!("{doing}: {c}")),
+        other => Fault::new(Reason::BadResponse, format!("{doing}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ports_and_brackets() {
+        let t = target_of(&url::Url::parse("wss://media.example/x").unwrap()).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("media.example", 443));
+        let t = target_of(&url::Url::parse("ws://[::1]:8080/").unwrap()).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+    }
 }

@@ -7,6 +7,7 @@ pub mod coturn;
 pub mod dns;
 pub mod netns;
 pub mod proc;
+pub mod signalling;
 
 use std::net::{TcpListener, UdpSocket};
 
