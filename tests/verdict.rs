@@ -9,9 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::certs::TestCa;
+use common::coturn::{Coturn, CoturnOptions};
 use common::dns::{DnsServer, SilentDns};
 use common::netns::{NetPair, PEER_IP};
-use egress_probe::config::{AddressMode, DnsSpec, HostPort, ProbeSpec, RecordKind, TcpSpec, TlsOptions, TlsSpec};
+use egress_probe::config::{
+    AddressMode, CandidateKind, Credentials, DnsSpec, HostPort, IcePolicy, IceServer, IceSpec, IceUrl, NetworkType, ProbeSpec, RecordKind,
+    Secret, TcpSpec, TlsOptions, TlsSpec,
+};
+use egress_probe::probe::ice::{probe_with, HostInterfaces, IceOptions};
 use egress_probe::probe::{self, ProbeContext};
 use egress_probe::report::ProbeResult;
 use egress_probe::verdict::{assess, verdicts, Severity, Verdict};
@@ -288,4 +293,92 @@ async fn a_healthy_lab_says_all_paths_work() {
     assert!(results.iter().all(|r| r.outcome.success), "{results:#?}");
     assert_eq!(verdicts(&results), vec!["all paths work (3 probes passed)".to_string()]);
     assert_eq!(assess(&results)[0].severity, Severity::Ok);
+}
+
+/// coturn accepts TCP before its UDP listener answers, and webrtc-ice sends one Binding
+/// without retransmission: wait until coturn answers a Binding over UDP.
+fn coturn_ready(opts: CoturnOptions) -> Coturn {
+    let turn = Coturn::start(opts);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut req = [0u8; 20];
+    req[1] = 1; // Binding request, length 0
+    req[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+    req[8..].copy_from_slice(b"verdictready");
+    let ready = common::proc::wait_until(Duration::from_secs(5), || {
+        let _ = sock.send_to(&req, ("127.0.0.1", turn.port));
+        let mut buf = [0u8; 1500];
+        matches!(sock.recv_from(&mut buf), Ok((n, _)) if n >= 20 && buf[0] == 1 && buf[1] == 1)
+    });
+    assert!(ready, "coturn never answered a Binding request over UDP");
+    turn
+}
+
+/// Runs an ICE probe with host candidates on loopback only (no packet leaves the machine).
+async fn ice_result(name: &str, servers: Vec<(String, Option<(&str, &str)>)>, expect: &[CandidateKind], timeout: Duration) -> ProbeResult {
+    let spec = IceSpec {
+        servers: servers
+            .into_iter()
+            .map(|(url, creds)| IceServer {
+                url: IceUrl::parse(&url).unwrap(),
+                credentials: creds.map(|(u, p)| Credentials::LongTerm {
+                    username: Secret::literal(u),
+                    password: Secret::literal(p),
+                }),
+            })
+            .collect(),
+        policy: IcePolicy::All,
+        network_types: vec![NetworkType::Udp4],
+        expect: expect.to_vec(),
+        connectivity: false,
+    };
+    let ctx = ProbeContext::with_timeout(timeout, None);
+    let outcome = probe_with(
+        &spec,
+        &ctx,
+        IceOptions {
+            host_interfaces: HostInterfaces::LoopbackOnly,
+        },
+    )
+    .await;
+    let spec = ProbeSpec::Ice(spec);
+    ProbeResult {
+        name: name.into(),
+        kind: spec.kind().into(),
+        target: spec.target(),
+        outcome,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_without_relay_or_srflx() {
+    let turn = coturn_ready(CoturnOptions::default());
+    // A bound socket that never reads: STUN to it gets no answer and no ICMP.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let relay_url = format!("turn:127.0.0.1:{}", turn.port);
+    let results = vec![
+        ice_result(
+            "ice-relay",
+            vec![(relay_url, Some(("test", "wrong-pw-7f3a")))],
+            &[CandidateKind::Relay],
+            Duration::from_secs(10),
+        )
+        .await,
+        ice_result(
+            "ice-srflx",
+            vec![(format!("stun:127.0.0.1:{silent_port}"), None)],
+            &[CandidateKind::Srflx],
+            Duration::from_millis(1500),
+        )
+        .await,
+    ];
+    assert_eq!(results.iter().map(code).collect::<Vec<_>>(), ["gather/no_relay", "gather/no_srflx"]);
+    assert_eq!(
+        verdict_for(&results, "ice-relay").text,
+        "ICE gathered no relay candidate (gather/no_relay): softphones cannot fall back to the relay"
+    );
+    let v = verdict_for(&results, "ice-srflx");
+    assert_eq!((v.rule, v.severity), ("ice_no_srflx", Severity::Degraded));
+    assert!(assess(&results).iter().all(|v| !v.text.contains("wrong-pw-7f3a")));
 }
