@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod dial;
 pub mod proxy;
+pub mod stun_conn;
 pub mod tls;
 
 pub use classify::{classify_io, fault_from_io};

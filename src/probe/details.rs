@@ -166,6 +166,9 @@ impl RttStats {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StunDetails {
     pub transport: String,
+    /// Our local address (compare with `mapped`: equal means no NAT on the path).
+    #[serde(default)]
+    pub local: Option<SocketAddr>,
     /// XOR-MAPPED-ADDRESS as seen by the server (never a label).
     pub mapped: Option<SocketAddr>,
     pub rtt: Option<RttStats>,
@@ -173,6 +176,9 @@ pub struct StunDetails {
     pub other_address: Option<SocketAddr>,
     /// `endpoint_independent` / `endpoint_dependent` when `nat_mapping` ran.
     pub nat_mapping: Option<String>,
+    /// The mapped address seen by the second server of `nat_mapping`.
+    #[serde(default)]
+    pub second_mapped: Option<SocketAddr>,
 }
 
 /// TURN allocation and relay facts.

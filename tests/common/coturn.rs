@@ -106,7 +106,9 @@ impl Coturn {
                 .stderr(Stdio::null()),
         );
         let ready = wait_until(Duration::from_secs(5), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+                && udp_answers(port)
         });
         assert!(
             ready,
@@ -124,6 +126,12 @@ impl Coturn {
         }
     }
 
+    /// Number of `turnserver` threads/sockets is irrelevant here; the PID is what tests may
+    /// signal (e.g. to check coturn is still alive after a test).
+    pub fn pid(&self) -> u32 {
+        self._guard.pid()
+    }
+
     /// coturn's log so far (to prove allocations were deleted).
     pub fn log_text(&self) -> String {
         // coturn may add a date suffix to the log file name.
@@ -138,4 +146,20 @@ impl Coturn {
         }
         text
     }
+}
+
+/// Whether coturn answers a STUN Binding on UDP `port` (its UDP listener starts after TCP).
+fn udp_answers(port: u16) -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+    // Binding request: type 0x0001, length 0, magic cookie, fixed transaction id.
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    req.extend_from_slice(b"readycheck12");
+    if sock.send_to(&req, ("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(sock.recv_from(&mut buf), Ok((n, _)) if n >= 20 && buf[0] == 0x01 && buf[1] == 0x01)
 }
