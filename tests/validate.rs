@@ -385,3 +385,42 @@ fn parse_str_ice_servers_need_credentials_for_turn_and_relay_policy_needs_turn()
     assert!(e.errors[0].message.contains("needs credentials"));
     assert!(e.errors[1].message.contains("policy relay needs at least one turn: server"));
 }
+
+#[test]
+fn parse_str_anchors_and_merge_keys_share_blocks() {
+    let text = r#"
+x-creds: &creds {username: u, password: p}
+probes:
+  - &base
+    name: turn-udp
+    kind: turn
+    server: turn:turn.example:3478
+    credentials: *creds
+  - <<: *base
+    name: turn-tcp
+    server: turn:turn.example:3478?transport=tcp
+  - name: ice
+    kind: ice
+    servers: [{url: "turn:turn.example", credentials: *creds}]
+"#;
+    let c = parse_str(text, "c.yaml").unwrap();
+    let names: Vec<&str> = c.probes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["turn-udp", "turn-tcp", "ice"]);
+    let ProbeSpec::Turn(t) = &c.probes[1].spec else { panic!("turn") };
+    assert_eq!(t.server.transport_label(), "tcp");
+    assert!(matches!(t.credentials, Credentials::LongTerm { .. }));
+}
+
+#[test]
+fn parse_str_empty_required_value_points_at_the_key() {
+    let e = parse_str("probes:\n  - name: a\n    kind: tcp\n    target:\n  - name: b\n", "c.yaml").unwrap_err();
+    let got: Vec<(usize, usize, &str)> = e.errors.iter().map(|e| (e.line, e.column, e.message.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (4, 5, "probe `a` (kind tcp): required field `target` has no value"),
+            (5, 5, "probe `b`: missing required field `kind`"),
+        ],
+        "{e}"
+    );
+}

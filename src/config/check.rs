@@ -144,7 +144,11 @@ impl<'a> Fields<'a> {
     fn need(&self, key: &str, what: &str, p: &mut Problems) -> Option<&'a Node> {
         let v = self.get(key);
         if v.is_none() {
-            p.at(self.pos, format!("{what}: missing required field `{key}`"));
+            match self.entries.iter().find(|(n, _, _)| *n == key) {
+                // Written but empty (`target:`): point at the key.
+                Some((_, k, _)) => p.at(k.pos, format!("{what}: required field `{key}` has no value")),
+                None => p.at(self.pos, format!("{what}: missing required field `{key}`")),
+            }
         }
         v
     }
@@ -529,7 +533,12 @@ fn credentials(v: &Node, what: &str, p: &mut Problems) -> Option<Credentials> {
 /// meaningful when `p` stays empty.
 pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
     let f = Fields::of(root, "the config file", p)?;
-    f.reject_unknown(TOP, "the top level", p);
+    // `x-…` keys hold anchors for reuse (as in docker compose) and are otherwise ignored.
+    let f_top = Fields {
+        pos: f.pos,
+        entries: f.entries.iter().filter(|(k, _, _)| !k.starts_with("x-")).copied().collect(),
+    };
+    f_top.reject_unknown(TOP, "the top level", p);
     let listen = optional(&f, "listen", p, |v, p| socket_addr(v, "listen", None, p));
     let defaults = or_default(&f, "defaults", Defaults::default(), p, defaults);
     let top_proxy = optional(&f, "proxy", p, |v, p| proxy(v, "proxy", p));
@@ -631,10 +640,7 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
     };
     let label = early_name.map_or_else(|| format!("probe #{}", index + 1), |n| format!("probe `{n}`"));
     let f = Fields::of(node, &label, p)?;
-    let name = f.get("name").and_then(|n| non_empty(n, "name", p));
-    if f.get("name").is_none() {
-        p.at(f.pos, format!("probe #{}: missing required field `name`", index + 1));
-    }
+    let name = f.need("name", &label, p).and_then(|n| non_empty(n, "name", p));
     let what = match &name {
         Some(n) => format!("probe `{n}`"),
         None => format!("probe #{}", index + 1),
@@ -646,14 +652,8 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
             names.insert(n.clone(), v.pos);
         }
     }
-    let kind = match f.get("kind") {
-        None => {
-            p.at(
-                f.pos,
-                format!("{what}: missing required field `kind` (one of {})", KINDS.join(", ")),
-            );
-            None
-        }
+    let kind = match f.need("kind", &what, p) {
+        None => None,
         Some(v) => string(v, "kind", p).and_then(|k| match KINDS.iter().find(|x| **x == k) {
             Some(k) => Some(*k),
             None => {
