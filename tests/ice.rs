@@ -268,3 +268,142 @@ async fn rest_credentials_are_minted_for_the_relay() {
         .as_ref()
         .is_some_and(|i| i.server_errors.iter().any(|e| e.contains("401"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectivity_through_coturn_reaches_connected() {
+    let _lab = LAB.read().await;
+    let turn = coturn(CoturnOptions::default());
+    let s = spec(
+        vec![server(&turn_udp(&turn), Some(("test", "secret")))],
+        IcePolicy::Relay,
+        &[CandidateKind::Relay],
+        true,
+    );
+    let o = run(&s, Duration::from_secs(10)).await;
+    assert!(o.success, "{o:#?}");
+    let ice = o.detail.ice.as_ref().expect("ice details");
+    let after = ice.connected_after.expect("time to Connected");
+    assert!(after > Duration::ZERO && after < o.total, "{after:?}");
+    assert_eq!(ice.selected_pair.as_deref(), Some("relay -> relay"), "{ice:#?}");
+    let phases: Vec<&str> = o.phases.iter().map(|p| p.phase.as_str()).collect();
+    assert_eq!(phases, ["gather", "connectivity"]);
+    assert!(ice.released);
+    eprintln!("connected after {:.1} ms (relay only)", after.as_secs_f64() * 1000.0);
+
+    // policy all: the local agent's host candidate reaches the remote's relay directly.
+    let mut all = s.clone();
+    all.policy = IcePolicy::All;
+    let o = run(&all, Duration::from_secs(10)).await;
+    assert!(o.success, "{o:#?}");
+    let ice = o.detail.ice.as_ref().expect("ice details");
+    let pair = ice.selected_pair.as_deref().unwrap_or_default();
+    assert!(pair.ends_with("-> relay"), "{pair}");
+    eprintln!("connected after {:?} ({pair})", ice.connected_after);
+}
+
+/// Session ids coturn logged as `new` (allocation created) and `delete:` (allocation gone).
+fn allocations(log: &str) -> (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>) {
+    let (mut created, mut deleted) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    for line in log.lines() {
+        let Some((_, rest)) = line.split_once("session ") else { continue };
+        let Some((id, what)) = rest.split_once(": ") else { continue };
+        if what.starts_with("new, ") {
+            created.insert(id.to_string());
+        } else if what.starts_with("delete: ") {
+            deleted.insert(id.to_string());
+        }
+    }
+    (created, deleted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_runs_leave_no_allocation_and_no_descriptor() {
+    let _lab = LAB.write().await;
+    let turn = coturn(CoturnOptions::default());
+    let gather = spec(
+        vec![
+            server(&format!("stun:127.0.0.1:{}", turn.port), None),
+            server(&turn_udp(&turn), Some(("test", "secret"))),
+        ],
+        IcePolicy::All,
+        &[CandidateKind::Host, CandidateKind::Srflx, CandidateKind::Relay],
+        false,
+    );
+    let connect = spec(
+        vec![server(&turn_udp(&turn), Some(("test", "secret")))],
+        IcePolicy::Relay,
+        &[CandidateKind::Relay],
+        true,
+    );
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut cut = gather.clone();
+    cut.servers
+        .push(server(&format!("stun:{}", silent.local_addr().expect("addr")), None));
+    // Warm-up (lazy statics, runtime and resolver state), then the baseline.
+    assert!(run(&gather, Duration::from_secs(5)).await.success);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fds_before = common::proc::fd_count();
+    let mut allocated = 1; // the warm-up's relay
+    for i in 0..30 {
+        allocated += if i % 10 != 9 && (i % 10) % 3 == 0 { 2 } else { 1 }; // connectivity: two agents
+        let o = match i % 10 {
+            // Deadline before gathering completes (a STUN server that never answers keeps it
+            // open 5 s): the relay is already allocated; the agent must be closed afterwards.
+            9 => {
+                let o = run(&cut, Duration::from_millis(500)).await;
+                let ice = o.detail.ice.as_ref().expect("ice details");
+                assert!(o.success && !ice.complete && !ice.released, "run {i}: {o:#?}");
+                o
+            }
+            n if n % 3 == 0 => run(&connect, Duration::from_secs(5)).await,
+            _ => run(&gather, Duration::from_secs(5)).await,
+        };
+        assert!(o.success, "run {i}: {o:#?}");
+    }
+    // coturn deletes allocations asynchronously after Refresh(0): wait, bounded.
+    let settled = common::proc::wait_until(Duration::from_secs(20), || {
+        let (created, deleted) = allocations(&turn.log_text());
+        created.len() == allocated && created == deleted
+    });
+    let (created, deleted) = allocations(&turn.log_text());
+    let left: Vec<_> = created.difference(&deleted).collect();
+    assert!(
+        settled,
+        "allocations left on coturn: {left:?} (expected {allocated}, created {}, deleted {})",
+        created.len(),
+        deleted.len()
+    );
+    let fds_ok = common::proc::wait_until(Duration::from_secs(20), || common::proc::fd_count() <= fds_before + 2);
+    assert!(fds_ok, "fds before {fds_before}, after {}", common::proc::fd_count());
+
+    eprintln!(
+        "allocations created {} deleted {}; fds before {fds_before} after {}",
+        created.len(),
+        deleted.len(),
+        common::proc::fd_count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectivity_blocked_at_the_relay_is_connectivity_timeout() {
+    let _lab = LAB.read().await;
+    // coturn refuses to relay to loopback peers: allocations work, checks cannot pass.
+    let turn = coturn(CoturnOptions {
+        extra: vec!["denied-peer-ip=127.0.0.0-127.255.255.255".into()],
+        ..Default::default()
+    });
+    let s = spec(
+        vec![server(&turn_udp(&turn), Some(("test", "secret")))],
+        IcePolicy::Relay,
+        &[CandidateKind::Relay],
+        true,
+    );
+    let timeout = Duration::from_secs(3);
+    let started = Instant::now();
+    let o = run(&s, timeout).await;
+    assert_eq!(code(&o), "connectivity/timeout", "{o:#?}");
+    assert!(started.elapsed() < timeout + Duration::from_millis(300), "{:?}", started.elapsed());
+    let ice = o.detail.ice.as_ref().expect("ice details");
+    assert_eq!(count(&o, "relay"), 1, "gathering itself passed: {ice:#?}");
+    assert!(ice.connected_after.is_none());
+}

@@ -27,6 +27,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 use webrtc_ice::agent::Agent;
 
@@ -68,24 +69,24 @@ pub async fn probe_with(spec: &IceSpec, ctx: &ProbeContext, opts: IceOptions) ->
     run.finish(result)
 }
 
-/// The agents of one run, with whether their gathering completed, so every one is released.
+/// The agents of one run, with their gathering's completion signal, so every one is released.
 #[derive(Default)]
-struct Agents(Vec<(Arc<Agent>, bool)>);
+struct Agents(Vec<(Arc<Agent>, Option<watch::Receiver<bool>>)>);
 
 impl Agents {
     fn add(&mut self, agent: &Arc<Agent>) {
-        self.0.push((Arc::clone(agent), false));
+        self.0.push((Arc::clone(agent), None));
     }
 
-    fn completed(&mut self, agent: &Arc<Agent>, complete: bool) {
+    fn gathering(&mut self, agent: &Arc<Agent>, gathering: &Gathering) {
         if let Some(e) = self.0.iter_mut().find(|(a, _)| Arc::ptr_eq(a, agent)) {
-            e.1 = complete;
+            e.1 = Some(gathering.done.clone());
         }
     }
 
     /// Closes every agent; true when all closed inline.
     async fn release_all(self, deadline: Instant) -> bool {
-        let all = self.0.into_iter().map(|(a, complete)| agent::release(a, complete, deadline));
+        let all = self.0.into_iter().map(|(a, done)| agent::release(a, done, deadline));
         futures::future::join_all(all).await.into_iter().all(|ok| ok)
     }
 }
@@ -127,14 +128,18 @@ async fn gather_and_check(
 
     // Gather. The remote (if any) gathers alongside; its wait belongs to `connectivity`.
     let mut gathering = agent::start(&local).map_err(|f| f.at(Phase::Gather))?;
+    agents.gathering(&local, &gathering);
     let mut remote_gathering = match &remote {
-        Some(r) => Some(agent::start(r).map_err(|f| f.at(Phase::Connectivity))?),
+        Some(r) => {
+            let g = agent::start(r).map_err(|f| f.at(Phase::Connectivity))?;
+            agents.gathering(r, &g);
+            Some(g)
+        }
         None => None,
     };
     let complete = gathering.collect(deadline).await;
     let gather_time = gathering.started.elapsed();
     run.record(Phase::Gather, gather_time);
-    agents.completed(&local, complete);
     record(ice, &gathering, complete);
     ice.relay_servers = attribute_relays(&gathering, &plan.turn_udp, deadline).await;
 
@@ -147,14 +152,8 @@ async fn gather_and_check(
     check_expected(ice, &gathering, &expect, &plan, complete, gather_time)?;
 
     if let (Some(remote), Some(rg)) = (remote, remote_gathering.as_mut()) {
-        let result = run
-            .phase(
-                Phase::Connectivity,
-                connect::check(&local, &gathering.arrivals, &remote, rg, deadline),
-            )
-            .await;
-        agents.completed(&remote, rg.complete);
-        let connected = result?;
+        let check = connect::check(&local, &gathering.arrivals, &remote, rg, deadline);
+        let connected = run.phase(Phase::Connectivity, check).await?;
         ice.connected_after = Some(connected.after);
         ice.selected_pair = connected.selected_pair;
     }

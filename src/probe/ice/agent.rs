@@ -3,16 +3,17 @@
 //!
 //! Arrival times are taken inside the agent's `on_candidate` callback, so they measure the
 //! agent, not our channel. webrtc-ice 0.17.2 cannot cancel a gathering in progress
-//! (`gather_candidate_cancel` is a TODO) and adds late candidates to a closed agent without
-//! closing them, so an agent closed before gathering completed is watched by a bounded
-//! background reaper that closes anything that arrives late (e.g. a TURN allocation that
-//! succeeds after the deadline would otherwise stay on the server until its lifetime ends).
+//! (`gather_candidate_cancel` is a TODO), and a candidate that arrives after `close()` is added
+//! to the closed agent and never closed: its socket stays open and a TURN allocation stays on
+//! the server until its lifetime ends. So an agent whose gathering has not completed by the
+//! deadline is closed in the background *after* its gathering completes (bounded by
+//! [`GATHER_TAIL`], the longest webrtc-ice's own timeouts let it run); the outcome is not
+//! delayed by it.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use webrtc_ice::agent::agent_config::AgentConfig;
 use webrtc_ice::agent::Agent;
@@ -26,10 +27,11 @@ use crate::probe::{Fault, Reason};
 
 /// How long after the deadline `close()` may still run inline (under `probe::run`'s grace).
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
-/// Longest a webrtc-ice gathering task can outlive a close: DNS + two TURN transactions of
-/// 7 retransmissions (200 ms doubling, capped at 1.6 s) ≈ 16 s, STUN 5 s.
-const REAP_FOR: Duration = Duration::from_secs(30);
-const REAP_EVERY: Duration = Duration::from_millis(250);
+/// Longest a webrtc-ice gathering runs: DNS + two TURN transactions of 7 transmissions
+/// (200 ms doubling, capped at 1.6 s) ≈ 16 s; a STUN Binding waits 5 s.
+pub(crate) const GATHER_TAIL: Duration = Duration::from_secs(30);
+/// Bound on `Agent::close()` itself (it only sends Refresh(0) without waiting).
+const CLOSE_BOUND: Duration = Duration::from_secs(5);
 
 /// Which local interfaces host candidates come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +75,12 @@ pub(crate) async fn build(setup: AgentSetup, deadline: Instant) -> Result<Arc<Ag
         network_types: setup.network_types,
         candidate_types,
         multicast_dns_mode: MulticastDnsMode::Disabled,
+        // webrtc-ice waits up to 2 s before nominating a relay pair (pion's defaults); a probe
+        // measures the path, so every pair may be nominated as soon as its check succeeds.
+        host_acceptance_min_wait: Some(Duration::ZERO),
+        srflx_acceptance_min_wait: Some(Duration::ZERO),
+        prflx_acceptance_min_wait: Some(Duration::ZERO),
+        relay_acceptance_min_wait: Some(Duration::ZERO),
         ..Default::default()
     };
     if setup.interfaces == HostInterfaces::LoopbackOnly {
@@ -93,6 +101,8 @@ pub(crate) async fn build(setup: AgentSetup, deadline: Instant) -> Result<Arc<Ag
 /// A running gathering: candidates arrive on `rx`; `None` means gathering completed.
 pub(crate) struct Gathering {
     rx: mpsc::UnboundedReceiver<Option<Arrival>>,
+    /// Becomes true when the agent reports gathering complete (also after we stop listening).
+    pub done: watch::Receiver<bool>,
     pub arrivals: Vec<Arrival>,
     pub complete: bool,
     pub started: Instant,
@@ -101,10 +111,21 @@ pub(crate) struct Gathering {
 /// Starts gathering on `agent`.
 pub(crate) fn start(agent: &Agent) -> Result<Gathering, Fault> {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (done_tx, done) = watch::channel(false);
     let started = Instant::now();
     agent.on_candidate(Box::new(move |c: Option<Arc<dyn Candidate + Send + Sync>>| {
         let at = started.elapsed();
-        let _ = tx.send(c.and_then(|c| arrival(&*c, at)));
+        match c {
+            Some(c) => {
+                if let Some(a) = arrival(&*c, at) {
+                    let _ = tx.send(Some(a));
+                }
+            }
+            None => {
+                let _ = done_tx.send(true);
+                let _ = tx.send(None);
+            }
+        }
         Box::pin(async {})
     }));
     agent
@@ -112,6 +133,7 @@ pub(crate) fn start(agent: &Agent) -> Result<Gathering, Fault> {
         .map_err(|e| Fault::new(Reason::Io, format!("ICE gathering could not start: {e}")))?;
     Ok(Gathering {
         rx,
+        done,
         arrivals: Vec::new(),
         complete: false,
         started,
@@ -155,37 +177,25 @@ impl Gathering {
     }
 }
 
-/// Closes `agent` (its sockets and TURN allocations: Refresh lifetime 0). Runs inline until
-/// the deadline plus a short grace, then continues in the background; if gathering had not
-/// completed, a bounded reaper closes candidates that arrive after the close. Returns whether
-/// the close finished inline.
-pub(crate) async fn release(agent: Arc<Agent>, gathering_complete: bool, deadline: Instant) -> bool {
-    let closing = {
-        let agent = Arc::clone(&agent);
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), agent.close()).await;
-        })
-    };
-    let bound = deadline.max(Instant::now()) + CLOSE_GRACE;
-    let inline = matches!(tokio::time::timeout_at(bound, closing).await, Ok(Ok(())));
-    if !gathering_complete {
-        tokio::spawn(reap(agent));
-    }
-    inline
-}
-
-/// Closes candidates a closed agent gained from gathering tasks that were still running.
-async fn reap(agent: Arc<Agent>) {
-    let end = Instant::now() + REAP_FOR;
-    let mut closed: HashSet<String> = HashSet::new();
-    while Instant::now() < end {
-        if let Ok(cands) = agent.get_local_candidates().await {
-            for c in cands {
-                if closed.insert(c.id()) {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
-                }
-            }
+/// Closes `agent` (its sockets and TURN allocations: Refresh lifetime 0). If its gathering
+/// completed (or never started: `done` is `None`), the close runs inline until the deadline
+/// plus a short grace and continues in the background past that; otherwise the agent is closed
+/// in the background once gathering completes. Returns whether the close finished inline.
+pub(crate) async fn release(agent: Arc<Agent>, done: Option<watch::Receiver<bool>>, deadline: Instant) -> bool {
+    match done {
+        Some(mut done) if !*done.borrow() => {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(GATHER_TAIL, done.wait_for(|d| *d)).await;
+                let _ = tokio::time::timeout(CLOSE_BOUND, agent.close()).await;
+            });
+            false
         }
-        tokio::time::sleep(REAP_EVERY).await;
+        _ => {
+            let closing = tokio::spawn(async move {
+                let _ = tokio::time::timeout(CLOSE_BOUND, agent.close()).await;
+            });
+            let bound = deadline.max(Instant::now()) + CLOSE_GRACE;
+            matches!(tokio::time::timeout_at(bound, closing).await, Ok(Ok(())))
+        }
     }
 }
