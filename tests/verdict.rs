@@ -12,9 +12,10 @@ use common::certs::TestCa;
 use common::coturn::{Coturn, CoturnOptions};
 use common::dns::{DnsServer, SilentDns};
 use common::netns::{NetPair, PEER_IP};
+use common::signalling::{http_server, ws_server, Tinyproxy, WsMode};
 use egress_probe::config::{
-    AddressMode, CandidateKind, Credentials, DnsSpec, HostPort, IcePolicy, IceServer, IceSpec, IceUrl, NetworkType, ProbeSpec, RecordKind,
-    Secret, TcpSpec, TlsOptions, TlsSpec,
+    AddressMode, CandidateKind, Credentials, DnsSpec, HostPort, HttpMethod, HttpSpec, IcePolicy, IceServer, IceSpec, IceUrl, NetworkType,
+    ProbeSpec, ProxyUrl, RecordKind, Secret, StatusRange, TcpSpec, TlsOptions, TlsSpec, WebsocketSpec,
 };
 use egress_probe::probe::ice::{probe_with, HostInterfaces, IceOptions};
 use egress_probe::probe::{self, ProbeContext};
@@ -28,7 +29,11 @@ use tokio_rustls::TlsAcceptor;
 const T: Duration = Duration::from_secs(3);
 
 async fn probe_result(name: &str, spec: ProbeSpec, timeout: Duration) -> ProbeResult {
-    let outcome = probe::run(&spec, &ProbeContext::with_timeout(timeout, None)).await;
+    probe_via(name, spec, timeout, None).await
+}
+
+async fn probe_via(name: &str, spec: ProbeSpec, timeout: Duration, proxy: Option<ProxyUrl>) -> ProbeResult {
+    let outcome = probe::run(&spec, &ProbeContext::with_timeout(timeout, proxy)).await;
     ProbeResult {
         name: name.into(),
         kind: spec.kind().into(),
@@ -381,4 +386,104 @@ async fn ice_without_relay_or_srflx() {
     let v = verdict_for(&results, "ice-srflx");
     assert_eq!((v.rule, v.severity), ("ice_no_srflx", Severity::Degraded));
     assert!(assess(&results).iter().all(|v| !v.text.contains("wrong-pw-7f3a")));
+}
+
+fn http(port: u16, path: &str) -> ProbeSpec {
+    ProbeSpec::Http(HttpSpec {
+        url: url::Url::parse(&format!("http://127.0.0.1:{port}{path}")).unwrap(),
+        method: HttpMethod::Get,
+        headers: Default::default(),
+        body: None,
+        expect_status: vec![StatusRange { low: 200, high: 399 }],
+        expect_body: None,
+        follow_redirects: 0,
+        tls: TlsOptions::default(),
+    })
+}
+
+fn ws(port: u16) -> ProbeSpec {
+    ProbeSpec::Websocket(WebsocketSpec {
+        url: url::Url::parse(&format!("ws://127.0.0.1:{port}/signalling")).unwrap(),
+        headers: Default::default(),
+        ping: 1,
+        send: None,
+        expect: None,
+        tls: TlsOptions::default(),
+    })
+}
+
+#[tokio::test]
+async fn http_429_with_retry_after_and_503() {
+    let server = http_server(false).await;
+    let results = vec![
+        probe_result("api-429", http(server.port, "/429"), T).await,
+        probe_result("api-503", http(server.port, "/503"), T).await,
+    ];
+    assert_eq!(
+        results.iter().map(code).collect::<Vec<_>>(),
+        ["request/status_429", "request/status_503"]
+    );
+    let v = verdict_for(&results, "api-429");
+    assert_eq!((v.rule, v.severity), ("rate_limited", Severity::Degraded));
+    assert_eq!(v.text, "429 from 127.0.0.1: clients are retrying too fast (Retry-After 7 s)");
+    assert_eq!(
+        verdict_for(&results, "api-503").text,
+        format!("127.0.0.1 answers HTTP 503 on {} (request/status_503)", server.port)
+    );
+}
+
+#[tokio::test]
+async fn websocket_silent_upgrade_stripped_upgrade_and_refused_upgrade() {
+    let silent = ws_server(WsMode::Silent, false).await;
+    let plain = ws_server(WsMode::Plain200, false).await;
+    let refuse = ws_server(WsMode::Refuse(429), false).await;
+    let results = vec![
+        probe_result("ws-silent", ws(silent.port), Duration::from_millis(800)).await,
+        probe_result("ws-plain", ws(plain.port), T).await,
+        probe_result("ws-429", ws(refuse.port), T).await,
+    ];
+    assert_eq!(
+        results.iter().map(code).collect::<Vec<_>>(),
+        ["upgrade/timeout", "upgrade/not_upgraded", "upgrade/status_429"]
+    );
+    assert_eq!(
+        verdict_for(&results, "ws-silent").text,
+        format!(
+            "WebSocket signalling on {} times out during upgrade (upgrade/timeout): a proxy or firewall holds the Upgrade request",
+            silent.port
+        )
+    );
+    assert_eq!(verdict_for(&results, "ws-plain").rule, "ws_not_upgraded");
+    assert!(verdict_for(&results, "ws-429")
+        .text
+        .starts_with("429 from 127.0.0.1: clients are retrying too fast"));
+}
+
+#[tokio::test]
+async fn proxy_demanding_auth_and_proxy_refusing_the_port() {
+    let target = ws_server(WsMode::Good, false).await;
+    let auth_proxy = Tinyproxy::start(Some(("corp", "proxy-pw-91c2")), &[]);
+    let strict_proxy = Tinyproxy::start(None, &[443]);
+    let via = |port| ProxyUrl {
+        host: "127.0.0.1".into(),
+        port,
+        username: None,
+        password: None,
+    };
+    let results = vec![
+        probe_via("ws-auth", ws(target.port), T, Some(via(auth_proxy.port))).await,
+        probe_via("ws-strict", ws(target.port), T, Some(via(strict_proxy.port))).await,
+    ];
+    assert_eq!(results.iter().map(code).collect::<Vec<_>>(), ["proxy/auth", "proxy/status_403"]);
+    assert_eq!(
+        verdict_for(&results, "ws-auth").text,
+        format!(
+            "The HTTP proxy demands authentication for 127.0.0.1:{} (proxy/auth): configure proxy credentials",
+            target.port
+        )
+    );
+    assert_eq!(
+        verdict_for(&results, "ws-strict").text,
+        format!("The HTTP proxy does not let 127.0.0.1:{} through (proxy/status_403)", target.port)
+    );
 }
