@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::certs::TestCa;
-use common::coturn::{Coturn, CoturnOptions};
+use common::coturn::{Auth, Coturn, CoturnOptions};
 use common::dns::{DnsServer, SilentDns};
 use common::netns::{NetPair, PEER_IP};
 use common::signalling::{http_server, ws_server, Tinyproxy, WsMode};
 use egress_probe::config::{
     AddressMode, CandidateKind, Credentials, DnsSpec, HostPort, HttpMethod, HttpSpec, IcePolicy, IceServer, IceSpec, IceUrl, NetworkType,
-    ProbeSpec, ProxyUrl, RecordKind, Secret, StatusRange, TcpSpec, TlsOptions, TlsSpec, WebsocketSpec,
+    ProbeSpec, ProxyUrl, RecordKind, Secret, StatusRange, StunSpec, TcpSpec, TlsOptions, TlsSpec, TurnSpec, WebsocketSpec,
 };
 use egress_probe::probe::ice::{probe_with, HostInterfaces, IceOptions};
 use egress_probe::probe::{self, ProbeContext};
@@ -485,5 +485,154 @@ async fn proxy_demanding_auth_and_proxy_refusing_the_port() {
     assert_eq!(
         verdict_for(&results, "ws-strict").text,
         format!("The HTTP proxy does not let 127.0.0.1:{} through (proxy/status_403)", target.port)
+    );
+}
+
+const TURN_PASSWORD: &str = "pw-5e1d-verdict";
+
+fn coturn_with_password() -> Coturn {
+    coturn_ready(CoturnOptions {
+        auth: Auth::LongTerm {
+            user: "test".into(),
+            password: TURN_PASSWORD.into(),
+        },
+        extra: vec![],
+    })
+}
+
+fn stun(url: &str) -> ProbeSpec {
+    ProbeSpec::Stun(StunSpec {
+        server: IceUrl::parse(url).unwrap(),
+        count: 2,
+        nat_mapping: false,
+        second_server: None,
+        tls: TlsOptions::default(),
+    })
+}
+
+fn turn(url: &str, password: &str, tls: TlsOptions) -> ProbeSpec {
+    ProbeSpec::Turn(TurnSpec {
+        server: IceUrl::parse(url).unwrap(),
+        credentials: Credentials::LongTerm {
+            username: Secret::literal("test"),
+            password: Secret::literal(password),
+        },
+        count: 3,
+        size: 100,
+        channel: false,
+        addresses: AddressMode::First,
+        tls,
+    })
+}
+
+fn no_secret_in(results: &[ProbeResult]) {
+    for v in assess(results) {
+        assert!(!v.text.contains(TURN_PASSWORD) && !v.text.contains("wrong-pw"), "{v:?}");
+    }
+}
+
+/// The headline case: UDP to the STUN/TURN port never answers (a DROP), TURN over TLS works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_dropped_but_turn_over_tls_works() {
+    let coturn = coturn_with_password();
+    // A bound UDP socket that never reads: requests vanish like behind a DROP rule, no ICMP.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = silent.local_addr().unwrap().port();
+    let tls = TlsOptions {
+        ca_file: Some(coturn.ca_file.clone()),
+        ..Default::default()
+    };
+    let results = vec![
+        probe_result("stun-udp", stun(&format!("stun:127.0.0.1:{udp_port}")), Duration::from_millis(1200)).await,
+        probe_result(
+            "turn-udp",
+            turn(&format!("turn:127.0.0.1:{udp_port}"), TURN_PASSWORD, TlsOptions::default()),
+            Duration::from_millis(1200),
+        )
+        .await,
+        probe_result(
+            "turn-tls",
+            turn(&format!("turns:127.0.0.1:{}?transport=tcp", coturn.tls_port), TURN_PASSWORD, tls),
+            Duration::from_secs(5),
+        )
+        .await,
+    ];
+    assert_eq!(
+        results.iter().map(code).collect::<Vec<_>>(),
+        ["stun/timeout", "allocate/timeout", "success"],
+        "{results:#?}"
+    );
+    let tail = format!(
+        "but TURN over TLS on {} works: softphones will connect through the relay with higher latency",
+        coturn.tls_port
+    );
+    let v = verdict_for(&results, "stun-udp");
+    assert_eq!((v.rule, v.severity), ("udp_dropped_relay_works", Severity::Degraded));
+    assert_eq!(v.text, format!("UDP to {udp_port} is dropped (stun/timeout) {tail}"));
+    assert_eq!(
+        verdict_for(&results, "turn-udp").text,
+        format!("UDP to {udp_port} is dropped (allocate/timeout) {tail}")
+    );
+    assert_eq!(verdicts(&results).last().map(String::as_str), Some("1 of 3 probes pass"));
+    no_secret_in(&results);
+}
+
+/// UDP dropped and TURN over TLS refuses the credentials: no media path at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_dropped_and_turn_over_tls_rejects_the_password() {
+    let coturn = coturn_with_password();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = silent.local_addr().unwrap().port();
+    let tls = TlsOptions {
+        ca_file: Some(coturn.ca_file.clone()),
+        ..Default::default()
+    };
+    let results = vec![
+        probe_result("stun-udp", stun(&format!("stun:127.0.0.1:{udp_port}")), Duration::from_millis(1200)).await,
+        probe_result(
+            "turn-tls",
+            turn(&format!("turns:127.0.0.1:{}?transport=tcp", coturn.tls_port), "wrong-pw", tls),
+            Duration::from_secs(5),
+        )
+        .await,
+    ];
+    assert_eq!(
+        results.iter().map(code).collect::<Vec<_>>(),
+        ["stun/timeout", "allocate/auth"],
+        "{results:#?}"
+    );
+    let v = verdict_for(&results, "stun-udp");
+    assert_eq!(
+        v.text,
+        format!("UDP to {udp_port} is dropped (stun/timeout) and TURN over TCP/TLS fails too: calls will have no media path")
+    );
+    assert_eq!(
+        verdict_for(&results, "turn-tls").text,
+        format!(
+            "TURN on {} rejects the credentials (allocate/auth): check the username/password or REST secret and the clock",
+            coturn.tls_port
+        )
+    );
+    no_secret_in(&results);
+}
+
+/// TURN over TLS through an interceptor: the chain is trusted but the pin does not match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_over_tls_with_wrong_pin_is_intercepted() {
+    let coturn = coturn_with_password();
+    let tls = TlsOptions {
+        ca_file: Some(coturn.ca_file.clone()),
+        pin_sha256: vec!["cd".repeat(32)],
+        ..Default::default()
+    };
+    let url = format!("turns:127.0.0.1:{}?transport=tcp", coturn.tls_port);
+    let results = vec![probe_result("turn-tls", turn(&url, TURN_PASSWORD, tls), Duration::from_secs(5)).await];
+    assert_eq!(code(&results[0]), "tls/pin_mismatch", "{results:#?}");
+    assert_eq!(
+        verdict_for(&results, "turn-tls").text,
+        format!(
+            "TLS on {} is intercepted (pin mismatch, issuer 'egress-probe test CA'): TURN over TLS will fail",
+            coturn.tls_port
+        )
     );
 }
