@@ -5,8 +5,8 @@
 //! it, and what is on the other side?". Everything up to an established tunnel is one phase,
 //! `proxy`: resolving and connecting to the proxy *and* the CONNECT exchange. A dead proxy is
 //! therefore `proxy/refused` or `proxy/timeout`, never `connect/...` of the target (which the
-//! probe host never talks to directly). Answers map to reasons: 407 ⇒ `proxy/auth` (missing or
-//! wrong credentials), any other non-2xx ⇒ `proxy/status_<code>` (403: the proxy's policy
+//! probe host never talks to directly). Answers map to reasons: 407 (or 401, which tinyproxy
+//! sends for wrong credentials) ⇒ `proxy/auth` (missing or wrong credentials), any other non-2xx ⇒ `proxy/status_<code>` (403: the proxy's policy
 //! forbids the port or host; 502/503/504: the proxy could not reach the target).
 //!
 //! The target is sent by name, as browsers do, so the proxy resolves it (in many such networks
@@ -123,9 +123,10 @@ fn check_status(head: &str, proxy: &HostPort, target: &HostPort) -> Result<(), F
     };
     match code {
         200..=299 => Ok(()),
-        407 => Err(Fault::new(
+        // 407 is the standard answer; tinyproxy 1.11 answers wrong Basic credentials with 401.
+        401 | 407 => Err(Fault::new(
             Reason::Auth,
-            format!("proxy {proxy} requires authentication for CONNECT {target} (407 {text}): credentials missing or rejected"),
+            format!("proxy {proxy} requires authentication for CONNECT {target} ({code} {text}): credentials missing or rejected"),
         )),
         403 => Err(Fault::new(
             Reason::Status(403),
