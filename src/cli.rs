@@ -26,7 +26,7 @@ pub enum Command {
     /// Validate a config file; print FILE:LINE:COLUMN: message for every problem.
     Validate(ValidateArgs),
     /// Run the endpoints the probes need (STUN/TURN/TLS/WebSocket/HTTPS) outside the firewall.
-    Responder(ResponderArgs),
+    Responder(Box<ResponderArgs>),
     /// Compare two `check --output json` reports; exit 1 if anything regressed.
     Diff(DiffArgs),
 }
@@ -87,12 +87,61 @@ pub struct ValidateArgs {
     pub config: PathBuf,
 }
 
-/// `egress-probe responder`.
+/// `egress-probe responder`. Listener flags take a port (on --bind) or ip:port, repeat for
+/// several, and `none` turns the endpoint off; given, they replace the config file's list.
 #[derive(Debug, Args)]
 pub struct ResponderArgs {
     /// Responder config (YAML); flags override it.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// IP the port-only listeners bind to (default 0.0.0.0).
+    #[arg(long)]
+    pub bind: Option<std::net::IpAddr>,
+    /// Address advertised for relayed candidates (default: --bind, or the default route's).
+    #[arg(long)]
+    pub relay_ip: Option<std::net::IpAddr>,
+    /// UDP port range for relayed addresses, e.g. 49152-65535.
+    #[arg(long)]
+    pub relay_ports: Option<String>,
+    /// TURN realm.
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// Long-term TURN user USER:PASSWORD (PASSWORD may be env:NAME or file:/path); repeatable.
+    #[arg(long = "user")]
+    pub users: Vec<String>,
+    /// REST (ephemeral) credentials secret, e.g. env:TURN_SECRET (coturn `use-auth-secret`).
+    #[arg(long)]
+    pub rest_secret: Option<String>,
+    /// STUN/TURN over UDP listeners (default 3478).
+    #[arg(long)]
+    pub turn_udp: Vec<String>,
+    /// STUN/TURN over TCP listeners (default 3478).
+    #[arg(long)]
+    pub turn_tcp: Vec<String>,
+    /// TURN over TLS listeners (default 5349; 443 if nothing else uses it).
+    #[arg(long)]
+    pub turn_tls: Vec<String>,
+    /// HTTPS + WSS echo listeners (default 443 and 8443; use 8443 alone without root).
+    #[arg(long)]
+    pub web: Vec<String>,
+    /// UDP echo peer listeners (default 3479).
+    #[arg(long)]
+    pub udp_echo: Vec<String>,
+    /// Plain-HTTP address of the responder's own /metrics (default 127.0.0.1:9470), or `none`.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// PEM certificate chain for the TLS listeners (with --tls-key); default: a generated CA.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Keep the generated CA in this directory across restarts (stable ca_file and pin).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// Name (DNS or IP) for the generated certificate; repeatable.
+    #[arg(long = "tls-name")]
+    pub tls_names: Vec<String>,
 }
 
 /// `egress-probe diff`.

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             Command::Run(a) => commands::run::main(a).await,
             Command::Check(a) => commands::check::main(a).await,
             Command::Validate(a) => commands::validate::main(a).await,
-            Command::Responder(a) => commands::responder::main(a).await,
+            Command::Responder(a) => commands::responder::main(*a).await,
             Command::Diff(a) => commands::diff::main(a).await,
         }
     });

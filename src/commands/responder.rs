@@ -1,9 +1,140 @@
-//! `egress-probe responder`. PROVISIONAL: not implemented yet.
+//! `egress-probe responder`: runs the endpoints probes need, outside the firewall, until
+//! SIGTERM/SIGINT. Prints where each endpoint listens and how probes trust its TLS (CA file
+//! and SPKI pin) on stdout, so the operator can paste them into a probe config.
+
+use anyhow::Context;
 
 use crate::cli::ResponderArgs;
+use crate::config::Secret;
+use crate::responder::config::{Listen, PortRange};
+use crate::responder::{Responder, ResponderConfig, ResponderError};
 
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: ResponderArgs) -> anyhow::Result<u8> {
-    let _ = args;
-    anyhow::bail!("`responder` is not implemented yet")
+    let cfg = build_config(&args)?;
+    let responder = match Responder::start(&cfg).await {
+        Ok(r) => r,
+        Err(e) => return Err(anyhow::anyhow!(with_hint(e))),
+    };
+    print!("{}", summary(&responder));
+    wait_for_signal().await?;
+    tracing::info!("shutting down: closing WebSockets and TURN allocations");
+    responder.shutdown().await;
+    Ok(super::EXIT_OK)
+}
+
+/// Config file (or defaults) with flags applied on top.
+pub fn build_config(args: &ResponderArgs) -> anyhow::Result<ResponderConfig> {
+    let mut cfg = match &args.config {
+        Some(p) => ResponderConfig::load(p)?,
+        None => ResponderConfig::default(),
+    };
+    if let Some(b) = args.bind {
+        cfg.bind = b;
+    }
+    if let Some(r) = args.relay_ip {
+        cfg.relay_ip = Some(r);
+    }
+    if let Some(r) = &args.relay_ports {
+        cfg.relay_ports = Some(PortRange::parse(r).map_err(anyhow::Error::msg)?);
+    }
+    if let Some(r) = &args.realm {
+        cfg.realm = r.clone();
+    }
+    for u in &args.users {
+        let (user, pass) = u.split_once(':').context("--user must be USER:PASSWORD")?;
+        let pass = Secret::resolve(pass).map_err(anyhow::Error::msg)?;
+        cfg.users.insert(user.to_string(), pass);
+    }
+    if let Some(s) = &args.rest_secret {
+        cfg.rest_secret = Some(Secret::resolve(s).map_err(anyhow::Error::msg)?);
+    }
+    for (flag, values, target) in [
+        ("--turn-udp", &args.turn_udp, &mut cfg.turn.udp),
+        ("--turn-tcp", &args.turn_tcp, &mut cfg.turn.tcp),
+        ("--turn-tls", &args.turn_tls, &mut cfg.turn.tls),
+        ("--web", &args.web, &mut cfg.web),
+        ("--udp-echo", &args.udp_echo, &mut cfg.udp_echo),
+    ] {
+        if !values.is_empty() {
+            *target = listeners(values).context(flag)?;
+        }
+    }
+    if let Some(m) = &args.metrics {
+        cfg.metrics = match m.as_str() {
+            "none" => None,
+            a => Some(a.parse().with_context(|| format!("--metrics {a:?}: expected ip:port or none"))?),
+        };
+    }
+    if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        cfg.tls.cert = Some(c.clone());
+        cfg.tls.key = Some(k.clone());
+    }
+    if let Some(d) = &args.tls_dir {
+        cfg.tls.dir = Some(d.clone());
+    }
+    if !args.tls_names.is_empty() {
+        cfg.tls.names = args.tls_names.clone();
+    }
+    Ok(cfg)
+}
+
+fn listeners(values: &[String]) -> anyhow::Result<Vec<Listen>> {
+    if values.iter().any(|v| v == "none") {
+        return Ok(vec![]);
+    }
+    values.iter().map(|v| Listen::parse(v).map_err(anyhow::Error::msg)).collect()
+}
+
+/// Adds the usual way out to "permission denied" on a privileged port.
+fn with_hint(e: ResponderError) -> String {
+    match &e {
+        ResponderError::Bind { addr, source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 => {
+            format!(
+                "{e}\nhint: ports below 1024 need root or CAP_NET_BIND_SERVICE; without them use the alternates, \
+                 e.g. --web 8443 --turn-tls 5349 (see docs/responder.md)"
+            )
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The lines printed at start: endpoints, trust anchors, relay address.
+pub fn summary(r: &Responder) -> String {
+    let mut out = String::from("egress-probe responder listening:\n");
+    let mut line = |what: &str, addrs: &[std::net::SocketAddr]| {
+        for a in addrs {
+            out.push_str(&format!("  {what:<22} {a}\n"));
+        }
+    };
+    line("STUN/TURN udp", &r.addrs.turn_udp);
+    line("STUN/TURN tcp", &r.addrs.turn_tcp);
+    line("TURN tls", &r.addrs.turn_tls);
+    line("HTTPS + WSS echo", &r.addrs.web);
+    line("UDP echo peer", &r.addrs.udp_echo);
+    if let Some(m) = r.addrs.metrics {
+        line("metrics (http)", &[m]);
+    }
+    out.push_str(&format!("  relayed address        {}\n", r.relay_ip));
+    if let Some(ca) = &r.tls.ca_file {
+        out.push_str(&format!("  TLS ca_file            {}\n", ca.display()));
+    }
+    out.push_str(&format!("  TLS pin_sha256         {}\n", r.tls.pin_sha256));
+    out
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
+    Ok(())
 }
