@@ -1,1 +1,630 @@
-//! PROVISIONAL stub (issue 2).
+//! Outcome → Prometheus families. This is the only file that knows metric names.
+//!
+//! Two shapes share the same code: the daemon's long-lived [`Metrics`] (one registry for the
+//! process, counters initialised at 0 for every configured probe so `rate()` works from the
+//! first scrape), and [`render_single_run`] for `/probe`, which builds a fresh registry per
+//! request with blackbox-compatible `probe_success` / `probe_duration_seconds` plus our
+//! families for that one run.
+//!
+//! Labels are bounded: probe names and kinds come from the config, phases and reasons are the
+//! fixed words of [`crate::probe::Reason`], transports and candidate types are mapped onto
+//! small fixed sets, and the only address ever used as a label is a *server* address from
+//! `addresses: all` (bounded by the DNS answer). Never a client address, a token, a password
+//! or a message text.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::config::{Config, ProbeConfig};
+use crate::probe::details::RttStats;
+use crate::probe::Outcome;
+
+/// Buckets for network timing: 1 ms … 30 s.
+pub const TIMING_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Why a registry could not be built or rendered (a programming error, not a probe failure).
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metric registration failed: {0}")]
+    Register(#[from] prometheus::Error),
+    #[error("metric text is not UTF-8")]
+    Encoding,
+}
+
+/// Candidate types exported on the ICE families (anything else is not exported).
+const ICE_TYPES: &[&str] = &["host", "srflx", "prflx", "relay"];
+/// NAT mapping behaviours exported on `egress_probe_nat_mapping`.
+const NAT_BEHAVIORS: &[&str] = &["endpoint_independent", "endpoint_dependent"];
+
+/// The per-run families (everything derived from one [`Outcome`]).
+struct RunFamilies {
+    success: GaugeVec,
+    duration: HistogramVec,
+    phase_duration: HistogramVec,
+    runs: IntCounterVec,
+    failures: IntCounterVec,
+    tls_expiry: GaugeVec,
+    relay_rtt: HistogramVec,
+    relay_loss: GaugeVec,
+    stun_rtt: HistogramVec,
+    nat_mapping: GaugeVec,
+    ice_candidates: GaugeVec,
+    ice_first: HistogramVec,
+    ws_ping_rtt: HistogramVec,
+    address_success: GaugeVec,
+    /// Server addresses last exported per probe, so addresses that left the DNS answer are
+    /// removed instead of reporting a stale value forever.
+    last_addresses: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<GaugeVec, MetricsError> {
+    let g = GaugeVec::new(Opts::new(name, help), labels)?;
+    reg.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, MetricsError> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    reg.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<HistogramVec, MetricsError> {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(TIMING_BUCKETS.to_vec()), labels)?;
+    reg.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+fn scalar(reg: &Registry, name: &str, help: &str) -> Result<Gauge, MetricsError> {
+    let g = Gauge::with_opts(Opts::new(name, help))?;
+    reg.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl RunFamilies {
+    fn register(reg: &Registry) -> Result<RunFamilies, MetricsError> {
+        Ok(RunFamilies {
+            success: gauge(
+                reg,
+                "egress_probe_success",
+                "Whether the last run of the probe succeeded (1) or failed (0).",
+                &["probe", "kind", "target"],
+            )?,
+            duration: histogram(
+                reg,
+                "egress_probe_duration_seconds",
+                "Wall time of whole probe runs.",
+                &["probe", "kind"],
+            )?,
+            phase_duration: histogram(
+                reg,
+                "egress_probe_phase_duration_seconds",
+                "Time spent in each phase of a probe run (the failing phase included).",
+                &["probe", "kind", "phase"],
+            )?,
+            runs: counter(
+                reg,
+                "egress_probe_runs_total",
+                "Probe runs completed, by result (success or failure).",
+                &["probe", "kind", "result"],
+            )?,
+            failures: counter(
+                reg,
+                "egress_probe_failures_total",
+                "Failed probe runs by failing phase and reason (e.g. connect/timeout = dropped, connect/refused = rejected).",
+                &["probe", "kind", "phase", "reason"],
+            )?,
+            tls_expiry: gauge(
+                reg,
+                "egress_probe_tls_cert_expiry_timestamp_seconds",
+                "Earliest notAfter of the certificate chain the server presented, as a Unix timestamp.",
+                &["probe"],
+            )?,
+            relay_rtt: histogram(
+                reg,
+                "egress_probe_relay_rtt_seconds",
+                "Round-trip time of packets sent through the TURN relay (one observation per sample).",
+                &["probe", "transport"],
+            )?,
+            relay_loss: gauge(
+                reg,
+                "egress_probe_relay_loss_ratio",
+                "Fraction of relay round trips lost in the last run (0..1).",
+                &["probe", "transport"],
+            )?,
+            stun_rtt: histogram(
+                reg,
+                "egress_probe_stun_rtt_seconds",
+                "Round-trip time of STUN binding requests (one observation per sample).",
+                &["probe"],
+            )?,
+            nat_mapping: gauge(
+                reg,
+                "egress_probe_nat_mapping",
+                "NAT mapping behaviour seen in the last run (1 for the observed behaviour, 0 for the other).",
+                &["probe", "behavior"],
+            )?,
+            ice_candidates: gauge(
+                reg,
+                "egress_probe_ice_candidates",
+                "ICE candidates gathered in the last run, by candidate type.",
+                &["probe", "type"],
+            )?,
+            ice_first: histogram(
+                reg,
+                "egress_probe_ice_first_candidate_seconds",
+                "Time from the start of ICE gathering to the first candidate of each type.",
+                &["probe", "type"],
+            )?,
+            ws_ping_rtt: histogram(
+                reg,
+                "egress_probe_websocket_ping_rtt_seconds",
+                "Round-trip time of WebSocket ping/pong after the upgrade (one observation per sample).",
+                &["probe"],
+            )?,
+            address_success: gauge(
+                reg,
+                "egress_probe_address_success",
+                "With addresses: all, whether the last run against each resolved server address succeeded.",
+                &["probe", "kind", "address"],
+            )?,
+            last_addresses: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Creates the counter series of a probe at 0 so rates are defined from the first scrape.
+    fn init(&self, probe: &str, kind: &str) {
+        for result in ["success", "failure"] {
+            self.runs.with_label_values(&[probe, kind, result]);
+        }
+    }
+
+    /// Records one run. `target` is the label value of `egress_probe_success`.
+    fn observe(&self, probe: &str, kind: &str, target: &str, outcome: &Outcome) {
+        self.success
+            .with_label_values(&[probe, kind, target])
+            .set(if outcome.success { 1.0 } else { 0.0 });
+        self.duration.with_label_values(&[probe, kind]).observe(outcome.total.as_secs_f64());
+        for p in &outcome.phases {
+            self.phase_duration
+                .with_label_values(&[probe, kind, p.phase.as_str()])
+                .observe(p.duration.as_secs_f64());
+        }
+        let result = if outcome.success { "success" } else { "failure" };
+        self.runs.with_label_values(&[probe, kind, result]).inc();
+        if let Some(f) = &outcome.failure {
+            self.failures
+                .with_label_values(&[probe, kind, f.phase.as_str(), &f.reason.label()])
+                .inc();
+        }
+        self.observe_details(probe, kind, outcome);
+    }
+
+    fn observe_details(&self, probe: &str, kind: &str, outcome: &Outcome) {
+        let d = &outcome.detail;
+        // With `addresses: all` each address has its own chain; the earliest expiry matters.
+        let per_address_expiry = d.per_address.iter().filter_map(|a| a.tls.as_ref()?.earliest_expiry_unix).min();
+        if let Some(expiry) = d.tls.as_ref().and_then(|t| t.earliest_expiry_unix).or(per_address_expiry) {
+            self.tls_expiry.with_label_values(&[probe]).set(expiry as f64);
+        }
+        if let Some(relay) = &d.relay {
+            let transport = bounded_transport(&relay.transport);
+            if let Some(rtt) = &relay.rtt {
+                observe_samples(&self.relay_rtt, &[probe, transport], rtt);
+                if rtt.sent > 0 {
+                    self.relay_loss.with_label_values(&[probe, transport]).set(rtt.loss);
+                }
+            }
+        }
+        if let Some(stun) = &d.stun {
+            if let Some(rtt) = &stun.rtt {
+                observe_samples(&self.stun_rtt, &[probe], rtt);
+            }
+            if let Some(seen) = stun.nat_mapping.as_deref() {
+                for b in NAT_BEHAVIORS {
+                    self.nat_mapping
+                        .with_label_values(&[probe, b])
+                        .set(if *b == seen { 1.0 } else { 0.0 });
+                }
+            }
+        }
+        if let Some(ice) = &d.ice {
+            for t in ICE_TYPES {
+                let n = ice.candidates.get(*t).copied().unwrap_or(0);
+                self.ice_candidates.with_label_values(&[probe, t]).set(f64::from(n));
+            }
+            for (t, after) in &ice.first_arrival {
+                if ICE_TYPES.contains(&t.as_str()) {
+                    self.ice_first.with_label_values(&[probe, t]).observe(after.as_secs_f64());
+                }
+            }
+        }
+        if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
+            observe_samples(&self.ws_ping_rtt, &[probe], rtt);
+        }
+        if !d.per_address.is_empty() {
+            let now: BTreeSet<String> = d.per_address.iter().map(|a| a.address.ip().to_string()).collect();
+            for a in &d.per_address {
+                let ip = a.address.ip().to_string();
+                self.address_success
+                    .with_label_values(&[probe, kind, &ip])
+                    .set(if a.success { 1.0 } else { 0.0 });
+            }
+            if let Ok(mut last) = self.last_addresses.lock() {
+                if let Some(previous) = last.insert(probe.to_string(), now.clone()) {
+                    for gone in previous.difference(&now) {
+                        let _ = self.address_success.remove_label_values(&[probe, kind, gone]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn observe_samples(h: &HistogramVec, labels: &[&str], rtt: &RttStats) {
+    let h = h.with_label_values(labels);
+    for s in &rtt.samples {
+        h.observe(s.as_secs_f64());
+    }
+}
+
+/// Maps a free-form transport word onto the fixed label set.
+fn bounded_transport(t: &str) -> &'static str {
+    match t {
+        "udp" => "udp",
+        "tcp" => "tcp",
+        "tls" => "tls",
+        _ => "other",
+    }
+}
+
+/// Turns a configured label key into a valid, non-clashing Prometheus label name.
+pub fn label_name(key: &str) -> String {
+    let mut s: String = key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) || s.starts_with("__") || s == "probe" || s == "kind" {
+        s = format!("label_{s}");
+    }
+    s
+}
+
+/// The daemon's metrics: one registry for the process life.
+pub struct Metrics {
+    registry: Registry,
+    runs: RunFamilies,
+    /// `egress_probe_info`; its label names are the union of configured label keys.
+    info: GaugeVec,
+    info_keys: Vec<String>,
+    skipped: IntCounterVec,
+    reload_success: Gauge,
+    reload_timestamp: Gauge,
+}
+
+impl Metrics {
+    /// Registers every family and initialises the series of each configured probe.
+    pub fn new(config: &Config) -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let runs = RunFamilies::register(&registry)?;
+        let info_keys: Vec<String> = config
+            .probes
+            .iter()
+            .flat_map(|p| p.labels.keys().map(|k| label_name(k)))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut info_labels: Vec<&str> = vec!["probe", "kind"];
+        info_labels.extend(info_keys.iter().map(String::as_str));
+        let info = gauge(
+            &registry,
+            "egress_probe_info",
+            "Configured probes (always 1), with the labels set in the config for joins.",
+            &info_labels,
+        )?;
+        let build = gauge(
+            &registry,
+            "egress_probe_build_info",
+            "Version of egress-probe (always 1).",
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
+        let skipped = counter(
+            &registry,
+            "egress_probe_skipped_runs_total",
+            "Scheduled runs skipped because the previous run of the same probe was still in flight.",
+            &["probe"],
+        )?;
+        let reload_success = scalar(
+            &registry,
+            "egress_probe_config_reload_success",
+            "Whether the last config load or reload succeeded (1) or failed (0).",
+        )?;
+        let reload_timestamp = scalar(
+            &registry,
+            "egress_probe_config_last_reload_timestamp_seconds",
+            "Unix time of the last successful config load or reload.",
+        )?;
+        let m = Metrics {
+            registry,
+            runs,
+            info,
+            info_keys,
+            skipped,
+            reload_success,
+            reload_timestamp,
+        };
+        for p in &config.probes {
+            m.init_probe(p);
+        }
+        m.config_loaded(true);
+        Ok(m)
+    }
+
+    /// Creates the series of one configured probe (info at 1, counters at 0).
+    fn init_probe(&self, p: &ProbeConfig) {
+        let kind = p.spec.kind();
+        self.runs.init(&p.name, kind);
+        self.skipped.with_label_values(&[p.name.as_str()]);
+        let by_key: BTreeMap<String, &str> = p.labels.iter().map(|(k, v)| (label_name(k), v.as_str())).collect();
+        let mut values: Vec<&str> = vec![p.name.as_str(), kind];
+        values.extend(self.info_keys.iter().map(|k| by_key.get(k).copied().unwrap_or("")));
+        self.info.with_label_values(&values).set(1.0);
+    }
+
+    /// Records a finished run of a configured probe.
+    pub fn observe(&self, probe: &ProbeConfig, outcome: &Outcome) {
+        self.runs.observe(&probe.name, probe.spec.kind(), &probe.spec.target(), outcome);
+    }
+
+    /// Counts a run skipped because the previous one was still in flight.
+    pub fn skipped(&self, probe: &str) {
+        self.skipped.with_label_values(&[probe]).inc();
+    }
+
+    /// Records the result of a config (re)load.
+    pub fn config_loaded(&self, ok: bool) {
+        self.reload_success.set(if ok { 1.0 } else { 0.0 });
+        if ok {
+            self.reload_timestamp.set(unix_now());
+        }
+    }
+
+    /// The text exposition format for `/metrics`.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        encode(&self.registry)
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
+}
+
+fn encode(registry: &Registry) -> Result<String, MetricsError> {
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut buf)?;
+    String::from_utf8(buf).map_err(|_| MetricsError::Encoding)
+}
+
+/// `/probe` output for one run: blackbox-compatible `probe_success` and
+/// `probe_duration_seconds`, plus our families for that run, from a fresh registry.
+pub fn render_single_run(probe: &str, kind: &str, target: &str, outcome: &Outcome) -> Result<String, MetricsError> {
+    let registry = Registry::new();
+    let success = scalar(&registry, "probe_success", "Displays whether or not the probe was a success")?;
+    let duration = scalar(
+        &registry,
+        "probe_duration_seconds",
+        "Returns how long the probe took to complete in seconds",
+    )?;
+    success.set(if outcome.success { 1.0 } else { 0.0 });
+    duration.set(outcome.total.as_secs_f64());
+    let runs = RunFamilies::register(&registry)?;
+    runs.observe(probe, kind, target, outcome);
+    encode(&registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HostPort, ProbeSpec, TcpSpec};
+    use crate::probe::details::{AddressResult, Details, IceDetails, RelayDetails, StunDetails, TlsDetails};
+    use crate::probe::{Failure, Phase, PhaseTiming, Reason};
+
+    fn tcp_probe(name: &str, labels: &[(&str, &str)]) -> ProbeConfig {
+        ProbeConfig {
+            name: name.into(),
+            interval: None,
+            timeout: None,
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            proxy: None,
+            spec: ProbeSpec::Tcp(TcpSpec {
+                target: HostPort {
+                    host: "relay.example.test".into(),
+                    port: 443,
+                },
+                addresses: Default::default(),
+            }),
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn refused() -> Outcome {
+        Outcome {
+            success: false,
+            phases: vec![
+                PhaseTiming {
+                    phase: Phase::Resolve,
+                    duration: ms(1),
+                },
+                PhaseTiming {
+                    phase: Phase::Connect,
+                    duration: ms(2),
+                },
+            ],
+            failure: Some(Failure::new(
+                Phase::Connect,
+                Reason::Refused,
+                "connection refused by 10.0.0.1 secret-ish text",
+            )),
+            total: ms(3),
+            detail: Details::default(),
+        }
+    }
+
+    fn line_value(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn counters_start_at_zero_and_count_failures_by_phase_and_reason() {
+        let cfg = Config {
+            probes: vec![tcp_probe("a", &[("team", "voice"), ("site-id", "x")]), tcp_probe("b", &[])],
+            ..Default::default()
+        };
+        let m = Metrics::new(&cfg).unwrap();
+        let before = m.render().unwrap();
+        assert_eq!(
+            line_value(&before, r#"egress_probe_runs_total{kind="tcp",probe="b",result="failure"}"#),
+            Some(0.0)
+        );
+        assert_eq!(line_value(&before, r#"egress_probe_skipped_runs_total{probe="a"}"#), Some(0.0));
+        assert!(
+            before.contains(r#"egress_probe_info{kind="tcp",probe="a",site_id="x",team="voice"} 1"#),
+            "{before}"
+        );
+        assert!(before.contains(r#"egress_probe_info{kind="tcp",probe="b",site_id="",team=""} 1"#));
+        assert!(before.contains(r#"egress_probe_build_info{version=""#));
+
+        m.observe(&cfg.probes[0], &refused());
+        m.observe(&cfg.probes[0], &refused());
+        let after = m.render().unwrap();
+        assert_eq!(
+            line_value(&after, r#"egress_probe_runs_total{kind="tcp",probe="a",result="failure"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(
+                &after,
+                r#"egress_probe_failures_total{kind="tcp",phase="connect",probe="a",reason="refused"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(
+                &after,
+                r#"egress_probe_success{kind="tcp",probe="a",target="relay.example.test:443"}"#
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            line_value(
+                &after,
+                r#"egress_probe_phase_duration_seconds_count{kind="tcp",phase="connect",probe="a"}"#
+            ),
+            Some(2.0)
+        );
+        assert!(!after.contains("secret-ish"), "failure messages must never become labels");
+    }
+
+    #[test]
+    fn details_become_their_families() {
+        let mut o = Outcome {
+            success: true,
+            total: ms(40),
+            ..Default::default()
+        };
+        o.detail.tls = Some(TlsDetails {
+            earliest_expiry_unix: Some(1_900_000_000),
+            ..Default::default()
+        });
+        o.detail.relay = Some(RelayDetails {
+            transport: "tls".into(),
+            rtt: Some(RttStats::from_samples(4, vec![ms(2), ms(3), ms(4)])),
+            ..Default::default()
+        });
+        o.detail.stun = Some(StunDetails {
+            rtt: Some(RttStats::from_samples(2, vec![ms(1), ms(1)])),
+            nat_mapping: Some("endpoint_independent".into()),
+            mapped: Some("192.0.2.7:5000".parse().unwrap()),
+            ..Default::default()
+        });
+        o.detail.ice = Some(IceDetails {
+            candidates: [("host".to_string(), 2), ("relay".to_string(), 1)].into_iter().collect(),
+            first_arrival: [("relay".to_string(), ms(30))].into_iter().collect(),
+            ..Default::default()
+        });
+        o.detail.per_address = vec![
+            AddressResult {
+                address: "198.51.100.1:443".parse().unwrap(),
+                success: true,
+                failure: None,
+                total: ms(1),
+                tls: None,
+            },
+            AddressResult {
+                address: "198.51.100.2:443".parse().unwrap(),
+                success: false,
+                failure: None,
+                total: ms(1),
+                tls: None,
+            },
+        ];
+        let text = render_single_run("p", "turn", "turn.example.test:443", &o).unwrap();
+        assert!(text.contains("probe_success 1"), "{text}");
+        assert!(text.contains("probe_duration_seconds 0.04"));
+        assert!(text.contains(r#"egress_probe_tls_cert_expiry_timestamp_seconds{probe="p"} 1900000000"#));
+        assert!(text.contains(r#"egress_probe_relay_rtt_seconds_count{probe="p",transport="tls"} 3"#));
+        assert!(text.contains(r#"egress_probe_relay_loss_ratio{probe="p",transport="tls"} 0.25"#));
+        assert!(text.contains(r#"egress_probe_stun_rtt_seconds_count{probe="p"} 2"#));
+        assert!(text.contains(r#"egress_probe_nat_mapping{behavior="endpoint_independent",probe="p"} 1"#));
+        assert!(text.contains(r#"egress_probe_nat_mapping{behavior="endpoint_dependent",probe="p"} 0"#));
+        assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="srflx"} 0"#));
+        assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="host"} 2"#));
+        assert!(text.contains(r#"egress_probe_ice_first_candidate_seconds_count{probe="p",type="relay"} 1"#));
+        assert!(text.contains(r#"egress_probe_address_success{address="198.51.100.2",kind="turn",probe="p"} 0"#));
+        assert!(!text.contains("192.0.2.7"), "the client's mapped address must never be a label");
+    }
+
+    #[test]
+    fn addresses_that_leave_the_dns_answer_are_removed() {
+        let f = RunFamilies::register(&Registry::new()).unwrap();
+        let with = |ips: &[&str]| {
+            let mut o = Outcome::default();
+            o.detail.per_address = ips
+                .iter()
+                .map(|ip| AddressResult {
+                    address: format!("{ip}:443").parse().unwrap(),
+                    success: true,
+                    failure: None,
+                    total: ms(1),
+                    tls: None,
+                })
+                .collect();
+            o
+        };
+        f.observe("p", "tcp", "t", &with(&["198.51.100.1", "198.51.100.2"]));
+        f.observe("p", "tcp", "t", &with(&["198.51.100.2"]));
+        let families = {
+            let r = Registry::new();
+            r.register(Box::new(f.address_success.clone())).unwrap();
+            r.gather()
+        };
+        assert_eq!(families[0].get_metric().len(), 1);
+    }
+
+    #[test]
+    fn label_keys_are_sanitised_and_never_clash() {
+        assert_eq!(label_name("site-id"), "site_id");
+        assert_eq!(label_name("probe"), "label_probe");
+        assert_eq!(label_name("__x"), "label___x");
+        assert_eq!(label_name("1a"), "label_1a");
+    }
+}

@@ -25,3 +25,157 @@ pub struct ProbeResult {
     pub target: String,
     pub outcome: Outcome,
 }
+
+impl Report {
+    /// A report of `results` for a check that started at `started` (wall clock).
+    pub fn new(started: std::time::SystemTime, results: Vec<ProbeResult>) -> Report {
+        Report {
+            schema: SCHEMA_VERSION,
+            started_at: humantime::format_rfc3339_millis(started).to_string(),
+            results,
+        }
+    }
+
+    /// Whether every probe passed (the `check` exit code is 0 iff this holds).
+    pub fn all_passed(&self) -> bool {
+        self.results.iter().all(|r| r.outcome.success)
+    }
+}
+
+/// Widest name and target shown in the table; longer ones are shortened with `…`.
+const MAX_NAME: usize = 32;
+const MAX_TARGET: usize = 48;
+const HEADERS: [&str; 6] = ["NAME", "KIND", "TARGET", "RESULT", "TOTAL ms", "FAILURE"];
+
+/// The `check` table: name, kind, target, result, total ms, failing phase/reason. Column
+/// widths come from the whole table (bounded), so every row lines up; `colour` adds ANSI
+/// colour to the result column only (callers pass it only when stdout is a terminal).
+pub fn render_table(results: &[ProbeResult], colour: bool) -> String {
+    let rows: Vec<[String; 6]> = results
+        .iter()
+        .map(|r| {
+            [
+                shorten(&r.name, MAX_NAME),
+                r.kind.clone(),
+                shorten(&r.target, MAX_TARGET),
+                if r.outcome.success { "PASS" } else { "FAIL" }.to_string(),
+                format!("{:.1}", r.outcome.total.as_secs_f64() * 1000.0),
+                r.outcome.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: [String; 6] = HEADERS.map(String::from);
+    push_row(&mut out, &header, &widths, |_, s| s.to_string());
+    for (row, r) in rows.iter().zip(results) {
+        push_row(&mut out, row, &widths, |col, padded| {
+            if !colour || col != 3 {
+                return padded.to_string();
+            }
+            let code = if r.outcome.success { "32" } else { "31;1" };
+            format!("\x1b[{code}m{padded}\x1b[0m")
+        });
+    }
+    out
+}
+
+fn push_row(out: &mut String, cells: &[String; 6], widths: &[usize; 6], paint: impl Fn(usize, &str) -> String) {
+    let mut line = String::new();
+    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        let pad = w.saturating_sub(cell.chars().count());
+        // TOTAL ms is right-aligned so the numbers line up; the last column is not padded.
+        let padded = match i {
+            4 => format!("{}{cell}", " ".repeat(pad)),
+            5 => cell.clone(),
+            _ => format!("{cell}{}", " ".repeat(pad)),
+        };
+        if i > 0 {
+            line.push_str("  ");
+        }
+        line.push_str(&paint(i, &padded));
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
+/// One line per failed probe with its message, for humans below the table.
+pub fn render_failures(results: &[ProbeResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        if let Some(f) = &r.outcome.failure {
+            out.push_str(&format!("{}: {}: {}\n", r.name, f.code(), f.message));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Failure, Phase, Reason};
+    use std::time::Duration;
+
+    fn result(name: &str, target: &str, failure: Option<Failure>, ms: u64) -> ProbeResult {
+        ProbeResult {
+            name: name.into(),
+            kind: "tcp".into(),
+            target: target.into(),
+            outcome: Outcome {
+                success: failure.is_none(),
+                failure,
+                total: Duration::from_millis(ms),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn table_columns_line_up_and_failures_show_phase_and_reason() {
+        let rows = vec![
+            result("a", "127.0.0.1:1", None, 3),
+            result(
+                "a-much-longer-name",
+                "relay.example.test:443",
+                Some(Failure::new(Phase::Connect, Reason::Refused, "x")),
+                1234,
+            ),
+        ];
+        let t = render_table(&rows, false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let col = |l: &str, h: &str| l.find(h);
+        let result_col = col(lines[0], "RESULT").unwrap();
+        assert_eq!(col(lines[1], "PASS"), Some(result_col));
+        assert_eq!(col(lines[2], "FAIL"), Some(result_col));
+        assert!(lines[2].ends_with("connect/refused"));
+        assert!(lines[1].ends_with('-'));
+        // Right-aligned totals end in the same column.
+        let end_of = |l: &str, s: &str| l.find(s).map(|i| i + s.len());
+        assert_eq!(end_of(lines[1], "3.0"), end_of(lines[2], "1234.0"));
+        assert!(!t.contains('\x1b'), "no colour unless asked");
+        assert!(render_table(&rows, true).contains("\x1b[32mPASS"));
+    }
+
+    #[test]
+    fn long_targets_are_shortened() {
+        let long = "x".repeat(100);
+        let t = render_table(&[result("a", &long, None, 1)], false);
+        assert!(t.lines().all(|l| l.chars().count() < 100), "{t}");
+        assert!(t.contains('…'));
+    }
+}

@@ -1,1 +1,562 @@
-//! PROVISIONAL stub (issue 2).
+//! When probes run: each probe on its own fixed grid, bounded, never overlapping itself.
+//!
+//! * **Grid, not sleep-after-run.** Probe `p` starts at `t0 + offset + k·interval`, where
+//!   `offset` is a random fraction (`jitter`) of the interval drawn once, so a fleet of probes
+//!   does not fire in lockstep and a slow target does not drift its own schedule.
+//! * **Deadline = timeout.** A run gets `timeout` from the moment it obtains a concurrency permit.
+//! * **No overlap.** If a probe's previous run is still in flight at its next grid point, that
+//!   tick is skipped and counted (`Sink::skipped`), never queued.
+//! * **Global concurrency limit** (`defaults.concurrency`) with a semaphore shared by every probe
+//!   (and by `/probe` requests, which the server runs through [`Scheduler::permits`]).
+//! * **Backoff** after consecutive failures: the next run is not before
+//!   `end + max(backoff, Retry-After)`, still on the grid (see [`Backoff`]).
+//! * **Shutdown**: when the [`Shutdown`] fires, loops stop at once; in-flight runs get
+//!   [`SHUTDOWN_GRACE`] to finish and are then cancelled (dropping a probe future closes its
+//!   sockets), so the daemon exits within 1 s.
+//!
+//! Results go to [`Sink`]s (metrics, the status board, the log); a push delivery is one more
+//! sink. Config reload swaps the whole scheduler: start a new one, then fire the old one's
+//! shutdown (see `commands::run`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{Config, ProbeConfig, ProxySetting};
+use crate::probe::{self, Failure, Outcome, Phase, ProbeContext, Reason};
+
+/// How long in-flight runs may continue after shutdown before they are cancelled.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
+
+/// Where finished runs go. Implementations must be cheap and must not block (they are called
+/// from the scheduler's loops).
+pub trait Sink: Send + Sync {
+    /// A run of `probe` finished with `outcome`.
+    fn record(&self, probe: &ProbeConfig, outcome: &Outcome);
+    /// A grid point of `probe` was skipped because its previous run was still in flight.
+    fn skipped(&self, probe: &ProbeConfig) {
+        let _ = probe;
+    }
+}
+
+impl Sink for crate::metrics::Metrics {
+    fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
+        self.observe(probe, outcome);
+    }
+    fn skipped(&self, probe: &ProbeConfig) {
+        crate::metrics::Metrics::skipped(self, &probe.name);
+    }
+}
+
+/// Logs one line per failed run (probe, kind, phase, reason, message) and each skipped tick.
+/// Messages are written by probes for humans and never contain secrets.
+pub struct LogSink;
+
+impl Sink for LogSink {
+    fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
+        match &outcome.failure {
+            Some(f) => tracing::warn!(
+                probe = %probe.name,
+                kind = probe.spec.kind(),
+                phase = f.phase.as_str(),
+                reason = %f.reason,
+                total_ms = outcome.total.as_millis() as u64,
+                message = %f.message,
+                "probe failed"
+            ),
+            None => {
+                tracing::debug!(probe = %probe.name, kind = probe.spec.kind(), total_ms = outcome.total.as_millis() as u64, "probe passed")
+            }
+        }
+    }
+    fn skipped(&self, probe: &ProbeConfig) {
+        tracing::warn!(probe = %probe.name, "previous run still in flight; tick skipped");
+    }
+}
+
+/// A one-way "stop now" signal shared by the scheduler, the server and signal handlers.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+impl Shutdown {
+    /// A signal that has not fired.
+    pub fn new() -> Shutdown {
+        Shutdown {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Fires the signal (idempotent).
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether the signal has fired.
+    pub fn is_triggered(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Resolves once the signal has fired.
+    pub async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|fired| *fired).await;
+    }
+}
+
+/// Exponential backoff after consecutive failures, so a rate-limited or overloaded target is
+/// not hammered: `min(cap, floor · 2^(n-1))` with ± `jitter`, and never less than a server's
+/// `Retry-After`. `cap` is `max(floor, 8 · interval)` so a probe still reports regularly.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub floor: Duration,
+    /// Fraction (0..1) of random spread applied to the computed delay.
+    pub jitter: f64,
+    /// Upper bound for an honoured `Retry-After`.
+    pub max_retry_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            floor: Duration::from_secs(2),
+            jitter: 0.2,
+            max_retry_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Backoff {
+    /// Minimum time from the end of the last run to the next start, after `failures`
+    /// consecutive failures. `u` is a uniform random number in 0..1 (injected for tests).
+    pub fn delay(&self, failures: u32, interval: Duration, retry_after: Option<Duration>, u: f64) -> Duration {
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        let cap = self.floor.max(interval.saturating_mul(8));
+        let exp = self.floor.saturating_mul(1u32 << (failures - 1).min(16)).min(cap);
+        let spread = 1.0 + self.jitter * (2.0 * u.clamp(0.0, 1.0) - 1.0);
+        let base = exp.mul_f64(spread.max(0.0)).max(self.floor);
+        base.max(retry_after.unwrap_or(Duration::ZERO).min(self.max_retry_after))
+    }
+}
+
+/// The first grid point's offset from the scheduler's start: a random fraction of `jitter`
+/// (0..=0.5) of the interval. `u` is a uniform random number in 0..1.
+pub fn first_offset(interval: Duration, jitter: f64, u: f64) -> Duration {
+    interval.mul_f64((jitter * u).clamp(0.0, 1.0))
+}
+
+/// The first grid point `tick + k·interval` (k ≥ 0) that is not before `t`.
+pub fn grid_at_or_after(tick: Instant, interval: Duration, t: Instant) -> Instant {
+    if tick >= t {
+        return tick;
+    }
+    let behind = t.duration_since(tick).as_nanos();
+    let step = interval.as_nanos().max(1);
+    let steps = behind.div_ceil(step);
+    tick + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+}
+
+/// Runs one probe against a deadline; the real one is [`probe::run`], tests inject their own.
+pub type Runner = Arc<dyn Fn(Arc<ProbeConfig>, Instant) -> BoxFuture<'static, Outcome> + Send + Sync>;
+
+/// The real runner: dispatches to the probe of the configured kind with its effective proxy.
+pub fn probe_runner(top_proxy: Option<ProxySetting>) -> Runner {
+    Arc::new(move |p: Arc<ProbeConfig>, deadline: Instant| {
+        let proxy = probe::effective_proxy(top_proxy.as_ref(), p.proxy.as_ref());
+        Box::pin(async move {
+            let ctx = ProbeContext { deadline, proxy };
+            probe::run(&p.spec, &ctx).await
+        })
+    })
+}
+
+/// Every probe's loop plus what they share.
+pub struct Scheduler {
+    probes: Vec<Arc<ProbeConfig>>,
+    interval: Duration,
+    timeout: Duration,
+    jitter: f64,
+    permits: Arc<Semaphore>,
+    sinks: Vec<Arc<dyn Sink>>,
+    runner: Runner,
+    backoff: Option<Backoff>,
+}
+
+impl Scheduler {
+    /// A scheduler for `config`'s probes, reporting to `sinks`.
+    pub fn new(config: &Config, sinks: Vec<Arc<dyn Sink>>) -> Scheduler {
+        Scheduler {
+            probes: config.probes.iter().cloned().map(Arc::new).collect(),
+            interval: config.defaults.interval,
+            timeout: config.defaults.timeout,
+            jitter: config.defaults.jitter,
+            permits: Arc::new(Semaphore::new(config.defaults.concurrency.max(1))),
+            sinks,
+            runner: probe_runner(config.proxy.clone()),
+            backoff: Some(Backoff::default()),
+        }
+    }
+
+    /// Replaces how a probe is run (tests use a synthetic runner to check timing).
+    pub fn with_runner(mut self, runner: Runner) -> Scheduler {
+        self.runner = runner;
+        self
+    }
+
+    /// Sets or disables (`None`) the backoff after failures.
+    pub fn with_backoff(mut self, backoff: Option<Backoff>) -> Scheduler {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The global concurrency limit, shared with on-demand runs (`/probe`).
+    pub fn permits(&self) -> Arc<Semaphore> {
+        self.permits.clone()
+    }
+
+    /// Runs every probe's loop until `shutdown` fires; returns after in-flight runs finished
+    /// or were cancelled (at most [`SHUTDOWN_GRACE`] later).
+    pub async fn run(self, shutdown: Shutdown) {
+        let shared = Arc::new(Shared {
+            permits: self.permits,
+            sinks: self.sinks,
+            runner: self.runner,
+            backoff: self.backoff,
+        });
+        let loops: Vec<JoinHandle<()>> = self
+            .probes
+            .into_iter()
+            .map(|p| {
+                let plan = Plan {
+                    interval: p.interval.unwrap_or(self.interval),
+                    timeout: p.timeout.unwrap_or(self.timeout),
+                    offset: first_offset(p.interval.unwrap_or(self.interval), self.jitter, rand::random::<f64>()),
+                };
+                tokio::spawn(probe_loop(p, plan, shared.clone(), shutdown.clone()))
+            })
+            .collect();
+        for l in loops {
+            let _ = l.await;
+        }
+    }
+}
+
+struct Shared {
+    permits: Arc<Semaphore>,
+    sinks: Vec<Arc<dyn Sink>>,
+    runner: Runner,
+    backoff: Option<Backoff>,
+}
+
+#[derive(Clone, Copy)]
+struct Plan {
+    interval: Duration,
+    timeout: Duration,
+    offset: Duration,
+}
+
+/// One run: wait for a permit, then run against `timeout` from that moment.
+fn spawn_run(p: Arc<ProbeConfig>, plan: Plan, shared: &Arc<Shared>) -> JoinHandle<Outcome> {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let Ok(_permit) = shared.permits.clone().acquire_owned().await else {
+            return Outcome::failed_before_start(Failure::new(Phase::Close, Reason::Io, "scheduler is shutting down"));
+        };
+        let deadline = Instant::now() + plan.timeout;
+        (shared.runner)(p, deadline).await
+    })
+}
+
+fn outcome_of(joined: Result<Outcome, tokio::task::JoinError>) -> Outcome {
+    joined.unwrap_or_else(|e| {
+        Outcome::failed_before_start(Failure::new(Phase::Close, Reason::Io, format!("probe task ended abnormally: {e}")))
+    })
+}
+
+async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut tick = Instant::now() + plan.offset;
+    let mut in_flight: Option<JoinHandle<Outcome>> = None;
+    let mut failures: u32 = 0;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            joined = async {
+                match in_flight.as_mut() {
+                    Some(h) => h.await,
+                    None => std::future::pending().await,
+                }
+            }, if in_flight.is_some() => {
+                in_flight = None;
+                let outcome = outcome_of(joined);
+                for s in &shared.sinks {
+                    s.record(&p, &outcome);
+                }
+                failures = if outcome.success { 0 } else { failures.saturating_add(1) };
+                if let Some(b) = &shared.backoff {
+                    let delay = b.delay(failures, plan.interval, outcome.detail.retry_after, rand::random::<f64>());
+                    tick = grid_at_or_after(tick, plan.interval, Instant::now() + delay);
+                }
+            }
+            _ = tokio::time::sleep_until(tick) => {
+                if in_flight.is_some() {
+                    for s in &shared.sinks {
+                        s.skipped(&p);
+                    }
+                } else {
+                    in_flight = Some(spawn_run(p.clone(), plan, &shared));
+                }
+                tick = grid_at_or_after(tick + plan.interval, plan.interval, Instant::now());
+            }
+        }
+    }
+    if let Some(mut h) = in_flight {
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut h).await {
+            Ok(joined) => {
+                let outcome = outcome_of(joined);
+                for s in &shared.sinks {
+                    s.record(&p, &outcome);
+                }
+            }
+            Err(_) => {
+                h.abort();
+                tracing::info!(probe = %p.name, "in-flight run cancelled at shutdown");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Defaults, HostPort, ProbeSpec, TcpSpec};
+    use std::sync::Mutex;
+
+    fn probe(name: &str) -> ProbeConfig {
+        ProbeConfig {
+            name: name.into(),
+            interval: None,
+            timeout: None,
+            labels: Default::default(),
+            proxy: None,
+            spec: ProbeSpec::Tcp(TcpSpec {
+                target: HostPort {
+                    host: "127.0.0.1".into(),
+                    port: 9,
+                },
+                addresses: Default::default(),
+            }),
+        }
+    }
+
+    fn config(probes: Vec<ProbeConfig>, interval_ms: u64, jitter: f64, concurrency: usize) -> Config {
+        Config {
+            defaults: Defaults {
+                interval: Duration::from_millis(interval_ms),
+                timeout: Duration::from_millis(interval_ms * 10),
+                jitter,
+                concurrency,
+            },
+            probes,
+            ..Default::default()
+        }
+    }
+
+    /// Records (probe, start offset from t0, in flight at start) of every run.
+    #[derive(Default)]
+    struct Log {
+        starts: Mutex<Vec<(String, Duration)>>,
+        in_flight: Mutex<(usize, usize)>,
+        skipped: Mutex<Vec<String>>,
+        outcomes: Mutex<Vec<String>>,
+    }
+
+    impl Sink for Log {
+        fn record(&self, probe: &ProbeConfig, _: &Outcome) {
+            self.outcomes.lock().unwrap().push(probe.name.clone());
+        }
+        fn skipped(&self, probe: &ProbeConfig) {
+            self.skipped.lock().unwrap().push(probe.name.clone());
+        }
+    }
+
+    /// A runner that "probes" for `busy` (paused time) and fails when `fail` says so.
+    fn sleeper(log: Arc<Log>, t0: Instant, busy: Duration, fail: bool) -> Runner {
+        Arc::new(move |p: Arc<ProbeConfig>, _deadline: Instant| {
+            let log = log.clone();
+            Box::pin(async move {
+                log.starts.lock().unwrap().push((p.name.clone(), t0.elapsed()));
+                {
+                    let mut f = log.in_flight.lock().unwrap();
+                    f.0 += 1;
+                    f.1 = f.1.max(f.0);
+                }
+                tokio::time::sleep(busy).await;
+                log.in_flight.lock().unwrap().0 -= 1;
+                Outcome {
+                    success: !fail,
+                    failure: fail.then(|| Failure::new(Phase::Connect, Reason::Refused, "test")),
+                    ..Default::default()
+                }
+            })
+        })
+    }
+
+    async fn run_for(s: Scheduler, d: Duration) {
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let h = tokio::spawn(s.run(shutdown));
+        tokio::time::sleep(d).await;
+        stop.trigger();
+        h.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_start_on_a_fixed_grid_that_a_slow_run_does_not_drift() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        // Each run takes 70% of the interval: with sleep-after-run the starts would drift.
+        let s = Scheduler::new(&config(vec![probe("a")], 100, 0.0, 4), vec![log.clone()]).with_runner(sleeper(
+            log.clone(),
+            t0,
+            Duration::from_millis(70),
+            false,
+        ));
+        run_for(s, Duration::from_millis(1050)).await;
+        let starts: Vec<u128> = log.starts.lock().unwrap().iter().map(|(_, d)| d.as_millis()).collect();
+        assert_eq!(starts, (0..11).map(|k| k * 100).collect::<Vec<u128>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_start_is_offset_by_at_most_the_jitter_fraction() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        let probes = (0..20).map(|i| probe(&format!("p{i}"))).collect();
+        let s = Scheduler::new(&config(probes, 1000, 0.5, 64), vec![log.clone()]).with_runner(sleeper(
+            log.clone(),
+            t0,
+            Duration::from_millis(1),
+            false,
+        ));
+        run_for(s, Duration::from_millis(999)).await;
+        let starts = log.starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), 20);
+        assert!(starts.iter().all(|(_, d)| *d <= Duration::from_millis(500)), "{starts:?}");
+        let distinct: std::collections::BTreeSet<u128> = starts.iter().map(|(_, d)| d.as_millis()).collect();
+        assert!(distinct.len() > 5, "offsets should be spread: {starts:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_still_in_flight_skips_the_tick_and_counts_it() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        // 250 ms runs on a 100 ms grid: starts at 0, 300, 600, 900; ticks 100, 200, 400, ... skipped.
+        let s = Scheduler::new(&config(vec![probe("slow")], 100, 0.0, 4), vec![log.clone()]).with_runner(sleeper(
+            log.clone(),
+            t0,
+            Duration::from_millis(250),
+            false,
+        ));
+        run_for(s, Duration::from_millis(950)).await;
+        let starts: Vec<u128> = log.starts.lock().unwrap().iter().map(|(_, d)| d.as_millis()).collect();
+        assert_eq!(starts, vec![0, 300, 600, 900]);
+        assert_eq!(log.in_flight.lock().unwrap().1, 1, "two runs of one probe overlapped");
+        assert_eq!(log.skipped.lock().unwrap().len(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_global_limit_bounds_runs_in_flight() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        let probes = (0..10).map(|i| probe(&format!("p{i}"))).collect();
+        let s = Scheduler::new(&config(probes, 1000, 0.0, 3), vec![log.clone()]).with_runner(sleeper(
+            log.clone(),
+            t0,
+            Duration::from_millis(100),
+            false,
+        ));
+        run_for(s, Duration::from_millis(900)).await;
+        assert_eq!(log.in_flight.lock().unwrap().1, 3);
+        // 10 runs through 3 permits in 100 ms waves: starts at 0, 100, 200, 300.
+        let mut starts: Vec<u128> = log.starts.lock().unwrap().iter().map(|(_, d)| d.as_millis()).collect();
+        starts.sort();
+        assert_eq!(starts, vec![0, 0, 0, 100, 100, 100, 200, 200, 200, 300]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn consecutive_failures_back_off_exponentially_on_the_grid() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        let b = Backoff {
+            floor: Duration::from_secs(2),
+            jitter: 0.0,
+            max_retry_after: Duration::from_secs(60),
+        };
+        let s = Scheduler::new(&config(vec![probe("down")], 1000, 0.0, 4), vec![log.clone()])
+            .with_runner(sleeper(log.clone(), t0, Duration::from_millis(10), true))
+            .with_backoff(Some(b));
+        run_for(s, Duration::from_millis(17_500)).await;
+        let starts: Vec<u64> = log.starts.lock().unwrap().iter().map(|(_, d)| d.as_secs()).collect();
+        // End 0.01 + 2 s ⇒ grid point 3; 3.01 + 4 ⇒ 8; 8.01 + 8 ⇒ 17.
+        assert_eq!(starts, vec![0, 3, 8, 17]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_cancels_a_hanging_run_within_the_grace() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        let s = Scheduler::new(&config(vec![probe("hang")], 100, 0.0, 4), vec![log.clone()]).with_runner(sleeper(
+            log.clone(),
+            t0,
+            Duration::from_secs(3600),
+            false,
+        ));
+        let started = Instant::now();
+        run_for(s, Duration::from_millis(50)).await;
+        assert!(started.elapsed() <= Duration::from_millis(50) + SHUTDOWN_GRACE + Duration::from_millis(5));
+        assert!(log.outcomes.lock().unwrap().is_empty(), "a cancelled run records nothing");
+    }
+
+    #[test]
+    fn backoff_grows_from_the_floor_to_the_cap_and_honours_retry_after() {
+        let b = Backoff {
+            floor: Duration::from_secs(2),
+            jitter: 0.0,
+            max_retry_after: Duration::from_secs(3600),
+        };
+        let i = Duration::from_secs(30);
+        let s = |n, ra| b.delay(n, i, ra, 0.5).as_secs();
+        assert_eq!((s(0, None), s(1, None), s(2, None), s(3, None)), (0, 2, 4, 8));
+        assert_eq!(s(30, None), 240, "capped at 8 intervals");
+        assert_eq!(s(1, Some(Duration::from_secs(120))), 120);
+        assert_eq!(s(1, Some(Duration::from_secs(100_000))), 3600);
+        let j = Backoff { jitter: 0.2, ..b };
+        assert!(j.delay(3, i, None, 0.0) >= Duration::from_millis(6400));
+        assert!(j.delay(3, i, None, 1.0) <= Duration::from_millis(9600));
+    }
+
+    #[test]
+    fn ticks_stay_on_the_grid() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(grid_at_or_after(t, ms(100), t), t);
+        assert_eq!(grid_at_or_after(t, ms(100), t + ms(350)), t + ms(400));
+        assert_eq!(grid_at_or_after(t, ms(100), t + ms(200)), t + ms(200));
+        assert_eq!(grid_at_or_after(t, ms(100), t + ms(201)), t + ms(300));
+        assert_eq!(grid_at_or_after(t + ms(500), ms(100), t), t + ms(500));
+        assert_eq!(first_offset(ms(1000), 0.1, 0.999).as_millis(), 99);
+    }
+}

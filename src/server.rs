@@ -1,1 +1,226 @@
-//! PROVISIONAL stub (issue 2).
+//! The daemon's HTTP endpoints (axum):
+//!
+//! * `/metrics` — the process registry (see `metrics`).
+//! * `/probe?module=NAME&target=HOST:PORT` — run probe NAME's settings once against TARGET and
+//!   answer with blackbox-compatible `probe_success` / `probe_duration_seconds` plus our
+//!   families for that run, so Prometheus multi-target relabelling works unchanged. Without
+//!   `target` the probe runs against its configured target. The run's timeout is the probe's,
+//!   shortened to Prometheus' `X-Prometheus-Scrape-Timeout-Seconds` minus 0.5 s when that is
+//!   smaller (as blackbox_exporter does). It shares the scheduler's concurrency limit.
+//! * `/healthz` — 200 while the process serves.
+//! * `/ready` — 503 until every configured probe has completed its first run, then 200.
+//! * `/status` — JSON with the last outcome of every probe.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::config::{Config, ProbeConfig};
+use crate::metrics::{render_single_run, Metrics};
+use crate::probe::{self, Outcome, ProbeContext};
+use crate::report::ProbeResult;
+use crate::schedule::{Shutdown, Sink};
+
+/// Prometheus text exposition content type.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Taken off Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
+const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
+
+/// The last outcome of one probe, as `/status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeStatus {
+    #[serde(flatten)]
+    pub result: ProbeResult,
+    /// RFC 3339 time the run finished.
+    pub finished_at: String,
+}
+
+/// `/status` document.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusDoc {
+    /// Whether every probe has completed a run.
+    pub ready: bool,
+    pub probes: Vec<ProbeStatus>,
+}
+
+/// Last outcome per probe: backs `/ready` and `/status`. A [`Sink`] of the scheduler.
+pub struct StatusBoard {
+    /// Configured probe names in config order.
+    names: Vec<String>,
+    last: Mutex<HashMap<String, ProbeStatus>>,
+}
+
+impl StatusBoard {
+    /// A board expecting the probes of `config`.
+    pub fn new(config: &Config) -> StatusBoard {
+        StatusBoard {
+            names: config.probes.iter().map(|p| p.name.clone()).collect(),
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether every configured probe has completed at least one run.
+    pub fn ready(&self) -> bool {
+        self.last
+            .lock()
+            .map(|l| self.names.iter().all(|n| l.contains_key(n)))
+            .unwrap_or(false)
+    }
+
+    /// `(completed, configured)` probe counts.
+    pub fn progress(&self) -> (usize, usize) {
+        let done = self
+            .last
+            .lock()
+            .map(|l| self.names.iter().filter(|n| l.contains_key(*n)).count())
+            .unwrap_or(0);
+        (done, self.names.len())
+    }
+
+    /// The `/status` document.
+    pub fn snapshot(&self) -> StatusDoc {
+        let probes = match self.last.lock() {
+            Ok(l) => self.names.iter().filter_map(|n| l.get(n).cloned()).collect(),
+            Err(_) => Vec::new(),
+        };
+        StatusDoc {
+            ready: self.ready(),
+            probes,
+        }
+    }
+}
+
+impl Sink for StatusBoard {
+    fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
+        let status = ProbeStatus {
+            result: ProbeResult {
+                name: probe.name.clone(),
+                kind: probe.spec.kind().to_string(),
+                target: probe.spec.target(),
+                outcome: outcome.clone(),
+            },
+            finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        };
+        if let Ok(mut l) = self.last.lock() {
+            l.insert(probe.name.clone(), status);
+        }
+    }
+}
+
+/// What the handlers share.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub board: Arc<StatusBoard>,
+    /// The global concurrency limit (shared with the scheduler).
+    pub permits: Arc<Semaphore>,
+}
+
+/// The state in effect now; a config reload sends a new one.
+pub type LiveState = watch::Receiver<Arc<AppState>>;
+
+/// The router with every endpoint, reading the state in effect at each request.
+pub fn router(state: LiveState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/probe", get(probe_once))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` fires.
+pub async fn serve(listener: tokio::net::TcpListener, state: LiveState, shutdown: Shutdown) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()
+}
+
+fn current(live: &LiveState) -> Arc<AppState> {
+    live.borrow().clone()
+}
+
+async fn metrics(State(live): State<LiveState>) -> Response {
+    let st = current(&live);
+    match st.metrics.render() {
+        Ok(body) => text(StatusCode::OK, body),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+async fn ready(State(live): State<LiveState>) -> Response {
+    let st = current(&live);
+    let (done, all) = st.board.progress();
+    if done == all {
+        text(StatusCode::OK, "ready\n".into())
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {done} of {all} probes have completed a run\n"),
+        )
+    }
+}
+
+async fn status(State(live): State<LiveState>) -> Json<StatusDoc> {
+    Json(current(&live).board.snapshot())
+}
+
+async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<String, String>>, headers: HeaderMap) -> Response {
+    let st = current(&live);
+    let Some(module) = q.get("module") else {
+        return text(StatusCode::BAD_REQUEST, "missing query parameter `module` (a probe name)\n".into());
+    };
+    let Some(p) = st.config.probes.iter().find(|p| &p.name == module) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("unknown module {module:?}: not a probe name in the config\n"),
+        );
+    };
+    let spec = match q.get("target") {
+        Some(t) => match p.spec.with_target(t) {
+            Ok(s) => s,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad target for module {module:?}: {e}\n")),
+        },
+        None => p.spec.clone(),
+    };
+    let mut timeout = p.timeout(&st.config.defaults);
+    if let Some(scrape) = headers
+        .get("x-prometheus-scrape-timeout-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+    {
+        let budget = Duration::from_secs_f64(scrape).saturating_sub(SCRAPE_TIMEOUT_OFFSET);
+        timeout = timeout.min(budget.max(Duration::from_millis(100)));
+    }
+    let deadline = Instant::now() + timeout;
+    let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, st.permits.clone().acquire_owned()).await else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every concurrency slot stayed busy until the probe's timeout\n".into(),
+        );
+    };
+    let proxy = probe::effective_proxy(st.config.proxy.as_ref(), p.proxy.as_ref());
+    let outcome = probe::run(&spec, &ProbeContext { deadline, proxy }).await;
+    if let Some(f) = &outcome.failure {
+        tracing::info!(probe = %p.name, target = %spec.target(), phase = f.phase.as_str(), reason = %f.reason, message = %f.message, "on-demand probe failed");
+    }
+    match render_single_run(&p.name, spec.kind(), &spec.target(), &outcome) {
+        Ok(body) => text(StatusCode::OK, body),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}

@@ -1,9 +1,146 @@
-//! `egress-probe check`. PROVISIONAL: not implemented yet.
+//! `egress-probe check`: run every (or each `--probe NAME`) probe once, concurrently within
+//! `defaults.concurrency`, print a table or the versioned JSON report, then plain-language
+//! verdicts. Exit 0 if all pass, 1 if any fails, 2 on a config or usage error (an unknown
+//! `--probe` name included).
+//!
+//! Terminal niceties only on a terminal: the live progress line (stderr) and colour (stdout,
+//! unless `NO_COLOR` is set). `--quiet` keeps only the table or JSON.
 
-use crate::cli::CheckArgs;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::cli::{CheckArgs, OutputFormat};
+use crate::config::{self, Config, ProbeConfig};
+use crate::probe::{self, ProbeContext};
+use crate::report::{self, ProbeResult, Report};
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
-    let _ = args;
-    anyhow::bail!("`check` is not implemented yet")
+    // Keep the demo's responder alive until every probe has run.
+    let (config, _demo) = if args.demo {
+        let demo = crate::demo::start().await?;
+        (demo.config.clone(), Some(demo))
+    } else {
+        let Some(path) = args.config.as_deref() else {
+            eprintln!("egress-probe check: give --config FILE or --demo");
+            return Ok(EXIT_USAGE);
+        };
+        match config::load_file(path) {
+            Ok(c) => (c, None),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(EXIT_USAGE);
+            }
+        }
+    };
+    let selected = match select(&config, &args.probes) {
+        Ok(s) => s,
+        Err(message) => {
+            eprintln!("egress-probe check: {message}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+
+    let started = SystemTime::now();
+    let progress = progress_line(selected.len() as u64, !args.quiet && std::io::stderr().is_terminal());
+    let results = run_all(&config, &selected, &progress).await;
+    progress.finish_and_clear();
+    let report = Report::new(started, results);
+
+    match args.output {
+        OutputFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !args.quiet {
+                for v in crate::verdict::verdicts(&report.results) {
+                    eprintln!("{v}");
+                }
+            }
+        }
+        OutputFormat::Table => {
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            print!("{}", report::render_table(&report.results, colour));
+            if !args.quiet {
+                let failures = report::render_failures(&report.results);
+                if !failures.is_empty() {
+                    print!("\n{failures}");
+                }
+                let verdicts = crate::verdict::verdicts(&report.results);
+                if !verdicts.is_empty() {
+                    println!();
+                    for v in verdicts {
+                        println!("{v}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(if report.all_passed() { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// The probes to run: all, or the named ones in config order. Unknown names are an error.
+fn select(config: &Config, names: &[String]) -> Result<Vec<ProbeConfig>, String> {
+    if config.probes.is_empty() {
+        return Err("the config has no probes".into());
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| !config.probes.iter().any(|p| &p.name == *n))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = config.probes.iter().map(|p| p.name.as_str()).collect();
+        return Err(format!("unknown probe {} (configured: {})", unknown.join(", "), known.join(", ")));
+    }
+    Ok(config
+        .probes
+        .iter()
+        .filter(|p| names.is_empty() || names.contains(&p.name))
+        .cloned()
+        .collect())
+}
+
+/// A progress line on stderr, hidden when not wanted (not a terminal, or `--quiet`).
+fn progress_line(len: u64, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {pos}/{len} probes done {wide_msg}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// Runs `probes` concurrently (bounded by `defaults.concurrency`); results in config order.
+async fn run_all(config: &Config, probes: &[ProbeConfig], progress: &ProgressBar) -> Vec<ProbeResult> {
+    let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
+    let runs = probes.iter().map(|p| {
+        let permits = permits.clone();
+        async move {
+            let _permit = permits.acquire_owned().await.ok();
+            let ctx = ProbeContext {
+                deadline: Instant::now() + p.timeout(&config.defaults),
+                proxy: probe::effective_proxy(config.proxy.as_ref(), p.proxy.as_ref()),
+            };
+            let outcome = probe::run(&p.spec, &ctx).await;
+            let verdict = if outcome.success { "ok" } else { "FAIL" };
+            progress.set_message(format!("{} {verdict}", p.name));
+            progress.inc(1);
+            ProbeResult {
+                name: p.name.clone(),
+                kind: p.spec.kind().to_string(),
+                target: p.spec.target(),
+                outcome,
+            }
+        }
+    });
+    futures::future::join_all(runs).await
 }

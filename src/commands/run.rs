@@ -1,9 +1,156 @@
-//! `egress-probe run`. PROVISIONAL: not implemented yet.
+//! `egress-probe run`: the daemon. Loads the config (or starts the `--demo` responder),
+//! serves `/metrics`, `/probe`, `/healthz`, `/ready`, `/status`, and runs every probe on its
+//! schedule until SIGTERM/SIGINT, then exits 0 within about a second.
+//!
+//! SIGHUP reloads the config file. A bad file keeps the running config and sets
+//! `egress_probe_config_reload_success 0`; a good one replaces the whole "generation"
+//! (scheduler, metric registry, status board) at once: the new scheduler starts, the server
+//! switches to the new state, the old scheduler is told to stop. Counters restart from 0, which
+//! Prometheus treats as a counter reset. `listen` changes need a restart.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::cli::RunArgs;
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::schedule::{LogSink, Scheduler, Shutdown, Sink, SHUTDOWN_GRACE};
+use crate::server::{self, AppState, StatusBoard};
+
+use super::{EXIT_OK, EXIT_USAGE};
+
+/// Where the endpoints listen when neither `--listen` nor `listen:` says.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9469";
+
+/// How long the HTTP server may take to finish after the scheduler has stopped.
+const SERVER_GRACE: Duration = Duration::from_millis(200);
+
+/// One config's worth of running state: what the server reads and the scheduler feeding it.
+struct Generation {
+    state: Arc<AppState>,
+    stop: Shutdown,
+    scheduler: JoinHandle<()>,
+}
+
+impl Generation {
+    fn start(config: Config) -> anyhow::Result<Generation> {
+        let metrics = Arc::new(Metrics::new(&config).context("building the metric registry")?);
+        let board = Arc::new(StatusBoard::new(&config));
+        let sinks: Vec<Arc<dyn Sink>> = vec![metrics.clone(), board.clone(), Arc::new(LogSink)];
+        let scheduler = Scheduler::new(&config, sinks);
+        let state = Arc::new(AppState {
+            permits: scheduler.permits(),
+            config: Arc::new(config),
+            metrics,
+            board,
+        });
+        let stop = Shutdown::new();
+        let scheduler = tokio::spawn(scheduler.run(stop.clone()));
+        Ok(Generation { state, stop, scheduler })
+    }
+}
 
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
-    let _ = args;
-    anyhow::bail!("`run` is not implemented yet")
+    // The demo's responder must outlive the daemon loop: keep it bound until we return.
+    let (config, _demo) = if args.demo {
+        let demo = crate::demo::start().await?;
+        (demo.config.clone(), Some(demo))
+    } else {
+        let Some(path) = args.config.as_deref() else {
+            eprintln!("egress-probe run: give --config FILE or --demo");
+            return Ok(EXIT_USAGE);
+        };
+        match config::load_file(path) {
+            Ok(c) => (c, None),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(EXIT_USAGE);
+            }
+        }
+    };
+    let listen: SocketAddr = match args.listen.or(config.listen) {
+        Some(a) => a,
+        None => DEFAULT_LISTEN.parse().context("default listen address")?,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr().unwrap_or(listen);
+    let (mut term, mut int, mut hup) = (
+        signal(SignalKind::terminate()).context("SIGTERM handler")?,
+        signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        signal(SignalKind::hangup()).context("SIGHUP handler")?,
+    );
+
+    let probes = config.probes.len();
+    let mut current = Generation::start(config)?;
+    let (live_tx, live_rx) = watch::channel(current.state.clone());
+    let shutdown = Shutdown::new();
+    let server = tokio::spawn(server::serve(listener, live_rx, shutdown.clone()));
+    tracing::info!(listen = %local, probes, version = env!("CARGO_PKG_VERSION"), "egress-probe running");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if let Some(next) = reload(args.config.as_deref(), &current.state.metrics) {
+                    let old = std::mem::replace(&mut current, next);
+                    live_tx.send_replace(current.state.clone());
+                    old.stop.trigger();
+                }
+            }
+        }
+    }
+    tracing::info!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "shutting down");
+    shutdown.trigger();
+    current.stop.trigger();
+    let _ = current.scheduler.await;
+    match tokio::time::timeout(SERVER_GRACE, server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+        Ok(_) => {}
+        Err(_) => tracing::info!("HTTP server still busy at shutdown; closing it"),
+    }
+    tracing::info!("stopped");
+    Ok(EXIT_OK)
+}
+
+/// SIGHUP: load the file again; a new generation when it is valid, else `None` (and the
+/// failure recorded on the running generation's metrics).
+fn reload(path: Option<&Path>, metrics: &Metrics) -> Option<Generation> {
+    let Some(path) = path else {
+        tracing::info!("SIGHUP ignored: running the built-in demo config");
+        return None;
+    };
+    match config::load_file(path) {
+        Ok(c) => {
+            let probes = c.probes.len();
+            match Generation::start(c) {
+                Ok(g) => {
+                    tracing::info!(probes, "config reloaded");
+                    Some(g)
+                }
+                Err(e) => {
+                    metrics.config_loaded(false);
+                    tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the running config");
+                    None
+                }
+            }
+        }
+        Err(errors) => {
+            metrics.config_loaded(false);
+            for line in errors.to_string().lines() {
+                tracing::error!(problem = line, "config reload failed; keeping the running config");
+            }
+            None
+        }
+    }
 }

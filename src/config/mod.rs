@@ -6,6 +6,7 @@
 
 mod check;
 mod load;
+mod target;
 pub mod types;
 pub mod values;
 mod yaml;

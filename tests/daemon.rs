@@ -1,0 +1,344 @@
+//! The daemon end to end, through the real binary: `egress-probe run` against a listening
+//! port (passes) and a closed one (`connect/refused`), scraped over HTTP like Prometheus does;
+//! the exposition passes `promtool check metrics`; `/probe` retargets a probe; `/ready` turns
+//! 200 after the first round; SIGHUP reloads; SIGTERM exits 0 within ~1.5 s.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::proc::{wait_until, ChildGuard};
+
+/// A TCP server that accepts and closes connections until dropped.
+struct Listening {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listening {
+    fn start() -> Listening {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => drop(c),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Listening {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.0 GET; returns (status, body).
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The value of the first sample line starting with `prefix` (labels in sorted order).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (run scripts/test, which installs the lab packages)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- input ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Daemon {
+    guard: ChildGuard,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn write_config(dir: &Path, open: u16, closed: u16, extra: &str) -> PathBuf {
+    let path = dir.join("probes.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "defaults:\n  interval: 300ms\n  timeout: 1s\n  jitter: 0%\nprobes:\n  - name: open\n    kind: tcp\n    target: 127.0.0.1:{open}\n    labels:\n      team: voice\n  - name: closed\n    kind: tcp\n    target: 127.0.0.1:{closed}\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start_daemon(open: u16, closed: u16) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), open, closed, "");
+    let port = common::free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let log = dir.path().join("daemon.log");
+    let guard = ChildGuard::spawn(
+        "egress-probe run",
+        Command::new(common::bin())
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&config)
+            .args(["--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || get(addr, "/healthz").map(|r| r.0) == Some(200)),
+        "daemon did not serve /healthz: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    Daemon {
+        guard,
+        addr,
+        log,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn daemon_counts_runs_exports_pass_and_refused_and_stops_on_sigterm() {
+    let open = Listening::start();
+    let mut d = start_daemon(open.port, closed_port());
+
+    assert!(
+        wait_until(Duration::from_secs(5), || get(d.addr, "/ready").map(|r| r.0) == Some(200)),
+        "/ready never turned 200"
+    );
+    let (status, first) = get(d.addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (_, second) = get(d.addr, "/metrics").unwrap();
+
+    let ok_runs = r#"egress_probe_runs_total{kind="tcp",probe="open",result="success"}"#;
+    let (a, b) = (sample(&first, ok_runs).unwrap(), sample(&second, ok_runs).unwrap());
+    assert!(
+        a >= 1.0 && b >= a + 2.0,
+        "300 ms interval: runs should grow by ~3 in 1 s ({a} → {b})"
+    );
+    let open_target = format!(
+        r#"egress_probe_success{{kind="tcp",probe="open",target="127.0.0.1:{}"}}"#,
+        open.port
+    );
+    assert_eq!(sample(&second, &open_target), Some(1.0), "{second}");
+    assert_eq!(sample(&second, r#"egress_probe_success{kind="tcp",probe="closed""#), Some(0.0));
+    assert!(
+        sample(
+            &second,
+            r#"egress_probe_failures_total{kind="tcp",phase="connect",probe="closed",reason="refused"}"#
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        sample(&second, r#"egress_probe_runs_total{kind="tcp",probe="open",result="failure"}"#),
+        Some(0.0)
+    );
+    assert!(second.contains(r#"egress_probe_info{kind="tcp",probe="closed",team=""} 1"#));
+    assert_eq!(sample(&second, "egress_probe_config_reload_success"), Some(1.0));
+    assert!(second.contains("egress_probe_phase_duration_seconds_bucket{kind=\"tcp\",phase=\"connect\",probe=\"open\",le=\"0.001\"}"));
+    promtool_check(&second);
+
+    let (status, body) = get(d.addr, "/status").unwrap();
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["ready"], true);
+    assert_eq!(doc["probes"][1]["name"], "closed");
+    assert_eq!(doc["probes"][1]["outcome"]["failure"]["reason"], "refused");
+
+    let t = Instant::now();
+    let st = d
+        .guard
+        .terminate(Duration::from_millis(1500))
+        .expect("no exit within 1.5 s of SIGTERM");
+    assert!(st.success(), "exit status {st:?}");
+    let took = t.elapsed();
+
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    let failed_line = log
+        .lines()
+        .find(|l| l.contains("probe failed") && l.contains("\"closed\""))
+        .unwrap_or_else(|| panic!("no log line for the failed run:\n{log}"));
+    for field in [
+        "\"kind\":\"tcp\"",
+        "\"phase\":\"connect\"",
+        "\"reason\":\"refused\"",
+        "\"message\":",
+    ] {
+        assert!(failed_line.contains(field), "{field} missing in {failed_line}");
+    }
+    eprintln!("SIGTERM → exit took {took:?}");
+}
+
+#[test]
+fn probe_endpoint_retargets_a_module_and_refuses_unknown_ones() {
+    let open = Listening::start();
+    let closed = closed_port();
+    let d = start_daemon(open.port, closed);
+
+    let (status, body) = get(d.addr, &format!("/probe?module=open&target=127.0.0.1:{closed}")).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(sample(&body, "probe_success "), Some(0.0), "{body}");
+    assert!(sample(&body, "probe_duration_seconds ").is_some());
+    assert_eq!(
+        sample(
+            &body,
+            r#"egress_probe_failures_total{kind="tcp",phase="connect",probe="open",reason="refused"}"#
+        ),
+        Some(1.0)
+    );
+    promtool_check(&body);
+
+    // The "closed" module's settings pointed at the open port pass.
+    let (status, body) = get(d.addr, &format!("/probe?module=closed&target=127.0.0.1:{}", open.port)).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(sample(&body, "probe_success "), Some(1.0), "{body}");
+    let target = format!(
+        r#"egress_probe_success{{kind="tcp",probe="closed",target="127.0.0.1:{}"}}"#,
+        open.port
+    );
+    assert_eq!(sample(&body, &target), Some(1.0));
+    promtool_check(&body);
+
+    assert_eq!(get(d.addr, "/probe?module=nope&target=127.0.0.1:1").unwrap().0, 400);
+    assert_eq!(get(d.addr, "/probe?module=open&target=no-port").unwrap().0, 400);
+    assert_eq!(get(d.addr, "/probe?target=127.0.0.1:1").unwrap().0, 400);
+}
+
+#[test]
+fn ready_is_503_until_every_probe_has_run() {
+    // `slow` asks a DNS server that never answers: its first run ends only at its 1.5 s
+    // timeout (resolve/timeout), so /ready must answer 503 until then and 200 after.
+    let open = Listening::start();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "defaults:\n  interval: 200ms\n  timeout: 1500ms\n  jitter: 0%\nprobes:\n  - name: fast\n    kind: tcp\n    target: 127.0.0.1:{}\n  - name: slow\n    kind: dns\n    query: relay.example.test\n    resolver: {}\n",
+            open.port,
+            silent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let started = Instant::now();
+    let mut guard = ChildGuard::spawn(
+        "egress-probe run",
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .args(["--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_until(Duration::from_secs(10), || get(addr, "/healthz").is_some()));
+    let (status, body) = get(addr, "/ready").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("1 of 2") || body.contains("0 of 2"), "{body}");
+    assert!(wait_until(Duration::from_secs(5), || get(addr, "/ready").map(|r| r.0) == Some(200)));
+    let ready_after = started.elapsed();
+    assert!(
+        ready_after >= Duration::from_millis(1400),
+        "ready before the slow probe ended: {ready_after:?}"
+    );
+    let (_, metrics) = get(addr, "/metrics").unwrap();
+    assert!(
+        sample(
+            &metrics,
+            r#"egress_probe_failures_total{kind="dns",phase="resolve",probe="slow",reason="timeout"}"#
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    assert!(guard.terminate(Duration::from_millis(1500)).unwrap().success());
+}
+
+#[test]
+fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
+    let open = Listening::start();
+    let mut d = start_daemon(open.port, closed_port());
+    let config = d._dir.path().join("probes.yaml");
+
+    std::fs::write(&config, "probes:\n  - name: broken\n    kind: tcp\n    target: no-port\n").unwrap();
+    let hup = |pid: u32| {
+        Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+    };
+    hup(d.guard.pid());
+    assert!(wait_until(Duration::from_secs(5), || {
+        get(d.addr, "/metrics").and_then(|(_, b)| sample(&b, "egress_probe_config_reload_success")) == Some(0.0)
+    }));
+    let (_, body) = get(d.addr, "/metrics").unwrap();
+    assert!(body.contains(r#"probe="open""#), "the running config stays");
+
+    write_config(
+        d._dir.path(),
+        open.port,
+        closed_port(),
+        "  - name: added\n    kind: tcp\n    target: 127.0.0.1:1\n",
+    );
+    hup(d.guard.pid());
+    assert!(wait_until(Duration::from_secs(5), || {
+        get(d.addr, "/metrics").is_some_and(|(_, b)| b.contains(r#"egress_probe_info{kind="tcp",probe="added""#))
+    }));
+    let (_, body) = get(d.addr, "/metrics").unwrap();
+    assert_eq!(sample(&body, "egress_probe_config_reload_success"), Some(1.0));
+    assert!(d.guard.terminate(Duration::from_millis(1500)).unwrap().success());
+}
+
+#[test]
+fn bad_config_exits_2_with_file_line_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "defaults:\n  interval: soon\nprobes: []\n").unwrap();
+    let out = Command::new(common::bin()).args(["run", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:2:", path.display())), "{err}");
+}
