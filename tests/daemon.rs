@@ -106,7 +106,7 @@ fn write_config(dir: &Path, open: u16, closed: u16, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "defaults:\n  interval: 300ms\n  timeout: 1s\n  jitter: 0%\nprobes:\n  - name: open\n    kind: tcp\n    target: 127.0.0.1:{open}\n    labels:\n      team: voice\n  - name: closed\n    kind: tcp\n    target: 127.0.0.1:{closed}\n{extra}"
+            "defaults:\n  interval: 300ms\n  timeout: 250ms\n  jitter: 0%\nprobes:\n  - name: open\n    kind: tcp\n    target: 127.0.0.1:{open}\n    labels:\n      team: voice\n  - name: closed\n    kind: tcp\n    target: 127.0.0.1:{closed}\n{extra}"
         ),
     )
     .unwrap();
@@ -252,16 +252,19 @@ fn probe_endpoint_retargets_a_module_and_refuses_unknown_ones() {
 
 #[test]
 fn ready_is_503_until_every_probe_has_run() {
-    // `slow` asks a DNS server that never answers: its first run ends only at its 1.5 s
-    // timeout (resolve/timeout), so /ready must answer 503 until then and 200 after.
+    // `slow` asks a DNS server that never answers, over UDP nor TCP (the TCP listener never
+    // accepts, so the kernel completes the handshake and nothing replies): its first run ends
+    // only at its 1.5 s timeout, so /ready must answer 503 until then and 200 after.
     let open = Listening::start();
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns_port = common::free_port();
+    let silent = std::net::UdpSocket::bind(("127.0.0.1", dns_port)).unwrap();
+    let _silent_tcp = TcpListener::bind(("127.0.0.1", dns_port)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.yaml");
     std::fs::write(
         &path,
         format!(
-            "defaults:\n  interval: 200ms\n  timeout: 1500ms\n  jitter: 0%\nprobes:\n  - name: fast\n    kind: tcp\n    target: 127.0.0.1:{}\n  - name: slow\n    kind: dns\n    query: relay.example.test\n    resolver: {}\n",
+            "defaults:\n  interval: 2s\n  timeout: 1500ms\n  jitter: 0%\nprobes:\n  - name: fast\n    kind: tcp\n    target: 127.0.0.1:{}\n  - name: slow\n    kind: dns\n    query: relay.example.test\n    resolver: {}\n",
             open.port,
             silent.local_addr().unwrap()
         ),

@@ -1,0 +1,154 @@
+//! `egress-probe check` through the real binary: the table and the JSON report (read back
+//! into `report::Report`), exit codes 0 (all pass) / 1 (any fails) / 2 (config or usage
+//! error), the `--probe` filter, `--quiet`, no colour or progress when not on a terminal, and
+//! probes running concurrently.
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use egress_probe::report::{Report, SCHEMA_VERSION};
+
+/// A config with a probe to a listening port (`up`) and one to a closed port (`down`).
+/// The listener is returned so it stays open; the kernel completes handshakes on its own.
+fn lab(extra: &str) -> (tempfile::TempDir, PathBuf, TcpListener, u16) {
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "defaults:\n  timeout: 2s\nprobes:\n  - name: up\n    kind: tcp\n    target: 127.0.0.1:{}\n  - name: down\n    kind: tcp\n    target: 127.0.0.1:{closed}\n{extra}",
+            up.local_addr().unwrap().port()
+        ),
+    )
+    .unwrap();
+    (dir, path, up, closed)
+}
+
+fn check(path: &PathBuf, args: &[&str]) -> Output {
+    Command::new(common::bin())
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn all_passing_probes_exit_0_with_a_table() {
+    let (_d, path, _up, _) = lab("");
+    let o = check(&path, &["--probe", "up"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("TOTAL ms") && lines[0].contains("FAILURE"));
+    assert!(lines[1].starts_with("up ") && lines[1].contains("PASS"), "{out}");
+    assert!(!out.contains("down"), "--probe must select only `up`: {out}");
+    assert!(!out.contains('\x1b'), "no colour when stdout is not a terminal");
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains('\r'),
+        "no progress line when stderr is not a terminal"
+    );
+}
+
+#[test]
+fn a_failing_probe_exits_1_and_names_phase_and_reason() {
+    let (_d, path, _up, closed) = lab("");
+    let o = check(&path, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    let down = out.lines().find(|l| l.starts_with("down ")).unwrap();
+    assert!(down.contains("FAIL") && down.ends_with("connect/refused"), "{out}");
+    let result_col = out.lines().next().unwrap().find("RESULT").unwrap();
+    assert!(
+        out.lines()
+            .skip(1)
+            .take(2)
+            .all(|l| l.find("PASS").or(l.find("FAIL")) == Some(result_col)),
+        "{out}"
+    );
+    // The human line with the message follows the table (not with --quiet).
+    assert!(out.contains("down: connect/refused: "), "{out}");
+    assert!(out.contains(&closed.to_string()));
+    let quiet = stdout(&check(&path, &["--quiet"]));
+    assert_eq!(quiet.lines().count(), 3, "--quiet prints only the table: {quiet}");
+}
+
+#[test]
+fn json_output_parses_back_into_the_report() {
+    let (_d, path, _up, _) = lab("");
+    let o = check(&path, &["--output", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: Report = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    assert_eq!(report.schema, SCHEMA_VERSION);
+    assert!(humantime::parse_rfc3339(&report.started_at).is_ok(), "{}", report.started_at);
+    let names: Vec<&str> = report.results.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["up", "down"], "config order");
+    assert!(report.results[0].outcome.success);
+    let f = report.results[1].outcome.failure.as_ref().unwrap();
+    assert_eq!(f.code(), "connect/refused");
+    assert_eq!(report.results[1].kind, "tcp");
+    let only_up = check(&path, &["-o", "json", "-p", "up"]);
+    assert_eq!(only_up.status.code(), Some(0));
+    let r: Report = serde_json::from_slice(&only_up.stdout).unwrap();
+    assert_eq!(r.results.len(), 1);
+}
+
+#[test]
+fn usage_and_config_errors_exit_2() {
+    let (dir, path, _up, _) = lab("");
+    let o = check(&path, &["--probe", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown probe nope"));
+    assert!(o.stdout.is_empty());
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "probes:\n  - name: x\n    kind: tcp\n    target: nowhere\n").unwrap();
+    let o = check(&bad, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("{}:4:", bad.display())), "{err}");
+
+    let o = check(&dir.path().join("missing.yaml"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = Command::new(common::bin()).args(["check", "--output", "xml"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn probes_run_concurrently() {
+    // Three probes that each wait out a 1 s timeout on a DNS server that never answers
+    // (UDP bound, TCP listening but never accepting): sequentially that is 3 s.
+    let port = common::free_port();
+    let _udp = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let _tcp = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    let mut yaml = String::from("defaults:\n  timeout: 1s\nprobes:\n");
+    for i in 0..3 {
+        yaml += &format!("  - name: silent{i}\n    kind: dns\n    query: a{i}.example.test\n    resolver: 127.0.0.1:{port}\n");
+    }
+    std::fs::write(&path, yaml).unwrap();
+    let t = Instant::now();
+    let o = check(&path, &["-o", "json"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1));
+    let r: Report = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        r.results
+            .iter()
+            .all(|x| x.outcome.failure.as_ref().unwrap().code() == "resolve/timeout"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(took < Duration::from_millis(2000), "3 × 1 s probes took {took:?}: not concurrent");
+}
