@@ -46,9 +46,10 @@ pub const MAX_TRANSMISSIONS: u32 = 7;
 pub const CHANNEL_MIN: u16 = 0x4000;
 pub const CHANNEL_MAX: u16 = 0x4FFF;
 
-/// A byte stream a STUN connection can run over (plain TCP or TLS).
-pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
+/// A byte stream a STUN connection can run over (plain TCP or TLS). `Sync` because probes hold
+/// `&StunConn` across awaits and the scheduler spawns probe futures, which must be `Send`.
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> ByteStream for T {}
 
 /// One message received from the server.
 #[derive(Debug)]
