@@ -132,7 +132,8 @@ fn check_status(head: &str, proxy: &HostPort, target: &HostPort) -> Result<(), F
             Reason::Status(403),
             format!("proxy {proxy} refused CONNECT {target} (403 {text}): its policy forbids this host or port"),
         )),
-        502..=504 => Err(Fault::new(
+        // tinyproxy says 500 "Unable to connect"; squid and most others 502/503/504.
+        500 | 502..=504 => Err(Fault::new(
             Reason::Status(code),
             format!("proxy {proxy} could not reach {target} ({code} {text})"),
         )),
