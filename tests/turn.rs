@@ -431,3 +431,28 @@ async fn relay_rtt_is_of_the_same_order_as_turnutils_uclient() {
         assert!(ours_ms <= bound, "{label}: ours {ours_ms} ms vs uclient {theirs_ms} ms");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_over_tls_through_an_http_connect_proxy_like_browsers() {
+    let _g = GATE.read().await;
+    let turn = Coturn::start(CoturnOptions::default());
+    let proxy = common::signalling::Tinyproxy::start(None, &[turn.tls_port]);
+    let url = match egress_probe::config::ProxySetting::parse(&format!("http://127.0.0.1:{}", proxy.port)) {
+        Ok(egress_probe::config::ProxySetting::Url(u)) => u,
+        other => panic!("proxy url: {other:?}"),
+    };
+    let mut s = spec(&tls_url(&turn), long_term("test", "secret"));
+    s.tls = tls_opts(&turn.ca_file);
+    let ctx = ProbeContext::with_timeout(Duration::from_secs(5), Some(url));
+    let out = probe::run(&egress_probe::config::ProbeSpec::Turn(s), &ctx).await;
+    assert_relay_ok(&out, "tls");
+    let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
+    assert_eq!(
+        phases,
+        vec![Phase::Proxy, Phase::Tls, Phase::Allocate, Phase::Permission, Phase::Relay, Phase::Close]
+    );
+    // Both client connections (A and the peer side B) went through the proxy.
+    let connects = proxy.log().matches("CONNECT").count();
+    assert!(connects >= 2, "tinyproxy log:\n{}", proxy.log());
+    assert_eq!(allocation_counts(&turn), (2, 2));
+}
