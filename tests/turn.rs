@@ -76,7 +76,11 @@ fn assert_relay_ok(out: &Outcome, transport: &str) {
     );
     assert!(relay.allocate.expect("allocate time") > Duration::ZERO);
     let relayed = relay.relayed.expect("relayed address");
-    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+    // coturn's relay-ip: loopback, or the server's address in the firewall namespace test.
+    assert!(
+        ["127.0.0.1", "10.201.0.2"].contains(&relayed.ip().to_string().as_str()),
+        "{relayed}"
+    );
     assert!(relay.deallocated, "{transport}: deallocation not confirmed");
 }
 
@@ -449,10 +453,66 @@ async fn turn_over_tls_through_an_http_connect_proxy_like_browsers() {
     let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
     assert_eq!(
         phases,
-        vec![Phase::Proxy, Phase::Tls, Phase::Allocate, Phase::Permission, Phase::Relay, Phase::Close]
+        vec![
+            Phase::Proxy,
+            Phase::Tls,
+            Phase::Allocate,
+            Phase::Permission,
+            Phase::Relay,
+            Phase::Close
+        ]
     );
     // Both client connections (A and the peer side B) went through the proxy.
     let connects = proxy.log().matches("CONNECT").count();
     assert!(connects >= 2, "tinyproxy log:\n{}", proxy.log());
+    assert_eq!(allocation_counts(&turn), (2, 2));
+}
+
+/// The headline case of a strict-egress network: a firewall in front of the TURN server drops
+/// UDP 3478, TCP/TLS get through. STUN and TURN over UDP time out, TURN over TLS relays media.
+#[test]
+fn udp_dropped_by_a_firewall_but_turn_over_tls_relays() {
+    use common::netns::{NetPair, PEER_IP};
+    use egress_probe::config::{ProbeSpec, StunSpec};
+    let _g = GATE.blocking_read();
+    let net = NetPair::new("turnfw");
+    let turn = Coturn::start_in(CoturnOptions::default(), &net.peer, PEER_IP);
+    net.nft(
+        &net.peer,
+        &format!(
+            "table inet fw {{ chain input {{ type filter hook input priority 0; policy accept;
+               udp dport {} drop
+             }}
+           }}",
+            turn.port
+        ),
+    );
+    let stun = ProbeSpec::Stun(StunSpec {
+        server: IceUrl::parse(&format!("stun:{PEER_IP}:{}", turn.port)).unwrap(),
+        count: 2,
+        nat_mapping: false,
+        second_server: None,
+        tls: TlsOptions::default(),
+    });
+    let turn_udp = ProbeSpec::Turn(spec(&format!("turn:{PEER_IP}:{}", turn.port), long_term("test", "secret")));
+    let mut tls = spec(
+        &format!("turns:{PEER_IP}:{}?transport=tcp", turn.tls_port),
+        long_term("test", "secret"),
+    );
+    tls.tls = tls_opts(&turn.ca_file);
+    tls.tls.server_name = Some("relay.example.test".into());
+    let turn_tls = ProbeSpec::Turn(tls);
+    let outs = net.block_on_client(move || async move {
+        let ctx = ProbeContext::with_timeout(Duration::from_secs(2), None);
+        tokio::join!(probe::run(&stun, &ctx), probe::run(&turn_udp, &ctx), probe::run(&turn_tls, &ctx))
+    });
+    let (stun_out, udp_out, tls_out) = outs;
+    assert_eq!(failure(&stun_out), (Phase::Stun, Reason::Timeout));
+    assert_eq!(failure(&udp_out), (Phase::Allocate, Reason::Timeout));
+    assert_relay_ok(&tls_out, "tls");
+    assert_eq!(
+        tls_out.detail.relay.as_ref().unwrap().relayed.unwrap().ip().to_string(),
+        PEER_IP.to_string()
+    );
     assert_eq!(allocation_counts(&turn), (2, 2));
 }

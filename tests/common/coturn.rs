@@ -52,6 +52,18 @@ impl Coturn {
     /// Starts coturn on 127.0.0.1 with fresh ports and a certificate for
     /// `relay.example.test` and 127.0.0.1 signed by a fresh test CA.
     pub fn start(opts: CoturnOptions) -> Coturn {
+        Coturn::start_at(opts, None)
+    }
+
+    /// Starts coturn inside network namespace `ns`, listening and relaying on `ip` (an address
+    /// of that namespace), e.g. behind a firewall built with `netns::NetPair`. The certificate
+    /// still names `relay.example.test` (use it as `server_name`).
+    pub fn start_in(opts: CoturnOptions, ns: &str, ip: std::net::Ipv4Addr) -> Coturn {
+        Coturn::start_at(opts, Some((ns.to_string(), ip)))
+    }
+
+    fn start_at(opts: CoturnOptions, place: Option<(String, std::net::Ipv4Addr)>) -> Coturn {
+        let ip = place.as_ref().map(|(_, ip)| *ip).unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = super::free_ports(2);
         let (port, tls_port) = (ports[0], ports[1]);
@@ -63,8 +75,8 @@ impl Coturn {
         // A relay port range unique enough per instance to run tests in parallel.
         let base = 20000 + (port as u32 % 400) * 100;
         let mut conf = vec![
-            "listening-ip=127.0.0.1".to_string(),
-            "relay-ip=127.0.0.1".to_string(),
+            format!("listening-ip={ip}"),
+            format!("relay-ip={ip}"),
             format!("listening-port={port}"),
             format!("tls-listening-port={tls_port}"),
             format!("alt-listening-port=0"),
@@ -97,19 +109,30 @@ impl Coturn {
         conf.extend(opts.extra.iter().cloned());
         let conf_path = dir.path().join("turnserver.conf");
         std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write coturn conf");
+        let mut cmd = match &place {
+            // `ip netns exec` execs turnserver: the guard's PID is turnserver's own.
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), "turnserver"]);
+                c
+            }
+            None => Command::new("turnserver"),
+        };
         let guard = ChildGuard::spawn(
             "turnserver",
-            Command::new("turnserver")
-                .arg("-c")
-                .arg(&conf_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+            cmd.arg("-c").arg(&conf_path).stdout(Stdio::null()).stderr(Stdio::null()),
         );
-        let ready = wait_until(Duration::from_secs(5), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
-                && udp_answers(port)
-        });
+        let check = move || {
+            wait_until(Duration::from_secs(5), || {
+                std::net::TcpStream::connect((ip, port)).is_ok()
+                    && std::net::TcpStream::connect((ip, tls_port)).is_ok()
+                    && udp_answers(ip, port)
+            })
+        };
+        let ready = match &place {
+            Some((ns, _)) => super::netns::NetPair::run_in(ns, check),
+            None => check(),
+        };
         assert!(
             ready,
             "coturn did not start listening on {port}/{tls_port}; log: {}",
@@ -126,8 +149,7 @@ impl Coturn {
         }
     }
 
-    /// Number of `turnserver` threads/sockets is irrelevant here; the PID is what tests may
-    /// signal (e.g. to check coturn is still alive after a test).
+    /// coturn's PID (to signal it from a test).
     pub fn pid(&self) -> u32 {
         self._guard.pid()
     }
@@ -149,15 +171,15 @@ impl Coturn {
 }
 
 /// Whether coturn answers a STUN Binding on UDP `port` (its UDP listener starts after TCP).
-fn udp_answers(port: u16) -> bool {
-    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+fn udp_answers(ip: std::net::Ipv4Addr, port: u16) -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind((ip, 0)) else {
         return false;
     };
     let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
     // Binding request: type 0x0001, length 0, magic cookie, fixed transaction id.
     let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     req.extend_from_slice(b"readycheck12");
-    if sock.send_to(&req, ("127.0.0.1", port)).is_err() {
+    if sock.send_to(&req, (ip, port)).is_err() {
         return false;
     }
     let mut buf = [0u8; 512];
