@@ -345,3 +345,55 @@ fn bad_config_exits_2_with_file_line_column() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:2:", path.display())), "{err}");
 }
+
+#[test]
+fn tls_stun_and_turn_runs_against_coturn_fill_their_families() {
+    let turn = common::coturn::Coturn::start(Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("media.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "defaults:\n  interval: 2s\n  timeout: 1500ms\n  jitter: 0%\nprobes:\n  - name: turn-tls-cert\n    kind: tls\n    target: 127.0.0.1:{tls}\n    server_name: relay.example.test\n    ca_file: {ca}\n  - name: stun-udp\n    kind: stun\n    server: stun:127.0.0.1:{port}\n    count: 3\n  - name: turn-udp\n    kind: turn\n    server: turn:127.0.0.1:{port}?transport=udp\n    count: 4\n    credentials:\n      username: test\n      password: secret\n",
+            tls = turn.tls_port,
+            port = turn.port,
+            ca = turn.ca_file.display()
+        ),
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let mut guard = ChildGuard::spawn(
+        "egress-probe run",
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .args(["--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_until(Duration::from_secs(10), || get(addr, "/ready").map(|r| r.0) == Some(200)));
+    let (_, text) = get(addr, "/metrics").unwrap();
+    for (probe, kind) in [("turn-tls-cert", "tls"), ("stun-udp", "stun"), ("turn-udp", "turn")] {
+        let line = format!(r#"egress_probe_runs_total{{kind="{kind}",probe="{probe}",result="success"}}"#);
+        assert!(sample(&text, &line).unwrap_or(0.0) >= 1.0, "{probe} did not pass:\n{text}");
+    }
+
+    // The expiry gauge is the leaf's notAfter (the CA outlives it), read from coturn's cert.
+    let pem = std::fs::read(turn.dir.path().join("turn.crt")).unwrap();
+    let (_, leaf) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let not_after = leaf.parse_x509().unwrap().validity().not_after.timestamp() as f64;
+    assert_eq!(
+        sample(&text, r#"egress_probe_tls_cert_expiry_timestamp_seconds{probe="turn-tls-cert"}"#),
+        Some(not_after)
+    );
+    // One observation per STUN sample and per relay round trip.
+    let stun = sample(&text, r#"egress_probe_stun_rtt_seconds_count{probe="stun-udp"}"#).unwrap();
+    assert!(stun >= 3.0 && stun % 3.0 == 0.0, "stun samples {stun}");
+    let relay = sample(&text, r#"egress_probe_relay_rtt_seconds_count{probe="turn-udp",transport="udp"}"#).unwrap();
+    assert!(relay >= 3.0, "relay samples {relay}");
+    let loss = sample(&text, r#"egress_probe_relay_loss_ratio{probe="turn-udp",transport="udp"}"#).unwrap();
+    assert!((0.0..=0.25).contains(&loss), "loopback relay loss {loss}");
+    assert!(!text.contains("secret"), "no credential in the exposition");
+    promtool_check(&text);
+    assert!(guard.terminate(Duration::from_millis(1500)).unwrap().success());
+}
