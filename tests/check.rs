@@ -152,3 +152,24 @@ fn probes_run_concurrently() {
     );
     assert!(took < Duration::from_millis(2000), "3 × 1 s probes took {took:?}: not concurrent");
 }
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    // `script` (util-linux, Essential on Debian) gives the child a pseudo-terminal.
+    let (_d, path, _up, _) = lab("");
+    let cmd = format!("{} check --config {} --probe up", common::bin().display(), path.display());
+    let tty = |no_color: bool| {
+        let mut c = Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]);
+        if no_color {
+            c.env("NO_COLOR", "1");
+        } else {
+            c.env_remove("NO_COLOR");
+        }
+        let o = c.output().expect("script(1) from util-linux");
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        stdout(&o)
+    };
+    assert!(tty(false).contains("\x1b[32mPASS"), "green PASS on a terminal");
+    assert!(!tty(true).contains("\x1b[32m"), "NO_COLOR disables colour");
+}
