@@ -140,13 +140,28 @@ fn firewall_drop_is_connect_timeout_at_the_deadline() {
     let peer = PEER_IP.to_string();
     let open = probe_in_client(&lab.net, &peer, OPEN, Duration::from_secs(2));
     assert_eq!(code(&open), "success", "control: the open port passes through the lab: {open:?}");
-    let timeout = Duration::from_millis(800);
-    let o = probe_in_client(&lab.net, &peer, DROPPED, timeout);
-    assert_eq!(code(&o), "connect/timeout", "{o:?}");
-    assert!(o.total >= timeout - Duration::from_millis(20), "ended early: {:?}", o.total);
-    assert!(o.total <= timeout + Duration::from_millis(150), "ended late: {:?}", o.total);
-    let connect = o.phase_time(Phase::Connect).unwrap();
-    assert!(connect >= timeout - Duration::from_millis(50), "connect phase {connect:?}");
+    // Several runs: the deadline is honoured every time, not on average.
+    let timeout = Duration::from_millis(500);
+    let spec = tcp(&peer, DROPPED, AddressMode::First);
+    let outcomes = lab.net.block_on_client(move || async move {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(run(&spec, timeout).await);
+        }
+        v
+    });
+    for o in &outcomes {
+        assert_eq!(code(o), "connect/timeout", "{o:?}");
+        assert!(o.total >= timeout - Duration::from_millis(20), "ended early: {:?}", o.total);
+        assert!(o.total <= timeout + Duration::from_millis(150), "ended late: {:?}", o.total);
+        let connect = o.phase_time(Phase::Connect).unwrap();
+        assert!(connect >= timeout - Duration::from_millis(50), "connect phase {connect:?}");
+    }
+    let over: Vec<f64> = outcomes
+        .iter()
+        .map(|o| (o.total.as_secs_f64() - timeout.as_secs_f64()) * 1000.0)
+        .collect();
+    eprintln!("connect/timeout overshoot past the deadline (ms): {over:.2?}");
 }
 
 #[test]
@@ -217,4 +232,92 @@ fn addresses_all_reports_the_blackholed_address_as_timeout() {
     assert_eq!(r[0].address, "10.201.0.2:7010".parse().unwrap());
     assert_eq!(r[0].failure.as_ref().map(|f| f.code()).as_deref(), Some("connect/timeout"));
     assert!(r[1].success, "{r:?}");
+}
+
+/// Measurement (run with `--ignored --nocapture`): the `connect` phase against the wire. tshark
+/// captures the client's veth; each SYN → SYN/ACK delta is compared with the phase time.
+#[test]
+#[ignore = "measurement; needs tshark, prints figures"]
+fn connect_phase_matches_the_wire() {
+    let lab = lab("tcpwire");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("c.pcap");
+    let mut cap = common::proc::ChildGuard::spawn(
+        "tshark",
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.net.client,
+                "tshark",
+                "-q",
+                "-i",
+                "ep0",
+                "-f",
+                "tcp port 7000",
+                "-w",
+            ])
+            .arg(&pcap)
+            .stderr(std::process::Stdio::piped()),
+    );
+    // tshark says "Capturing on" on stderr once it listens.
+    let mut err = cap.child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("Capturing on") {
+        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
+        assert!(n > 0, "tshark: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // "Capturing on" comes slightly before the capture is live
+    let spec = tcp(&PEER_IP.to_string(), OPEN, AddressMode::First);
+    let outcomes = lab.net.block_on_client(move || async move {
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(run(&spec, Duration::from_secs(2)).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        v
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    cap.terminate(Duration::from_secs(3));
+    let out = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args([
+            "-Y",
+            "tcp.flags.syn==1",
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "tcp.flags.ack",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<(f64, bool)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split('\t');
+            Some((it.next()?.parse().ok()?, matches!(it.next()?, "1" | "True")))
+        })
+        .collect();
+    let wire: Vec<f64> = rows
+        .windows(2)
+        .filter(|w| !w[0].1 && w[1].1)
+        .map(|w| (w[1].0 - w[0].0) * 1e6)
+        .collect();
+    let phase: Vec<f64> = outcomes
+        .iter()
+        .map(|o| o.phase_time(Phase::Connect).unwrap().as_secs_f64() * 1e6)
+        .collect();
+    assert_eq!(wire.len(), phase.len(), "wire {wire:?} phase {phase:?}\n{text}");
+    let diff: Vec<f64> = phase.iter().zip(&wire).map(|(p, w)| p - w).collect();
+    eprintln!("SYN→SYN/ACK on the wire (µs): {wire:.0?}");
+    eprintln!("connect phase (µs):          {phase:.0?}");
+    eprintln!("phase − wire (µs):           {diff:.0?}");
+    // The phase can only be longer than the wire (it includes socket setup and the wake-up).
+    assert!(diff.iter().all(|d| *d > -50.0 && *d < 2000.0), "{diff:?}");
 }
