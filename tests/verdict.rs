@@ -136,9 +136,13 @@ fn now() -> i64 {
 }
 
 fn dns(server: std::net::SocketAddr, query: &str) -> ProbeSpec {
+    dns_record(server, query, RecordKind::A)
+}
+
+fn dns_record(server: std::net::SocketAddr, query: &str, record: RecordKind) -> ProbeSpec {
     ProbeSpec::Dns(DnsSpec {
         query: query.into(),
-        record: RecordKind::A,
+        record,
         resolver: Some(server),
         expect: Default::default(),
     })
@@ -160,12 +164,13 @@ async fn closed_port_is_rejected() {
 #[test]
 fn firewall_drop_is_silently_dropped_and_reject_is_rejected() {
     let net = NetPair::new("vdrop");
-    let _listeners: Vec<_> = [7100, 7101, 7102].into_iter().map(|p| net.listen_peer(p)).collect();
+    let _listeners: Vec<_> = [7100, 7101, 7102, 7103].into_iter().map(|p| net.listen_peer(p)).collect();
     net.nft(
         &net.peer,
         "table inet fw { chain input { type filter hook input priority 0; policy accept;
            tcp dport 7101 drop
            tcp dport 7102 reject with tcp reset
+           tcp dport 7103 reject with icmpx type host-unreachable
          }
        }",
     );
@@ -175,16 +180,21 @@ fn firewall_drop_is_silently_dropped_and_reject_is_rejected() {
             probe_result("open-7100", tcp(&peer, 7100), Duration::from_secs(2)).await,
             probe_result("drop-7101", tcp(&peer, 7101), Duration::from_millis(600)).await,
             probe_result("reject-7102", tcp(&peer, 7102), Duration::from_secs(2)).await,
+            probe_result("unreach-7103", tcp(&peer, 7103), Duration::from_secs(2)).await,
         ]
     });
     let codes: Vec<_> = results.iter().map(code).collect();
-    assert_eq!(codes, ["success", "connect/timeout", "connect/refused"]);
+    assert_eq!(codes, ["success", "connect/timeout", "connect/refused", "connect/unreachable"]);
+    assert_eq!(
+        verdict_for(&results, "unreach-7103").text,
+        "10.201.0.2 is unreachable (connect/unreachable): no route from this network"
+    );
     assert_eq!(
         verdict_for(&results, "drop-7101").text,
         "TCP to 7101 on 10.201.0.2 is silently dropped (connect/timeout): a firewall DROP rule"
     );
     assert_eq!(verdict_for(&results, "reject-7102").rule, "rejected");
-    assert_eq!(verdicts(&results).last().map(String::as_str), Some("1 of 3 probes pass"));
+    assert_eq!(verdicts(&results).last().map(String::as_str), Some("1 of 4 probes pass"));
 }
 
 #[tokio::test]
@@ -267,10 +277,15 @@ async fn dns_nxdomain_servfail_and_silence() {
         probe_result("nx", dns(server.addr, "missing.example.test"), T).await,
         probe_result("servfail", dns(server.addr, "servfail.example.test"), T).await,
         probe_result("silent", dns(silent.addr, "relay.example.test"), Duration::from_millis(800)).await,
+        probe_result("no-aaaa", dns_record(server.addr, "v4only.example.test", RecordKind::Aaaa), T).await,
     ];
     assert_eq!(
         results.iter().map(code).collect::<Vec<_>>(),
-        ["resolve/nxdomain", "resolve/servfail", "resolve/timeout"]
+        ["resolve/nxdomain", "resolve/servfail", "resolve/timeout", "resolve/no_answer"]
+    );
+    assert_eq!(
+        verdict_for(&results, "no-aaaa").text,
+        "DNS for v4only.example.test has no record of the asked type (resolve/no_answer)"
     );
     assert_eq!(
         verdict_for(&results, "nx").text,
@@ -575,6 +590,12 @@ async fn udp_dropped_but_turn_over_tls_works() {
     );
     assert_eq!(verdicts(&results).last().map(String::as_str), Some("1 of 3 probes pass"));
     no_secret_in(&results);
+    // The same STUN outcome with no TURN over TLS probed says so.
+    let alone = verdict_for(&results[..1], "stun-udp");
+    assert_eq!(
+        alone.text,
+        format!("UDP to {udp_port} is dropped (stun/timeout): media needs TURN over TLS (e.g. on 443); add a turns: probe to check that fallback")
+    );
 }
 
 /// UDP dropped and TURN over TLS refuses the credentials: no media path at all.
