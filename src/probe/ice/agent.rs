@@ -27,6 +27,8 @@ use crate::probe::{Fault, Reason};
 
 /// How long after the deadline `close()` may still run inline (under `probe::run`'s grace).
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
+/// Connectivity-check pacing (RFC 8445 Ta).
+const CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// Longest a webrtc-ice gathering runs: DNS + two TURN transactions of 7 transmissions
 /// (200 ms doubling, capped at 1.6 s) ≈ 16 s; a STUN Binding waits 5 s.
 pub(crate) const GATHER_TAIL: Duration = Duration::from_secs(30);
@@ -81,6 +83,8 @@ pub(crate) async fn build(setup: AgentSetup, deadline: Instant) -> Result<Arc<Ag
         srflx_acceptance_min_wait: Some(Duration::ZERO),
         prflx_acceptance_min_wait: Some(Duration::ZERO),
         relay_acceptance_min_wait: Some(Duration::ZERO),
+        // Pace checks at RFC 8445's Ta (50 ms) like browsers, not webrtc-ice's 200 ms default.
+        check_interval: CHECK_INTERVAL,
         ..Default::default()
     };
     if setup.interfaces == HostInterfaces::LoopbackOnly {
