@@ -424,3 +424,30 @@ fn parse_str_empty_required_value_points_at_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn parse_str_tls_options_flat_or_grouped_but_not_twice() {
+    let text = "probes:\n  - name: a\n    kind: https-typo\n  - name: b\n    kind: http\n    url: https://api.example/\n    alpn: [h2]\n    tls: {min_version: '1.3', server_name: api.example}\n";
+    let e = parse_str(text, "c.yaml").unwrap_err();
+    assert_eq!(e.errors.len(), 1, "only the unknown kind: {e}");
+    let ok = parse_str(&text.replace("https-typo", "tcp\n    target: 'a.example:1'"), "c.yaml").unwrap();
+    let ProbeSpec::Http(h) = &ok.probes[1].spec else { panic!("http") };
+    assert_eq!(h.tls.alpn, ["h2"]);
+    assert_eq!(h.tls.server_name.as_deref(), Some("api.example"));
+    assert!(h.tls.min_version.is_some());
+
+    let text = "probes:\n  - name: t\n    kind: tls\n    target: 'a.example:443'\n    min_version: '1.2'\n    tls:\n      min_version: '1.3'\n      ca_fil: x\n";
+    let e = parse_str(text, "c.yaml").unwrap_err();
+    let got: Vec<(usize, usize)> = e.errors.iter().map(|e| (e.line, e.column)).collect();
+    assert_eq!(got, vec![(7, 7), (8, 7)], "{e}");
+    assert!(
+        e.errors[0].message.contains("`min_version` is given twice: here and at line 5"),
+        "{e}"
+    );
+    assert!(
+        e.errors[1]
+            .message
+            .contains("unknown field `ca_fil` in tls (did you mean `ca_file`?)"),
+        "{e}"
+    );
+}

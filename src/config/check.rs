@@ -78,6 +78,7 @@ fn kind_fields(kind: &str) -> Vec<&'static str> {
     v.extend_from_slice(own);
     if tls {
         v.extend_from_slice(TLS_OPTS);
+        v.push("tls");
     }
     v
 }
@@ -432,7 +433,24 @@ fn labels(v: &Node, p: &mut Problems) -> Option<BTreeMap<String, String>> {
     ok.then_some(out)
 }
 
-fn tls_options(f: &Fields, p: &mut Problems) -> Option<TlsOptions> {
+/// TLS options, written flat on the probe (`server_name: ...`) or grouped (`tls: {...}`);
+/// both forms may be mixed, but one option may not be given twice.
+fn tls_options(probe: &Fields, p: &mut Problems) -> Option<TlsOptions> {
+    let mut entries: Vec<_> = probe.entries.iter().filter(|(k, _, _)| TLS_OPTS.contains(k)).copied().collect();
+    if let Some(group) = probe.get("tls").and_then(|v| Fields::of(v, "tls", p)) {
+        group.reject_unknown(TLS_OPTS, "tls", p);
+        for (key, k, v) in group.entries {
+            match entries.iter().find(|(n, _, _)| *n == key) {
+                Some((_, first, _)) => p.at(
+                    k.pos,
+                    format!("`{key}` is given twice: here and at line {} (as a probe field)", first.pos.line),
+                ),
+                None if TLS_OPTS.contains(&key) => entries.push((key, k, v)),
+                None => {}
+            }
+        }
+    }
+    let f = &Fields { pos: probe.pos, entries };
     let server_name = optional(f, "server_name", p, |v, p| {
         let s = non_empty(v, "server_name", p)?;
         match rustls_pki_types::ServerName::try_from(s.as_str()) {
@@ -830,7 +848,7 @@ fn spec(kind: &str, f: &Fields, what: &str, p: &mut Problems) -> Option<ProbeSpe
             let server = f.need("server", &need_what, p).and_then(|v| turn_url(v, "server", p));
             let creds = f.need("credentials", &need_what, p).and_then(|v| credentials(v, what, p));
             let count = or_default(f, "count", 5, p, |v, p| uint(v, "count", 1, 1000, p).map(|n| n as u32));
-            let size = or_default(f, "size", 100, p, |v, p| uint(v, "size", 1, 16_384, p).map(|n| n as usize));
+            let size = or_default(f, "size", 100, p, |v, p| uint(v, "size", 8, 16_384, p).map(|n| n as usize));
             let channel = or_default(f, "channel", false, p, |v, p| boolean(v, "channel", p));
             let addresses = addresses_checked(p);
             let tls = tls_options(f, p);
