@@ -321,3 +321,53 @@ fn connect_phase_matches_the_wire() {
     // The phase can only be longer than the wire (it includes socket setup and the wake-up).
     assert!(diff.iter().all(|d| *d > -50.0 && *d < 2000.0), "{diff:?}");
 }
+
+/// The real binary inside the client namespace (`ip netns exec`), as an operator would run it:
+/// one `check` over the firewalled lab gives pass / timeout / refused / unreachable per probe.
+#[test]
+fn check_binary_in_the_namespace_reports_drop_reject_and_pass() {
+    let lab = lab("tcpbin");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fw.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "defaults: {{ timeout: 700ms }}
+probes:
+  - {{ name: open, kind: tcp, target: \"{PEER_IP}:{OPEN}\" }}
+  - {{ name: dropped, kind: tcp, target: \"{PEER_IP}:{DROPPED}\" }}
+  - {{ name: rejected, kind: tcp, target: \"{PEER_IP}:{REJECTED}\" }}
+  - {{ name: icmp, kind: tcp, target: \"{PEER_IP}:{ICMP_UNREACH}\" }}
+"
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("check").arg("--config").arg(&config).args(["--output", "json", "--quiet"]);
+    let started = std::time::Instant::now();
+    let out = lab.net.exec(&lab.net.client, &mut cmd);
+    let wall = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one or more fail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: egress_probe::report::Report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let codes: std::collections::BTreeMap<String, String> = report.results.iter().map(|r| (r.name.clone(), code(&r.outcome))).collect();
+    let want: std::collections::BTreeMap<String, String> = [
+        ("open", "success"),
+        ("dropped", "connect/timeout"),
+        ("rejected", "connect/refused"),
+        ("icmp", "connect/unreachable"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(codes, want, "{}", String::from_utf8_lossy(&out.stdout));
+    let dropped = report.results.iter().find(|r| r.name == "dropped").unwrap();
+    assert!(dropped.outcome.total <= Duration::from_millis(850), "{:?}", dropped.outcome.total);
+    // Probes run concurrently: the whole check takes about one timeout, not four.
+    assert!(wall < Duration::from_secs(3), "check took {wall:?}");
+}
