@@ -127,6 +127,12 @@ pub struct ResponderArgs {
     /// UDP echo peer listeners (default 3479).
     #[arg(long)]
     pub udp_echo: Vec<String>,
+    /// DNS answerer listeners (UDP; off unless given), answering --dns-name.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// The name the DNS answerer knows (default relay.egress-probe.test).
+    #[arg(long)]
+    pub dns_name: Option<String>,
     /// Plain-HTTP address of the responder's own /metrics (default 127.0.0.1:9470), or `none`.
     #[arg(long)]
     pub metrics: Option<String>,

@@ -6,7 +6,8 @@ use anyhow::Context;
 
 use crate::cli::ResponderArgs;
 use crate::config::Secret;
-use crate::responder::config::{Listen, PortRange};
+use crate::responder::config::{Listen, PortRange, DEMO_DNS_NAME};
+use crate::responder::dns::DnsZone;
 use crate::responder::{Responder, ResponderConfig, ResponderError};
 
 /// Runs the subcommand; returns the exit code.
@@ -58,6 +59,22 @@ pub fn build_config(args: &ResponderArgs) -> anyhow::Result<ResponderConfig> {
     ] {
         if !values.is_empty() {
             *target = listeners(values).context(flag)?;
+        }
+    }
+    if !args.dns.is_empty() || args.dns_name.is_some() {
+        let zone = cfg.dns.get_or_insert_with(|| DnsZone {
+            listen: vec![],
+            name: DEMO_DNS_NAME.into(),
+            addresses: vec![],
+        });
+        if !args.dns.is_empty() {
+            zone.listen = listeners(&args.dns).context("--dns")?;
+        }
+        if let Some(n) = &args.dns_name {
+            zone.name = n.clone();
+        }
+        if zone.listen.is_empty() {
+            cfg.dns = None;
         }
     }
     if let Some(m) = &args.metrics {
@@ -112,6 +129,7 @@ pub fn summary(r: &Responder) -> String {
     line("TURN tls", &r.addrs.turn_tls);
     line("HTTPS + WSS echo", &r.addrs.web);
     line("UDP echo peer", &r.addrs.udp_echo);
+    line("DNS (udp)", &r.addrs.dns);
     if let Some(m) = r.addrs.metrics {
         line("metrics (http)", &[m]);
     }

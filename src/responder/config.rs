@@ -24,6 +24,9 @@ pub const DEFAULT_UDP_ECHO_PORT: u16 = 3479;
 /// Default address of the responder's own `/metrics` (plain HTTP, loopback only).
 pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9470);
 
+/// The name the loopback responder's DNS answerer knows (`.test` is reserved, RFC 2606).
+pub const DEMO_DNS_NAME: &str = "relay.egress-probe.test";
+
 /// Why a responder config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -213,6 +216,9 @@ pub struct ResponderConfig {
     pub metrics: Option<SocketAddr>,
     #[serde(default)]
     pub tls: TlsSource,
+    /// Optional DNS answerer for one test name (off by default).
+    #[serde(default)]
+    pub dns: Option<super::dns::DnsZone>,
 }
 
 impl Default for ResponderConfig {
@@ -229,6 +235,7 @@ impl Default for ResponderConfig {
             udp_echo: default_udp_echo(),
             metrics: default_metrics(),
             tls: TlsSource::default(),
+            dns: None,
         }
     }
 }
@@ -273,6 +280,11 @@ impl ResponderConfig {
             web: vec![any],
             udp_echo: vec![any],
             metrics: Some(SocketAddr::new(lo, 0)),
+            dns: Some(super::dns::DnsZone {
+                listen: vec![any],
+                name: DEMO_DNS_NAME.into(),
+                addresses: vec![],
+            }),
             ..ResponderConfig::default()
         }
     }

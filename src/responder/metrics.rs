@@ -44,6 +44,7 @@ pub struct Counters {
     /// HTTP responses per status code.
     pub http_responses_total: IntCounterVec,
     pub udp_echo_datagrams_total: IntCounter,
+    pub dns_responses_total: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -121,6 +122,10 @@ impl Counters {
             udp_echo_datagrams_total: c(
                 "egress_responder_udp_echo_datagrams_total",
                 "Datagrams echoed by the UDP echo peer.",
+            ),
+            dns_responses_total: c(
+                "egress_responder_dns_responses_total",
+                "DNS responses sent by the test-name answerer.",
             ),
             registry,
         };

@@ -1,7 +1,8 @@
 //! The endpoints run *outside* the firewall, so that probes inside have something real to
 //! reach on exactly the ports in question: STUN/TURN over UDP, TCP and TLS (`turn.rs`, the
 //! webrtc-rs server), HTTPS and a WebSocket echo sharing a TLS listener (`https.rs`,
-//! `websocket.rs`), a UDP echo peer for relay round trips (`udp_echo.rs`), and the
+//! `websocket.rs`), a UDP echo peer for relay round trips (`udp_echo.rs`), an optional DNS
+//! answerer for one test name (`dns.rs`), and the
 //! responder's own `/metrics` (`metrics.rs`) that proves nothing leaks.
 //!
 //! [`Responder::start`] binds everything first (so a port clash fails the start, not a later
@@ -11,6 +12,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod dns;
 pub mod https;
 pub mod metrics;
 pub mod stream_conn;
@@ -72,6 +74,8 @@ pub struct Addresses {
     /// HTTPS and WSS.
     pub web: Vec<SocketAddr>,
     pub udp_echo: Vec<SocketAddr>,
+    /// DNS answerer (UDP), when configured.
+    pub dns: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
 }
 
@@ -182,6 +186,14 @@ impl Responder {
             addrs.udp_echo.push(local(&s)?);
             echo.push(s);
         }
+        let mut dns_sockets = Vec::new();
+        if let Some(z) = &cfg.dns {
+            for l in &z.listen {
+                let s = bind_udp("DNS", l.resolve(cfg.bind)).await?;
+                addrs.dns.push(local(&s)?);
+                dns_sockets.push(s);
+            }
+        }
         let metrics_listener = match cfg.metrics {
             Some(a) => {
                 let t = bind_tcp("responder /metrics", a).await?;
@@ -233,6 +245,17 @@ impl Responder {
             let acceptor = TlsAcceptor::from(tls.server_config(certs::WEB_ALPN)?);
             for l in web {
                 tasks.push(tokio::spawn(https::serve(l, acceptor.clone(), counters.clone(), shutdown.clone())));
+            }
+        }
+        if let Some(z) = &cfg.dns {
+            let ips = if z.addresses.is_empty() {
+                vec![relay_ip]
+            } else {
+                z.addresses.clone()
+            };
+            let answers = Arc::new(dns::Answers::new(&z.name, ips));
+            for s in dns_sockets {
+                tasks.push(tokio::spawn(dns::serve(s, answers.clone(), counters.clone(), shutdown.clone())));
             }
         }
         for s in echo {
