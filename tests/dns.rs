@@ -135,6 +135,19 @@ async fn silent_server_is_resolve_timeout_within_timeout_plus_100ms() {
 }
 
 #[tokio::test]
+async fn silent_udp_and_closed_tcp_is_resolve_timeout_with_the_tcp_story() {
+    // UDP 53 dropped (a socket that never answers), TCP 53 rejected (nothing listening).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = udp.local_addr().expect("addr");
+    let timeout = Duration::from_millis(600);
+    let o = run(&dns(addr, "relay.example.test", RecordKind::A, Default::default()), timeout).await;
+    assert_eq!(code(&o), "resolve/timeout", "{o:?}");
+    let msg = &o.failure.as_ref().unwrap().message;
+    assert!(msg.contains("TCP fallback"), "{msg}");
+    assert!(o.total <= timeout + Duration::from_millis(100), "ended late: {:?}", o.total);
+}
+
+#[tokio::test]
 async fn udp_blocked_falls_back_to_tcp() {
     let server = DnsServer::start_tcp_only().await;
     let o = run(

@@ -66,9 +66,16 @@ async fn resolve(run: &mut Run, spec: &DnsSpec) -> Result<(), Failure> {
         .phase(Phase::Resolve, async move {
             let udp_budget = (deadline.saturating_duration_since(tokio::time::Instant::now()) / 2).max(MIN_TRY);
             match lookup(&servers, false, &name, rtype, udp_budget).await {
-                Err(e) if no_answer_at_all(&e) => {
+                Err(udp) if no_answer_at_all(&udp) => {
                     let rest = deadline.saturating_duration_since(tokio::time::Instant::now()).max(MIN_TRY);
-                    lookup(&servers, true, &name, rtype, rest).await
+                    match lookup(&servers, true, &name, rtype, rest).await {
+                        // UDP silent and TCP no better: the UDP verdict is what a client
+                        // sees first (e.g. `timeout` = dropped), with TCP's story attached.
+                        Err(tcp) if no_answer_at_all(&tcp) && udp.reason == Reason::Timeout => {
+                            Err(Fault::new(udp.reason, format!("{}; TCP fallback: {}", udp.message, tcp.message)))
+                        }
+                        other => other,
+                    }
                 }
                 other => other,
             }
