@@ -13,12 +13,14 @@ use crate::responder::{Responder, ResponderConfig, ResponderError};
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: ResponderArgs) -> anyhow::Result<u8> {
     let cfg = build_config(&args)?;
+    // Handlers first: a SIGTERM during start-up must still end in a graceful shutdown.
+    let signals = Signals::install()?;
     let responder = match Responder::start(&cfg).await {
         Ok(r) => r,
         Err(e) => return Err(anyhow::anyhow!(with_hint(e))),
     };
     print!("{}", summary(&responder));
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down: closing WebSockets and TURN allocations");
     responder.shutdown().await;
     Ok(super::EXIT_OK)
@@ -141,18 +143,86 @@ pub fn summary(r: &Responder) -> String {
     out
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// SIGTERM and SIGINT (Ctrl-C elsewhere), installed before anything starts.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn args(argv: &[&str]) -> ResponderArgs {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Responder(a) => *a,
+            _ => unreachable!(),
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
-    Ok(())
+
+    #[test]
+    fn flags_override_the_file_and_none_turns_endpoints_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.yaml");
+        std::fs::write(&file, "bind: 127.0.0.1\nweb: [443, 8443]\nusers: { a: b }\nturn: { tls: [5349] }\n").unwrap();
+        let f = file.to_str().unwrap();
+        let a = args(&[
+            "egress-probe",
+            "responder",
+            "--config",
+            f,
+            "--web",
+            "8443",
+            "--turn-tls",
+            "none",
+            "--user",
+            "c:d",
+            "--dns",
+            "8053",
+            "--metrics",
+            "none",
+        ]);
+        let cfg = build_config(&a).unwrap();
+        assert_eq!(cfg.web, vec![Listen::Port(8443)]);
+        assert!(cfg.turn.tls.is_empty());
+        assert_eq!(
+            cfg.turn.udp,
+            vec![Listen::Port(3478)],
+            "untouched lists keep the file's (default) value"
+        );
+        assert_eq!(cfg.users.len(), 2);
+        assert_eq!(cfg.dns.as_ref().unwrap().name, DEMO_DNS_NAME);
+        assert_eq!(cfg.metrics, None);
+        assert!(build_config(&args(&["egress-probe", "responder", "--user", "nocolon"])).is_err());
+        assert!(build_config(&args(&["egress-probe", "responder", "--web", "nope"])).is_err());
+    }
 }

@@ -220,4 +220,31 @@ mod tests {
         drop(m);
         assert!(!p.exists());
     }
+
+    #[test]
+    fn operator_chain_is_loaded_and_pinned_by_its_leaf() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["relay.example.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (crt_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&crt_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let src = TlsSource {
+            cert: Some(crt_path.clone()),
+            key: Some(key_path),
+            ..TlsSource::default()
+        };
+        let m = TlsMaterial::prepare(&src, &[]).unwrap();
+        assert_eq!(m.ca_file, None);
+        assert_eq!(m.pin_sha256, hex::encode(crate::net::tls::spki_sha256(cert.der()).unwrap()));
+        assert!(m.server_config(TURN_ALPN).is_ok());
+        let half = TlsSource {
+            cert: Some(crt_path),
+            ..TlsSource::default()
+        };
+        assert!(matches!(TlsMaterial::prepare(&half, &[]), Err(CertError::Incomplete)));
+    }
 }
