@@ -338,6 +338,7 @@ mod tests {
         Report {
             schema: SCHEMA_VERSION,
             started_at: "2025-01-01T00:00:00Z".into(),
+            wall_ms: None,
             results,
         }
     }

@@ -14,6 +14,10 @@ pub struct Report {
     pub schema: u32,
     /// RFC 3339 time the check started.
     pub started_at: String,
+    /// Wall time from the first probe's start to the last result, in ms: with probes run
+    /// concurrently this is close to the slowest probe's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_ms: Option<f64>,
     pub results: Vec<ProbeResult>,
 }
 
@@ -32,6 +36,7 @@ impl Report {
         Report {
             schema: SCHEMA_VERSION,
             started_at: humantime::format_rfc3339_millis(started).to_string(),
+            wall_ms: None,
             results,
         }
     }

@@ -105,3 +105,44 @@ async fn demo_temp_ca_file_is_deleted_when_the_demo_is_dropped() {
     drop(demo);
     assert!(!ca.exists(), "{} left behind", ca.display());
 }
+
+/// The README's main command, through the real binary: `check --demo` passes every probe
+/// kind, and because probes run concurrently its probing takes less than 1.5× its slowest
+/// probe (sequential would be the sum, several times the slowest). The ratio is timing on a
+/// shared 2-core machine, so up to three attempts are made; one within bounds is the proof.
+#[test]
+fn check_demo_binary_passes_every_kind_within_one_and_a_half_times_its_slowest_probe() {
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let out = std::process::Command::new(common::bin())
+            .args(["check", "--demo", "--output", "json", "--quiet"])
+            .output()
+            .expect("run check --demo");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "check --demo failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: egress_probe::report::Report = serde_json::from_slice(&out.stdout).expect("JSON report");
+        let kinds: BTreeSet<&str> = report.results.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            BTreeSet::from(["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice"])
+        );
+        assert!(report.results.iter().all(|r| r.outcome.success));
+        let slowest = report
+            .results
+            .iter()
+            .map(|r| r.outcome.total.as_secs_f64() * 1000.0)
+            .fold(0.0, f64::max);
+        let sum: f64 = report.results.iter().map(|r| r.outcome.total.as_secs_f64() * 1000.0).sum();
+        let wall = report.wall_ms.expect("wall time in the report");
+        eprintln!("check --demo: wall {wall:.1} ms, slowest probe {slowest:.1} ms, sum of probes {sum:.1} ms");
+        seen.push((wall, slowest));
+        if wall < 1.5 * slowest {
+            return;
+        }
+    }
+    panic!("check --demo took 1.5x its slowest probe or more in every attempt (wall, slowest ms): {seen:?}");
+}

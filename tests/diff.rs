@@ -194,6 +194,7 @@ async fn real_reports_from_a_port_that_closed_show_the_regression() {
     let report = |outcome| Report {
         schema: SCHEMA_VERSION,
         started_at: "2025-06-01T10:00:00Z".into(),
+        wall_ms: None,
         results: vec![ProbeResult {
             name: "tcp-lab".into(),
             kind: spec.kind().into(),
