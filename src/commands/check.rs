@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::cli::{CheckArgs, OutputFormat};
-use crate::config::{self, Config, ProbeConfig};
+use crate::config::{Config, ProbeConfig};
 use crate::probe::{self, ProbeContext};
 use crate::report::{self, ProbeResult, Report};
 
@@ -24,21 +24,9 @@ use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
     // Keep the demo's responder alive until every probe has run.
-    let (config, _demo) = if args.demo {
-        let demo = crate::demo::start().await?;
-        (demo.config.clone(), Some(demo))
-    } else {
-        let Some(path) = args.config.as_deref() else {
-            eprintln!("egress-probe check: give --config FILE or --demo");
-            return Ok(EXIT_USAGE);
-        };
-        match config::load_file(path) {
-            Ok(c) => (c, None),
-            Err(errors) => {
-                eprintln!("{errors}");
-                return Ok(EXIT_USAGE);
-            }
-        }
+    let (config, _demo) = match super::load_config("check", args.demo, args.config.as_deref()).await? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
     };
     let selected = match select(&config, &args.probes) {
         Ok(s) => s,

@@ -13,3 +13,27 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: bad config or usage.
 pub const EXIT_USAGE: u8 = 2;
+
+/// The config a command runs: the embedded demo's (its responder lives as long as the
+/// returned [`crate::demo::Demo`]) or the file's. `Ok(Err(code))` when it printed why not.
+pub(crate) async fn load_config(
+    command: &str,
+    demo: bool,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Result<(crate::config::Config, Option<crate::demo::Demo>), u8>> {
+    if demo {
+        let demo = crate::demo::start().await?;
+        return Ok(Ok((demo.config.clone(), Some(demo))));
+    }
+    let Some(path) = path else {
+        eprintln!("egress-probe {command}: give --config FILE or --demo");
+        return Ok(Err(EXIT_USAGE));
+    };
+    match crate::config::load_file(path) {
+        Ok(c) => Ok(Ok((c, None))),
+        Err(errors) => {
+            eprintln!("{errors}");
+            Ok(Err(EXIT_USAGE))
+        }
+    }
+}

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::schedule::{LogSink, Scheduler, Shutdown, Sink, SHUTDOWN_GRACE};
 use crate::server::{self, AppState, StatusBoard};
 
-use super::{EXIT_OK, EXIT_USAGE};
+use super::EXIT_OK;
 
 /// Where the endpoints listen when neither `--listen` nor `listen:` says.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9469";
@@ -60,21 +60,9 @@ impl Generation {
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
     // The demo's responder must outlive the daemon loop: keep it bound until we return.
-    let (config, _demo) = if args.demo {
-        let demo = crate::demo::start().await?;
-        (demo.config.clone(), Some(demo))
-    } else {
-        let Some(path) = args.config.as_deref() else {
-            eprintln!("egress-probe run: give --config FILE or --demo");
-            return Ok(EXIT_USAGE);
-        };
-        match config::load_file(path) {
-            Ok(c) => (c, None),
-            Err(errors) => {
-                eprintln!("{errors}");
-                return Ok(EXIT_USAGE);
-            }
-        }
+    let (config, _demo) = match super::load_config("run", args.demo, args.config.as_deref()).await? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
     };
     let listen: SocketAddr = match args.listen.or(config.listen) {
         Some(a) => a,

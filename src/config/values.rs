@@ -56,6 +56,20 @@ impl HostPort {
     }
 }
 
+impl HostPort {
+    /// `host:port` of an http(s)/ws(s) URL, default ports filled in (80/443): what the dial
+    /// path connects to. Errors name the URL without credentials.
+    pub fn of_url(url: &url::Url) -> Result<HostPort, String> {
+        let shown = super::types::redact_url(url);
+        let host = url.host_str().ok_or_else(|| format!("{shown} has no host"))?;
+        let port = url.port_or_known_default().ok_or_else(|| format!("{shown} has no port"))?;
+        Ok(HostPort {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+        })
+    }
+}
+
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {

@@ -83,7 +83,7 @@ enum Answer {
 }
 
 async fn fetch(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext, hop: &Hop, follow_more: bool) -> Result<Answer, Failure> {
-    let target = target_of(&hop.url).map_err(|f| f.at(Phase::Resolve))?;
+    let target = HostPort::of_url(&hop.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
     let request = build_request(spec, hop, &target).map_err(|f| f.at(Phase::Request))?;
     let tls = match hop.url.scheme() {
         "https" => Some(TlsClient::new(&spec.tls, &target.host, &["http/1.1"]).map_err(|f| f.at(Phase::Tls))?),
@@ -97,20 +97,6 @@ async fn fetch(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext, hop: &Hop, fo
         }
         None => exchange(run, spec, hop, follow_more, request, dialed.stream).await,
     }
-}
-
-/// `host:port` of an http/https URL.
-fn target_of(url: &url::Url) -> Result<HostPort, Fault> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| Fault::new(Reason::Config, format!("{} has no host", redact_url(url))))?;
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| Fault::new(Reason::Config, format!("{} has no port", redact_url(url))))?;
-    Ok(HostPort {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-        port,
-    })
 }
 
 fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort) -> Result<Request<Full<Bytes>>, Fault> {

@@ -48,7 +48,7 @@ pub async fn probe(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
 }
 
 async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext) -> Result<(), Failure> {
-    let target = target_of(&spec.url).map_err(|f| f.at(Phase::Resolve))?;
+    let target = HostPort::of_url(&spec.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
     // Config problems (bad header, unreadable ca_file) before touching the network.
     let request = build_request(spec).map_err(|f| f.at(Phase::Upgrade))?;
     let tls = match spec.url.scheme() {
@@ -63,20 +63,6 @@ async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext) -> Res
         }
         None => converse(run, spec, request, dialed.stream).await,
     }
-}
-
-/// `host:port` of a ws/wss URL (default ports 80/443).
-pub(crate) fn target_of(url: &url::Url) -> Result<HostPort, Fault> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| Fault::new(Reason::Config, format!("{} has no host", redact_url(url))))?;
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| Fault::new(Reason::Config, format!("{} has no port", redact_url(url))))?;
-    Ok(HostPort {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-        port,
-    })
 }
 
 /// The Upgrade request: the URL plus configured headers (Origin, Authorization,
@@ -317,9 +303,9 @@ mod tests {
 
     #[test]
     fn default_ports_and_brackets() {
-        let t = target_of(&url::Url::parse("wss://media.example/x").unwrap()).unwrap();
+        let t = HostPort::of_url(&url::Url::parse("wss://media.example/x").unwrap()).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("media.example", 443));
-        let t = target_of(&url::Url::parse("ws://[::1]:8080/").unwrap()).unwrap();
+        let t = HostPort::of_url(&url::Url::parse("ws://[::1]:8080/").unwrap()).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
     }
 }
