@@ -407,3 +407,51 @@ async fn connectivity_blocked_at_the_relay_is_connectivity_timeout() {
     assert_eq!(count(&o, "relay"), 1, "gathering itself passed: {ice:#?}");
     assert!(ice.connected_after.is_none());
 }
+
+/// A one-shot `check` whose ICE agent is still gathering at the deadline (a silent STUN
+/// server keeps webrtc-ice waiting 5 s) must not exit before the agent is closed: otherwise
+/// its relay allocation stays on the TURN server until the lifetime expires (the leak that
+/// becomes 429s and quota errors). Proven with the real binary and coturn's log.
+#[test]
+fn check_waits_for_an_agent_still_gathering_so_its_allocation_is_released() {
+    let turn = coturn(CoturnOptions::default());
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ice.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "probes:\n  - name: ice-relay\n    kind: ice\n    timeout: 1500ms\n    interval: 30s\n    expect: [relay]\n    servers:\n      - url: stun:127.0.0.1:{silent_port}\n      - url: turn:127.0.0.1:{}\n        credentials: {{ username: test, password: secret }}\n",
+            turn.port
+        ),
+    )
+    .expect("write config");
+    let started = Instant::now();
+    let out = std::process::Command::new(common::bin())
+        .args(["check", "--quiet", "--output", "json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run check");
+    let wall = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: egress_probe::report::Report = serde_json::from_slice(&out.stdout).expect("report");
+    let ice = report.results[0].outcome.detail.ice.as_ref().expect("ice details");
+    assert!(
+        !ice.complete,
+        "gathering must still be running at the deadline for this test to mean anything"
+    );
+    assert!(ice.candidates.get("relay").copied().unwrap_or(0) >= 1, "{ice:?}");
+    // The agent was closed before the process exited: coturn logs the allocation deleted
+    // (give its log a moment to be written; without the close it would stay for 600 s).
+    let settled = common::proc::wait_until(Duration::from_secs(5), || {
+        let (created, deleted) = allocations(&turn.log_text());
+        !created.is_empty() && created == deleted
+    });
+    let (created, deleted) = allocations(&turn.log_text());
+    assert!(
+        settled,
+        "allocations created {created:?}, deleted {deleted:?} (check took {wall:?})"
+    );
+    assert!(wall < Duration::from_secs(12), "check took {wall:?}");
+}

@@ -72,8 +72,19 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    // An ICE agent still gathering at its deadline is released in the background; exiting
+    // now would leave its TURN allocation on the server until the lifetime runs out.
+    let left = probe::cleanup::wait(CLEANUP_BOUND).await;
+    if left > 0 {
+        eprintln!(
+            "egress-probe check: {left} ICE agent(s) still gathering after {CLEANUP_BOUND:?}; their allocations expire on the server"
+        );
+    }
     Ok(if report.all_passed() { EXIT_OK } else { EXIT_FAILED })
 }
+
+/// How long `check` waits at exit for background releases (ICE agents still gathering).
+const CLEANUP_BOUND: Duration = Duration::from_secs(10);
 
 /// The probes to run: all, or the named ones in config order. Unknown names are an error.
 fn select(config: &Config, names: &[String]) -> Result<Vec<ProbeConfig>, String> {

@@ -3,6 +3,7 @@
 //! Protocol code knows nothing of Prometheus, the scheduler or the HTTP server: it gets a
 //! spec and a [`ProbeContext`], and reports phases, a reason on failure, and details.
 
+pub mod cleanup;
 pub mod details;
 pub mod outcome;
 

@@ -188,7 +188,7 @@ impl Gathering {
 pub(crate) async fn release(agent: Arc<Agent>, done: Option<watch::Receiver<bool>>, deadline: Instant) -> bool {
     match done {
         Some(mut done) if !*done.borrow() => {
-            tokio::spawn(async move {
+            crate::probe::cleanup::spawn(async move {
                 let _ = tokio::time::timeout(GATHER_TAIL, done.wait_for(|d| *d)).await;
                 let _ = tokio::time::timeout(CLOSE_BOUND, agent.close()).await;
             });
