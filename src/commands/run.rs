@@ -21,10 +21,14 @@ use tokio::task::JoinHandle;
 use crate::cli::RunArgs;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::probe;
 use crate::schedule::{LogSink, Scheduler, Shutdown, Sink, SHUTDOWN_GRACE};
 use crate::server::{self, AppState, StatusBoard};
 
 use super::EXIT_OK;
+
+/// Part of the 1 s stop budget (after [`SHUTDOWN_GRACE`]) for background releases.
+const CLEANUP_GRACE: Duration = Duration::from_millis(150);
 
 /// Where the endpoints listen when neither `--listen` nor `listen:` says.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9469";
@@ -106,6 +110,12 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
         Ok(_) => {}
         Err(_) => tracing::info!("HTTP server still busy at shutdown; closing it"),
+    }
+    // Whatever is left of the 1 s stop budget goes to background releases (ICE agents still
+    // gathering), so their TURN allocations are freed rather than left to expire.
+    let left = probe::cleanup::wait(CLEANUP_GRACE).await;
+    if left > 0 {
+        tracing::info!(left, "ICE agents still gathering at exit; their allocations expire on the server");
     }
     tracing::info!("stopped");
     Ok(EXIT_OK)
