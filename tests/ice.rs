@@ -414,6 +414,8 @@ async fn connectivity_blocked_at_the_relay_is_connectivity_timeout() {
 /// becomes 429s and quota errors). Proven with the real binary and coturn's log.
 #[test]
 fn check_waits_for_an_agent_still_gathering_so_its_allocation_is_released() {
+    // Shares the lab like the other tests, so the fd-leak test still counts alone.
+    let _lab = LAB.blocking_read();
     let turn = coturn(CoturnOptions::default());
     let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let silent_port = silent.local_addr().expect("addr").port();
