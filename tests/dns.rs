@@ -2,12 +2,14 @@
 //! `common::dns`), and against servers that never answer.
 mod common;
 
+use common::outcome::{code, run};
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::dns::{DnsServer, SilentDns};
 use egress_probe::config::{DnsExpect, DnsSpec, ProbeSpec, RecordKind};
-use egress_probe::probe::{self, Outcome, Phase, ProbeContext};
+use egress_probe::probe::{Outcome, Phase};
 
 fn dns(server: std::net::SocketAddr, query: &str, record: RecordKind, expect: DnsExpect) -> ProbeSpec {
     ProbeSpec::Dns(DnsSpec {
@@ -16,14 +18,6 @@ fn dns(server: std::net::SocketAddr, query: &str, record: RecordKind, expect: Dn
         resolver: Some(server),
         expect,
     })
-}
-
-async fn run(spec: &ProbeSpec, timeout: Duration) -> Outcome {
-    probe::run(spec, &ProbeContext::with_timeout(timeout, None)).await
-}
-
-fn code(o: &Outcome) -> String {
-    o.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "success".into())
 }
 
 fn answers(o: &Outcome) -> Vec<String> {

@@ -2,6 +2,8 @@
 //! each answer the issue lists is classified into its own phase and reason.
 mod common;
 
+use common::outcome::phases;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -27,10 +29,6 @@ fn spec(server: &Server, scheme: &str, path: &str) -> HttpSpec {
 
 async fn run(spec: HttpSpec, timeout: Duration) -> Outcome {
     probe::run(&ProbeSpec::Http(spec), &ProbeContext::with_timeout(timeout, None)).await
-}
-
-fn phases(o: &Outcome) -> Vec<Phase> {
-    o.phases.iter().map(|p| p.phase).collect()
 }
 
 fn code(o: &Outcome) -> String {

@@ -3,6 +3,8 @@
 //! and every way a proxy says no is `proxy/<reason>`, never `connect/...` of the target.
 mod common;
 
+use common::outcome::phases;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -52,10 +54,6 @@ fn wss(server: &Server) -> ProbeSpec {
 
 async fn run(spec: &ProbeSpec, proxy: ProxyUrl) -> Outcome {
     probe::run(spec, &ProbeContext::with_timeout(Duration::from_secs(5), Some(proxy))).await
-}
-
-fn phases(o: &Outcome) -> Vec<Phase> {
-    o.phases.iter().map(|p| p.phase).collect()
 }
 
 fn code(o: &Outcome) -> String {

@@ -4,30 +4,20 @@
 //! is `connect/unreachable`. `addresses: all` reports every address.
 mod common;
 
+use common::outcome::{code, phases, run};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::netns::{NetPair, PEER_IP};
 use egress_probe::config::{AddressMode, HostPort, ProbeSpec, TcpSpec};
-use egress_probe::probe::{self, Outcome, Phase, ProbeContext};
+use egress_probe::probe::{Outcome, Phase};
 
 fn tcp(host: &str, port: u16, addresses: AddressMode) -> ProbeSpec {
     ProbeSpec::Tcp(TcpSpec {
         target: HostPort { host: host.into(), port },
         addresses,
     })
-}
-
-async fn run(spec: &ProbeSpec, timeout: Duration) -> Outcome {
-    probe::run(spec, &ProbeContext::with_timeout(timeout, None)).await
-}
-
-fn code(o: &Outcome) -> String {
-    o.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "success".into())
-}
-
-fn phases(o: &Outcome) -> Vec<Phase> {
-    o.phases.iter().map(|p| p.phase).collect()
 }
 
 fn closed_port() -> u16 {

@@ -2,6 +2,11 @@
 //! Each test starts its own server on its own port and stops it when the test ends.
 mod common;
 
+use common::certs::now;
+use common::tls_server::{serve, serve_on, Seen};
+
+use common::outcome::{code, phases, run};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,66 +14,9 @@ use std::time::Duration;
 use base64::Engine;
 use common::certs::{Leaf, TestCa};
 use egress_probe::config::{AddressMode, HostPort, ProbeSpec, TlsOptions, TlsSpec, TlsVersion};
-use egress_probe::probe::{self, Outcome, Phase, ProbeContext};
+use egress_probe::probe::Phase;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-
-/// What the server saw of one connection.
-#[derive(Debug)]
-enum Seen {
-    /// Handshake done; `clean` = the client ended with close_notify (not a bare FIN/RST).
-    Closed {
-        clean: bool,
-    },
-    HandshakeFailed(String),
-}
-
-/// A TLS server on 127.0.0.1:port, aborted on drop.
-struct Server {
-    port: u16,
-    seen: mpsc::UnboundedReceiver<Seen>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(config: Arc<rustls::ServerConfig>) -> Server {
-    serve_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), config)
-}
-
-fn serve_on(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> Server {
-    let port = listener.local_addr().unwrap().port();
-    let (tx, seen) = mpsc::unbounded_channel();
-    let acceptor = TlsAcceptor::from(config);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match acceptor.accept(tcp).await {
-                    Ok(mut tls) => {
-                        let mut buf = [0u8; 64];
-                        let clean = matches!(tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await, Ok(Ok(0)));
-                        let _ = tx.send(Seen::Closed { clean });
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Seen::HandshakeFailed(e.to_string()));
-                    }
-                }
-            });
-        }
-    });
-    Server { port, seen, task }
-}
 
 fn server_config_with_versions(
     leaf: &Leaf,
@@ -90,13 +38,6 @@ fn server_config_with_versions(
     Arc::new(cfg)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn spec(port: u16, ca_file: &Path, tweak: impl FnOnce(&mut TlsOptions)) -> ProbeSpec {
     let mut tls = TlsOptions {
         ca_file: Some(ca_file.to_path_buf()),
@@ -111,18 +52,6 @@ fn spec(port: u16, ca_file: &Path, tweak: impl FnOnce(&mut TlsOptions)) -> Probe
         addresses: AddressMode::First,
         tls,
     })
-}
-
-async fn run(spec: &ProbeSpec, timeout: Duration) -> Outcome {
-    probe::run(spec, &ProbeContext::with_timeout(timeout, None)).await
-}
-
-fn code(o: &Outcome) -> String {
-    o.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "success".into())
-}
-
-fn phases(o: &Outcome) -> Vec<Phase> {
-    o.phases.iter().map(|p| p.phase).collect()
 }
 
 /// Trusted CA, a leaf for 127.0.0.1 valid for `days`, and the CA written to a temp dir.

@@ -5,7 +5,8 @@
 //! cover every rule on constructed outcomes; these prove the rules read real outcomes right.
 mod common;
 
-use std::sync::Arc;
+use common::certs::now;
+
 use std::time::Duration;
 
 use common::certs::TestCa;
@@ -21,10 +22,7 @@ use egress_probe::probe::ice::{probe_with, HostInterfaces, IceOptions};
 use egress_probe::probe::{self, ProbeContext};
 use egress_probe::report::ProbeResult;
 use egress_probe::verdict::{assess, verdicts, Severity, Verdict};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 const T: Duration = Duration::from_secs(3);
 
@@ -66,37 +64,6 @@ fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// An in-process TLS server on 127.0.0.1 (handshake, then read to EOF); aborted on drop.
-struct TlsServer {
-    port: u16,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn tls_server(config: Arc<rustls::ServerConfig>) -> TlsServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let acceptor = TlsAcceptor::from(config);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    let mut buf = [0u8; 64];
-                    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
-                }
-            });
-        }
-    });
-    TlsServer { port, task }
-}
-
 /// The CA the probe trusts, written to a temp dir.
 struct Pki {
     ca: TestCa,
@@ -126,13 +93,6 @@ impl Pki {
             tls,
         })
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 fn dns(server: std::net::SocketAddr, query: &str) -> ProbeSpec {
@@ -201,7 +161,7 @@ fn firewall_drop_is_silently_dropped_and_reject_is_rejected() {
 async fn unknown_ca_is_untrusted_and_names_the_proxy_ca() {
     let pki = Pki::new();
     let proxy_ca = TestCa::new("Corp Proxy CA");
-    let server = tls_server(proxy_ca.leaf(&["127.0.0.1"], None).rustls_server_config(Some(&proxy_ca), &[])).await;
+    let server = common::tls_server::serve(proxy_ca.leaf(&["127.0.0.1"], None).rustls_server_config(Some(&proxy_ca), &[])).await;
     let results = vec![probe_result("tls", pki.tls(server.port, |_| {}), T).await];
     assert_eq!(code(&results[0]), "tls/untrusted_issuer");
     let v = verdict_for(&results, "tls");
@@ -218,7 +178,7 @@ async fn unknown_ca_is_untrusted_and_names_the_proxy_ca() {
 async fn wrong_pin_is_intercepted_with_issuer() {
     let pki = Pki::new();
     // The proxy's CA is trusted (installed on the machine), but the pin catches it.
-    let server = tls_server(pki.ca.leaf(&["127.0.0.1"], None).rustls_server_config(Some(&pki.ca), &[])).await;
+    let server = common::tls_server::serve(pki.ca.leaf(&["127.0.0.1"], None).rustls_server_config(Some(&pki.ca), &[])).await;
     let spec = pki.tls(server.port, |t| t.pin_sha256 = vec!["ab".repeat(32)]);
     let results = vec![probe_result("tls-pinned", spec, T).await];
     assert_eq!(code(&results[0]), "tls/pin_mismatch");
@@ -237,13 +197,13 @@ async fn wrong_pin_is_intercepted_with_issuer() {
 #[tokio::test]
 async fn expired_certificate_and_wrong_name() {
     let pki = Pki::new();
-    let expired = tls_server(
+    let expired = common::tls_server::serve(
         pki.ca
             .leaf(&["127.0.0.1"], Some((now() - 10 * 86400, now() - 86400)))
             .rustls_server_config(Some(&pki.ca), &[]),
     )
     .await;
-    let wrong = tls_server(pki.ca.leaf(&["other.example.test"], None).rustls_server_config(Some(&pki.ca), &[])).await;
+    let wrong = common::tls_server::serve(pki.ca.leaf(&["other.example.test"], None).rustls_server_config(Some(&pki.ca), &[])).await;
     let results = vec![
         probe_result("expired", pki.tls(expired.port, |_| {}), T).await,
         probe_result(
@@ -301,7 +261,7 @@ async fn dns_nxdomain_servfail_and_silence() {
 #[tokio::test]
 async fn a_healthy_lab_says_all_paths_work() {
     let pki = Pki::new();
-    let tls = tls_server(pki.ca.leaf(&["127.0.0.1"], None).rustls_server_config(Some(&pki.ca), &[])).await;
+    let tls = common::tls_server::serve(pki.ca.leaf(&["127.0.0.1"], None).rustls_server_config(Some(&pki.ca), &[])).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp_port = listener.local_addr().unwrap().port();
     let server = DnsServer::start().await;
@@ -313,25 +273,6 @@ async fn a_healthy_lab_says_all_paths_work() {
     assert!(results.iter().all(|r| r.outcome.success), "{results:#?}");
     assert_eq!(verdicts(&results), vec!["all paths work (3 probes passed)".to_string()]);
     assert_eq!(assess(&results)[0].severity, Severity::Ok);
-}
-
-/// coturn accepts TCP before its UDP listener answers, and webrtc-ice sends one Binding
-/// without retransmission: wait until coturn answers a Binding over UDP.
-fn coturn_ready(opts: CoturnOptions) -> Coturn {
-    let turn = Coturn::start(opts);
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let mut req = [0u8; 20];
-    req[1] = 1; // Binding request, length 0
-    req[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
-    req[8..].copy_from_slice(b"verdictready");
-    let ready = common::proc::wait_until(Duration::from_secs(5), || {
-        let _ = sock.send_to(&req, ("127.0.0.1", turn.port));
-        let mut buf = [0u8; 1500];
-        matches!(sock.recv_from(&mut buf), Ok((n, _)) if n >= 20 && buf[0] == 1 && buf[1] == 1)
-    });
-    assert!(ready, "coturn never answered a Binding request over UDP");
-    turn
 }
 
 /// Runs an ICE probe with host candidates on loopback only (no packet leaves the machine).
@@ -372,7 +313,7 @@ async fn ice_result(name: &str, servers: Vec<(String, Option<(&str, &str)>)>, ex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_without_relay_or_srflx() {
-    let turn = coturn_ready(CoturnOptions::default());
+    let turn = Coturn::start(CoturnOptions::default());
     // A bound socket that never reads: STUN to it gets no answer and no ICMP.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
@@ -506,7 +447,7 @@ async fn proxy_demanding_auth_and_proxy_refusing_the_port() {
 const TURN_PASSWORD: &str = "pw-5e1d-verdict";
 
 fn coturn_with_password() -> Coturn {
-    coturn_ready(CoturnOptions {
+    Coturn::start(CoturnOptions {
         auth: Auth::LongTerm {
             user: "test".into(),
             password: TURN_PASSWORD.into(),

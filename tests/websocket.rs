@@ -3,6 +3,8 @@
 //! refuses with 403/429, or never answers pings and close frames.
 mod common;
 
+use common::outcome::phases;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -28,10 +30,6 @@ fn spec(server: &Server) -> WebsocketSpec {
 
 async fn run(spec: WebsocketSpec, timeout: Duration) -> Outcome {
     probe::run(&ProbeSpec::Websocket(spec), &ProbeContext::with_timeout(timeout, None)).await
-}
-
-fn phases(o: &Outcome) -> Vec<Phase> {
-    o.phases.iter().map(|p| p.phase).collect()
 }
 
 fn code(o: &Outcome) -> String {

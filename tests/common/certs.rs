@@ -113,3 +113,11 @@ impl Leaf {
 fn time_from_unix(secs: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(secs).expect("timestamp")
 }
+
+/// Now as Unix seconds, for certificate validity windows.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}

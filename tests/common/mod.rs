@@ -6,8 +6,10 @@ pub mod certs;
 pub mod coturn;
 pub mod dns;
 pub mod netns;
+pub mod outcome;
 pub mod proc;
 pub mod signalling;
+pub mod tls_server;
 
 use std::net::{TcpListener, UdpSocket};
 
