@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::config::{Config, ProbeConfig};
-use crate::probe::details::RttStats;
-use crate::probe::Outcome;
+use crate::outcome::details::RttStats;
+use crate::outcome::{Outcome, Transport};
 
 /// Buckets for network timing: 1 ms … 30 s.
 pub const TIMING_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -273,12 +273,7 @@ fn observe_samples(h: &HistogramVec, labels: &[&str], rtt: &RttStats) {
 
 /// Maps a free-form transport word onto the fixed label set.
 fn bounded_transport(t: &str) -> &'static str {
-    match t {
-        "udp" => "udp",
-        "tcp" => "tcp",
-        "tls" => "tls",
-        _ => "other",
-    }
+    Transport::parse(t).map_or("other", Transport::as_str)
 }
 
 /// Turns a configured label key into a valid, non-clashing Prometheus label name.
@@ -430,8 +425,8 @@ pub fn render_single_run(probe: &str, kind: &str, target: &str, outcome: &Outcom
 mod tests {
     use super::*;
     use crate::config::{HostPort, ProbeSpec, TcpSpec};
-    use crate::probe::details::{AddressResult, Details, IceDetails, RelayDetails, StunDetails, TlsDetails};
-    use crate::probe::{Failure, Phase, PhaseTiming, Reason};
+    use crate::outcome::details::{AddressResult, Details, IceDetails, RelayDetails, StunDetails, TlsDetails};
+    use crate::outcome::{Failure, Phase, PhaseTiming, Reason};
 
     fn tcp_probe(name: &str, labels: &[(&str, &str)]) -> ProbeConfig {
         ProbeConfig {

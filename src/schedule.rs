@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Config, ProbeConfig, ProxySetting};
-use crate::probe::{self, Failure, Outcome, Phase, ProbeContext, Reason};
+use crate::outcome::{Failure, Outcome, Phase, Reason};
+use crate::probe::{self, ProbeContext};
 
 /// How long in-flight runs may continue after shutdown before they are cancelled.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);

@@ -26,7 +26,8 @@ use tokio::time::Instant;
 
 use crate::config::{Config, ProbeConfig};
 use crate::metrics::{render_single_run, Metrics};
-use crate::probe::{self, Outcome, ProbeContext};
+use crate::outcome::Outcome;
+use crate::probe::{self, ProbeContext};
 use crate::report::ProbeResult;
 use crate::schedule::{Shutdown, Sink};
 

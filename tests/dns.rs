@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::dns::{DnsServer, SilentDns};
 use egress_probe::config::{DnsExpect, DnsSpec, ProbeSpec, RecordKind};
-use egress_probe::probe::{Outcome, Phase};
+use egress_probe::outcome::{Outcome, Phase};
 
 fn dns(server: std::net::SocketAddr, query: &str, record: RecordKind, expect: DnsExpect) -> ProbeSpec {
     ProbeSpec::Dns(DnsSpec {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::signalling::{http_server, Server};
 use egress_probe::config::{HttpMethod, HttpSpec, ProbeSpec, Secret, StatusRange, TlsOptions};
-use egress_probe::probe::{self, Outcome, Phase, ProbeContext};
+use egress_probe::outcome::{Outcome, Phase};
+use egress_probe::probe::{self, ProbeContext};
 
 fn spec(server: &Server, scheme: &str, path: &str) -> HttpSpec {
     HttpSpec {

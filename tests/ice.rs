@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::coturn::{Auth, Coturn, CoturnOptions};
 use egress_probe::config::{CandidateKind, Credentials, IcePolicy, IceServer, IceSpec, IceUrl, NetworkType, Secret};
+use egress_probe::outcome::Outcome;
 use egress_probe::probe::ice::{probe_with, HostInterfaces, IceOptions};
-use egress_probe::probe::{Outcome, ProbeContext};
+use egress_probe::probe::ProbeContext;
 
 /// Normal tests share the lab; the leak test takes it alone (fd counts are per process).
 static LAB: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
@@ -98,7 +99,7 @@ async fn open_network_gathers_host_srflx_and_relay() {
         first_ms(&o, "host").unwrap_or(-1.0),
         first_ms(&o, "srflx").unwrap_or(-1.0),
         first_ms(&o, "relay").unwrap_or(-1.0),
-        o.phase_time(egress_probe::probe::Phase::Gather).unwrap_or_default().as_secs_f64() * 1000.0
+        o.phase_time(egress_probe::outcome::Phase::Gather).unwrap_or_default().as_secs_f64() * 1000.0
     );
 }
 

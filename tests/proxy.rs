@@ -13,7 +13,8 @@ use common::signalling::{http_server, ws_server, Seen, Server, Tinyproxy, WsMode
 use egress_probe::config::{
     HostPort, HttpMethod, HttpSpec, ProbeSpec, ProxySetting, ProxyUrl, StatusRange, TcpSpec, TlsOptions, WebsocketSpec,
 };
-use egress_probe::probe::{self, Outcome, Phase, ProbeContext};
+use egress_probe::outcome::{Outcome, Phase};
+use egress_probe::probe::{self, ProbeContext};
 
 fn proxy(url: &str) -> ProxyUrl {
     match ProxySetting::parse(url).unwrap() {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::signalling::{http_server, Tinyproxy};
 use egress_probe::config::{HttpMethod, HttpSpec, ProbeSpec, ProxySetting, StatusRange, TlsOptions};
-use egress_probe::probe::{self, effective_proxy, Phase, ProbeContext};
+use egress_probe::outcome::Phase;
+use egress_probe::probe::{self, effective_proxy, ProbeContext};
 
 #[test]
 fn https_proxy_from_env_and_no_proxy_bypass() {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::coturn::{Coturn, CoturnOptions};
 use egress_probe::config::{IceUrl, ProbeSpec, StunSpec, TlsOptions};
-use egress_probe::probe::{self, Outcome, Phase, ProbeContext, Reason};
+use egress_probe::outcome::{Outcome, Phase, Reason};
+use egress_probe::probe::{self, ProbeContext};
 
 fn spec(url: &str) -> StunSpec {
     StunSpec {

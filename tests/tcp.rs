@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::netns::{NetPair, PEER_IP};
 use egress_probe::config::{AddressMode, HostPort, ProbeSpec, TcpSpec};
-use egress_probe::probe::{Outcome, Phase};
+use egress_probe::outcome::{Outcome, Phase};
 
 fn tcp(host: &str, port: u16, addresses: AddressMode) -> ProbeSpec {
     ProbeSpec::Tcp(TcpSpec {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine;
 use common::certs::{Leaf, TestCa};
 use egress_probe::config::{AddressMode, HostPort, ProbeSpec, TlsOptions, TlsSpec, TlsVersion};
-use egress_probe::probe::Phase;
+use egress_probe::outcome::Phase;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 

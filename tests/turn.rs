@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::coturn::{Auth, Coturn, CoturnOptions};
 use egress_probe::config::{AddressMode, Credentials, IceUrl, Secret, TlsOptions, TurnSpec};
-use egress_probe::probe::{self, Outcome, Phase, ProbeContext, Reason};
+use egress_probe::outcome::{Outcome, Phase, Reason};
+use egress_probe::probe::{self, ProbeContext};
 
 fn long_term(user: &str, pass: &str) -> Credentials {
     Credentials::LongTerm {

@@ -20,8 +20,8 @@ use egress_probe::config::{
 };
 use egress_probe::probe::ice::{probe_with, HostInterfaces, IceOptions};
 use egress_probe::probe::{self, ProbeContext};
+use egress_probe::report::verdict::{assess, verdicts, Severity, Verdict};
 use egress_probe::report::ProbeResult;
-use egress_probe::verdict::{assess, verdicts, Severity, Verdict};
 use tokio::net::TcpListener;
 
 const T: Duration = Duration::from_secs(3);

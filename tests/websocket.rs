@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::proc::wait_until;
 use common::signalling::{ws_server, Seen, Server, WsMode};
 use egress_probe::config::{ProbeSpec, Secret, TlsOptions, WebsocketSpec};
-use egress_probe::probe::{self, Outcome, Phase, ProbeContext};
+use egress_probe::outcome::{Outcome, Phase};
+use egress_probe::probe::{self, ProbeContext};
 
 fn spec(server: &Server) -> WebsocketSpec {
     let scheme = if server.pki.is_some() { "wss" } else { "ws" };

@@ -49,7 +49,7 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
         OutputFormat::Json => {
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !args.quiet {
-                for v in crate::verdict::verdicts(&report.results) {
+                for v in crate::report::verdict::verdicts(&report.results) {
                     eprintln!("{v}");
                 }
             }
@@ -62,7 +62,7 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
                 if !failures.is_empty() {
                     print!("\n{failures}");
                 }
-                let verdicts = crate::verdict::verdicts(&report.results);
+                let verdicts = crate::report::verdict::verdicts(&report.results);
                 if !verdicts.is_empty() {
                     println!();
                     for v in verdicts {
@@ -151,9 +151,9 @@ async fn run_all(config: &Config, probes: &[ProbeConfig], progress: &ProgressBar
     let mut results = Vec::with_capacity(probes.len());
     for (p, task) in probes.iter().zip(tasks) {
         let outcome = task.await.unwrap_or_else(|e| {
-            probe::Outcome::failed_before_start(probe::Failure::new(
-                probe::Phase::Close,
-                probe::Reason::Io,
+            crate::outcome::Outcome::failed_before_start(crate::outcome::Failure::new(
+                crate::outcome::Phase::Close,
+                crate::outcome::Reason::Io,
                 format!("probe task ended abnormally: {e}"),
             ))
         });

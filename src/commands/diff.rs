@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::{DiffArgs, OutputFormat};
-use crate::diff::{self, Options, Thresholds};
+use crate::report::diff::{self, Options, Thresholds};
 
 use super::{EXIT_FAILED, EXIT_OK};
 

@@ -477,7 +477,7 @@ fn tls_options(probe: &Fields, p: &mut Problems) -> Option<TlsOptions> {
     let pin_sha256 = or_default(f, "pin_sha256", Vec::new(), p, |v, p| {
         list_of(v, "pin_sha256", p, |i, p| {
             let s = string(i, "pin_sha256", p)?;
-            crate::net::tls::parse_pin(&s).map(|_| s).map_err(|e| p.at(i.pos, e.message)).ok()
+            super::values::parse_pin(&s).map(|_| s).map_err(|e| p.at(i.pos, e)).ok()
         })
     });
     let min_version = optional(f, "min_version", p, |v, p| word::<TlsVersion>(v, "min_version", p));

@@ -13,4 +13,4 @@ mod yaml;
 
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 pub use types::*;
-pub use values::{HostPort, IceScheme, IceTransport, IceUrl, Secret};
+pub use values::{parse_pin, HostPort, IceScheme, IceTransport, IceUrl, Secret};

@@ -6,7 +6,7 @@
 
 use std::io;
 
-use crate::probe::{Fault, Reason};
+use crate::outcome::{Fault, Reason};
 
 /// Classifies an OS-level error.
 pub fn classify_io(err: &io::Error) -> Reason {

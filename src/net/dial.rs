@@ -13,7 +13,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
 
 use crate::config::{HostPort, ProxyUrl};
-use crate::probe::{Failure, Fault, Phase, Reason, Run};
+use crate::outcome::{Failure, Fault, Phase, Reason, Run};
 
 use super::classify::fault_from_io;
 

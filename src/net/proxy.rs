@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::{HostPort, ProxySetting, ProxyUrl};
-use crate::probe::{Failure, Fault, Phase, Reason, Run};
+use crate::outcome::{Failure, Fault, Phase, Reason, Run};
 
 use super::classify::fault_from_io;
 use super::dial::{connect_any, lookup};

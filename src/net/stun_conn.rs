@@ -34,7 +34,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::config::{IceTransport, IceUrl, ProxyUrl, TlsOptions};
-use crate::probe::{Failure, Fault, Phase, Reason, Run};
+use crate::outcome::{Failure, Fault, Phase, Reason, Run};
 
 use super::classify::fault_from_io;
 

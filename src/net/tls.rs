@@ -8,7 +8,6 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use base64::Engine;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -20,8 +19,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{TlsOptions, TlsVersion};
-use crate::probe::details::TlsDetails;
-use crate::probe::{Failure, Fault, Phase, Reason, Run};
+use crate::outcome::details::TlsDetails;
+use crate::outcome::{Failure, Fault, Phase, Reason, Run};
 
 use super::classify::classify_io;
 
@@ -72,7 +71,11 @@ impl TlsClient {
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|e| Fault::new(Reason::Config, format!("TLS verifier: {e}")))?;
-        let pins = opts.pin_sha256.iter().map(|p| parse_pin(p)).collect::<Result<Vec<_>, _>>()?;
+        let pins = opts
+            .pin_sha256
+            .iter()
+            .map(|p| crate::config::parse_pin(p).map_err(|m| Fault::new(Reason::Config, m)))
+            .collect::<Result<Vec<_>, _>>()?;
         let record = Arc::new(Mutex::new(ChainRecord::default()));
         let verifier = Arc::new(RecordingVerifier {
             inner: webpki,
@@ -227,22 +230,6 @@ pub fn classify_rustls(e: &rustls::Error) -> Reason {
         ) => Reason::Version,
         _ => Reason::Handshake,
     }
-}
-
-/// Parses a pin given as 64 hex digits or base64 (as in HPKP `pin-sha256`).
-pub fn parse_pin(p: &str) -> Result<[u8; 32], Fault> {
-    let t = p.trim().trim_start_matches("sha256/");
-    let bytes = if t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()) {
-        hex::decode(t).ok()
-    } else {
-        base64::engine::general_purpose::STANDARD.decode(t).ok()
-    };
-    bytes.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()).ok_or_else(|| {
-        Fault::new(
-            Reason::Config,
-            format!("pin_sha256 {p:?}: expected 64 hex digits or base64 of a SHA-256 digest"),
-        )
-    })
 }
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo, the usual pin (`openssl x509 -pubkey | ...`).

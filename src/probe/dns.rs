@@ -23,8 +23,9 @@ use hickory_resolver::Resolver;
 
 use crate::config::{DnsSpec, RecordKind};
 
-use super::details::DnsDetails;
-use super::{Failure, Fault, Outcome, Phase, ProbeContext, Reason, Run};
+use super::ProbeContext;
+use crate::outcome::details::DnsDetails;
+use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 
 /// Smallest per-transport timeout worth giving the resolver.
 const MIN_TRY: Duration = Duration::from_millis(50);

@@ -29,8 +29,9 @@ use tokio::task::JoinHandle;
 use crate::config::{redact_url, HostPort, HttpMethod, HttpSpec};
 use crate::net::{self, classify::fault_from_io, TlsClient};
 
-use super::details::HttpDetails;
-use super::{Failure, Fault, Outcome, Phase, ProbeContext, Reason, Run};
+use super::ProbeContext;
+use crate::outcome::details::HttpDetails;
+use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 
 /// Most body bytes read (and matched against `expect_body`); the rest is not downloaded.
 pub const MAX_BODY: usize = 1 << 20;

@@ -4,8 +4,6 @@
 //! spec and a [`ProbeContext`], and reports phases, a reason on failure, and details.
 
 pub mod cleanup;
-pub mod details;
-pub mod outcome;
 
 pub mod dns;
 pub mod http;
@@ -23,8 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{HostPort, ProbeSpec, ProxySetting, ProxyUrl};
-pub use details::Details;
-pub use outcome::{Failure, Fault, Outcome, Phase, PhaseTiming, Reason, Run};
+use crate::outcome::{details, Failure, Outcome, Phase, Reason, Run};
 
 /// What a probe run needs besides its spec: when it must end and how to reach the network.
 #[derive(Clone, Debug)]

@@ -23,8 +23,9 @@ use tokio::time::Instant;
 use crate::config::{IceTransport, StunSpec};
 use crate::net::stun_conn::{self, OpenOptions, StunConn};
 
-use super::details::{RttStats, StunDetails};
-use super::{Fault, Outcome, Phase, ProbeContext, Reason, Run};
+use super::ProbeContext;
+use crate::outcome::details::{RttStats, StunDetails};
+use crate::outcome::{Fault, Outcome, Phase, Reason, Run};
 
 /// Gap between consecutive Binding requests.
 pub const PACING: Duration = Duration::from_millis(20);

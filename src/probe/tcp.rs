@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use crate::config::{AddressMode, TcpSpec};
 use crate::net;
 
-use super::{per_address, Failure, Outcome, ProbeContext, Run};
+use super::{per_address, ProbeContext};
+use crate::outcome::{Failure, Outcome, Run};
 
 /// Runs one tcp probe.
 pub async fn probe(spec: &TcpSpec, ctx: &ProbeContext) -> Outcome {

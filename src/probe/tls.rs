@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use crate::config::{AddressMode, TlsSpec};
 use crate::net::{self, TlsClient};
 
-use super::{per_address, Failure, Outcome, Phase, ProbeContext, Run};
+use super::{per_address, ProbeContext};
+use crate::outcome::{Failure, Outcome, Phase, Run};
 
 /// Runs one tls probe.
 pub async fn probe(spec: &TlsSpec, ctx: &ProbeContext) -> Outcome {

@@ -31,8 +31,9 @@ use tokio_tungstenite::WebSocketStream;
 use crate::config::{redact_url, HostPort, WebsocketSpec};
 use crate::net::{self, classify::fault_from_io, TlsClient};
 
-use super::details::{RttStats, WebsocketDetails};
-use super::{Failure, Fault, Outcome, Phase, ProbeContext, Reason, Run};
+use super::ProbeContext;
+use crate::outcome::details::{RttStats, WebsocketDetails};
+use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 
 /// Longest wait for the server's close frame after ours.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(1);

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use egress_probe::config::ProbeSpec;
-use egress_probe::probe::{self, Outcome, Phase, ProbeContext};
+use egress_probe::outcome::{Outcome, Phase};
+use egress_probe::probe::{self, ProbeContext};
 
 /// `phase/reason` of a failed outcome, or `success`.
 pub fn code(o: &Outcome) -> String {

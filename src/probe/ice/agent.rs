@@ -23,7 +23,7 @@ use webrtc_ice::network_type::NetworkType;
 use webrtc_ice::url::Url;
 
 use crate::config::CandidateKind;
-use crate::probe::{Fault, Reason};
+use crate::outcome::{Fault, Reason};
 
 /// How long after the deadline `close()` may still run inline (under `probe::run`'s grace).
 const CLOSE_GRACE: Duration = Duration::from_millis(100);

@@ -16,7 +16,7 @@ use webrtc_ice::candidate::{Candidate, CandidateType};
 
 use super::agent::{Arrival, Gathering};
 use crate::config::CandidateKind;
-use crate::probe::{Fault, Reason};
+use crate::outcome::{Fault, Reason};
 
 /// What the check established.
 pub(crate) struct Connected {

@@ -19,7 +19,7 @@ use stun_rs::{Algorithm, AlgorithmId, HMACKey, MessageClass, MessageMethod, Stun
 use tokio::time::Instant;
 
 use crate::net::stun_conn::{integrity_ok, method_name, Answer, Frame, StunConn};
-use crate::probe::{Fault, Reason};
+use crate::outcome::{Fault, Reason};
 
 /// What a successful Allocate returned.
 #[derive(Clone, Copy, Debug)]

@@ -25,8 +25,9 @@ use tokio::time::Instant;
 use crate::config::{AddressMode, TurnSpec};
 use crate::net::stun_conn::{self, OpenOptions};
 
-use super::details::{RelayDetails, RttStats};
-use super::{per_address, Failure, Fault, Outcome, Phase, ProbeContext, Reason, Run};
+use super::{per_address, ProbeContext};
+use crate::outcome::details::{RelayDetails, RttStats};
+use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 
 /// The channel number both clients bind with `channel: true`.
 const CHANNEL: u16 = stun_conn::CHANNEL_MIN;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::probe::{Outcome, Phase};
+use crate::outcome::{Outcome, Phase};
 use crate::report::{ProbeResult, Report, SCHEMA_VERSION};
 
 /// Why a report could not be read.
@@ -307,7 +307,7 @@ pub fn render_table(d: &Diff) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{Failure, PhaseTiming, Reason};
+    use crate::outcome::{Failure, PhaseTiming, Reason};
 
     fn result(name: &str, total_ms: u64, tls_ms: u64, failure: Option<(Phase, Reason)>) -> ProbeResult {
         let ms = Duration::from_millis;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{HostPort, IceUrl};
-use crate::probe::{Outcome, Phase, Reason};
+use crate::outcome::{Outcome, Phase, Reason, Transport};
 use crate::report::ProbeResult;
 
 /// How bad a verdict is, for ordering and colour.
@@ -395,12 +395,7 @@ impl<'a> Facts<'a> {
 }
 
 fn transport_word(s: &str) -> Option<&'static str> {
-    match s.to_ascii_lowercase().as_str() {
-        "udp" => Some("udp"),
-        "tcp" => Some("tcp"),
-        "tls" => Some("tls"),
-        _ => None,
-    }
+    Transport::parse(s).map(Transport::as_str)
 }
 
 /// Host, port and transport from a `target` string as `ProbeSpec::target` writes it.

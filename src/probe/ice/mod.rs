@@ -33,8 +33,9 @@ use webrtc_ice::agent::Agent;
 
 use crate::config::{CandidateKind, IcePolicy, IceSpec};
 
-use super::details::IceDetails;
-use super::{Failure, Outcome, Phase, ProbeContext, Reason, Run};
+use super::ProbeContext;
+use crate::outcome::details::IceDetails;
+use crate::outcome::{Failure, Outcome, Phase, Reason, Run};
 pub use agent::HostInterfaces;
 use agent::{AgentSetup, Gathering};
 use servers::{ServerPlan, TurnUdp};

@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::details::Details;
+pub mod details;
+
+pub use details::Details;
 
 /// A step of a probe. The failing phase of a failed probe is always the last one recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -60,6 +62,41 @@ impl Phase {
 }
 
 impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A transport word as it appears in relay details, ICE URLs and metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Reads a free-form transport word (`udp`, `TCP`, `tls`); `None` for anything else.
+    pub fn parse(word: &str) -> Option<Transport> {
+        match word.to_ascii_lowercase().as_str() {
+            "udp" => Some(Transport::Udp),
+            "tcp" => Some(Transport::Tcp),
+            "tls" => Some(Transport::Tls),
+            _ => None,
+        }
+    }
+
+    /// The label value: `udp`, `tcp`, `tls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

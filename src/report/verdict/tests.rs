@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::probe::details::{Details, RelayDetails, TlsDetails};
-use crate::probe::{Failure, PhaseTiming};
+use crate::outcome::details::{Details, RelayDetails, TlsDetails};
+use crate::outcome::{Failure, PhaseTiming};
 
 fn pass(name: &str, kind: &str, target: &str) -> ProbeResult {
     ProbeResult {

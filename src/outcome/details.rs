@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::outcome::{duration_ms, Failure};
+use super::{duration_ms, Failure};
 
 /// Everything a probe learned, per protocol. Sections stay `None` when not reached.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

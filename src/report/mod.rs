@@ -1,8 +1,11 @@
 //! `check` output: the versioned JSON report (read back by `diff`) and the table.
 
+pub mod diff;
+pub mod verdict;
+
 use serde::{Deserialize, Serialize};
 
-use crate::probe::Outcome;
+use crate::outcome::Outcome;
 
 /// Version of the JSON report format; bump on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -132,7 +135,7 @@ pub fn render_failures(results: &[ProbeResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{Failure, Phase, Reason};
+    use crate::outcome::{Failure, Phase, Reason};
     use std::time::Duration;
 
     fn result(name: &str, target: &str, failure: Option<Failure>, ms: u64) -> ProbeResult {
