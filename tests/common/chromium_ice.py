@@ -1,0 +1,139 @@
+#!/usr/bin/python3
+"""Headless Chromium gathers ICE candidates, as a softphone page would, and prints them as JSON.
+
+Used by tests/firewall.rs as the ground truth for egress-probe's `ice` probe. Run it inside the
+client network namespace (`ip netns exec NS /usr/bin/python3 chromium_ice.py SPEC.json`).
+
+SPEC.json: {"ice_servers": [RTCIceServer...], "policies": ["all", "relay"], "gather_ms": 4000,
+            "user_data_dir": DIR, "home": DIR}
+
+Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: requests on
+fd 3, answers on fd 4, NUL-separated JSON), so no port is opened and no third-party Python
+module is needed. Chromium runs in its own process group, which is killed on every path (and
+the calling test kills every process left in its namespaces as a last resort).
+Output (stdout): {"version": "...", "gathers": {"all": {...}, "relay": {...}}}; each gather has
+`complete`, `candidates` [{type, protocol, relayProtocol, url, ms}], `errors`.
+"""
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+GATHER_JS = r"""
+(async (servers, policies, ms) => {
+  async function gather(policy) {
+    const pc = new RTCPeerConnection({iceServers: servers, iceTransportPolicy: policy});
+    const t0 = performance.now();
+    const candidates = [], errors = [];
+    pc.onicecandidateerror = e => errors.push({url: e.url, code: e.errorCode, text: e.errorText});
+    const complete = await new Promise(async resolve => {
+      pc.onicecandidate = e => {
+        if (!e.candidate) { resolve(true); return; }
+        const c = e.candidate;
+        candidates.push({type: c.type, protocol: c.protocol, relayProtocol: c.relayProtocol || null,
+                         url: e.url || c.url || null, ms: Math.round(performance.now() - t0)});
+      };
+      setTimeout(() => resolve(false), ms);
+      pc.createDataChannel('probe');
+      await pc.setLocalDescription(await pc.createOffer());
+    });
+    pc.close();
+    return {policy, complete, candidates, errors};
+  }
+  const out = {};
+  for (const r of await Promise.all(policies.map(gather))) out[r.policy] = r;
+  return JSON.stringify(out);
+})
+"""
+
+
+class Pipe:
+    def __init__(self, to_chrome, from_chrome):
+        self.w = to_chrome
+        self.r = from_chrome
+        self.buf = b""
+        self.next_id = 0
+
+    def call(self, method, params=None, session=None, timeout=10.0):
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.w, json.dumps(msg).encode() + b"\0")
+        end = time.monotonic() + timeout
+        while True:
+            while b"\0" in self.buf:
+                raw, self.buf = self.buf.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self.next_id:
+                    if "error" in reply:
+                        raise RuntimeError(f"{method}: {reply['error']}")
+                    return reply.get("result", {})
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{method}: no answer in {timeout} s")
+            ready, _, _ = select.select([self.r], [], [], left)
+            if ready:
+                chunk = os.read(self.r, 1 << 16)
+                if not chunk:
+                    raise RuntimeError(f"{method}: Chromium closed the pipe")
+                self.buf += chunk
+
+
+def main():
+    # `timeout` (or the test) sends SIGTERM: leave through `finally`, which kills Chromium.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    spec = json.load(open(sys.argv[1]))
+    home = spec["home"]
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+
+    def child_fds():
+        os.dup2(to_r, 3)
+        os.dup2(from_w, 4)
+
+    env = dict(os.environ, HOME=home)
+    chrome = subprocess.Popen(
+        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", "--disable-dev-shm-usage", "--remote-debugging-pipe",
+         f"--user-data-dir={spec['user_data_dir']}", "about:blank"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(os.path.join(home, "chromium.log"), "w"),
+        preexec_fn=child_fds, pass_fds=(3, 4), env=env, start_new_session=True)
+    os.close(to_r)
+    os.close(from_w)
+    pipe = Pipe(to_w, from_r)
+    try:
+        version = pipe.call("Browser.getVersion", timeout=20).get("product", "")
+        targets = pipe.call("Target.getTargets")["targetInfos"]
+        page = next((t["targetId"] for t in targets if t["type"] == "page"), None)
+        if page is None:
+            page = pipe.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = pipe.call("Target.attachToTarget", {"targetId": page, "flatten": True})["sessionId"]
+        expr = "%s(%s, %s, %d)" % (GATHER_JS, json.dumps(spec["ice_servers"]), json.dumps(spec["policies"]),
+                                    int(spec["gather_ms"]))
+        res = pipe.call("Runtime.evaluate", {"expression": expr, "awaitPromise": True, "returnByValue": True},
+                        session=session, timeout=spec["gather_ms"] / 1000.0 + 10)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"gather script: {res['exceptionDetails']}")
+        print(json.dumps({"version": version, "gathers": json.loads(res["result"]["value"])}))
+    finally:
+        # Browser.close lets Chromium end its renderer/zygote processes too; then the group.
+        try:
+            pipe.call("Browser.close", timeout=2)
+            chrome.wait(timeout=2)
+        except Exception:
+            pass
+        try:
+            os.killpg(chrome.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        chrome.wait(timeout=5)
+
+
+if __name__ == "__main__":
+    main()
