@@ -795,7 +795,7 @@ fn open_network_every_probe_passes_and_chromium_agrees() {
         ("ice-relay", "pass"),
     ]);
     let (agree, notes) = agreement(&check, &browser);
-    lab.summarize(summary(OPEN, &expected, &[&check], Some(&browser), &notes));
+    lab.summarize(summary(OPEN, &expected, &[&check], Some(&browser), &[]));
     check.assert_codes(&expected, &[]);
     assert_eq!(check.verdicts, ["all paths work (10 probes passed)"]);
     // Chromium itself: every candidate type, a relay over every transport.
@@ -822,8 +822,7 @@ fn strict_egress_drops_udp_and_passes_only_tcp_443_and_8443() {
         ("ice", "gather/no_srflx"),
         ("ice-relay", "pass"),
     ]);
-    let (_, notes) = agreement(&check, &browser);
-    lab.summarize(summary(STRICT, &expected, &[&check], Some(&browser), &notes));
+    lab.summarize(summary(STRICT, &expected, &[&check], Some(&browser), &[]));
     // The ICE probes are checked against Chromium in strict_egress_ice_agrees_with_chromium.
     check.assert_codes(&expected, &["ice", "ice-relay"]);
     check.assert_verdict("but TURN over TLS on 443 works");
@@ -878,20 +877,25 @@ fn port_8443_reject_is_refused_and_drop_is_a_timeout() {
 
     let mut expected = expect(&base);
     expected.insert("https-8443".into(), "connect/refused".into());
-    let (agree, mut notes) = agreement(&rejected, &browser);
-    notes.push(format!(
-        "with `tcp dport 8443 drop` instead: https-8443 {}",
-        dropped.codes["https-8443"]
-    ));
+    let (agree, notes) = agreement(&rejected, &browser);
     let mut shown = expected.clone();
     shown.insert("https-8443".into(), "connect/refused (REJECT), connect/timeout (DROP)".into());
-    lab.summarize(summary(
-        "forward: accept, `tcp dport 8443 reject with tcp reset`, then `drop`",
+    let mut s = summary(
+        "forward: accept, `tcp dport 8443 reject with tcp reset`, then `drop` (https-8443 again)",
         &shown,
         &[&rejected],
         Some(&browser),
-        &notes,
+        &[],
+    );
+    s["egress_probe"]["https-8443"] = json!(format!(
+        "{} (REJECT), {} (DROP)",
+        rejected.codes["https-8443"],
+        dropped.codes.get("https-8443").map(String::as_str).unwrap_or("-")
     ));
+    if let Some(v) = s["verdicts"].as_array_mut() {
+        v.extend(dropped.verdicts.iter().map(|x| json!(format!("(DROP) {x}"))));
+    }
+    lab.summarize(s);
     rejected.assert_codes(&expected, &[]);
     rejected.assert_verdict(&format!("TCP to 8443 on {SIGNALLING_IP} is rejected (connect/refused)"));
     assert_eq!(dropped.codes.get("https-8443").map(String::as_str), Some("connect/timeout"));
@@ -922,7 +926,7 @@ fn dns_blocked_fails_resolve_while_probes_by_ip_pass() {
         &expected,
         &[&check],
         Some(&browser),
-        &notes,
+        &[],
     ));
     check.assert_codes(&expected, &[]);
     check.assert_verdict(&format!("DNS for {DNS_NAME} fails (resolve/timeout)"));
@@ -950,7 +954,7 @@ fn everything_dropped_fails_every_probe_and_chromium_gets_host_only() {
         ("ice-relay", "gather/no_relay"),
     ]);
     let (agree, notes) = agreement(&check, &browser);
-    lab.summarize(summary("forward: drop everything", &expected, &[&check], Some(&browser), &notes));
+    lab.summarize(summary("forward: drop everything", &expected, &[&check], Some(&browser), &[]));
     check.assert_codes(&expected, &[]);
     check.assert_verdict("no media path");
     check.assert_no_repeats();
@@ -1202,8 +1206,15 @@ probes:
     let naive = (window.as_secs_f64()).floor() as usize;
     lab.summarize(json!({
         "policy": "forward: accept; the responder answers 429 with Retry-After: 5",
-        "expected": {"api-429": "request/status_429; runs no closer than 5 s on the wire"},
-        "egress_probe": {"api-429": check.codes["api-429"]},
+        "measured": true,
+        "expected": {"api-429": "request/status_429; under `run` no two requests closer than Retry-After (5 s)"},
+        "egress_probe": {"api-429": format!(
+            "{}; under `run` {} requests in {:.1} s, gaps {:?} s",
+            check.codes["api-429"],
+            arrivals.len(),
+            window.as_secs_f64(),
+            gaps.iter().map(|t| (t * 10.0).round() / 10.0).collect::<Vec<_>>()
+        )},
         "verdicts": check.verdicts,
         "notes": [format!(
             "daemon `run`, interval 1 s, {:.1} s: {} requests reached the responder (at {:?} s; without backoff ~{naive}); gaps {:?} s",
@@ -1317,8 +1328,13 @@ fn flapping_rule_failure_share_matches_the_share_dropped_on_the_wire() {
     let time_share = down_time.as_secs_f64() / flapping.as_secs_f64();
     lab.summarize(json!({
         "policy": "forward: accept; `tcp dport 8443 drop` toggled while `run` probes every 1 s",
-        "expected": {"flap-8443-{a,b,c,d}": "failures/runs within ±5 points of SYNs dropped/SYNs at the router"},
-        "egress_probe": {"flap-8443-{a,b,c,d}": format!("{fails}/{runs} runs failed = {:.1} %", daemon_share * 100.0)},
+        "measured": true,
+        "expected": {"flap-8443-{a,b,c,d}": "failures_total/runs_total within ±5 points of the share of SYNs the router dropped"},
+        "egress_probe": {"flap-8443-{a,b,c,d}": format!(
+            "{fails}/{runs} runs failed = {:.1} %; router dropped {dropped}/{all} SYNs = {:.1} %",
+            daemon_share * 100.0,
+            wire_share * 100.0
+        )},
         "verdicts": [],
         "notes": [format!(
             "router: {dropped}/{all} SYNs dropped = {:.1} %; rule down {:.1} % of the {:.1} s (runs after a failure back off, so time share is not the sample share)",
