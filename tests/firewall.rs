@@ -494,6 +494,15 @@ impl Check {
         );
     }
 
+    /// Some verdict sentence contains every one of `parts`.
+    fn assert_verdict_all(&self, parts: &[&str]) {
+        assert!(
+            self.verdicts.iter().any(|v| parts.iter().all(|p| v.contains(p))),
+            "no verdict contains all of {parts:?}: {:#?}",
+            self.verdicts
+        );
+    }
+
     /// No sentence is printed twice.
     fn assert_no_repeats(&self) {
         let unique: BTreeSet<_> = self.verdicts.iter().collect();
@@ -661,14 +670,15 @@ fn egress_view(result: &Value) -> (IceView, BTreeSet<String>) {
             }
         }
     }
-    // A per-protocol field, when the probe reports one (e.g. `relay_protocols`).
-    for (key, val) in ice.as_object().into_iter().flatten() {
-        if key.starts_with("relay_protocol") {
-            match val {
-                Value::Array(a) => v.relay.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string))),
-                Value::Object(o) => v.relay.extend(o.keys().cloned()),
-                _ => {}
-            }
+    // Per-protocol facts, when the probe reports them: `relay_protocols` {proto: count} and
+    // `relays` [{protocol, ...}].
+    if let Some(m) = ice["relay_protocols"].as_object() {
+        v.relay
+            .extend(m.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(p, _)| p.clone()));
+    }
+    for r in ice["relays"].as_array().into_iter().flatten() {
+        if let Some(p) = r["protocol"].as_str() {
+            v.relay.insert(p.to_string());
         }
     }
     // Entries read `URL: why`.
@@ -825,7 +835,7 @@ fn strict_egress_drops_udp_and_passes_only_tcp_443_and_8443() {
     lab.summarize(summary(STRICT, &expected, &[&check], Some(&browser), &[]));
     // The ICE probes are checked against Chromium in strict_egress_ice_agrees_with_chromium.
     check.assert_codes(&expected, &["ice", "ice-relay"]);
-    check.assert_verdict("but TURN over TLS on 443 works");
+    check.assert_verdict_all(&["UDP to 3478 is dropped", "TLS on 443 works"]);
     check.assert_verdict(&format!("DNS for {DNS_NAME} fails (resolve/timeout)"));
     check.assert_verdict(&format!("TCP to 3478 on {RELAY_IP} is silently dropped (connect/timeout)"));
     check.assert_no_repeats();
