@@ -89,7 +89,8 @@ fn bin() -> PathBuf {
     common::bin()
 }
 
-/// Runs `cmd` bounded by `timeout SECS`, returning its output; panics if it cannot start.
+/// Runs `program args` bounded by `timeout SECS`, returning its output; panics if it cannot
+/// start.
 fn bounded(secs: u32, program: &str, args: &[&str]) -> std::process::Output {
     Command::new("timeout")
         .arg(secs.to_string())
@@ -445,6 +446,7 @@ fn read_pin(responder: &mut ChildGuard) -> String {
     rx.recv_timeout(Duration::from_secs(15)).expect("responder printed its pin")
 }
 
+/// `pass` or `phase/reason`.
 fn code_of(outcome: &Value) -> String {
     if outcome["success"].as_bool() == Some(true) {
         return "pass".into();
@@ -453,6 +455,7 @@ fn code_of(outcome: &Value) -> String {
     format!("{}/{}", f["phase"].as_str().unwrap_or("?"), f["reason"].as_str().unwrap_or("?"))
 }
 
+/// One `check --output json` run: the report, its verdict lines, each probe's code.
 struct Check {
     report: Value,
     verdicts: Vec<String>,
@@ -764,6 +767,8 @@ fn agreement(check: &Check, browser: &Value) -> (bool, Vec<String>) {
     (ok, notes)
 }
 
+/// A scenario's summary for the generated document: the firewall, the expected and actual
+/// codes, the verdicts, and (for media scenarios) both ICE views and whether they agree.
 fn summary(policy: &str, expected: &BTreeMap<String, String>, checks: &[&Check], browser: Option<&Value>, notes: &[String]) -> Value {
     let mut egress = BTreeMap::new();
     let mut verdicts = vec![];
@@ -1164,7 +1169,8 @@ probes:
     check.assert_no_repeats();
 }
 
-/// Times at which the responder's count of `code` responses went up (polled every 100 ms).
+/// The responder's own count of HTTP responses with status `code` (its `/metrics`, scraped
+/// from the outside namespace).
 fn responder_count(lab: &Lab, code: &str) -> Option<f64> {
     let body = Lab::http_get(&lab.net.outside, SocketAddr::from((Ipv4Addr::LOCALHOST, 9470)), "/metrics")?;
     let key = format!("egress_responder_http_responses_total{{code=\"{code}\"}}");
