@@ -99,25 +99,6 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Parses `200`, `200-299` or `2xx`.
-pub fn parse_status_range(s: &str) -> Result<StatusRange, String> {
-    let bad = || format!("bad status {s:?}; use 200, 200-299 or 2xx");
-    let code = |t: &str| t.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c)).ok_or_else(bad);
-    if let Some(d) = s.strip_suffix("xx") {
-        let c = d.parse::<u16>().ok().filter(|c| (1..=5).contains(c)).ok_or_else(bad)?;
-        return Ok(StatusRange {
-            low: c * 100,
-            high: c * 100 + 99,
-        });
-    }
-    if let Some((a, b)) = s.split_once('-') {
-        let (low, high) = (code(a)?, code(b)?);
-        return if low <= high { Ok(StatusRange { low, high }) } else { Err(bad()) };
-    }
-    let c = code(s)?;
-    Ok(StatusRange { low: c, high: c })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,12 @@
 //!
 //! Secrets (`env:NAME`, `file:/path`) are resolved at load time, so a missing variable is a
 //! validation error with a position, not a probe failure at 3 a.m.
+//!
+//! Layering: config sits just above `outcome` and imports nothing else from the crate (today
+//! not even `outcome`), so net, probes and commands can all depend on it. `check/` is split into
+//! a schema-free toolkit (`node`), one definition per probe kind (`kinds`) and the rest of the
+//! schema (`mod`); `values` holds the small parsed values (host:port, ICE URIs, durations,
+//! secrets, status ranges, certificate pins, the TURN REST password).
 
 mod check;
 mod load;
@@ -13,4 +19,4 @@ mod yaml;
 
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 pub use types::*;
-pub use values::{parse_pin, HostPort, IceScheme, IceTransport, IceUrl, Secret};
+pub use values::{rest_password, HostPort, IceScheme, IceTransport, IceUrl, Pin, Secret, StatusRange};

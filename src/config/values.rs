@@ -80,13 +80,6 @@ impl fmt::Display for HostPort {
     }
 }
 
-impl<'de> Deserialize<'de> for HostPort {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        HostPort::parse(&s, None).map_err(serde::de::Error::custom)
-    }
-}
-
 /// `stun:`, `stuns:`, `turn:`, `turns:` (RFC 7064/7065).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IceScheme {
@@ -206,13 +199,6 @@ impl fmt::Display for IceUrl {
     }
 }
 
-impl<'de> Deserialize<'de> for IceUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        IceUrl::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 /// A secret value, read from `env:NAME`, `file:/path`, or given literally.
 /// `Debug` and `Display` never show it, so it cannot leak into logs or errors by accident.
 #[derive(Clone, PartialEq, Eq)]
@@ -300,19 +286,72 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-/// serde helper for [`parse_percent`] accepting numbers or strings.
-pub fn de_percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum P {
-        N(f64),
-        S(String),
+/// An accepted status range, inclusive (`200`, `200-299`, `2xx`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, code: u16) -> bool {
+        self.low <= code && code <= self.high
     }
-    match P::deserialize(d)? {
-        P::N(n) => parse_percent(&n.to_string()),
-        P::S(s) => parse_percent(&s),
+
+    /// Parses `200`, `200-299` or `2xx`.
+    pub fn parse(s: &str) -> Result<StatusRange, String> {
+        let bad = || format!("bad status {s:?}; use 200, 200-299 or 2xx");
+        let code = |t: &str| t.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c)).ok_or_else(bad);
+        if let Some(d) = s.strip_suffix("xx") {
+            let c = d.parse::<u16>().ok().filter(|c| (1..=5).contains(c)).ok_or_else(bad)?;
+            return Ok(StatusRange {
+                low: c * 100,
+                high: c * 100 + 99,
+            });
+        }
+        if let Some((a, b)) = s.split_once('-') {
+            let (low, high) = (code(a)?, code(b)?);
+            return if low <= high { Ok(StatusRange { low, high }) } else { Err(bad()) };
+        }
+        let c = code(s)?;
+        Ok(StatusRange { low: c, high: c })
     }
-    .map_err(serde::de::Error::custom)
+}
+
+/// A `pin_sha256` entry, parsed: the SHA-256 digest of a certificate's SubjectPublicKeyInfo
+/// (or of its whole DER).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pin(pub [u8; 32]);
+
+impl Pin {
+    /// Parses 64 hex digits or base64 of a SHA-256 digest, with an optional `sha256/` prefix
+    /// (HPKP style).
+    pub fn parse(p: &str) -> Result<Pin, String> {
+        use base64::Engine as _;
+        let t = p.trim().trim_start_matches("sha256/");
+        let bytes = if t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()) {
+            hex::decode(t).ok()
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(t).ok()
+        };
+        bytes
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .map(Pin)
+            .ok_or_else(|| format!("pin_sha256 {p:?}: expected 64 hex digits or base64 of a SHA-256 digest"))
+    }
+}
+
+/// base64(HMAC-SHA1(secret, username)), the REST-API TURN password (TURN REST API draft,
+/// coturn `use-auth-secret`): what the probe sends and what the responder expects.
+pub fn rest_password(secret: &str, username: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let mut mac = match Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(), // HMAC accepts keys of any length; unreachable in practice
+    };
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]
@@ -346,6 +385,23 @@ mod tests {
     }
 
     #[test]
+    fn pins_parse_from_hex_or_base64() {
+        let hex = "ab".repeat(32);
+        assert_eq!(Pin::parse(&hex).unwrap(), Pin([0xab; 32]));
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0xab; 32]);
+        assert_eq!(Pin::parse(&format!("sha256/{b64}")).unwrap(), Pin([0xab; 32]));
+        assert!(Pin::parse("abcd").unwrap_err().contains("expected 64 hex digits"));
+    }
+
+    #[test]
+    fn status_ranges_parse() {
+        assert_eq!(StatusRange::parse("2xx").unwrap(), StatusRange { low: 200, high: 299 });
+        assert_eq!(StatusRange::parse("200-204").unwrap(), StatusRange { low: 200, high: 204 });
+        assert!(StatusRange::parse("299-200").is_err());
+        assert!(StatusRange::parse("600").is_err());
+    }
+
+    #[test]
     fn durations_and_percent() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("0s").is_err());
@@ -353,19 +409,4 @@ mod tests {
         assert!((parse_percent("10%").unwrap() - 0.1).abs() < 1e-9);
         assert!(parse_percent("80%").is_err());
     }
-}
-
-/// Parses a `pin_sha256` entry: 64 hex digits or base64 of a SHA-256 digest of the
-/// certificate's SubjectPublicKeyInfo, with an optional `sha256/` prefix (HPKP style).
-pub fn parse_pin(p: &str) -> Result<[u8; 32], String> {
-    use base64::Engine as _;
-    let t = p.trim().trim_start_matches("sha256/");
-    let bytes = if t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()) {
-        hex::decode(t).ok()
-    } else {
-        base64::engine::general_purpose::STANDARD.decode(t).ok()
-    };
-    bytes
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .ok_or_else(|| format!("pin_sha256 {p:?}: expected 64 hex digits or base64 of a SHA-256 digest"))
 }

@@ -74,7 +74,7 @@ impl TlsClient {
         let pins = opts
             .pin_sha256
             .iter()
-            .map(|p| crate::config::parse_pin(p).map_err(|m| Fault::new(Reason::Config, m)))
+            .map(|p| crate::config::Pin::parse(p).map(|p| p.0).map_err(|m| Fault::new(Reason::Config, m)))
             .collect::<Result<Vec<_>, _>>()?;
         let record = Arc::new(Mutex::new(ChainRecord::default()));
         let verifier = Arc::new(RecordingVerifier {
