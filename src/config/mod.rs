@@ -11,12 +11,14 @@
 //! secrets, status ranges, certificate pins, the TURN REST password).
 
 mod check;
+mod files;
 mod load;
 mod target;
 pub mod types;
 pub mod values;
 mod yaml;
 
-pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+pub use files::{MAX_CONFIG_FILE, MAX_NAMED_FILE};
+pub use load::{load, load_file, parse_str, ConfigError, ConfigErrors};
 pub use types::*;
-pub use values::{rest_password, HostPort, IceScheme, IceTransport, IceUrl, Pin, Secret, StatusRange};
+pub use values::{rest_password, CaBundle, HostPort, IceScheme, IceTransport, IceUrl, Pin, Secret, StatusRange, MAX_DURATION};

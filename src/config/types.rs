@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{rest_password, HostPort, IceUrl, Secret, StatusRange};
+use super::values::{rest_password, CaBundle, HostPort, IceUrl, Secret, StatusRange};
 
 /// The whole file.
 #[derive(Clone, Debug, Default)]
@@ -190,6 +190,10 @@ pub struct TlsOptions {
     pub alpn: Vec<String>,
     /// Trust only this PEM bundle instead of webpki + system roots.
     pub ca_file: Option<PathBuf>,
+    /// The certificates of `ca_file`, read once when the config was loaded (the TLS client
+    /// uses these and never reads the file while probing). Options built in code may set only
+    /// `ca_file`; the client then reads it itself, with the same limits.
+    pub ca: Option<CaBundle>,
     /// SHA-256 pins (hex or base64) of a certificate's SPKI or whole DER, any in the chain.
     pub pin_sha256: Vec<String>,
     pub min_version: Option<TlsVersion>,

@@ -1,10 +1,17 @@
-//! Small value types of the config: `host:port`, STUN/TURN URIs, durations, percentages and
-//! secret references. Each parses from a string and says precisely what is wrong with it.
+//! Small value types of the config: `host:port`, STUN/TURN URIs, durations, percentages,
+//! secret references, CA bundles, certificate pins, HTTP status ranges. Each parses from a
+//! string (or a named file) and says precisely what is wrong with it.
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Deserializer};
+
+use super::files::{read_bounded, FileError, MAX_NAMED_FILE};
 
 /// `host:port` (IPv6 in brackets). The host may be a name or an IP literal.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -230,7 +237,12 @@ impl Secret {
             });
         }
         if let Some(path) = raw.strip_prefix("file:") {
-            let value = std::fs::read_to_string(path).map_err(|e| format!("secret reference file:{path}: cannot read ({})", e.kind()))?;
+            // A regular file of at most 1 MiB: a FIFO or /dev/zero must not hang or fill memory.
+            let bytes = read_bounded(Path::new(path), MAX_NAMED_FILE).map_err(|e| match e {
+                FileError::Io(e) => format!("secret reference file:{path}: cannot read ({})", e.kind()),
+                other => format!("secret reference file:{path} {other}"),
+            })?;
+            let value = String::from_utf8(bytes).map_err(|_| format!("secret reference file:{path}: cannot read (invalid data)"))?;
             return Ok(Secret {
                 value: value.trim_end_matches(['\n', '\r']).to_string(),
                 source: format!("file:{path}"),
@@ -263,13 +275,76 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h30m`. Zero is rejected: every wait must be bounded and positive.
+/// Longest duration a config may give (intervals, timeouts, REST credential lifetimes): 24 h.
+/// Bounded so that adding it to a clock reading can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `500ms`, `10s`, `2m`, `1h30m`. Zero is rejected (every wait must be bounded and
+/// positive), and so is anything above [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| format!("bad duration {s:?} ({e}); use e.g. 500ms, 10s, 2m"))?;
     if d.is_zero() {
         return Err(format!("duration {s:?} must be greater than zero"));
     }
+    if d > MAX_DURATION {
+        return Err(format!("duration {} is longer than the maximum of 24h", shorten(s.trim())));
+    }
     Ok(d)
+}
+
+/// At most [`SHOWN_CHARS`] characters of user text, quoted, for messages: a 10 MB value is
+/// never echoed whole.
+pub fn shorten(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{s:?}"),
+        Some((i, _)) => format!("{:?}", format!("{}…", &s[..i])),
+    }
+}
+
+/// How much of a long value messages show.
+pub const SHOWN_CHARS: usize = 60;
+
+/// The certificates of a `ca_file`, read and parsed once when the config is loaded, so the TLS
+/// client never touches the file system while probing. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct CaBundle {
+    certs: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl CaBundle {
+    /// Reads a PEM bundle: a regular file of at most 1 MiB holding at least one certificate.
+    /// Errors name the path and say what is wrong (`cannot read "x" (not found)`, `"x" is a
+    /// FIFO, not a regular file`, ...).
+    pub fn read(path: &Path) -> Result<CaBundle, String> {
+        let shown = format!("{:?}", path.display().to_string());
+        let pem = read_bounded(path, MAX_NAMED_FILE).map_err(|e| match e {
+            FileError::Io(e) => format!("cannot read {shown} ({})", e.kind()),
+            other => format!("{shown} {other}"),
+        })?;
+        CaBundle::from_pem(&pem).map_err(|e| format!("{shown}: {e}"))
+    }
+
+    /// Parses PEM text; at least one `CERTIFICATE` block is required.
+    pub fn from_pem(pem: &[u8]) -> Result<CaBundle, String> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("bad PEM ({e})"))?;
+        if certs.is_empty() {
+            return Err("no PEM certificate in the file".into());
+        }
+        Ok(CaBundle { certs: Arc::new(certs) })
+    }
+
+    /// The certificates, in file order.
+    pub fn certs(&self) -> &[CertificateDer<'static>] {
+        &self.certs
+    }
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaBundle({} certificates)", self.certs.len())
+    }
 }
 
 /// Parses `10%` or `0.1` into a fraction in 0.0..=0.5.
@@ -406,6 +481,9 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
+        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
+        let e = parse_duration("18446744073709551615s").unwrap_err();
+        assert!(e.contains("longer than the maximum of 24h"), "{e}");
         assert!((parse_percent("10%").unwrap() - 0.1).abs() < 1e-9);
         assert!(parse_percent("80%").is_err());
     }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::types::*;
-use super::values::parse_percent;
+use super::values::{parse_percent, CaBundle};
 use super::yaml::{Node, Pos, Val};
 use kinds::{Kind, KINDS};
 use node::*;
@@ -138,12 +138,14 @@ fn tls_options(probe: &Fields, p: &mut Problems) -> Option<TlsOptions> {
     let alpn = or_default(f, "alpn", Vec::new(), p, |v, p| {
         list_of(v, "alpn", p, |i, p| non_empty(i, "alpn", p))
     });
+    // Read and parsed here, once per load: a regular file of at most 1 MiB with a certificate.
     let ca_file = optional(f, "ca_file", p, |v, p| {
         let s = non_empty(v, "ca_file", p)?;
-        match std::fs::File::open(&s) {
-            Ok(_) => Some(PathBuf::from(s)),
+        let path = PathBuf::from(s);
+        match CaBundle::read(&path) {
+            Ok(ca) => Some((path, ca)),
             Err(e) => {
-                p.at(v.pos, format!("ca_file: cannot read {s:?} ({})", e.kind()));
+                p.at(v.pos, format!("ca_file: {e}"));
                 None
             }
         }
@@ -155,10 +157,12 @@ fn tls_options(probe: &Fields, p: &mut Problems) -> Option<TlsOptions> {
         })
     });
     let min_version = optional(f, "min_version", p, |v, p| word::<TlsVersion>(v, "min_version", p));
+    let (ca_file, ca) = ca_file?.unzip();
     Some(TlsOptions {
         server_name: server_name?,
         alpn: alpn?,
-        ca_file: ca_file?,
+        ca_file,
+        ca,
         pin_sha256: pin_sha256?,
         min_version: min_version?,
     })

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::super::values::{parse_duration, HostPort, IceUrl, Secret};
+use super::super::values::{parse_duration, shorten, HostPort, IceUrl, Secret};
 use super::super::yaml::{Node, Pos, Val};
 
 /// Problems found so far, each at a position.
@@ -155,6 +155,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// Longest regex pattern accepted (`expect_body`, websocket `expect`): 4 KiB of text.
+pub const MAX_REGEX_LEN: usize = 4096;
+/// Most memory one compiled regex may take (regex's `size_limit`): 1 MiB.
+pub const MAX_REGEX_COMPILED: usize = 1 << 20;
+
 // ---------------------------------------------------------------------------------------------
 // Scalar conversions. Each records its own problem and returns None on failure.
 
@@ -251,7 +256,20 @@ pub fn secret(v: &Node, key: &str, p: &mut Problems) -> Option<Secret> {
 
 pub fn regex(v: &Node, key: &str, p: &mut Problems) -> Option<regex::Regex> {
     let s = string(v, key, p)?;
-    regex::Regex::new(&s)
+    if s.len() > MAX_REGEX_LEN {
+        p.at(
+            v.pos,
+            format!(
+                "{key}: regex of {} bytes is longer than the limit of {MAX_REGEX_LEN} bytes ({})",
+                s.len(),
+                shorten(&s)
+            ),
+        );
+        return None;
+    }
+    regex::RegexBuilder::new(&s)
+        .size_limit(MAX_REGEX_COMPILED)
+        .build()
         .map_err(|e| {
             let text = e.to_string();
             // regex's message is a multi-line drawing; keep its `error:` line.
@@ -260,7 +278,7 @@ pub fn regex(v: &Node, key: &str, p: &mut Problems) -> Option<regex::Regex> {
                 .find_map(|l| l.trim().strip_prefix("error: "))
                 .unwrap_or(text.as_str())
                 .to_string();
-            p.at(v.pos, format!("{key}: invalid regex {s:?}: {why}"))
+            p.at(v.pos, format!("{key}: invalid regex {}: {why}", shorten(&s)))
         })
         .ok()
 }
