@@ -4,11 +4,13 @@
 //! Secrets (`env:NAME`, `file:/path`) are resolved at load time, so a missing variable is a
 //! validation error with a position, not a probe failure at 3 a.m.
 //!
-//! Layering: config sits just above `outcome` and imports nothing else from the crate (today
-//! not even `outcome`), so net, probes and commands can all depend on it. `check/` is split into
-//! a schema-free toolkit (`node`), one definition per probe kind (`kinds`) and the rest of the
-//! schema (`mod`); `values` holds the small parsed values (host:port, ICE URIs, durations,
-//! secrets, status ranges, certificate pins, the TURN REST password).
+//! Layer: a leaf above `outcome`; imports nothing else from the crate, so validation can never
+//! depend on how a probe runs.
+//!
+//! `check/` is split into a schema-free toolkit (`node`), one definition per probe kind
+//! (`kinds`) and the rest of the schema (`mod`); `files` reads the files a config names
+//! (bounded); `values` holds the small parsed values (host:port, ICE URIs, durations, secrets,
+//! CA bundles, status ranges, certificate pins, the TURN REST password).
 
 mod check;
 mod files;
