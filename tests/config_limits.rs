@@ -4,12 +4,18 @@
 //! `FILE:LINE:COLUMN: message` at the offending value, exit 2, within seconds, and never echoes
 //! a huge value back.
 //!
-//! Every run of the binary goes through `timeout`, so a regression (a FIFO that blocks, a
-//! device read forever) fails the test instead of hanging it.
+//! Every run of the binary goes through `timeout` (or a guard that kills it), so a regression
+//! (a FIFO that blocks, a device read forever) fails the test instead of hanging it.
 
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::proc::{wait_until, ChildGuard};
 
 use egress_probe::config::parse_str;
 
@@ -254,4 +260,102 @@ fn regex_that_compiles_too_large_is_refused_with_regex_size_limit() {
     assert!(start.elapsed() < QUICK, "{:?}", start.elapsed());
     assert!(e.starts_with("x:6:13: expect: invalid regex \"\\\\w{1000}{1000}\": "), "{e}");
     assert!(e.contains("exceeds size limit"), "{e}");
+}
+
+/// A plain HTTP/1.0 GET with short timeouts; (status, body).
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+}
+
+#[test]
+fn sighup_with_fifo_device_or_fifo_config_keeps_the_daemon_serving_and_sigterm_exits_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let good = format!(
+        "defaults:\n  interval: 300ms\n  timeout: 250ms\nprobes:\n  - name: closed\n    kind: tcp\n    target: 127.0.0.1:{closed}\n"
+    );
+    let config = dir.path().join("probes.yaml");
+    std::fs::write(&config, &good).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = ChildGuard::spawn(
+        "egress-probe run",
+        Command::new(env!("CARGO_BIN_EXE_egress-probe"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || get(addr, "/healthz").map(|r| r.0) == Some(200)),
+        "daemon did not serve /healthz: {}",
+        log_text()
+    );
+    let reload_success = || {
+        get(addr, "/metrics").and_then(|(_, b)| {
+            b.lines()
+                .find(|l| l.starts_with("egress_probe_config_reload_success"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        })
+    };
+    let hup = || {
+        let st = Command::new("timeout")
+            .args(["5", "kill", "-HUP", &daemon.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -HUP: {st}");
+    };
+    let fifo = dir.path().join("fifo");
+    let st = Command::new("timeout").args(["5", "mkfifo"]).arg(&fifo).status().unwrap();
+    assert!(st.success(), "mkfifo: {st}");
+    let hostile = [
+        format!("{good}  - name: t\n    kind: tls\n    target: 127.0.0.1:{closed}\n    ca_file: {}\n", fifo.display()),
+        format!("{good}  - name: r\n    kind: turn\n    server: turn:127.0.0.1:{closed}\n    credentials: {{username: u, password: 'file:/dev/zero'}}\n"),
+    ];
+    for text in hostile {
+        // A good reload first, so the failure below is this reload's.
+        std::fs::write(&config, &good).unwrap();
+        hup();
+        assert!(
+            wait_until(Duration::from_secs(5), || reload_success() == Some(1.0)),
+            "{}",
+            log_text()
+        );
+        std::fs::write(&config, &text).unwrap();
+        hup();
+        assert!(
+            wait_until(Duration::from_secs(5), || reload_success() == Some(0.0)),
+            "reload should fail: {}",
+            log_text()
+        );
+        assert_eq!(get(addr, "/healthz").map(|r| r.0), Some(200));
+    }
+    // The config path itself replaced by a FIFO.
+    std::fs::remove_file(&config).unwrap();
+    let st = Command::new("timeout").args(["5", "mkfifo"]).arg(&config).status().unwrap();
+    assert!(st.success(), "mkfifo: {st}");
+    hup();
+    assert!(
+        wait_until(Duration::from_secs(5), || log_text()
+            .contains("cannot read config: the file is a FIFO, not a regular file")),
+        "{}",
+        log_text()
+    );
+    assert_eq!(get(addr, "/healthz").map(|r| r.0), Some(200));
+    let started = Instant::now();
+    let status = daemon.terminate(Duration::from_secs(1));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM: {status:?} after {:?}: {}",
+        started.elapsed(),
+        log_text()
+    );
 }
