@@ -1,5 +1,11 @@
-//! When probes run: each probe on its own fixed grid, bounded, never overlapping itself.
+//! When probes run, and the one way a probe runs once.
 //!
+//! * **One launch path.** [`Launcher`] is how every run starts — the daemon's loops below,
+//!   `/probe` (`server`) and `check` (`commands::check`): it resolves the timeout
+//!   (`ProbeConfig::timeout`), the proxy in effect (`probe::effective_proxy`) and the deadline,
+//!   takes a permit of the global concurrency limit, and runs the probe as its own task. A
+//!   panic in that task ends the run as `internal/panic` and the daemon keeps probing; a run
+//!   cancelled before it finished reads `internal/cancelled` (see [`Launch`]).
 //! * **Grid, not sleep-after-run.** Probe `p` starts at `t0 + offset + k·interval`, where
 //!   `offset` is a random fraction (`jitter`) of the interval drawn once, so a fleet of probes
 //!   does not fire in lockstep and a slow target does not drift its own schedule.
@@ -7,28 +13,33 @@
 //! * **No overlap.** If a probe's previous run is still in flight at its next grid point, that
 //!   tick is skipped and counted (`Sink::skipped`), never queued.
 //! * **Global concurrency limit** (`defaults.concurrency`) with a semaphore shared by every probe
-//!   (and by `/probe` requests, which the server runs through [`Scheduler::permits`]).
+//!   and by `/probe` requests (the server holds the scheduler's [`Scheduler::launcher`]).
 //! * **Backoff** after consecutive failures: the next run is not before
 //!   `end + max(backoff, Retry-After)`, still on the grid (see [`Backoff`]).
 //! * **Shutdown**: when the [`Shutdown`] fires, loops stop at once; in-flight runs get
-//!   [`SHUTDOWN_GRACE`] to finish and are then cancelled (dropping a probe future closes its
-//!   sockets), so the daemon exits within 1 s.
+//!   [`SHUTDOWN_GRACE`] to finish and are then cancelled (dropping a [`Launch`] aborts its task,
+//!   which closes its sockets), so the daemon exits within 1 s.
 //!
-//! Results go to [`Sink`]s (metrics, the status board, the log); a push delivery is one more
-//! sink. Config reload swaps the whole scheduler: start a new one, then fire the old one's
-//! shutdown (see `commands::run`).
+//! Results go to [`Sink`]s; the scheduler knows none of them (metrics, the status board and
+//! the log implement the trait where they live); a push delivery is one more sink. Config
+//! reload swaps the whole scheduler: start a new one, then fire the old one's shutdown (see
+//! `commands::run`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
-use crate::config::{Config, ProbeConfig, ProxySetting};
+use crate::config::{Config, Defaults, ProbeConfig, ProxySetting};
 use crate::outcome::{Failure, Outcome, Phase, Reason};
 use crate::probe::{self, ProbeContext};
+use crate::shutdown::Shutdown;
 
 /// How long in-flight runs may continue after shutdown before they are cancelled.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
@@ -44,17 +55,10 @@ pub trait Sink: Send + Sync {
     }
 }
 
-impl Sink for crate::metrics::Metrics {
-    fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
-        self.observe(probe, outcome);
-    }
-    fn skipped(&self, probe: &ProbeConfig) {
-        crate::metrics::Metrics::skipped(self, &probe.name);
-    }
-}
-
-/// Logs one line per failed run (probe, kind, phase, reason, message) and each skipped tick.
-/// Messages are written by probes for humans and never contain secrets.
+/// Logs one line per failed run (probe, kind, phase, reason, the failure's message as `error`)
+/// and each skipped tick. The event text stays the log's `message`; the failure's own message
+/// goes under a distinct key so a JSON line never holds `message` twice. Messages are written
+/// by probes for humans and never contain secrets.
 pub struct LogSink;
 
 impl Sink for LogSink {
@@ -66,7 +70,7 @@ impl Sink for LogSink {
                 phase = f.phase.as_str(),
                 reason = %f.reason,
                 total_ms = outcome.total.as_millis() as u64,
-                message = %f.message,
+                error = %f.message,
                 "probe failed"
             ),
             None => {
@@ -76,43 +80,6 @@ impl Sink for LogSink {
     }
     fn skipped(&self, probe: &ProbeConfig) {
         tracing::warn!(probe = %probe.name, "previous run still in flight; tick skipped");
-    }
-}
-
-/// A one-way "stop now" signal shared by the scheduler, the server and signal handlers.
-#[derive(Clone, Debug)]
-pub struct Shutdown {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Shutdown::new()
-    }
-}
-
-impl Shutdown {
-    /// A signal that has not fired.
-    pub fn new() -> Shutdown {
-        Shutdown {
-            tx: Arc::new(watch::channel(false).0),
-        }
-    }
-
-    /// Fires the signal (idempotent).
-    pub fn trigger(&self) {
-        self.tx.send_replace(true);
-    }
-
-    /// Whether the signal has fired.
-    pub fn is_triggered(&self) -> bool {
-        *self.tx.borrow()
-    }
-
-    /// Resolves once the signal has fired.
-    pub async fn wait(&self) {
-        let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|fired| *fired).await;
     }
 }
 
@@ -170,29 +137,167 @@ pub fn grid_at_or_after(tick: Instant, interval: Duration, t: Instant) -> Instan
     tick + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
 }
 
-/// Runs one probe against a deadline; the real one is [`probe::run`], tests inject their own.
-pub type Runner = Arc<dyn Fn(Arc<ProbeConfig>, Instant) -> BoxFuture<'static, Outcome> + Send + Sync>;
+/// Runs one probe with its resolved context; the real one is [`probe::run`] (see
+/// [`probe_runner`]), tests inject their own.
+pub type Runner = Arc<dyn Fn(Arc<ProbeConfig>, ProbeContext) -> BoxFuture<'static, Outcome> + Send + Sync>;
 
-/// The real runner: dispatches to the probe of the configured kind with its effective proxy.
-pub fn probe_runner(top_proxy: Option<ProxySetting>) -> Runner {
-    Arc::new(move |p: Arc<ProbeConfig>, deadline: Instant| {
-        let proxy = probe::effective_proxy(top_proxy.as_ref(), p.proxy.as_ref());
+/// The real runner: dispatches to the probe of the configured kind.
+pub fn probe_runner() -> Runner {
+    Arc::new(|p: Arc<ProbeConfig>, ctx: ProbeContext| {
         Box::pin(async move {
-            let ctx = ProbeContext { deadline, proxy };
+            #[cfg(feature = "fault-injection")]
+            fault::before_run(&p.name);
             probe::run(&p.spec, &ctx).await
         })
     })
 }
 
+/// Test-only faults, compiled only with the `fault-injection` feature (enabled for the test
+/// suite through the dev-dependency on this crate; never in a release build).
+#[cfg(feature = "fault-injection")]
+pub mod fault {
+    /// `EGRESS_PROBE_FAULT_PANIC=NAME[,NAME...]`: every run of the named probes panics inside
+    /// its task, as a bug in a probe would.
+    pub const PANIC_ENV: &str = "EGRESS_PROBE_FAULT_PANIC";
+
+    /// Panics when [`PANIC_ENV`] names `probe`.
+    pub fn before_run(probe: &str) {
+        if std::env::var(PANIC_ENV).is_ok_and(|v| v.split(',').any(|n| n.trim() == probe)) {
+            panic!("fault injection: probe {probe:?} panics because {PANIC_ENV} names it");
+        }
+    }
+}
+
+/// No concurrency permit came before the run's deadline (`/probe` under load).
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("every concurrency slot stayed busy until the probe's timeout")]
+pub struct Busy;
+
+/// The one way a probe runs once: the daemon's loops, `/probe` and `check` all start runs
+/// here. Cheap to clone (the limit and the runner are shared).
+#[derive(Clone)]
+pub struct Launcher {
+    defaults: Defaults,
+    proxy: Option<ProxySetting>,
+    permits: Arc<Semaphore>,
+    runner: Runner,
+}
+
+impl Launcher {
+    /// Runs `config`'s probes with its defaults and top-level proxy, at most
+    /// `defaults.concurrency` at once.
+    pub fn new(config: &Config) -> Launcher {
+        Launcher {
+            defaults: config.defaults.clone(),
+            proxy: config.proxy.clone(),
+            permits: Arc::new(Semaphore::new(config.defaults.concurrency.max(1))),
+            runner: probe_runner(),
+        }
+    }
+
+    /// Replaces how a probe is run (tests use synthetic runners to check timing and faults).
+    pub fn with_runner(mut self, runner: Runner) -> Launcher {
+        self.runner = runner;
+        self
+    }
+
+    /// The timeout of one run of `probe` (its own, else the default).
+    pub fn timeout(&self, probe: &ProbeConfig) -> Duration {
+        probe.timeout(&self.defaults)
+    }
+
+    /// Starts a run of `probe` now, as its own task: it waits for a concurrency permit, then
+    /// runs with a deadline of the probe's timeout from that moment.
+    pub fn spawn(&self, probe: Arc<ProbeConfig>) -> Launch {
+        let this = self.clone();
+        Launch::new(tokio::spawn(async move {
+            let Ok(permit) = this.permits.clone().acquire_owned().await else {
+                return cancelled("the scheduler is shutting down");
+            };
+            let deadline = Instant::now() + this.timeout(&probe);
+            this.run(probe, deadline, permit).await
+        }))
+    }
+
+    /// Runs `probe` once (see [`Launcher::spawn`]) and returns its outcome.
+    pub async fn launch(&self, probe: Arc<ProbeConfig>) -> Outcome {
+        self.spawn(probe).await
+    }
+
+    /// Runs `probe` once with a deadline fixed now: its timeout, shortened to `cap` when that
+    /// is smaller (`/probe` keeps within Prometheus' scrape timeout). The permit must come
+    /// before the deadline, else [`Busy`].
+    pub async fn launch_within(&self, probe: Arc<ProbeConfig>, cap: Option<Duration>) -> Result<Outcome, Busy> {
+        let timeout = cap.map_or(self.timeout(&probe), |c| self.timeout(&probe).min(c));
+        let deadline = Instant::now() + timeout;
+        let permit = match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Ok(cancelled("the scheduler is shutting down")),
+            Err(_) => return Err(Busy),
+        };
+        let this = self.clone();
+        Ok(Launch::new(tokio::spawn(async move { this.run(probe, deadline, permit).await })).await)
+    }
+
+    async fn run(&self, probe: Arc<ProbeConfig>, deadline: Instant, _permit: OwnedSemaphorePermit) -> Outcome {
+        let proxy = probe::effective_proxy(self.proxy.as_ref(), probe.proxy.as_ref());
+        (self.runner)(probe, ProbeContext { deadline, proxy }).await
+    }
+}
+
+/// A run in flight, as its own task. Awaiting it yields the run's outcome; a panic in the task
+/// yields `internal/panic`, a cancelled task `internal/cancelled`. Dropping it cancels the run
+/// (the task is aborted, which drops the probe and closes its sockets).
+pub struct Launch {
+    task: JoinHandle<Outcome>,
+}
+
+impl Launch {
+    fn new(task: JoinHandle<Outcome>) -> Launch {
+        Launch { task }
+    }
+}
+
+impl Future for Launch {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        Pin::new(&mut self.task).poll(cx).map(outcome_of)
+    }
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn cancelled(message: &str) -> Outcome {
+    Outcome::failed_before_start(Failure::new(Phase::Internal, Reason::Cancelled, message))
+}
+
+/// The outcome of a joined run task: the run's own, or the program's failure.
+fn outcome_of(joined: Result<Outcome, JoinError>) -> Outcome {
+    match joined {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => {
+            tracing::error!("a probe task panicked (a bug in egress-probe); the run counts as internal/panic");
+            Outcome::failed_before_start(Failure::new(
+                Phase::Internal,
+                Reason::Panic,
+                "the probe task panicked: a bug in egress-probe (the panic message is on stderr)",
+            ))
+        }
+        Err(_) => cancelled("the run was cancelled before it finished"),
+    }
+}
+
 /// Every probe's loop plus what they share.
 pub struct Scheduler {
     probes: Vec<Arc<ProbeConfig>>,
-    interval: Duration,
-    timeout: Duration,
-    jitter: f64,
-    permits: Arc<Semaphore>,
+    defaults: Defaults,
+    launcher: Launcher,
     sinks: Vec<Arc<dyn Sink>>,
-    runner: Runner,
     backoff: Option<Backoff>,
 }
 
@@ -201,19 +306,16 @@ impl Scheduler {
     pub fn new(config: &Config, sinks: Vec<Arc<dyn Sink>>) -> Scheduler {
         Scheduler {
             probes: config.probes.iter().cloned().map(Arc::new).collect(),
-            interval: config.defaults.interval,
-            timeout: config.defaults.timeout,
-            jitter: config.defaults.jitter,
-            permits: Arc::new(Semaphore::new(config.defaults.concurrency.max(1))),
+            defaults: config.defaults.clone(),
+            launcher: Launcher::new(config),
             sinks,
-            runner: probe_runner(config.proxy.clone()),
             backoff: Some(Backoff::default()),
         }
     }
 
     /// Replaces how a probe is run (tests use a synthetic runner to check timing).
     pub fn with_runner(mut self, runner: Runner) -> Scheduler {
-        self.runner = runner;
+        self.launcher = self.launcher.with_runner(runner);
         self
     }
 
@@ -223,28 +325,28 @@ impl Scheduler {
         self
     }
 
-    /// The global concurrency limit, shared with on-demand runs (`/probe`).
-    pub fn permits(&self) -> Arc<Semaphore> {
-        self.permits.clone()
+    /// The launcher of this scheduler's runs, for on-demand runs (`/probe`) that share its
+    /// concurrency limit.
+    pub fn launcher(&self) -> Launcher {
+        self.launcher.clone()
     }
 
     /// Runs every probe's loop until `shutdown` fires; returns after in-flight runs finished
     /// or were cancelled (at most [`SHUTDOWN_GRACE`] later).
     pub async fn run(self, shutdown: Shutdown) {
         let shared = Arc::new(Shared {
-            permits: self.permits,
+            launcher: self.launcher,
             sinks: self.sinks,
-            runner: self.runner,
             backoff: self.backoff,
         });
         let loops: Vec<JoinHandle<()>> = self
             .probes
             .into_iter()
             .map(|p| {
+                let interval = p.interval(&self.defaults);
                 let plan = Plan {
-                    interval: p.interval.unwrap_or(self.interval),
-                    timeout: p.timeout.unwrap_or(self.timeout),
-                    offset: first_offset(p.interval.unwrap_or(self.interval), self.jitter, rand::random::<f64>()),
+                    interval,
+                    offset: first_offset(interval, self.defaults.jitter, rand::random::<f64>()),
                 };
                 tokio::spawn(probe_loop(p, plan, shared.clone(), shutdown.clone()))
             })
@@ -256,53 +358,32 @@ impl Scheduler {
 }
 
 struct Shared {
-    permits: Arc<Semaphore>,
+    launcher: Launcher,
     sinks: Vec<Arc<dyn Sink>>,
-    runner: Runner,
     backoff: Option<Backoff>,
 }
 
 #[derive(Clone, Copy)]
 struct Plan {
     interval: Duration,
-    timeout: Duration,
     offset: Duration,
-}
-
-/// One run: wait for a permit, then run against `timeout` from that moment.
-fn spawn_run(p: Arc<ProbeConfig>, plan: Plan, shared: &Arc<Shared>) -> JoinHandle<Outcome> {
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let Ok(_permit) = shared.permits.clone().acquire_owned().await else {
-            return Outcome::failed_before_start(Failure::new(Phase::Close, Reason::Io, "scheduler is shutting down"));
-        };
-        let deadline = Instant::now() + plan.timeout;
-        (shared.runner)(p, deadline).await
-    })
-}
-
-fn outcome_of(joined: Result<Outcome, tokio::task::JoinError>) -> Outcome {
-    joined.unwrap_or_else(|e| {
-        Outcome::failed_before_start(Failure::new(Phase::Close, Reason::Io, format!("probe task ended abnormally: {e}")))
-    })
 }
 
 async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdown: Shutdown) {
     let mut tick = Instant::now() + plan.offset;
-    let mut in_flight: Option<JoinHandle<Outcome>> = None;
+    let mut in_flight: Option<Launch> = None;
     let mut failures: u32 = 0;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.wait() => break,
-            joined = async {
+            outcome = async {
                 match in_flight.as_mut() {
-                    Some(h) => h.await,
+                    Some(run) => run.await,
                     None => std::future::pending().await,
                 }
             }, if in_flight.is_some() => {
                 in_flight = None;
-                let outcome = outcome_of(joined);
                 for s in &shared.sinks {
                     s.record(&p, &outcome);
                 }
@@ -318,22 +399,21 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
                         s.skipped(&p);
                     }
                 } else {
-                    in_flight = Some(spawn_run(p.clone(), plan, &shared));
+                    in_flight = Some(shared.launcher.spawn(p.clone()));
                 }
                 tick = grid_at_or_after(tick + plan.interval, plan.interval, Instant::now());
             }
         }
     }
-    if let Some(mut h) = in_flight {
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut h).await {
-            Ok(joined) => {
-                let outcome = outcome_of(joined);
+    if let Some(mut run) = in_flight {
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut run).await {
+            Ok(outcome) => {
                 for s in &shared.sinks {
                     s.record(&p, &outcome);
                 }
             }
             Err(_) => {
-                h.abort();
+                drop(run);
                 tracing::info!(probe = %p.name, "in-flight run cancelled at shutdown");
             }
         }
@@ -343,7 +423,8 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Defaults, HostPort, ProbeSpec, TcpSpec};
+    use crate::config::{HostPort, ProbeSpec, ProxyUrl, TcpSpec};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
 
     fn probe(name: &str) -> ProbeConfig {
@@ -383,11 +464,22 @@ mod tests {
         in_flight: Mutex<(usize, usize)>,
         skipped: Mutex<Vec<String>>,
         outcomes: Mutex<Vec<String>>,
+        /// (probe, `phase/reason` or `pass`) of every recorded run.
+        codes: Mutex<Vec<(String, String)>>,
+    }
+
+    impl Log {
+        fn codes_of(&self, probe: &str) -> Vec<String> {
+            let codes = self.codes.lock().unwrap();
+            codes.iter().filter(|(p, _)| p == probe).map(|(_, c)| c.clone()).collect()
+        }
     }
 
     impl Sink for Log {
-        fn record(&self, probe: &ProbeConfig, _: &Outcome) {
+        fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
             self.outcomes.lock().unwrap().push(probe.name.clone());
+            let code = outcome.failure.as_ref().map_or("pass".to_string(), |f| f.code());
+            self.codes.lock().unwrap().push((probe.name.clone(), code));
         }
         fn skipped(&self, probe: &ProbeConfig) {
             self.skipped.lock().unwrap().push(probe.name.clone());
@@ -396,7 +488,7 @@ mod tests {
 
     /// A runner that "probes" for `busy` (paused time) and fails when `fail` says so.
     fn sleeper(log: Arc<Log>, t0: Instant, busy: Duration, fail: bool) -> Runner {
-        Arc::new(move |p: Arc<ProbeConfig>, _deadline: Instant| {
+        Arc::new(move |p: Arc<ProbeConfig>, _ctx: ProbeContext| {
             let log = log.clone();
             Box::pin(async move {
                 log.starts.lock().unwrap().push((p.name.clone(), t0.elapsed()));
@@ -529,6 +621,133 @@ mod tests {
         run_for(s, Duration::from_millis(50)).await;
         assert!(started.elapsed() <= Duration::from_millis(50) + SHUTDOWN_GRACE + Duration::from_millis(5));
         assert!(log.outcomes.lock().unwrap().is_empty(), "a cancelled run records nothing");
+    }
+
+    /// `sleeper`, except that every run of the probes named in `panics` panics in its task.
+    fn panicker(log: Arc<Log>, t0: Instant, panics: &'static [&'static str]) -> Runner {
+        let sleep = sleeper(log, t0, Duration::from_millis(10), false);
+        Arc::new(move |p: Arc<ProbeConfig>, ctx: ProbeContext| {
+            if panics.contains(&p.name.as_str()) {
+                Box::pin(async move { panic!("test: probe {} panics", p.name) })
+            } else {
+                sleep(p, ctx)
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_probe_ends_as_internal_panic_and_the_others_keep_running() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        let s = Scheduler::new(&config(vec![probe("boom"), probe("fine")], 100, 0.0, 4), vec![log.clone()])
+            .with_runner(panicker(log.clone(), t0, &["boom"]))
+            .with_backoff(None);
+        run_for(s, Duration::from_millis(1050)).await;
+        let boom = log.codes_of("boom");
+        assert_eq!(boom.len(), 11, "the panicking probe keeps its grid: {boom:?}");
+        assert!(boom.iter().all(|c| c == "internal/panic"), "{boom:?}");
+        assert_eq!(log.codes_of("fine"), vec!["pass"; 11]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_launched_run_gets_its_own_timeout_and_proxy_from_the_moment_it_has_a_permit() {
+        let seen: Arc<Mutex<Vec<(String, Duration, Option<String>)>>> = Arc::default();
+        let record = seen.clone();
+        let runner: Runner = Arc::new(move |p: Arc<ProbeConfig>, ctx: ProbeContext| {
+            let record = record.clone();
+            Box::pin(async move {
+                let left = ctx.deadline.duration_since(Instant::now());
+                record.lock().unwrap().push((p.name.clone(), left, ctx.proxy.map(|u| u.host)));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Outcome {
+                    success: true,
+                    ..Default::default()
+                }
+            })
+        });
+        let own = ProbeConfig {
+            timeout: Some(Duration::from_millis(300)),
+            proxy: Some(ProxySetting::None),
+            ..probe("own")
+        };
+        let mut cfg = config(vec![], 100, 0.0, 1);
+        cfg.proxy = Some(ProxySetting::Url(ProxyUrl {
+            host: "proxy.test".into(),
+            port: 3128,
+            username: None,
+            password: None,
+        }));
+        let launcher = Launcher::new(&cfg).with_runner(runner);
+        // One permit: the second run waits 200 ms for it, and its deadline counts from then.
+        let first = launcher.spawn(Arc::new(probe("default")));
+        let second = launcher.spawn(Arc::new(own));
+        let t0 = Instant::now();
+        let (a, b) = futures::join!(first, second);
+        assert!(a.success && b.success);
+        assert_eq!(t0.elapsed(), Duration::from_millis(400));
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                ("default".to_string(), Duration::from_millis(1000), Some("proxy.test".to_string())),
+                ("own".to_string(), Duration::from_millis(300), None),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn launch_within_is_busy_when_no_permit_comes_before_the_capped_deadline() {
+        let log = Arc::new(Log::default());
+        let launcher =
+            Launcher::new(&config(vec![], 100, 0.0, 1)).with_runner(sleeper(log.clone(), Instant::now(), Duration::from_secs(5), false));
+        let _holder = launcher.spawn(Arc::new(probe("holder")));
+        tokio::task::yield_now().await;
+        let t0 = Instant::now();
+        let busy = launcher
+            .launch_within(Arc::new(probe("on-demand")), Some(Duration::from_millis(200)))
+            .await;
+        assert!(busy.is_err(), "no permit within 200 ms");
+        assert_eq!(t0.elapsed(), Duration::from_millis(200));
+        let runs: Vec<String> = log.starts.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(runs, vec!["holder"]);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_launch_cancels_its_run_and_frees_the_permit() {
+        struct SetOnDrop(Arc<AtomicBool>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = dropped.clone();
+        let runner: Runner = Arc::new(move |_p: Arc<ProbeConfig>, _ctx: ProbeContext| {
+            let guard = SetOnDrop(flag.clone());
+            Box::pin(async move {
+                let _guard = guard;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Outcome::default()
+            })
+        });
+        let launcher = Launcher::new(&config(vec![], 100, 0.0, 1)).with_runner(runner);
+        let run = launcher.spawn(Arc::new(probe("hang")));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(run);
+        let permit = tokio::time::timeout(Duration::from_secs(2), launcher.permits.clone().acquire_owned()).await;
+        assert!(matches!(permit, Ok(Ok(_))), "the cancelled run gave its permit back");
+        assert!(dropped.load(Ordering::SeqCst), "the probe future was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_task_reads_internal_cancelled() {
+        let task = tokio::spawn(async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Outcome::default()
+        });
+        task.abort();
+        let out = outcome_of(task.await);
+        assert_eq!(out.failure.map(|f| f.code()).as_deref(), Some("internal/cancelled"));
     }
 
     #[test]
