@@ -651,7 +651,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_launched_run_gets_its_own_timeout_and_proxy_from_the_moment_it_has_a_permit() {
-        let seen: Arc<Mutex<Vec<(String, Duration, Option<String>)>>> = Arc::default();
+        /// (probe, time left to the deadline at start, proxy host) of every run.
+        type Seen = Mutex<Vec<(String, Duration, Option<String>)>>;
+        let seen: Arc<Seen> = Arc::default();
         let record = seen.clone();
         let runner: Runner = Arc::new(move |p: Arc<ProbeConfig>, ctx: ProbeContext| {
             let record = record.clone();
