@@ -210,13 +210,17 @@ impl Launcher {
     /// runs with a deadline of the probe's timeout from that moment.
     pub fn spawn(&self, probe: Arc<ProbeConfig>) -> Launch {
         let this = self.clone();
-        Launch::new(tokio::spawn(async move {
-            let Ok(permit) = this.permits.clone().acquire_owned().await else {
-                return cancelled("the scheduler is shutting down");
-            };
-            let deadline = Instant::now() + this.timeout(&probe);
-            this.run(probe, deadline, permit).await
-        }))
+        let name = probe.name.clone();
+        Launch::new(
+            name,
+            tokio::spawn(async move {
+                let Ok(permit) = this.permits.clone().acquire_owned().await else {
+                    return cancelled("the scheduler is shutting down");
+                };
+                let deadline = Instant::now() + this.timeout(&probe);
+                this.run(probe, deadline, permit).await
+            }),
+        )
     }
 
     /// Runs `probe` once (see [`Launcher::spawn`]) and returns its outcome.
@@ -236,7 +240,8 @@ impl Launcher {
             Err(_) => return Err(Busy),
         };
         let this = self.clone();
-        Ok(Launch::new(tokio::spawn(async move { this.run(probe, deadline, permit).await })).await)
+        let name = probe.name.clone();
+        Ok(Launch::new(name, tokio::spawn(async move { this.run(probe, deadline, permit).await })).await)
     }
 
     async fn run(&self, probe: Arc<ProbeConfig>, deadline: Instant, _permit: OwnedSemaphorePermit) -> Outcome {
@@ -249,12 +254,14 @@ impl Launcher {
 /// yields `internal/panic`, a cancelled task `internal/cancelled`. Dropping it cancels the run
 /// (the task is aborted, which drops the probe and closes its sockets).
 pub struct Launch {
+    /// The probe's name, for the log line of a panic.
+    probe: String,
     task: JoinHandle<Outcome>,
 }
 
 impl Launch {
-    fn new(task: JoinHandle<Outcome>) -> Launch {
-        Launch { task }
+    fn new(probe: String, task: JoinHandle<Outcome>) -> Launch {
+        Launch { probe, task }
     }
 }
 
@@ -262,7 +269,8 @@ impl Future for Launch {
     type Output = Outcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        Pin::new(&mut self.task).poll(cx).map(outcome_of)
+        let joined = std::task::ready!(Pin::new(&mut self.task).poll(cx));
+        Poll::Ready(outcome_of(&self.probe, joined))
     }
 }
 
@@ -277,11 +285,14 @@ fn cancelled(message: &str) -> Outcome {
 }
 
 /// The outcome of a joined run task: the run's own, or the program's failure.
-fn outcome_of(joined: Result<Outcome, JoinError>) -> Outcome {
+fn outcome_of(probe: &str, joined: Result<Outcome, JoinError>) -> Outcome {
     match joined {
         Ok(outcome) => outcome,
         Err(e) if e.is_panic() => {
-            tracing::error!("a probe task panicked (a bug in egress-probe); the run counts as internal/panic");
+            tracing::error!(
+                probe,
+                "the probe task panicked (a bug in egress-probe); the run counts as internal/panic"
+            );
             Outcome::failed_before_start(Failure::new(
                 Phase::Internal,
                 Reason::Panic,
@@ -414,7 +425,7 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
             }
             Err(_) => {
                 drop(run);
-                tracing::info!(probe = %p.name, "in-flight run cancelled at shutdown");
+                tracing::info!(probe = %p.name, phase = "internal", reason = "cancelled", "in-flight run cancelled at shutdown");
             }
         }
     }
@@ -650,6 +661,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn launching_a_panicking_probe_returns_internal_panic_to_the_caller() {
+        let log = Arc::new(Log::default());
+        let launcher = Launcher::new(&config(vec![], 100, 0.0, 1)).with_runner(panicker(log, Instant::now(), &["boom"]));
+        let out = launcher.launch(Arc::new(probe("boom"))).await;
+        assert_eq!(out.failure.map(|f| f.code()).as_deref(), Some("internal/panic"));
+        let next = launcher.launch(Arc::new(probe("fine"))).await;
+        assert!(next.success, "the panic gave its permit back");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_launched_run_gets_its_own_timeout_and_proxy_from_the_moment_it_has_a_permit() {
         /// (probe, time left to the deadline at start, proxy host) of every run.
         type Seen = Mutex<Vec<(String, Duration, Option<String>)>>;
@@ -748,7 +769,7 @@ mod tests {
             Outcome::default()
         });
         task.abort();
-        let out = outcome_of(task.await);
+        let out = outcome_of("aborted", task.await);
         assert_eq!(out.failure.map(|f| f.code()).as_deref(), Some("internal/cancelled"));
     }
 
