@@ -1,6 +1,6 @@
 //! When probes run, and the one way a probe runs once.
 //!
-//! * **One launch path.** [`Launcher`] is how every run starts — the daemon's loops below,
+//! * **One launch path** (`launch.rs`). [`Launcher`] is how every run starts — the daemon's loops below,
 //!   `/probe` (`server`) and `check` (`commands::check`): it resolves the timeout
 //!   (`ProbeConfig::timeout`), the proxy in effect (`probe::effective_proxy`) and the deadline,
 //!   takes a permit of the global concurrency limit, and runs the probe as its own task. A
@@ -20,26 +20,27 @@
 //!   [`SHUTDOWN_GRACE`] to finish and are then cancelled (dropping a [`Launch`] aborts its task,
 //!   which closes its sockets), so the daemon exits within 1 s.
 //!
-//! Results go to [`Sink`]s; the scheduler knows none of them (metrics, the status board and
-//! the log implement the trait where they live); a push delivery is one more sink. Config
+//! Results go to [`Sink`]s; the scheduler knows none of them: metrics and the status board
+//! implement the trait where they live, [`LogSink`] (here, as it needs only `tracing`) is
+//! added by `commands::run`; a push delivery is one more sink. Config
 //! reload swaps the whole scheduler: start a new one, then fire the old one's shutdown (see
 //! `commands::run`).
 
-use std::future::Future;
-use std::pin::Pin;
+mod launch;
+
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{Config, Defaults, ProbeConfig, ProxySetting};
-use crate::outcome::{Failure, Outcome, Phase, Reason};
-use crate::probe::{self, ProbeContext};
+use crate::config::{Config, Defaults, ProbeConfig};
+use crate::outcome::Outcome;
 use crate::shutdown::Shutdown;
+
+#[cfg(feature = "fault-injection")]
+pub use launch::fault;
+pub use launch::{probe_runner, Busy, Launch, Launcher, Runner};
 
 /// How long in-flight runs may continue after shutdown before they are cancelled.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
@@ -135,172 +136,6 @@ pub fn grid_at_or_after(tick: Instant, interval: Duration, t: Instant) -> Instan
     let step = interval.as_nanos().max(1);
     let steps = behind.div_ceil(step);
     tick + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
-}
-
-/// Runs one probe with its resolved context; the real one is [`probe::run`] (see
-/// [`probe_runner`]), tests inject their own.
-pub type Runner = Arc<dyn Fn(Arc<ProbeConfig>, ProbeContext) -> BoxFuture<'static, Outcome> + Send + Sync>;
-
-/// The real runner: dispatches to the probe of the configured kind.
-pub fn probe_runner() -> Runner {
-    Arc::new(|p: Arc<ProbeConfig>, ctx: ProbeContext| {
-        Box::pin(async move {
-            #[cfg(feature = "fault-injection")]
-            fault::before_run(&p.name);
-            probe::run(&p.spec, &ctx).await
-        })
-    })
-}
-
-/// Test-only faults, compiled only with the `fault-injection` feature (enabled for the test
-/// suite through the dev-dependency on this crate; never in a release build).
-#[cfg(feature = "fault-injection")]
-pub mod fault {
-    /// `EGRESS_PROBE_FAULT_PANIC=NAME[,NAME...]`: every run of the named probes panics inside
-    /// its task, as a bug in a probe would.
-    pub const PANIC_ENV: &str = "EGRESS_PROBE_FAULT_PANIC";
-
-    /// Panics when [`PANIC_ENV`] names `probe`.
-    pub fn before_run(probe: &str) {
-        if std::env::var(PANIC_ENV).is_ok_and(|v| v.split(',').any(|n| n.trim() == probe)) {
-            panic!("fault injection: probe {probe:?} panics because {PANIC_ENV} names it");
-        }
-    }
-}
-
-/// No concurrency permit came before the run's deadline (`/probe` under load).
-#[derive(Clone, Copy, Debug, thiserror::Error)]
-#[error("every concurrency slot stayed busy until the probe's timeout")]
-pub struct Busy;
-
-/// The one way a probe runs once: the daemon's loops, `/probe` and `check` all start runs
-/// here. Cheap to clone (the limit and the runner are shared).
-#[derive(Clone)]
-pub struct Launcher {
-    defaults: Defaults,
-    proxy: Option<ProxySetting>,
-    permits: Arc<Semaphore>,
-    runner: Runner,
-}
-
-impl Launcher {
-    /// Runs `config`'s probes with its defaults and top-level proxy, at most
-    /// `defaults.concurrency` at once.
-    pub fn new(config: &Config) -> Launcher {
-        Launcher {
-            defaults: config.defaults.clone(),
-            proxy: config.proxy.clone(),
-            permits: Arc::new(Semaphore::new(config.defaults.concurrency.max(1))),
-            runner: probe_runner(),
-        }
-    }
-
-    /// Replaces how a probe is run (tests use synthetic runners to check timing and faults).
-    pub fn with_runner(mut self, runner: Runner) -> Launcher {
-        self.runner = runner;
-        self
-    }
-
-    /// The timeout of one run of `probe` (its own, else the default).
-    pub fn timeout(&self, probe: &ProbeConfig) -> Duration {
-        probe.timeout(&self.defaults)
-    }
-
-    /// Starts a run of `probe` now, as its own task: it waits for a concurrency permit, then
-    /// runs with a deadline of the probe's timeout from that moment.
-    pub fn spawn(&self, probe: Arc<ProbeConfig>) -> Launch {
-        let this = self.clone();
-        let name = probe.name.clone();
-        Launch::new(
-            name,
-            tokio::spawn(async move {
-                let Ok(permit) = this.permits.clone().acquire_owned().await else {
-                    return cancelled("the scheduler is shutting down");
-                };
-                let deadline = Instant::now() + this.timeout(&probe);
-                this.run(probe, deadline, permit).await
-            }),
-        )
-    }
-
-    /// Runs `probe` once (see [`Launcher::spawn`]) and returns its outcome.
-    pub async fn launch(&self, probe: Arc<ProbeConfig>) -> Outcome {
-        self.spawn(probe).await
-    }
-
-    /// Runs `probe` once with a deadline fixed now: its timeout, shortened to `cap` when that
-    /// is smaller (`/probe` keeps within Prometheus' scrape timeout). The permit must come
-    /// before the deadline, else [`Busy`].
-    pub async fn launch_within(&self, probe: Arc<ProbeConfig>, cap: Option<Duration>) -> Result<Outcome, Busy> {
-        let timeout = cap.map_or(self.timeout(&probe), |c| self.timeout(&probe).min(c));
-        let deadline = Instant::now() + timeout;
-        let permit = match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Ok(cancelled("the scheduler is shutting down")),
-            Err(_) => return Err(Busy),
-        };
-        let this = self.clone();
-        let name = probe.name.clone();
-        Ok(Launch::new(name, tokio::spawn(async move { this.run(probe, deadline, permit).await })).await)
-    }
-
-    async fn run(&self, probe: Arc<ProbeConfig>, deadline: Instant, _permit: OwnedSemaphorePermit) -> Outcome {
-        let proxy = probe::effective_proxy(self.proxy.as_ref(), probe.proxy.as_ref());
-        (self.runner)(probe, ProbeContext { deadline, proxy }).await
-    }
-}
-
-/// A run in flight, as its own task. Awaiting it yields the run's outcome; a panic in the task
-/// yields `internal/panic`, a cancelled task `internal/cancelled`. Dropping it cancels the run
-/// (the task is aborted, which drops the probe and closes its sockets).
-pub struct Launch {
-    /// The probe's name, for the log line of a panic.
-    probe: String,
-    task: JoinHandle<Outcome>,
-}
-
-impl Launch {
-    fn new(probe: String, task: JoinHandle<Outcome>) -> Launch {
-        Launch { probe, task }
-    }
-}
-
-impl Future for Launch {
-    type Output = Outcome;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let joined = std::task::ready!(Pin::new(&mut self.task).poll(cx));
-        Poll::Ready(outcome_of(&self.probe, joined))
-    }
-}
-
-impl Drop for Launch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn cancelled(message: &str) -> Outcome {
-    Outcome::failed_before_start(Failure::new(Phase::Internal, Reason::Cancelled, message))
-}
-
-/// The outcome of a joined run task: the run's own, or the program's failure.
-fn outcome_of(probe: &str, joined: Result<Outcome, JoinError>) -> Outcome {
-    match joined {
-        Ok(outcome) => outcome,
-        Err(e) if e.is_panic() => {
-            tracing::error!(
-                probe,
-                "the probe task panicked (a bug in egress-probe); the run counts as internal/panic"
-            );
-            Outcome::failed_before_start(Failure::new(
-                Phase::Internal,
-                Reason::Panic,
-                "the probe task panicked: a bug in egress-probe (the panic message is on stderr)",
-            ))
-        }
-        Err(_) => cancelled("the run was cancelled before it finished"),
-    }
 }
 
 /// Every probe's loop plus what they share.
@@ -433,12 +268,14 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
 
 #[cfg(test)]
 mod tests {
+    //! Scheduler tests on paused time, and the synthetic probes and sinks `launch` tests share.
     use super::*;
-    use crate::config::{HostPort, ProbeSpec, ProxyUrl, TcpSpec};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use crate::config::{HostPort, ProbeSpec, TcpSpec};
+    use crate::outcome::{Failure, Phase, Reason};
+    use crate::probe::ProbeContext;
     use std::sync::Mutex;
 
-    fn probe(name: &str) -> ProbeConfig {
+    pub(super) fn probe(name: &str) -> ProbeConfig {
         ProbeConfig {
             name: name.into(),
             interval: None,
@@ -455,7 +292,7 @@ mod tests {
         }
     }
 
-    fn config(probes: Vec<ProbeConfig>, interval_ms: u64, jitter: f64, concurrency: usize) -> Config {
+    pub(super) fn config(probes: Vec<ProbeConfig>, interval_ms: u64, jitter: f64, concurrency: usize) -> Config {
         Config {
             defaults: Defaults {
                 interval: Duration::from_millis(interval_ms),
@@ -470,8 +307,8 @@ mod tests {
 
     /// Records (probe, start offset from t0, in flight at start) of every run.
     #[derive(Default)]
-    struct Log {
-        starts: Mutex<Vec<(String, Duration)>>,
+    pub(super) struct Log {
+        pub(super) starts: Mutex<Vec<(String, Duration)>>,
         in_flight: Mutex<(usize, usize)>,
         skipped: Mutex<Vec<String>>,
         outcomes: Mutex<Vec<String>>,
@@ -498,7 +335,7 @@ mod tests {
     }
 
     /// A runner that "probes" for `busy` (paused time) and fails when `fail` says so.
-    fn sleeper(log: Arc<Log>, t0: Instant, busy: Duration, fail: bool) -> Runner {
+    pub(super) fn sleeper(log: Arc<Log>, t0: Instant, busy: Duration, fail: bool) -> Runner {
         Arc::new(move |p: Arc<ProbeConfig>, _ctx: ProbeContext| {
             let log = log.clone();
             Box::pin(async move {
@@ -635,7 +472,7 @@ mod tests {
     }
 
     /// `sleeper`, except that every run of the probes named in `panics` panics in its task.
-    fn panicker(log: Arc<Log>, t0: Instant, panics: &'static [&'static str]) -> Runner {
+    pub(super) fn panicker(log: Arc<Log>, t0: Instant, panics: &'static [&'static str]) -> Runner {
         let sleep = sleeper(log, t0, Duration::from_millis(10), false);
         Arc::new(move |p: Arc<ProbeConfig>, ctx: ProbeContext| {
             if panics.contains(&p.name.as_str()) {
@@ -658,119 +495,6 @@ mod tests {
         assert_eq!(boom.len(), 11, "the panicking probe keeps its grid: {boom:?}");
         assert!(boom.iter().all(|c| c == "internal/panic"), "{boom:?}");
         assert_eq!(log.codes_of("fine"), vec!["pass"; 11]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn launching_a_panicking_probe_returns_internal_panic_to_the_caller() {
-        let log = Arc::new(Log::default());
-        let launcher = Launcher::new(&config(vec![], 100, 0.0, 1)).with_runner(panicker(log, Instant::now(), &["boom"]));
-        let out = launcher.launch(Arc::new(probe("boom"))).await;
-        assert_eq!(out.failure.map(|f| f.code()).as_deref(), Some("internal/panic"));
-        let next = launcher.launch(Arc::new(probe("fine"))).await;
-        assert!(next.success, "the panic gave its permit back");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_launched_run_gets_its_own_timeout_and_proxy_from_the_moment_it_has_a_permit() {
-        /// (probe, time left to the deadline at start, proxy host) of every run.
-        type Seen = Mutex<Vec<(String, Duration, Option<String>)>>;
-        let seen: Arc<Seen> = Arc::default();
-        let record = seen.clone();
-        let runner: Runner = Arc::new(move |p: Arc<ProbeConfig>, ctx: ProbeContext| {
-            let record = record.clone();
-            Box::pin(async move {
-                let left = ctx.deadline.duration_since(Instant::now());
-                record.lock().unwrap().push((p.name.clone(), left, ctx.proxy.map(|u| u.host)));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                Outcome {
-                    success: true,
-                    ..Default::default()
-                }
-            })
-        });
-        let own = ProbeConfig {
-            timeout: Some(Duration::from_millis(300)),
-            proxy: Some(ProxySetting::None),
-            ..probe("own")
-        };
-        let mut cfg = config(vec![], 100, 0.0, 1);
-        cfg.proxy = Some(ProxySetting::Url(ProxyUrl {
-            host: "proxy.test".into(),
-            port: 3128,
-            username: None,
-            password: None,
-        }));
-        let launcher = Launcher::new(&cfg).with_runner(runner);
-        // One permit: the second run waits 200 ms for it, and its deadline counts from then.
-        let first = launcher.spawn(Arc::new(probe("default")));
-        let second = launcher.spawn(Arc::new(own));
-        let t0 = Instant::now();
-        let (a, b) = futures::join!(first, second);
-        assert!(a.success && b.success);
-        assert_eq!(t0.elapsed(), Duration::from_millis(400));
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(
-            seen,
-            vec![
-                ("default".to_string(), Duration::from_millis(1000), Some("proxy.test".to_string())),
-                ("own".to_string(), Duration::from_millis(300), None),
-            ]
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn launch_within_is_busy_when_no_permit_comes_before_the_capped_deadline() {
-        let log = Arc::new(Log::default());
-        let launcher =
-            Launcher::new(&config(vec![], 100, 0.0, 1)).with_runner(sleeper(log.clone(), Instant::now(), Duration::from_secs(5), false));
-        let _holder = launcher.spawn(Arc::new(probe("holder")));
-        tokio::task::yield_now().await;
-        let t0 = Instant::now();
-        let busy = launcher
-            .launch_within(Arc::new(probe("on-demand")), Some(Duration::from_millis(200)))
-            .await;
-        assert!(busy.is_err(), "no permit within 200 ms");
-        assert_eq!(t0.elapsed(), Duration::from_millis(200));
-        let runs: Vec<String> = log.starts.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
-        assert_eq!(runs, vec!["holder"]);
-    }
-
-    #[tokio::test]
-    async fn dropping_a_launch_cancels_its_run_and_frees_the_permit() {
-        struct SetOnDrop(Arc<AtomicBool>);
-        impl Drop for SetOnDrop {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        let dropped = Arc::new(AtomicBool::new(false));
-        let flag = dropped.clone();
-        let runner: Runner = Arc::new(move |_p: Arc<ProbeConfig>, _ctx: ProbeContext| {
-            let guard = SetOnDrop(flag.clone());
-            Box::pin(async move {
-                let _guard = guard;
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Outcome::default()
-            })
-        });
-        let launcher = Launcher::new(&config(vec![], 100, 0.0, 1)).with_runner(runner);
-        let run = launcher.spawn(Arc::new(probe("hang")));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        drop(run);
-        let permit = tokio::time::timeout(Duration::from_secs(2), launcher.permits.clone().acquire_owned()).await;
-        assert!(matches!(permit, Ok(Ok(_))), "the cancelled run gave its permit back");
-        assert!(dropped.load(Ordering::SeqCst), "the probe future was dropped");
-    }
-
-    #[tokio::test]
-    async fn a_cancelled_task_reads_internal_cancelled() {
-        let task = tokio::spawn(async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Outcome::default()
-        });
-        task.abort();
-        let out = outcome_of("aborted", task.await);
-        assert_eq!(out.failure.map(|f| f.code()).as_deref(), Some("internal/cancelled"));
     }
 
     #[test]
