@@ -5,7 +5,12 @@ Used by tests/firewall.rs as the ground truth for egress-probe's `ice` probe. Ru
 client network namespace (`ip netns exec NS /usr/bin/python3 chromium_ice.py SPEC.json`).
 
 SPEC.json: {"ice_servers": [RTCIceServer...], "policies": ["all", "relay"], "gather_ms": 4000,
-            "user_data_dir": DIR, "home": DIR}
+            "user_data_dir": DIR, "home": DIR,
+            optional: "proxy": "http://HOST:PORT", "proxy_auth": [USER, PASSWORD], "warm_url": URL}
+
+With `proxy`, Chromium sends everything through that HTTP proxy (WebRTC uses it for TURN over
+TCP/TLS). With `proxy_auth`, the page first loads `warm_url` and answers the proxy's 407 with
+the credentials, as a user answers the browser's prompt; WebRTC then reuses them.
 
 Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: requests on
 fd 3, answers on fd 4, NUL-separated JSON), so no port is opened and no third-party Python
@@ -58,6 +63,30 @@ class Pipe:
         self.buf = b""
         self.next_id = 0
 
+    def send(self, method, params=None, session=None):
+        """Sends a command without waiting for its answer."""
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.w, json.dumps(msg).encode() + b"\0")
+
+    def events(self, timeout):
+        """Events that arrive within `timeout` (answers to `send` are dropped)."""
+        ready, _, _ = select.select([self.r], [], [], timeout)
+        if ready:
+            chunk = os.read(self.r, 1 << 16)
+            if not chunk:
+                raise RuntimeError("Chromium closed the pipe")
+            self.buf += chunk
+        out = []
+        while b"\0" in self.buf:
+            raw, self.buf = self.buf.split(b"\0", 1)
+            msg = json.loads(raw)
+            if "method" in msg and "id" not in msg:
+                out.append(msg)
+        return out
+
     def call(self, method, params=None, session=None, timeout=10.0):
         self.next_id += 1
         msg = {"id": self.next_id, "method": method, "params": params or {}}
@@ -84,6 +113,34 @@ class Pipe:
                 self.buf += chunk
 
 
+def proxy_login(pipe, session, spec):
+    """Loads warm_url, answering the proxy's 407 with the credentials; True once answered."""
+    user, password = spec["proxy_auth"]
+    pipe.call("Fetch.enable", {"handleAuthRequests": True, "patterns": [{"urlPattern": "*"}]}, session=session)
+    pipe.send("Page.navigate", {"url": spec["warm_url"]}, session=session)
+    answered = False
+    end = time.monotonic() + 5
+    while time.monotonic() < end and not answered:
+        for ev in pipe.events(0.2):
+            params = ev.get("params", {})
+            if ev["method"] == "Fetch.requestPaused":
+                pipe.send("Fetch.continueRequest", {"requestId": params["requestId"]}, session=session)
+            elif ev["method"] == "Fetch.authRequired":
+                pipe.send("Fetch.continueWithAuth", {
+                    "requestId": params["requestId"],
+                    "authChallengeResponse": {"response": "ProvideCredentials", "username": user, "password": password},
+                }, session=session)
+                answered = True
+    # Let the authenticated request go through (it fills the proxy auth cache), then stop.
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        for ev in pipe.events(0.1):
+            if ev["method"] == "Fetch.requestPaused":
+                pipe.send("Fetch.continueRequest", {"requestId": ev["params"]["requestId"]}, session=session)
+    pipe.call("Fetch.disable", session=session)
+    return answered
+
+
 def main():
     # `timeout` (or the test) sends SIGTERM: leave through `finally`, which kills Chromium.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -101,7 +158,9 @@ def main():
         ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--no-first-run", "--disable-dev-shm-usage", "--remote-debugging-pipe",
-         f"--user-data-dir={spec['user_data_dir']}", "about:blank"],
+         f"--user-data-dir={spec['user_data_dir']}"]
+        + ([f"--proxy-server={spec['proxy']}"] if spec.get("proxy") else [])
+        + ["about:blank"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(os.path.join(home, "chromium.log"), "w"),
         preexec_fn=child_fds, pass_fds=(3, 4), env=env, start_new_session=True)
     os.close(to_r)
@@ -114,6 +173,8 @@ def main():
         if page is None:
             page = pipe.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = pipe.call("Target.attachToTarget", {"targetId": page, "flatten": True})["sessionId"]
+        if spec.get("proxy_auth"):
+            print(json.dumps({"proxy_auth": proxy_login(pipe, session, spec)}), file=sys.stderr)
         expr = "%s(%s, %s, %d)" % (GATHER_JS, json.dumps(spec["ice_servers"]), json.dumps(spec["policies"]),
                                     int(spec["gather_ms"]))
         res = pipe.call("Runtime.evaluate", {"expression": expr, "awaitPromise": True, "returnByValue": True},
