@@ -292,6 +292,7 @@ async fn ice_result(name: &str, servers: Vec<(String, Option<(&str, &str)>)>, ex
         network_types: vec![NetworkType::Udp4],
         expect: expect.to_vec(),
         connectivity: false,
+        tls: Default::default(),
     };
     let ctx = ProbeContext::with_timeout(timeout, None);
     let outcome = probe_with(

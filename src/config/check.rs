@@ -71,7 +71,7 @@ fn kind_fields(kind: &str) -> Vec<&'static str> {
         "websocket" => (&["url", "headers", "ping", "send", "expect"], true),
         "stun" => (&["server", "count", "nat_mapping", "second_server"], true),
         "turn" => (&["server", "credentials", "count", "size", "channel", "addresses"], true),
-        "ice" => (&["servers", "policy", "network_types", "expect", "connectivity"], false),
+        "ice" => (&["servers", "policy", "network_types", "expect", "connectivity"], true),
         _ => (&[], false),
     };
     let mut v: Vec<&'static str> = COMMON.to_vec();
@@ -981,12 +981,14 @@ fn ice(f: &Fields, need_what: &str, what: &str, p: &mut Problems) -> Option<IceS
             }
         }
     }
+    let tls = tls_options(f, p);
     Some(IceSpec {
         servers: servers?,
         policy: policy?,
         network_types: network_types?,
         expect: expect?,
         connectivity: connectivity?,
+        tls: tls?,
     })
 }
 
