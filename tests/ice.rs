@@ -628,3 +628,97 @@ fn check_waits_for_an_agent_still_gathering_so_its_allocation_is_released() {
     );
     assert!(wall < Duration::from_secs(12), "check took {wall:?}");
 }
+
+/// TURN/TLS allocations are released on every path: a run that passes, a run that fails
+/// (`gather/no_srflx` at the deadline while the TLS relay was granted), connectivity runs (two
+/// allocations), and runs cut by the deadline at various points of the TLS handshake and
+/// Allocate. coturn's log must show every allocation it created deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_allocations_are_released_on_every_path_including_the_deadline() {
+    let _lab = LAB.read().await;
+    let turn = Coturn::start(CoturnOptions::default());
+    let creds = Some(("test", "secret"));
+    let tls = format!("turns:127.0.0.1:{}", turn.tls_port);
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let gather = spec_tls(&turn, vec![server(&tls, creds)], IcePolicy::Relay, &[], false);
+    let connect = spec_tls(&turn, vec![server(&tls, creds)], IcePolicy::Relay, &[], true);
+    let failing = spec_tls(
+        &turn,
+        vec![
+            server(&format!("stun:{}", silent.local_addr().expect("addr")), None),
+            server(&tls, creds),
+        ],
+        IcePolicy::All,
+        &[CandidateKind::Srflx, CandidateKind::Relay],
+        false,
+    );
+    let mut granted = 0; // allocations that certainly exist on coturn
+    for i in 0..12u64 {
+        let o = match i % 4 {
+            0 => run(&gather, Duration::from_secs(3)).await,
+            1 => run(&connect, Duration::from_secs(3)).await,
+            2 => {
+                let o = run(&failing, Duration::from_millis(600)).await;
+                assert_eq!(code(&o), "gather/no_srflx", "{o:#?}");
+                o
+            }
+            // Cut somewhere in the connect/handshake/Allocate (2..11 ms on loopback).
+            _ => run(&gather, Duration::from_millis(2 + 3 * (i / 4))).await,
+        };
+        let ice = o.detail.ice.as_ref().expect("ice details");
+        granted += ice.relays.len() + ice.connected_via.len();
+    }
+    assert!(granted >= 9, "the passing and failing runs hold allocations: {granted}");
+    let settled = common::proc::wait_until(Duration::from_secs(10), || {
+        let (created, deleted) = allocations(&turn.log_text());
+        created.len() >= granted && created == deleted
+    });
+    let (created, deleted) = allocations(&turn.log_text());
+    assert!(
+        settled,
+        "allocations left: {:?} (granted {granted}, created {}, deleted {})",
+        created.difference(&deleted).collect::<Vec<_>>(),
+        created.len(),
+        deleted.len()
+    );
+    eprintln!("TLS allocations created {} deleted {}", created.len(), deleted.len());
+}
+
+/// The `ice` probe whose only TURN server is `turns:` validates and passes end to end (the
+/// real binary, YAML config with the TURN CA as `ca_file`).
+#[test]
+fn ice_with_only_a_turns_server_validates_and_passes_in_check() {
+    let _lab = LAB.blocking_read();
+    let turn = Coturn::start(CoturnOptions::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ice.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "probes:\n  - name: ice-tls\n    kind: ice\n    timeout: 3s\n    policy: relay\n    connectivity: true\n    ca_file: {}\n    servers:\n      - url: turns:127.0.0.1:{}?transport=tcp\n        credentials: {{ username: test, password: secret }}\n",
+            turn.ca_file.display(),
+            turn.tls_port
+        ),
+    )
+    .expect("write config");
+    let validate = std::process::Command::new(common::bin())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run validate");
+    assert_eq!(validate.status.code(), Some(0), "{}", String::from_utf8_lossy(&validate.stdout));
+    let out = std::process::Command::new(common::bin())
+        .args(["check", "--quiet", "--output", "json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let report: egress_probe::report::Report = serde_json::from_slice(&out.stdout).expect("report");
+    let ice = report.results[0].outcome.detail.ice.as_ref().expect("ice details");
+    assert_eq!(ice.relay_protocols.get("tls"), Some(&1), "{ice:?}");
+    assert!(ice.connected_via.contains_key("tls"), "{ice:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let detail = &json["results"][0]["outcome"]["detail"]["ice"];
+    assert_eq!(detail["relays"][0]["protocol"], "tls", "{detail}");
+    assert!(detail["first_relay"]["tls"].as_f64().is_some_and(|ms| ms > 0.0), "{detail}");
+}
