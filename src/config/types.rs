@@ -389,7 +389,7 @@ pub struct IceServer {
 }
 
 /// `kind: ice`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct IceSpec {
     pub servers: Vec<IceServer>,
     pub policy: IcePolicy,

@@ -1,6 +1,6 @@
 //! Plain-language verdicts derived from a check's outcomes, for the network team reading a
-//! `check`: "UDP to 3478 is dropped (stun/timeout) but TURN over TLS on 443 works: softphones
-//! will connect through the relay with higher latency".
+//! `check`: "UDP to 3478 is dropped (allocate/timeout, stun/timeout); TURN/TLS on 443 works, so
+//! calls will relay over it with higher latency".
 //!
 //! All rules live in ONE ordered table, [`RULES`]: a condition on the facts of a failed probe
 //! (and, for cross-probe rules, on the other probes) and a sentence template with `{holes}`.
@@ -763,7 +763,7 @@ fn proxy_auth(f: &Facts, _: &[Facts]) -> Option<Vars> {
 }
 
 fn proxy_upstream_failed(f: &Facts, _: &[Facts]) -> Option<Vars> {
-    (f.phase == Some(Phase::Proxy) && matches!(f.reason, Some(Reason::Status(502 | 503 | 504)))).then(Vec::new)
+    (f.phase == Some(Phase::Proxy) && matches!(f.reason, Some(Reason::Status(502..=504)))).then(Vec::new)
 }
 
 fn proxy_denied(f: &Facts, _: &[Facts]) -> Option<Vars> {
