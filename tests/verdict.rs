@@ -712,4 +712,17 @@ fn strict_egress_verdicts_say_the_relay_needs_tls_and_never_contradict() {
     );
     assert_eq!(contradictions(&assess(&results)), Vec::<String>::new());
     no_secret_in(&results);
+    // The ice probe alone (it passed): the verdict still says the relay needs TLS, and does
+    // not claim "all paths work".
+    let alone = &results[3..4];
+    assert_eq!(
+        verdicts(alone),
+        [
+            format!(
+                "ICE got no relay over TURN/UDP, only over TURN/TLS on {tls_port}: calls will relay over TLS with higher latency (is UDP to the TURN server blocked?)"
+            ),
+            "1 of 1 probes pass".to_string(),
+        ]
+    );
+    assert_eq!(contradictions(&assess(alone)), Vec::<String>::new());
 }

@@ -420,6 +420,13 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "ice_relay_only_over_stream",
+        severity: Severity::Degraded,
+        when: Scope::Whole(ice_relay_only_over_stream),
+        template: "ICE got no relay over TURN/UDP, only over TURN/{fallback} on {fallback_port}: calls will relay over {fallback} with higher latency (is UDP to the TURN server blocked?)",
+        claim: Claim::RelayWorks,
+    },
+    Rule {
         id: "all_pass",
         severity: Severity::Ok,
         when: Scope::Whole(all_pass),
@@ -865,13 +872,31 @@ fn http_status(f: &Facts, _: &[Facts]) -> Option<Vars> {
     }
 }
 
+/// An ice probe whose TURN/UDP servers gave no relay while a TCP/TLS server did, when no
+/// failed probe already says UDP is dropped (`udp_dropped_relay_works` covers that).
+fn ice_relay_only_over_stream(all: &[Facts]) -> Option<Vars> {
+    if all.iter().any(|f| !f.success && is_udp_drop(f)) {
+        return None;
+    }
+    all.iter()
+        .filter(|f| f.kind == "ice")
+        .filter(|f| {
+            let udp = f.outcome.detail.ice.as_ref().and_then(|i| i.relay_protocols.get("udp"));
+            udp == Some(&0)
+        })
+        .find_map(|f| stream_fallback(std::slice::from_ref(f)))
+        .map(fallback_vars)
+}
+
 fn all_pass(all: &[Facts]) -> Option<Vars> {
-    (!all.is_empty() && all.iter().all(|f| f.success)).then(|| vec![("count", all.len().to_string())])
+    let every = !all.is_empty() && all.iter().all(|f| f.success);
+    // A degraded relay is not "all paths work".
+    (every && ice_relay_only_over_stream(all).is_none()).then(|| vec![("count", all.len().to_string())])
 }
 
 fn some_pass(all: &[Facts]) -> Option<Vars> {
     let passed = all.iter().filter(|f| f.success).count();
-    (passed > 0 && passed < all.len()).then(|| vec![("passed", passed.to_string()), ("count", all.len().to_string())])
+    (passed > 0 && all_pass(all).is_none()).then(|| vec![("passed", passed.to_string()), ("count", all.len().to_string())])
 }
 
 #[cfg(test)]

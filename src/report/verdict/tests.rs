@@ -72,6 +72,11 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
         ..Default::default()
     });
     let ice_udp_only = ice_fail(&[("udp", 0)], &[]);
+    let mut ice_tls_only = pass("ice", "ice", "turn:relay.example.com:3478?transport=udp");
+    ice_tls_only.outcome.detail.ice = Some(ice_detail(
+        &[("udp", 0), ("tls", 1)],
+        &[("tls", "turns:relay.example.com:443?transport=tcp")],
+    ));
     let mut peer_only = fail("odd", "tcp", "not a target", Phase::Close, Reason::Io);
     peer_only.outcome.detail.peer = Some("10.0.0.1:5060".parse::<SocketAddr>().unwrap());
     vec![
@@ -233,6 +238,11 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "api.example.com answers HTTP 503 on 443 (request/status_503)".into(),
         ),
         ("other_failure", vec![peer_only], "odd (tcp to not:5060) fails (close/io)".into()),
+        (
+            "ice_relay_only_over_stream",
+            vec![ice_tls_only.clone(), pass("tcp", "tcp", "relay.example.com:443")],
+            "ICE got no relay over TURN/UDP, only over TURN/TLS on 443: calls will relay over TLS with higher latency (is UDP to the TURN server blocked?)".into(),
+        ),
         (
             "all_pass",
             vec![pass("tcp", "tcp", "relay.example.com:443"), pass("turn-tls", "turn", turns443)],
@@ -424,6 +434,16 @@ fn http_status() {
 #[test]
 fn other_failure() {
     check("other_failure");
+}
+#[test]
+fn ice_relay_only_over_stream() {
+    check("ice_relay_only_over_stream");
+    // Every probe passed, yet the relay is degraded: not "all paths work" but "2 of 2".
+    let (_, results, _) = cases()
+        .into_iter()
+        .find(|(id, _, _)| *id == "ice_relay_only_over_stream")
+        .expect("case");
+    assert_eq!(verdicts(&results).last().map(String::as_str), Some("2 of 2 probes pass"));
 }
 #[test]
 fn all_pass() {
