@@ -229,6 +229,7 @@ async fn turns_only_server_gathers_a_relay_with_protocol_tls() {
         created.len() == 1 && created == deleted
     });
     assert!(settled, "coturn log: {:?}", allocations(&turn.log_text()));
+    assert_eq!(refreshed_to_zero(&turn.log_text()), allocations(&turn.log_text()).0);
 
     // Without the test CA the TLS relay fails with the server's certificate named.
     let untrusted = spec(vec![server(&tls, Some(("test", "secret")))], IcePolicy::Relay, &[], false);
@@ -320,6 +321,7 @@ async fn connectivity_through_a_tls_relay_reaches_the_remote() {
         created.len() == 2 && created == deleted
     });
     assert!(settled, "coturn log: {:?}", allocations(&turn.log_text()));
+    assert_eq!(refreshed_to_zero(&turn.log_text()), allocations(&turn.log_text()).0);
     eprintln!("connected through the TLS relay after {:.2} ms", after.as_secs_f64() * 1000.0);
 
     // A relay that cannot reach the peer: allocations work, the relayed check cannot pass.
@@ -392,6 +394,7 @@ fn udp_to_the_turn_port_dropped_relays_over_tls_and_passes_with_relay_policy() {
         created.len() == 2 && created == deleted
     });
     assert!(settled, "coturn log: {:?}", allocations(&turn.log_text()));
+    assert_eq!(refreshed_to_zero(&turn.log_text()), allocations(&turn.log_text()).0);
     eprintln!(
         "strict egress: first tls relay {:.2} ms, connected via tls after {:?}",
         first_relay_ms(&o, "tls").unwrap_or(-1.0),
@@ -461,6 +464,16 @@ async fn connectivity_through_coturn_reaches_connected() {
     let pair = ice.selected_pair.as_deref().unwrap_or_default();
     assert!(pair.ends_with("-> relay"), "{pair}");
     eprintln!("connected after {:?} ({pair})", ice.connected_after);
+}
+
+/// Session ids coturn logged as refreshed to lifetime 0: released by an explicit Refresh(0),
+/// not by the server noticing a closed connection (which deletes TCP/TLS allocations too).
+fn refreshed_to_zero(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter_map(|l| l.split_once("session ")?.1.split_once(": refreshed, "))
+        .filter(|(_, what)| what.contains("lifetime=0,"))
+        .map(|(id, _)| id.to_string())
+        .collect()
 }
 
 /// Session ids coturn logged as `new` (allocation created) and `delete:` (allocation gone).
@@ -681,6 +694,7 @@ async fn tls_allocations_are_released_on_every_path_including_the_deadline() {
         created.len(),
         deleted.len()
     );
+    assert_eq!(refreshed_to_zero(&turn.log_text()), created, "every one released by Refresh(0)");
     eprintln!("TLS allocations created {} deleted {}", created.len(), deleted.len());
 }
 
@@ -721,4 +735,37 @@ fn ice_with_only_a_turns_server_validates_and_passes_in_check() {
     let detail = &json["results"][0]["outcome"]["detail"]["ice"];
     assert_eq!(detail["relays"][0]["protocol"], "tls", "{detail}");
     assert!(detail["first_relay"]["tls"].as_f64().is_some_and(|ms| ms > 0.0), "{detail}");
+}
+
+/// A run dropped mid-way (as the daemon cancels runs at shutdown) after its TLS relay was
+/// granted still releases that allocation, in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_dropped_midway_still_releases_its_tls_allocation() {
+    let _lab = LAB.read().await;
+    let turn = Coturn::start(CoturnOptions::default());
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let s = spec_tls(
+        &turn,
+        vec![
+            server(&format!("stun:{}", silent.local_addr().expect("addr")), None),
+            server(&format!("turns:127.0.0.1:{}", turn.tls_port), Some(("test", "secret"))),
+        ],
+        IcePolicy::All,
+        &[CandidateKind::Srflx, CandidateKind::Relay],
+        false,
+    );
+    // The silent STUN server keeps gathering open for 5 s; the run is dropped after 700 ms.
+    let cut = tokio::time::timeout(Duration::from_millis(700), run(&s, Duration::from_secs(5))).await;
+    assert!(cut.is_err(), "the run must still be going when it is dropped");
+    let settled = common::proc::wait_until(Duration::from_secs(5), || {
+        let (created, deleted) = allocations(&turn.log_text());
+        created.len() == 1 && created == deleted
+    });
+    assert!(settled, "coturn log: {:?}", allocations(&turn.log_text()));
+    let (created, _) = allocations(&turn.log_text());
+    assert_eq!(
+        refreshed_to_zero(&turn.log_text()),
+        created,
+        "released by Refresh(0), not by a closed socket"
+    );
 }

@@ -80,7 +80,7 @@ pub async fn probe_with(spec: &IceSpec, ctx: &ProbeContext, opts: IceOptions) ->
     let result = gather_and_check(&mut run, &mut ice, &mut agents, &mut streams, spec, ctx, opts).await;
     let (agents_released, streams_released) = futures::join!(
         agents.release_all(ctx.deadline),
-        stream::release(streams.into_clients(), ctx.deadline)
+        stream::release(streams.take_clients(), ctx.deadline)
     );
     ice.released = agents_released && streams_released;
     run.detail.ice = Some(ice);
@@ -118,9 +118,22 @@ struct Streams {
 }
 
 impl Streams {
-    fn into_clients(self) -> Vec<crate::probe::turn::TurnClient> {
-        let gathered = self.attempts.into_iter().filter_map(|a| a.client);
-        gathered.chain(self.remotes.into_iter().filter_map(|r| r.client)).collect()
+    /// Every client opened so far (leaving none behind).
+    fn take_clients(&mut self) -> Vec<crate::probe::turn::TurnClient> {
+        let gathered = std::mem::take(&mut self.attempts).into_iter().filter_map(|a| a.client);
+        let remotes = std::mem::take(&mut self.remotes).into_iter().filter_map(|r| r.client);
+        gathered.chain(remotes).collect()
+    }
+}
+
+impl Drop for Streams {
+    /// A run dropped before its release (the daemon cancelling it at shutdown) still releases
+    /// its allocations, in the background.
+    fn drop(&mut self) {
+        let clients = self.take_clients();
+        if clients.iter().any(|c| c.needs_deallocate()) && tokio::runtime::Handle::try_current().is_ok() {
+            let _ = stream::spawn_release(clients);
+        }
     }
 }
 

@@ -285,6 +285,15 @@ pub(crate) async fn release(clients: Vec<TurnClient>, deadline: Instant) -> bool
     if clients.is_empty() {
         return true;
     }
+    let done = spawn_release(clients);
+    let bound = deadline.max(Instant::now()) + RELEASE_GRACE;
+    matches!(tokio::time::timeout_at(bound, done).await, Ok(Ok(true)))
+}
+
+/// Starts the release of `clients` in the background (counted by `probe::cleanup`, so a
+/// one-shot `check` waits for it); the receiver says whether every Refresh(0) was confirmed.
+/// Also used when a run is dropped mid-way (daemon shutdown): see `Streams`' `Drop`.
+pub(crate) fn spawn_release(clients: Vec<TurnClient>) -> tokio::sync::oneshot::Receiver<bool> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     crate::probe::cleanup::spawn(async move {
         let until = Instant::now() + RELEASE_BOUND;
@@ -297,6 +306,5 @@ pub(crate) async fn release(clients: Vec<TurnClient>, deadline: Instant) -> bool
         .await;
         let _ = tx.send(released.into_iter().all(|ok| ok));
     });
-    let bound = deadline.max(Instant::now()) + RELEASE_GRACE;
-    matches!(tokio::time::timeout_at(bound, rx).await, Ok(Ok(true)))
+    rx
 }
