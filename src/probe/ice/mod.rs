@@ -132,7 +132,7 @@ impl Drop for Streams {
     fn drop(&mut self) {
         let clients = self.take_clients();
         if clients.iter().any(|c| c.needs_deallocate()) && tokio::runtime::Handle::try_current().is_ok() {
-            let _ = stream::spawn_release(clients);
+            drop(stream::spawn_release(clients)); // nobody waits for the answer
         }
     }
 }
