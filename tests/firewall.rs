@@ -554,36 +554,6 @@ fn chromium_servers() -> Value {
     ])
 }
 
-/// Whether this build's `ice` probe takes `ca_file` (for `turns:` servers): asks `validate`.
-/// TODO(lead): always true once branch `ice` is merged; then drop this and the condition.
-fn ice_takes_ca_file() -> bool {
-    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ANSWER.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = TestCa::new("probe");
-        let ca_file = ca.write_ca(dir.path());
-        let cfg = dir.path().join("ice.yaml");
-        let yaml = format!(
-            "probes:\n  - {{ name: i, kind: ice, ca_file: {}, servers: [\"stun:{RELAY_IP}:3478\"] }}\n",
-            ca_file.display()
-        );
-        std::fs::write(&cfg, yaml).expect("write");
-        let out = Command::new("timeout")
-            .arg("20")
-            .arg(bin())
-            .args(["validate", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run validate");
-        match out.status.code() {
-            Some(0) => true,
-            Some(2) => false,
-            other => panic!("validate exited {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
-        }
-    })
-}
-
 /// The softphone's path: DNS, signalling on 443/8443, STUN, TURN over UDP/TCP/TLS-443, ICE
 /// (policy all and relay, the servers Chromium gets).
 fn softphone_probes(ca: &Path) -> String {
@@ -591,13 +561,8 @@ fn softphone_probes(ca: &Path) -> String {
     let creds = format!("credentials: {{ username: {TURN_USER}, password: {TURN_PASS} }}");
     let timeout = format!("{}s", GATHER.as_secs());
     let [udp, tcp, tls] = turn_urls();
-    // The CA of the `turns:` server, as Chromium has it in its NSS db (`ca_file` on an ice
-    // probe came with ICE over TURN/TLS; a build without it would reject the key).
-    let ice_tls = if ice_takes_ca_file() {
-        format!("\n    ca_file: {ca}")
-    } else {
-        String::new()
-    };
+    // The CA of the `turns:` server, as Chromium has it in its NSS db.
+    let ice_tls = format!("\n    ca_file: {ca}");
     format!(
         "defaults: {{ interval: 30s, timeout: 3s }}
 probes:
@@ -907,7 +872,6 @@ fn strict_egress_drops_udp_and_passes_only_tcp_443_and_8443() {
 }
 
 #[test]
-#[ignore = "needs ICE over TLS (branch ice)"]
 fn strict_egress_ice_agrees_with_chromium() {
     let lab = Lab::new("strictice");
     lab.net.policy("drop", STRICT_RULES);
