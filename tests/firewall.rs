@@ -1136,7 +1136,6 @@ fn proxy_only_egress_through_squid_allows_connect_to_443_with_credentials() {
 }
 
 #[test]
-#[ignore = "needs ICE relays through an HTTP CONNECT proxy (not built yet)"]
 fn proxy_only_egress_ice_agrees_with_chromium() {
     let (lab, yaml, browser_proxy) = squid_lab("squidice");
     let (check, browser) = lab.check_with_chromium_via(&yaml, SQUID_MAIN, Some(&browser_proxy));
