@@ -65,10 +65,6 @@ pub struct DnsDetails {
     /// The UDP answer had the TC (truncated) bit set, so the full answer needs TCP/53.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
-    /// The name never reaches a resolver (`localhost`, `*.localhost`, `*.invalid`, RFC 6761):
-    /// stub resolvers answer it themselves, so its result says nothing about DNS.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub answered_locally: bool,
 }
 
 /// What the TLS handshake negotiated.
