@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod log_redact;
 pub mod metrics;
 pub mod net;
 pub mod outcome;
