@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use base64::Engine;
 use common::coturn::{Auth, Coturn, CoturnOptions};
