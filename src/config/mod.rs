@@ -12,6 +12,7 @@ mod load;
 mod target;
 pub mod types;
 pub mod values;
+pub mod web;
 mod yaml;
 
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
