@@ -172,6 +172,16 @@ fn scheme(spec: &ProbeSpec) -> Option<String> {
     }
 }
 
+/// The hosts a spec sends traffic to (for the per-host concurrency limit). A dns probe
+/// talks to its resolver, not to the name it asks about: its host is the resolver's address
+/// (none for the system resolver).
+pub fn target_hosts(spec: &ProbeSpec) -> Vec<String> {
+    match spec {
+        ProbeSpec::Dns(s) => s.resolver.map(|a| a.ip().to_string()).into_iter().collect(),
+        other => endpoints(other).into_iter().map(|(h, _)| h).collect(),
+    }
+}
+
 /// Every (lower-case host, port) the spec sends traffic to (for dns: the query name, port 0).
 fn endpoints(spec: &ProbeSpec) -> Vec<(String, u16)> {
     let norm = |h: &str| {
