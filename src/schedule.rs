@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Config, ProbeConfig, ProxySetting};
+use crate::net::host_limit::HostLimiter;
 use crate::outcome::{Failure, Outcome, Phase, Reason};
 use crate::probe::{self, ProbeContext};
 
@@ -194,6 +195,7 @@ pub struct Scheduler {
     sinks: Vec<Arc<dyn Sink>>,
     runner: Runner,
     backoff: Option<Backoff>,
+    hosts: Option<Arc<HostLimiter>>,
 }
 
 impl Scheduler {
@@ -208,7 +210,15 @@ impl Scheduler {
             sinks,
             runner: probe_runner(config.proxy.clone()),
             backoff: Some(Backoff::default()),
+            hosts: None,
         }
+    }
+
+    /// Runs take a slot per target host from `hosts` (shared with `/probe`) before their
+    /// global permit; the daemon sets it, `check` does not.
+    pub fn with_host_limiter(mut self, hosts: Arc<HostLimiter>) -> Scheduler {
+        self.hosts = Some(hosts);
+        self
     }
 
     /// Replaces how a probe is run (tests use a synthetic runner to check timing).
@@ -236,6 +246,7 @@ impl Scheduler {
             sinks: self.sinks,
             runner: self.runner,
             backoff: self.backoff,
+            hosts: self.hosts,
         });
         let loops: Vec<JoinHandle<()>> = self
             .probes
@@ -260,6 +271,7 @@ struct Shared {
     sinks: Vec<Arc<dyn Sink>>,
     runner: Runner,
     backoff: Option<Backoff>,
+    hosts: Option<Arc<HostLimiter>>,
 }
 
 #[derive(Clone, Copy)]
@@ -269,10 +281,15 @@ struct Plan {
     offset: Duration,
 }
 
-/// One run: wait for a permit, then run against `timeout` from that moment.
+/// One run: wait for a slot on its target host(s) and a global permit, then run against
+/// `timeout` from that moment.
 fn spawn_run(p: Arc<ProbeConfig>, plan: Plan, shared: &Arc<Shared>) -> JoinHandle<Outcome> {
     let shared = shared.clone();
     tokio::spawn(async move {
+        let _slots = match &shared.hosts {
+            Some(h) => Some(h.wait(&crate::config::web::target_hosts(&p.spec)).await),
+            None => None,
+        };
         let Ok(_permit) = shared.permits.clone().acquire_owned().await else {
             return Outcome::failed_before_start(Failure::new(Phase::Close, Reason::Io, "scheduler is shutting down"));
         };

@@ -7,9 +7,17 @@
 //!   `target` the probe runs against its configured target. The run's timeout is the probe's,
 //!   shortened to Prometheus' `X-Prometheus-Scrape-Timeout-Seconds` minus 0.5 s when that is
 //!   smaller (as blackbox_exporter does). It shares the scheduler's concurrency limit.
+//!   The target is decided by `config::web::probe_request`: by default only the module's own
+//!   target, always its own scheme, secrets only to their own host; a refusal is a `403` with
+//!   a one-line reason, counted in `egress_probe_probe_refused_total`. Runs take a per-host
+//!   slot ([`HostLimiter`], shared with the scheduler) within their deadline.
 //! * `/healthz` — 200 while the process serves.
 //! * `/ready` — 503 until every configured probe has completed its first run, then 200.
 //! * `/status` — JSON with the last outcome of every probe.
+//! * `POST /-/reload` — with `--web.enable-lifecycle` only: the same reload as SIGHUP.
+//!
+//! [`serve`] runs the router behind `web::listen` (connection cap, header-read timeout, size
+//! limits) and the web config's TLS / basic auth.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,18 +26,22 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
+use crate::config::web::{probe_request, target_hosts, ProbeRequest};
 use crate::config::{Config, ProbeConfig};
-use crate::metrics::{render_single_run, Metrics};
+use crate::metrics::{render_single_run, EndpointCounters, Metrics};
+use crate::net::host_limit::HostLimiter;
 use crate::outcome::Outcome;
 use crate::probe::{self, ProbeContext};
 use crate::report::ProbeResult;
 use crate::schedule::{Shutdown, Sink};
+use crate::web::listen::{Limits, ListenerStats};
+use crate::web::WebSecurity;
 
 /// Prometheus text exposition content type.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -124,6 +136,18 @@ pub struct AppState {
     pub board: Arc<StatusBoard>,
     /// The global concurrency limit (shared with the scheduler).
     pub permits: Arc<Semaphore>,
+    /// What outlives a config reload: per-host slots, endpoint counters, the lifecycle hook.
+    pub process: Arc<ProcessState>,
+}
+
+/// Endpoint state for the life of the process (shared by every config generation).
+pub struct ProcessState {
+    /// Per-target-host run slots, shared with the scheduler.
+    pub hosts: Arc<HostLimiter>,
+    pub counters: EndpointCounters,
+    pub listener: Arc<ListenerStats>,
+    /// `POST /-/reload` asks the daemon loop through this (`None`: lifecycle disabled).
+    pub reload: Option<tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>>,
 }
 
 /// The state in effect now; a config reload sends a new one.
@@ -137,14 +161,23 @@ pub fn router(state: LiveState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/status", get(status))
+        .route("/-/reload", post(reload))
         .with_state(state)
 }
 
-/// Serves `router(state)` on `listener` until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, state: LiveState, shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+/// Serves `router(state)` on `listener` behind the bounded listener and `security` until
+/// `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: LiveState,
+    security: watch::Receiver<Arc<WebSecurity>>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let stats = state.borrow().process.listener.clone();
+    crate::web::listen::serve(listener, router(state), security, Limits::default(), stats, async move {
+        shutdown.wait().await
+    })
+    .await
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -157,9 +190,34 @@ fn current(live: &LiveState) -> Arc<AppState> {
 
 async fn metrics(State(live): State<LiveState>) -> Response {
     let st = current(&live);
-    match st.metrics.render() {
-        Ok(body) => text(StatusCode::OK, body),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    let pr = &st.process;
+    pr.counters.sync_listener(
+        pr.listener.over_capacity.load(std::sync::atomic::Ordering::Relaxed),
+        pr.listener.tls_failed.load(std::sync::atomic::Ordering::Relaxed),
+        pr.listener.unauthorized.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    match (st.metrics.render(), pr.counters.render()) {
+        (Ok(body), Ok(endpoint)) => text(StatusCode::OK, body + &endpoint),
+        (Err(e), _) | (_, Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+async fn reload(State(live): State<LiveState>) -> Response {
+    let st = current(&live);
+    let Some(tx) = st.process.reload.clone() else {
+        return text(
+            StatusCode::FORBIDDEN,
+            "lifecycle endpoints are disabled; start with --web.enable-lifecycle\n".into(),
+        );
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    if tx.send(done_tx).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down\n".into());
+    }
+    match tokio::time::timeout(Duration::from_secs(30), done_rx).await {
+        Ok(Ok(Ok(()))) => text(StatusCode::OK, "config reloaded\n".into()),
+        Ok(Ok(Err(problems))) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{problems}\n")),
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "the reload did not finish\n".into()),
     }
 }
 
@@ -192,9 +250,14 @@ async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<Stri
         );
     };
     let spec = match q.get("target") {
-        Some(t) => match p.spec.with_target(t) {
-            Ok(s) => s,
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad target for module {module:?}: {e}\n")),
+        Some(t) => match probe_request(&p.name, &p.spec, t, &st.config.web) {
+            ProbeRequest::Run(s) => *s,
+            ProbeRequest::BadTarget(e) => return text(StatusCode::BAD_REQUEST, format!("bad target for module {module:?}: {e}\n")),
+            ProbeRequest::Refused(r) => {
+                st.process.counters.probe_refused(r.reason);
+                tracing::info!(probe = %p.name, reason = r.reason, "on-demand probe refused");
+                return text(StatusCode::FORBIDDEN, format!("{}\n", r.message));
+            }
         },
         None => p.spec.clone(),
     };
@@ -213,6 +276,15 @@ async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<Stri
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "every concurrency slot stayed busy until the probe's timeout\n".into(),
+        );
+    };
+    let Some(_slots) = st.process.hosts.acquire(&target_hosts(&spec), deadline).await else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} runs to this target's host stayed in flight until the probe's timeout (per-host limit)\n",
+                st.process.hosts.per_host()
+            ),
         );
     };
     let proxy = probe::effective_proxy(st.config.proxy.as_ref(), p.proxy.as_ref());

@@ -71,6 +71,16 @@ impl HostLimiter {
         s
     }
 
+    /// Waits for a slot on every host in `hosts` for as long as it takes (the scheduler: its
+    /// run counts as in flight meanwhile, so the probe's ticks are skipped and counted).
+    pub async fn wait(&self, hosts: &[String]) -> HostSlots {
+        let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 86400);
+        match self.acquire(hosts, far).await {
+            Some(s) => s,
+            None => HostSlots { _permits: Vec::new() },
+        }
+    }
+
     /// Waits for a slot on every host in `hosts` until `deadline`; `None` if one stayed busy.
     pub async fn acquire(&self, hosts: &[String], deadline: Instant) -> Option<HostSlots> {
         let mut keys: Vec<String> = hosts.iter().map(|h| normalize(h)).filter(|h| !h.is_empty()).collect();
