@@ -46,4 +46,5 @@ pub mod report;
 pub mod responder;
 pub mod schedule;
 pub mod server;
+pub mod shutdown;
 pub mod web;

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -24,8 +23,9 @@ use crate::metrics::EndpointCounters;
 use crate::metrics::Metrics;
 use crate::net::host_limit::HostLimiter;
 use crate::probe;
-use crate::schedule::{LogSink, Scheduler, Shutdown, Sink, SHUTDOWN_GRACE};
+use crate::schedule::{LogSink, Scheduler, Sink, SHUTDOWN_GRACE};
 use crate::server::{self, AppState, ProcessState, StatusBoard};
+use crate::shutdown::{Shutdown, Signal, Signals};
 use crate::web::WebSecurity;
 
 use super::EXIT_OK;
@@ -53,7 +53,7 @@ impl Generation {
         let sinks: Vec<Arc<dyn Sink>> = vec![metrics.clone(), board.clone(), Arc::new(LogSink)];
         let scheduler = Scheduler::new(&config, sinks).with_host_limiter(process.hosts.clone());
         let state = Arc::new(AppState {
-            permits: scheduler.permits(),
+            launcher: scheduler.launcher(),
             config: Arc::new(config),
             metrics,
             board,
@@ -88,14 +88,10 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr().unwrap_or(listen);
-    let (mut term, mut int, mut hup) = (
-        signal(SignalKind::terminate()).context("SIGTERM handler")?,
-        signal(SignalKind::interrupt()).context("SIGINT handler")?,
-        signal(SignalKind::hangup()).context("SIGHUP handler")?,
-    );
+    let mut signals = Signals::install(true).context("installing the SIGTERM/SIGINT/SIGHUP handlers")?;
 
     let probes = config.probes.len();
-    let (lifecycle_tx, mut lifecycle_rx) = tokio::sync::mpsc::channel(4);
+    let (lifecycle_tx, mut lifecycle_rx) = tokio::sync::mpsc::channel::<server::ReloadRequest>(4);
     let process = Arc::new(ProcessState {
         hosts: Arc::new(HostLimiter::default()),
         counters: EndpointCounters::new().context("building the endpoint counters")?,
@@ -111,9 +107,10 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
 
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
+            signal = signals.recv() => {
+                if signal != Signal::Reload {
+                    break;
+                }
                 let _ = reload_all(args.config.as_deref(), web_file.clone(), &process, &mut current, &live_tx, &security_tx).await;
             }
             Some(done) = lifecycle_rx.recv() => {
