@@ -175,7 +175,7 @@ async fn reload_all(
             }
         }
     }
-    match reload(path, &current.state.metrics, process.clone()) {
+    match reload(path, &current.state.metrics, process.clone()).await {
         Ok(next) => {
             let old = std::mem::replace(current, next);
             live_tx.send_replace(current.state.clone());
@@ -192,12 +192,12 @@ async fn reload_all(
 
 /// Loads the file again; a new generation when it is valid, else the problems (also recorded
 /// on the running generation's metrics).
-fn reload(path: Option<&Path>, metrics: &Metrics, process: Arc<ProcessState>) -> Result<Generation, String> {
+async fn reload(path: Option<&Path>, metrics: &Metrics, process: Arc<ProcessState>) -> Result<Generation, String> {
     let Some(path) = path else {
         tracing::info!("reload ignored: running the built-in demo config");
         return Err("running the built-in demo config; nothing to reload".into());
     };
-    match config::load_file(path) {
+    match config::load(path).await {
         Ok(c) => {
             let probes = c.probes.len();
             match Generation::start(c, process) {
