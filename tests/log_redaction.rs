@@ -1,6 +1,7 @@
 //! Secrets never reach the log, dependencies included: the real binary runs `check` at
 //! `RUST_LOG=trace` (text and JSON) against real servers — a wss server that receives a bearer
-//! header, an HTTPS server through tinyproxy with Basic proxy credentials, coturn with a
+//! header, an HTTPS server (bearer header too, over hyper) through tinyproxy with Basic proxy
+//! credentials, coturn with a
 //! long-term password and coturn with a REST secret (turn and ice probes) — and none of the
 //! secret strings, nor the encoded forms that travel on the wire, appear in stdout or stderr.
 mod common;
@@ -49,6 +50,7 @@ probes:
   - name: https-via-proxy
     kind: http
     url: https://127.0.0.1:{https}/ok
+    headers: {{ Authorization: env:T_BEARER }}
     proxy: env:T_PROXY_URL
     ca_file: {https_ca}
   - name: turn-long-term
