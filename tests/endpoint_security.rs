@@ -205,6 +205,10 @@ async fn probe_secrets_never_reach_a_host_they_were_not_configured_for() {
     let (st, body) = request(d.addr, "GET", &format!("/probe?module=api&target={t}"), None).await;
     assert_eq!(st, 403, "{body}");
     assert!(body.contains("web.probe_targets") && body.lines().count() == 1, "{body}");
+    // Another port of the module's own host (a port scan of the tenant network): 403.
+    let scan = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (st, body) = request(d.addr, "GET", &format!("/probe?module=api&target={scan}"), None).await;
+    assert_eq!(st, 403, "{body}");
     // Another scheme (clear text): 403 whatever the allow-list.
     let t = format!("http://{}/x", foreign.addr);
     let (st, body) = request(d.addr, "GET", &format!("/probe?module=api&target={t}"), None).await;
@@ -242,10 +246,11 @@ async fn probe_secrets_never_reach_a_host_they_were_not_configured_for() {
     assert_eq!(foreign.accepted.load(Ordering::SeqCst), 1, "one connection: the allowed run");
 
     let (_, metrics) = request(d.addr, "GET", "/metrics", None).await;
-    // Refused: api and relay to a foreign host before the allow-list (not_allowed), api over
-    // http (scheme), relay to an allowed foreign host (credentials).
+    // Refused: api to a foreign host and to another port, relay to a foreign host, all before
+    // the allow-list (not_allowed); api over http (scheme); relay to an allowed foreign host
+    // (credentials).
     let refused = |r: &str| sample(&metrics, &format!("egress_probe_probe_refused_total{{reason=\"{r}\"}}"));
-    assert_eq!(refused("not_allowed"), Some(2.0), "{metrics}");
+    assert_eq!(refused("not_allowed"), Some(3.0), "{metrics}");
     assert_eq!(refused("scheme"), Some(1.0));
     assert_eq!(refused("credentials"), Some(1.0));
     udp_task.abort();
