@@ -89,6 +89,8 @@ probes:
                 .arg(common::bin())
                 .args(["--log-format", format, "check", "--config"])
                 .arg(&config)
+                // The JSON run also prints the JSON report (every outcome's details).
+                .args(if format == "json" { &["--output", "json"][..] } else { &[][..] })
                 .env("RUST_LOG", "trace")
                 .env("T_BEARER", format!("Bearer {BEARER}"))
                 .env("T_PROXY_URL", proxy_url)
