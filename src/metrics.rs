@@ -37,6 +37,8 @@ pub enum MetricsError {
 
 /// Candidate types exported on the ICE families (anything else is not exported).
 const ICE_TYPES: &[&str] = &["host", "srflx", "prflx", "relay"];
+/// Relay protocols (Chromium's `relayProtocol`): how the client reaches the TURN server.
+const RELAY_PROTOCOLS: &[&str] = &["udp", "tcp", "tls"];
 /// NAT mapping behaviours exported on `egress_probe_nat_mapping`.
 const NAT_BEHAVIORS: &[&str] = &["endpoint_independent", "endpoint_dependent"];
 
@@ -54,6 +56,7 @@ struct RunFamilies {
     nat_mapping: GaugeVec,
     ice_candidates: GaugeVec,
     ice_first: HistogramVec,
+    ice_relays: GaugeVec,
     ws_ping_rtt: HistogramVec,
     address_success: GaugeVec,
     /// Server addresses last exported per probe, so addresses that left the DNS answer are
@@ -160,6 +163,12 @@ impl RunFamilies {
                 "Time from the start of ICE gathering to the first candidate of each type.",
                 &["probe", "type"],
             )?,
+            ice_relays: gauge(
+                reg,
+                "egress_probe_ice_relay_candidates",
+                "ICE relay candidates gathered in the last run, by relay protocol (udp, tcp, tls), for each protocol a TURN server is configured for.",
+                &["probe", "protocol"],
+            )?,
             ws_ping_rtt: histogram(
                 reg,
                 "egress_probe_websocket_ping_rtt_seconds",
@@ -240,6 +249,11 @@ impl RunFamilies {
             for (t, after) in &ice.first_arrival {
                 if ICE_TYPES.contains(&t.as_str()) {
                     self.ice_first.with_label_values(&[probe, t]).observe(after.as_secs_f64());
+                }
+            }
+            for (p, n) in &ice.relay_protocols {
+                if RELAY_PROTOCOLS.contains(&p.as_str()) {
+                    self.ice_relays.with_label_values(&[probe, p]).set(f64::from(*n));
                 }
             }
         }
@@ -638,6 +652,7 @@ mod tests {
         o.detail.ice = Some(IceDetails {
             candidates: [("host".to_string(), 2), ("relay".to_string(), 1)].into_iter().collect(),
             first_arrival: [("relay".to_string(), ms(30))].into_iter().collect(),
+            relay_protocols: [("udp".to_string(), 0), ("tls".to_string(), 1)].into_iter().collect(),
             ..Default::default()
         });
         o.detail.per_address = vec![
@@ -668,6 +683,9 @@ mod tests {
         assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="srflx"} 0"#));
         assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="host"} 2"#));
         assert!(text.contains(r#"egress_probe_ice_first_candidate_seconds_count{probe="p",type="relay"} 1"#));
+        assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tls"} 1"#));
+        assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="udp"} 0"#));
+        assert!(!text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tcp"}"#));
         assert!(text.contains(r#"egress_probe_address_success{address="198.51.100.2",kind="turn",probe="p"} 0"#));
         assert!(!text.contains("192.0.2.7"), "the client's mapped address must never be a label");
     }

@@ -358,7 +358,7 @@ pub struct IceServer {
 }
 
 /// `kind: ice`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct IceSpec {
     pub servers: Vec<IceServer>,
     pub policy: IcePolicy,
@@ -368,6 +368,8 @@ pub struct IceSpec {
     pub expect: Vec<CandidateKind>,
     /// Run a full connectivity check through the relay with a second local agent.
     pub connectivity: bool,
+    /// TLS for `turns:` servers (CA, pin, server name), as for a `turn` probe.
+    pub tls: TlsOptions,
 }
 
 /// Where TCP-based probes go through an HTTP CONNECT proxy.
