@@ -429,6 +429,79 @@ fn encode(registry: &Registry) -> Result<String, MetricsError> {
     String::from_utf8(buf).map_err(|_| MetricsError::Encoding)
 }
 
+/// The endpoint's own counters: refused `/probe` targets and refused connections. They live as
+/// long as the process (a config reload does not reset them), in a registry of their own that
+/// the server renders after [`Metrics::render`].
+pub struct EndpointCounters {
+    registry: Registry,
+    probe_refused: IntCounterVec,
+    connections_refused: IntCounterVec,
+    unauthorized: IntCounterVec,
+}
+
+/// Reasons a `/probe` target is refused (see `config::web`), pre-initialised at 0.
+pub const PROBE_REFUSAL_REASONS: &[&str] = &["scheme", "not_allowed", "credentials"];
+
+impl EndpointCounters {
+    pub fn new() -> Result<EndpointCounters, MetricsError> {
+        let registry = Registry::new();
+        let probe_refused = counter(
+            &registry,
+            "egress_probe_probe_refused_total",
+            "/probe requests refused with 403, by reason (scheme, not_allowed, credentials).",
+            &["reason"],
+        )?;
+        for r in PROBE_REFUSAL_REASONS {
+            probe_refused.with_label_values(&[r]);
+        }
+        let connections_refused = counter(
+            &registry,
+            "egress_probe_web_connections_refused_total",
+            "Connections to the HTTP endpoint closed without an answer: over_capacity, tls_handshake.",
+            &["reason"],
+        )?;
+        for r in ["over_capacity", "tls_handshake"] {
+            connections_refused.with_label_values(&[r]);
+        }
+        let unauthorized = counter(
+            &registry,
+            "egress_probe_web_unauthorized_total",
+            "Requests answered 401 (missing or wrong basic_auth credentials).",
+            &[],
+        )?;
+        unauthorized.with_label_values(&[] as &[&str]);
+        Ok(EndpointCounters {
+            registry,
+            probe_refused,
+            connections_refused,
+            unauthorized,
+        })
+    }
+
+    /// Counts a refused `/probe` target.
+    pub fn probe_refused(&self, reason: &str) {
+        self.probe_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Brings the listener's counts (monotonic totals kept by the listener) into the registry.
+    pub fn sync_listener(&self, over_capacity: u64, tls_failed: u64, unauthorized: u64) {
+        let up = |c: prometheus::IntCounter, total: u64| {
+            let now = c.get();
+            if total > now {
+                c.inc_by(total - now);
+            }
+        };
+        up(self.connections_refused.with_label_values(&["over_capacity"]), over_capacity);
+        up(self.connections_refused.with_label_values(&["tls_handshake"]), tls_failed);
+        up(self.unauthorized.with_label_values(&[] as &[&str]), unauthorized);
+    }
+
+    /// The text exposition of these counters.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        encode(&self.registry)
+    }
+}
+
 /// `/probe` output for one run: blackbox-compatible `probe_success` and
 /// `probe_duration_seconds`, plus our families for that run, from a fresh registry.
 pub fn render_single_run(probe: &str, kind: &str, target: &str, outcome: &Outcome) -> Result<String, MetricsError> {

@@ -18,6 +18,7 @@ mod load;
 mod target;
 pub mod types;
 pub mod values;
+pub mod web;
 mod yaml;
 
 pub use files::{MAX_CONFIG_FILE, MAX_NAMED_FILE};

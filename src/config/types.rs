@@ -20,6 +20,8 @@ pub struct Config {
     /// Default proxy for every TCP-based probe; probes may override.
     pub proxy: Option<ProxySetting>,
     pub probes: Vec<ProbeConfig>,
+    /// `web:`: what `/probe` may be pointed at (see `config::web`).
+    pub web: super::web::WebSettings,
 }
 
 /// Values a probe inherits unless it sets its own.

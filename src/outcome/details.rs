@@ -58,10 +58,13 @@ pub struct DnsDetails {
     /// Response code of the final answer (`noerror`, `nxdomain`, `servfail`, `refused`...).
     #[serde(default)]
     pub rcode: String,
-    /// Transport that produced the answer: `udp` (with hickory's TCP retry on truncation) or
-    /// `tcp` (fallback after UDP got no answer: UDP/53 likely blocked).
+    /// Transport that produced the answer: `udp`, or `tcp` (after a truncated UDP answer, or
+    /// as the fallback when UDP got no answer at all: UDP/53 likely blocked).
     #[serde(default)]
     pub transport: String,
+    /// The UDP answer had the TC (truncated) bit set, so the full answer needs TCP/53.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// What the TLS handshake negotiated.
@@ -80,6 +83,10 @@ pub struct TlsDetails {
     pub chain_len: usize,
     /// Whether a configured pin matched (`None` when no pin was configured).
     pub pin_matched: Option<bool>,
+    /// The leaf's issuer (or the leaf itself) is a certificate from the probe's own
+    /// `ca_file`: a trust failure is then a configuration problem, not an intercepting proxy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub issuer_configured: bool,
     pub cipher_suite: String,
 }
 

@@ -165,6 +165,13 @@ impl Scheduler {
         }
     }
 
+    /// Runs take a slot per target host from `hosts` (shared with `/probe`); the daemon sets
+    /// it, `check` does not.
+    pub fn with_host_limiter(mut self, hosts: Arc<crate::net::host_limit::HostLimiter>) -> Scheduler {
+        self.launcher = self.launcher.with_host_limiter(hosts);
+        self
+    }
+
     /// Replaces how a probe is run (tests use a synthetic runner to check timing).
     pub fn with_runner(mut self, runner: Runner) -> Scheduler {
         self.launcher = self.launcher.with_runner(runner);
