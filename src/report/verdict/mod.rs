@@ -238,6 +238,13 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "tls_untrusted_configured",
+        severity: Severity::Broken,
+        when: Scope::Failure(tls_untrusted_configured),
+        template: "TLS on {port} presents a certificate that the configured ca_file does not validate, although its issuer '{issuer}' is one you configured ({code}): check the ca_file and the server's chain; {impact}",
+        claim: Claim::None,
+    },
+    Rule {
         id: "tls_expired",
         severity: Severity::Broken,
         when: Scope::Failure(tls_expired),
@@ -457,6 +464,8 @@ pub struct Facts<'a> {
     pub transport: &'static str,
     /// Common name of the leaf certificate's issuer (else the whole issuer DN).
     pub issuer: Option<String>,
+    /// The issuer (or the leaf itself) is a certificate from the probe's own `ca_file`.
+    pub issuer_configured: bool,
     pub server_name: Option<String>,
     pub retry_after: Option<Duration>,
     /// Relays this probe showed working, as (client-to-server transport, server port): a
@@ -495,6 +504,7 @@ impl<'a> Facts<'a> {
             port,
             transport,
             issuer: tls.map(|t| issuer_name(&t.issuer)).filter(|s| !s.is_empty()),
+            issuer_configured: tls.is_some_and(|t| t.issuer_configured),
             server_name: tls.map(|t| t.server_name.clone()).filter(|s| !s.is_empty()),
             retry_after: o.detail.retry_after,
             relays,
@@ -725,8 +735,15 @@ fn tls_intercepted(f: &Facts, all: &[Facts]) -> Option<Vars> {
     f.reason_is(&Reason::PinMismatch).then(|| with_issuer(f, tls_impact(f, all)))
 }
 
+/// An untrusted issuer that is not one the user configured: the interception suspicion.
 fn tls_untrusted(f: &Facts, all: &[Facts]) -> Option<Vars> {
-    f.reason_is(&Reason::UntrustedIssuer).then(|| with_issuer(f, tls_impact(f, all)))
+    (f.reason_is(&Reason::UntrustedIssuer) && !f.issuer_configured).then(|| with_issuer(f, tls_impact(f, all)))
+}
+
+/// An untrusted chain whose issuer (or leaf) is in the probe's own `ca_file`: a configuration
+/// or server-chain problem, never worded as interception.
+fn tls_untrusted_configured(f: &Facts, all: &[Facts]) -> Option<Vars> {
+    (f.reason_is(&Reason::UntrustedIssuer) && f.issuer_configured).then(|| with_issuer(f, tls_impact(f, all)))
 }
 
 fn tls_expired(f: &Facts, all: &[Facts]) -> Option<Vars> {
@@ -755,7 +772,7 @@ fn dns_nxdomain(f: &Facts, _: &[Facts]) -> Option<Vars> {
 }
 
 fn dns_failed(f: &Facts, _: &[Facts]) -> Option<Vars> {
-    let resolver_trouble = matches!(f.reason, Some(Reason::Servfail | Reason::DnsRefused))
+    let resolver_trouble = matches!(f.reason, Some(Reason::Servfail | Reason::DnsRefused | Reason::TruncatedTcpRefused))
         || (f.phase == Some(Phase::Resolve) && f.reason_is(&Reason::Timeout))
         || (f.kind == "dns" && f.reason_is(&Reason::Timeout));
     resolver_trouble.then(|| qname(f))

@@ -56,6 +56,11 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
     tls_detail(&mut intercepted_turn, "CN=Corp Proxy CA", "relay.example.com");
     let mut untrusted = fail("turn-tls", "turn", turns443, Phase::Tls, Reason::UntrustedIssuer);
     tls_detail(&mut untrusted, "CN=Corp Proxy CA", "relay.example.com");
+    let mut untrusted_configured = fail("turn-tls", "turn", turns443, Phase::Tls, Reason::UntrustedIssuer);
+    tls_detail(&mut untrusted_configured, "CN=Our Relay CA", "relay.example.com");
+    if let Some(t) = untrusted_configured.outcome.detail.tls.as_mut() {
+        t.issuer_configured = true;
+    }
     let mut mismatch = fail("wss", "websocket", "wss://sig.example.com/", Phase::Tls, Reason::NameMismatch);
     tls_detail(&mut mismatch, "CN=Corp Proxy CA", "sig.example.com");
     let mut limited = fail("api", "http", "https://api.example.com/health", Phase::Request, Reason::Status(429));
@@ -111,6 +116,11 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "tls_untrusted",
             vec![untrusted],
             "TLS on 443 presents a certificate from an untrusted issuer 'Corp Proxy CA' (tls/untrusted_issuer), likely an intercepting proxy: TURN over TLS will fail".into(),
+        ),
+        (
+            "tls_untrusted_configured",
+            vec![untrusted_configured],
+            "TLS on 443 presents a certificate that the configured ca_file does not validate, although its issuer 'Our Relay CA' is one you configured (tls/untrusted_issuer): check the ca_file and the server's chain; TURN over TLS will fail".into(),
         ),
         (
             "tls_expired",
@@ -330,6 +340,10 @@ fn tls_intercepted() {
 #[test]
 fn tls_untrusted() {
     check("tls_untrusted");
+}
+#[test]
+fn tls_untrusted_configured() {
+    check("tls_untrusted_configured");
 }
 #[test]
 fn tls_expired() {
@@ -597,4 +611,20 @@ fn contradictions_finds_repeats_and_opposite_claims() {
         "all paths work beside a degraded finding"
     );
     assert!(contradictions(&[works, v("some_pass", Severity::Ok, "1 of 2 probes pass")]).is_empty());
+}
+
+#[test]
+fn truncated_answer_with_tcp_refused_is_a_resolver_path_problem() {
+    let v = assess(&[fail(
+        "dns",
+        "dns",
+        "relay.example.com A",
+        Phase::Resolve,
+        Reason::TruncatedTcpRefused,
+    )]);
+    assert!(
+        v.iter()
+            .any(|v| v.rule == "dns_failed" && v.text.contains("resolve/truncated_tcp_refused")),
+        "{v:#?}"
+    );
 }
