@@ -118,7 +118,7 @@ pub struct ResponderArgs {
     /// STUN/TURN over TCP listeners (default 3478).
     #[arg(long)]
     pub turn_tcp: Vec<String>,
-    /// TURN over TLS listeners (default 5349; 443 if nothing else uses it).
+    /// TURN over TLS listeners (default 5349; give 443 explicitly to test the TLS-on-443 path).
     #[arg(long)]
     pub turn_tls: Vec<String>,
     /// HTTPS + WSS echo listeners (default 443 and 8443; use 8443 alone without root).
@@ -177,4 +177,11 @@ fn non_negative(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("{s:?} is not a number >= 0")),
     }
+}
+
+/// Whether ANSI colour may go to a stream: only to a terminal, and never with `NO_COLOR` set
+/// to a non-empty value (<https://no-color.org>). Logs (stderr) and the `check` table (stdout)
+/// both ask this, so piped output is always plain text.
+pub fn colour_on(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

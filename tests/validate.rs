@@ -177,7 +177,7 @@ fn unset_env_and_unreadable_file_secrets() {
         "unset_secret.yaml",
         &[
             ("6:17", "environment variable EGRESS_PROBE_TEST_SURELY_UNSET is not set"),
-            ("7:17", "file:/nonexistent/egress-probe/password: cannot read"),
+            ("7:17", "file:/nonexistent/egress-probe/password: cannot read: No such file or directory"),
         ],
     );
 }
@@ -229,6 +229,50 @@ fn three_problems_are_all_reported() {
             ("11:5", "unknown field `pings`"),
         ],
     );
+}
+
+#[test]
+fn a_missing_file_reads_no_such_file_or_directory_once_in_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let m = missing.to_str().unwrap();
+    let cfg = dir.path().join("p.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "probes:\n  - name: t\n    kind: tls\n    target: 127.0.0.1:443\n    ca_file: {m}\n  - name: u\n    kind: turn\n    server: turn:127.0.0.1:3478\n    credentials:\n      username: u\n      password: file:{m}\n"
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let no_listeners = ["--metrics", "none", "--web", "none", "--udp-echo", "none"];
+    let no_turn = ["--turn-udp", "none", "--turn-tcp", "none", "--turn-tls", "none"];
+    let mut tls_files = vec!["responder", "--tls-cert", m, "--tls-key", m];
+    tls_files.extend(no_listeners);
+    tls_files.extend(no_turn);
+    // (arguments, how many missing files the message names)
+    let cases: Vec<(Vec<&str>, usize)> = vec![
+        (vec!["check", "--config", m], 1),
+        (vec!["run", "--config", m], 1),
+        (vec!["validate", "--config", m], 1),
+        (vec!["validate", "--config", c], 2), // ca_file and a file: secret
+        (vec!["diff", m, m], 1),
+        (vec!["responder", "--config", m], 1),
+        (tls_files, 1),
+    ];
+    for (args, files) in cases {
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(common::bin())
+            .args(&args)
+            .output()
+            .expect("timeout(1) from coreutils");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.matches("No such file or directory").count(), files, "{args:?}: {err}");
+        assert!(!err.contains("not found"), "{args:?}: {err}");
+        assert!(err.contains(m), "{args:?} names the file: {err}");
+    }
 }
 
 #[test]

@@ -469,7 +469,7 @@ fn tls_options(probe: &Fields, p: &mut Problems) -> Option<TlsOptions> {
         match std::fs::File::open(&s) {
             Ok(_) => Some(PathBuf::from(s)),
             Err(e) => {
-                p.at(v.pos, format!("ca_file: cannot read {s:?} ({})", e.kind()));
+                p.at(v.pos, format!("ca_file: cannot read {s:?}: {e}"));
                 None
             }
         }

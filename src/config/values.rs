@@ -244,7 +244,7 @@ impl Secret {
             });
         }
         if let Some(path) = raw.strip_prefix("file:") {
-            let value = std::fs::read_to_string(path).map_err(|e| format!("secret reference file:{path}: cannot read ({})", e.kind()))?;
+            let value = std::fs::read_to_string(path).map_err(|e| format!("secret reference file:{path}: cannot read: {e}"))?;
             return Ok(Secret {
                 value: value.trim_end_matches(['\n', '\r']).to_string(),
                 source: format!("file:{path}"),

@@ -16,38 +16,47 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::outcome::{Outcome, Phase};
-use crate::report::{ProbeResult, Report, SCHEMA_VERSION};
+use crate::report::{ProbeResult, Report, OLDEST_SCHEMA, SCHEMA_VERSION};
 
 /// Why a report could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: cannot read ({source})")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a JSON report ({source})")]
-    Json { path: PathBuf, source: serde_json::Error },
+    // The cause is part of the message and deliberately not a `source`: `{:#}` at the edge
+    // would print it twice ("cannot read (No such file…): No such file…").
+    #[error("{path}: cannot read: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path}: not a JSON report ({error})")]
+    Json { path: PathBuf, error: serde_json::Error },
     #[error("{path}: no \"schema\" field; is this the output of `egress-probe check --output json`?")]
     NoSchema { path: PathBuf },
-    #[error("{path}: report schema {found} is not supported by this build (it reads schema {supported}); compare reports written by the same egress-probe version")]
-    Schema { path: PathBuf, found: String, supported: u32 },
+    #[error("{path}: report schema {found} is not supported by this build (it reads schema {oldest} to {supported}); compare reports written by the same egress-probe version")]
+    Schema {
+        path: PathBuf,
+        found: String,
+        oldest: u32,
+        supported: u32,
+    },
 }
 
-/// Reads a report, refusing unknown schema versions before looking at anything else.
+/// Reads a report, refusing unknown schema versions before looking at anything else. Schema 1
+/// (unit-less duration keys) reads through the `alias`es on the outcome's fields.
 pub fn load(path: &Path) -> Result<Report, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
-    let json = |source| LoadError::Json {
+    let json = |error| LoadError::Json {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let value: serde_json::Value = serde_json::from_str(&text).map_err(json)?;
     match value.get("schema") {
         None => return Err(LoadError::NoSchema { path: path.to_path_buf() }),
-        Some(v) if v.as_u64() != Some(u64::from(SCHEMA_VERSION)) => {
+        Some(v) if !v.as_u64().is_some_and(|n| (u64::from(OLDEST_SCHEMA)..=u64::from(SCHEMA_VERSION)).contains(&n)) => {
             return Err(LoadError::Schema {
                 path: path.to_path_buf(),
                 found: v.to_string(),
+                oldest: OLDEST_SCHEMA,
                 supported: SCHEMA_VERSION,
             })
         }
@@ -97,17 +106,17 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
-    /// The word in the table.
+    /// The word in the table: the same as in `--output json` (a test keeps them equal).
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Regressed => "regressed",
             ChangeKind::Slower => "slower",
-            ChangeKind::ReasonChanged => "reason",
+            ChangeKind::ReasonChanged => "reason_changed",
             ChangeKind::Fixed => "fixed",
             ChangeKind::Faster => "faster",
             ChangeKind::Appeared => "appeared",
             ChangeKind::Disappeared => "disappeared",
-            ChangeKind::TargetChanged => "target",
+            ChangeKind::TargetChanged => "target_changed",
         }
     }
 }
@@ -345,6 +354,14 @@ mod tests {
 
     fn kinds(d: &Diff) -> Vec<(String, ChangeKind, Option<Phase>)> {
         d.changes.iter().map(|c| (c.probe.clone(), c.kind, c.phase)).collect()
+    }
+
+    #[test]
+    fn each_change_kind_has_one_name_in_the_table_and_in_json() {
+        use ChangeKind::*;
+        for k in [Regressed, Slower, ReasonChanged, Fixed, Faster, Appeared, Disappeared, TargetChanged] {
+            assert_eq!(serde_json::to_value(k).unwrap(), serde_json::Value::from(k.as_str()), "{k:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::outcome::Outcome;
 
 /// Version of the JSON report format; bump on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: durations in milliseconds under unit-less keys (`total`, `duration`, `min`...).
+/// - 2: the same values, rounded to the microsecond, under keys that say the unit
+///   (`total_ms`, `duration_ms`, `min_ms`...). Schema 1 reports are still read (`diff`).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest report schema this build still reads.
+pub const OLDEST_SCHEMA: u32 = 1;
 
 /// A whole `check --output json` document.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -19,9 +26,17 @@ pub struct Report {
     pub started_at: String,
     /// Wall time from the first probe's start to the last result, in ms: with probes run
     /// concurrently this is close to the slowest probe's time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "micro_rounded")]
     pub wall_ms: Option<f64>,
     pub results: Vec<ProbeResult>,
+}
+
+/// `wall_ms` rounded to the microsecond like every other duration in JSON.
+fn micro_rounded<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(ms) => s.serialize_some(&((ms * 1000.0).round() / 1000.0)),
+        None => s.serialize_none(),
+    }
 }
 
 /// One probe's line in a report.
