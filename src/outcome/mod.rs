@@ -560,7 +560,7 @@ mod tests {
         });
         let json = serde_json::to_string(&o).unwrap();
         for key in [
-            r#""duration_ms":10.162,"#,
+            r#""duration_ms":10.162}"#,
             r#""total_ms":0.042,"#,
             r#""retry_after_ms":5000.0"#,
             r#""allocate_ms":1.0}"#,
