@@ -478,7 +478,7 @@ fn parse_str_tls_options_flat_or_grouped_but_not_twice() {
     let ProbeSpec::Http(h) = &ok.probes[1].spec else { panic!("http") };
     assert_eq!(h.tls.alpn, ["h2"]);
     assert_eq!(h.tls.server_name.as_deref(), Some("api.example"));
-    assert!(h.tls.min_version.is_some());
+    assert_eq!(h.tls.min_version, Some(egress_probe::config::TlsVersion::Tls13), "the grouped `tls:` value");
 
     let text = "probes:\n  - name: t\n    kind: tls\n    target: 'a.example:443'\n    min_version: '1.2'\n    tls:\n      min_version: '1.3'\n      ca_fil: x\n";
     let e = parse_str(text, "c.yaml").unwrap_err();

@@ -212,7 +212,8 @@ mod tests {
         assert_eq!(a.pin_sha256, b.pin_sha256, "same CA across restarts");
         assert_eq!(a.pin_sha256.len(), 64);
         assert!(dir.path().join("ca.pem").exists());
-        assert!(a.server_config(WEB_ALPN).is_ok());
+        let cfg = a.server_config(WEB_ALPN).unwrap();
+        assert_eq!(cfg.alpn_protocols, [b"http/1.1".to_vec()]);
     }
 
     #[test]
@@ -243,7 +244,8 @@ mod tests {
         let m = TlsMaterial::prepare(&src, &[]).unwrap();
         assert_eq!(m.ca_file, None);
         assert_eq!(m.pin_sha256, hex::encode(crate::net::tls::spki_sha256(cert.der()).unwrap()));
-        assert!(m.server_config(TURN_ALPN).is_ok());
+        let cfg = m.server_config(TURN_ALPN).unwrap();
+        assert_eq!(cfg.alpn_protocols, [b"stun.turn".to_vec()]);
         let half = TlsSource {
             cert: Some(crt_path),
             ..TlsSource::default()
