@@ -7,7 +7,7 @@
 //! families for that one run.
 //!
 //! Labels are bounded: probe names and kinds come from the config, phases and reasons are the
-//! fixed words of [`crate::probe::Reason`], transports and candidate types are mapped onto
+//! fixed words of [`crate::outcome::Reason`], transports and candidate types are mapped onto
 //! small fixed sets, and the only address ever used as a label is a *server* address from
 //! `addresses: all` (bounded by the DNS answer). Never a client address, a token, a password
 //! or a message text.

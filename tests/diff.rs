@@ -186,7 +186,7 @@ fn a_schema_1_report_diffs_against_one_this_build_writes() {
     // before.json is schema 1 (unit-less duration keys); rewrite it with this build's schema
     // and compare: the same report read two ways has no change at all.
     let old = fixture("before.json");
-    let report = egress_probe::report::diff::load(&old).unwrap();
+    let report = egress_probe::report::load(&old).unwrap();
     let mut now = report.clone();
     now.schema = SCHEMA_VERSION;
     let text = serde_json::to_string_pretty(&now).unwrap();

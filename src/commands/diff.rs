@@ -7,14 +7,15 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::{DiffArgs, OutputFormat};
+use crate::report;
 use crate::report::diff::{self, Options, Thresholds};
 
 use super::{EXIT_FAILED, EXIT_OK};
 
 /// Runs the subcommand; returns the exit code (errors become exit 2 in `main`).
 pub async fn main(args: DiffArgs) -> anyhow::Result<u8> {
-    let before = diff::load(&args.before)?;
-    let after = diff::load(&args.after)?;
+    let before = report::load(&args.before)?;
+    let after = report::load(&args.after)?;
     let opts = Options {
         thresholds: Thresholds {
             ratio: args.threshold_ratio,

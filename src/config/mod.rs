@@ -3,6 +3,9 @@
 //!
 //! Secrets (`env:NAME`, `file:/path`) are resolved at load time, so a missing variable is a
 //! validation error with a position, not a probe failure at 3 a.m.
+//!
+//! Layer: a leaf above `outcome`; imports nothing else from the crate, so validation can never
+//! depend on how a probe runs.
 
 mod check;
 mod load;

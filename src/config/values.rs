@@ -315,6 +315,21 @@ pub fn de_percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     .map_err(serde::de::Error::custom)
 }
 
+/// Parses a `pin_sha256` entry: 64 hex digits or base64 of a SHA-256 digest of the
+/// certificate's SubjectPublicKeyInfo, with an optional `sha256/` prefix (HPKP style).
+pub fn parse_pin(p: &str) -> Result<[u8; 32], String> {
+    use base64::Engine as _;
+    let t = p.trim().trim_start_matches("sha256/");
+    let bytes = if t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()) {
+        hex::decode(t).ok()
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(t).ok()
+    };
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| format!("pin_sha256 {p:?}: expected 64 hex digits or base64 of a SHA-256 digest"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,19 +368,4 @@ mod tests {
         assert!((parse_percent("10%").unwrap() - 0.1).abs() < 1e-9);
         assert!(parse_percent("80%").is_err());
     }
-}
-
-/// Parses a `pin_sha256` entry: 64 hex digits or base64 of a SHA-256 digest of the
-/// certificate's SubjectPublicKeyInfo, with an optional `sha256/` prefix (HPKP style).
-pub fn parse_pin(p: &str) -> Result<[u8; 32], String> {
-    use base64::Engine as _;
-    let t = p.trim().trim_start_matches("sha256/");
-    let bytes = if t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()) {
-        hex::decode(t).ok()
-    } else {
-        base64::engine::general_purpose::STANDARD.decode(t).ok()
-    };
-    bytes
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .ok_or_else(|| format!("pin_sha256 {p:?}: expected 64 hex digits or base64 of a SHA-256 digest"))
 }

@@ -1,7 +1,9 @@
 //! The shared dial path: resolve → connect → (proxy CONNECT) → TLS, each step timed as a
-//! phase of the caller's [`Run`](crate::probe::Run), every error classified into a
-//! [`Reason`](crate::probe::Reason). TCP, TLS, HTTP, WebSocket, STUN/TURN over TCP/TLS all
+//! phase of the caller's [`Run`](crate::outcome::Run), every error classified into a
+//! [`Reason`](crate::outcome::Reason). TCP, TLS, HTTP, WebSocket, STUN/TURN over TCP/TLS all
 //! dial through here, so "dropped vs rejected vs intercepted" means the same for every probe.
+//!
+//! Layer: imports `config` and `outcome` only; `probe` and everything above build on it.
 
 pub mod classify;
 pub mod dial;

@@ -5,6 +5,10 @@
 //! (`connect/timeout` = silently dropped, `connect/refused` = rejected). Protocol code fills an
 //! [`Outcome`] through a [`Run`], which owns the deadline and the stopwatch, so no probe can
 //! forget to time a phase or outlive its timeout.
+//!
+//! Layer: the bottom. Imports nothing from the crate; everything else speaks its words
+//! (`Phase`, `Reason`, `Transport`), so a reason label means the same in a probe, a metric, a
+//! verdict and a `diff`.
 
 use std::fmt;
 use std::future::Future;

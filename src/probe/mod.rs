@@ -2,6 +2,9 @@
 //!
 //! Protocol code knows nothing of Prometheus, the scheduler or the HTTP server: it gets a
 //! spec and a [`ProbeContext`], and reports phases, a reason on failure, and details.
+//!
+//! Layer: imports `config`, `net` and `outcome` only (never `schedule`, `server`, `metrics`,
+//! `report` or `commands`; `tests/layers.rs` enforces it).
 
 pub mod cleanup;
 

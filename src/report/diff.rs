@@ -10,60 +10,12 @@
 //! A changed failure reason, fail→pass, appeared/disappeared and "faster" are reported but are
 //! not regressions.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::outcome::{Outcome, Phase};
-use crate::report::{ProbeResult, Report, OLDEST_SCHEMA, SCHEMA_VERSION};
-
-/// Why a report could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    // The cause is part of the message and deliberately not a `source`: `{:#}` at the edge
-    // would print it twice ("cannot read (No such file…): No such file…").
-    #[error("{path}: cannot read: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
-    #[error("{path}: not a JSON report ({error})")]
-    Json { path: PathBuf, error: serde_json::Error },
-    #[error("{path}: no \"schema\" field; is this the output of `egress-probe check --output json`?")]
-    NoSchema { path: PathBuf },
-    #[error("{path}: report schema {found} is not supported by this build (it reads schema {oldest} to {supported}); compare reports written by the same egress-probe version")]
-    Schema {
-        path: PathBuf,
-        found: String,
-        oldest: u32,
-        supported: u32,
-    },
-}
-
-/// Reads a report, refusing unknown schema versions before looking at anything else. Schema 1
-/// (unit-less duration keys) reads through the `alias`es on the outcome's fields.
-pub fn load(path: &Path) -> Result<Report, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    let json = |error| LoadError::Json {
-        path: path.to_path_buf(),
-        error,
-    };
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(json)?;
-    match value.get("schema") {
-        None => return Err(LoadError::NoSchema { path: path.to_path_buf() }),
-        Some(v) if !v.as_u64().is_some_and(|n| (u64::from(OLDEST_SCHEMA)..=u64::from(SCHEMA_VERSION)).contains(&n)) => {
-            return Err(LoadError::Schema {
-                path: path.to_path_buf(),
-                found: v.to_string(),
-                oldest: OLDEST_SCHEMA,
-                supported: SCHEMA_VERSION,
-            })
-        }
-        Some(_) => {}
-    }
-    serde_json::from_value(value).map_err(json)
-}
+use crate::report::{table, ProbeResult, Report, SCHEMA_VERSION};
 
 /// When a timing change counts: both the relative and the absolute growth must be exceeded.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -273,34 +225,32 @@ fn ms(d: Duration) -> String {
 
 /// The human table: one line per change, stable column widths, a summary line.
 pub fn render_table(d: &Diff) -> String {
-    let mut rows: Vec<[String; 5]> = vec![["CHANGE", "PROBE", "PHASE", "BEFORE", "AFTER"].map(String::from)];
-    for c in &d.changes {
-        let mark = if c.regression { "!" } else { " " };
-        rows.push([
-            format!("{mark}{}", c.kind.as_str()),
-            c.probe.clone(),
-            match (c.kind, c.phase) {
-                (ChangeKind::Slower | ChangeKind::Faster, None) => "total".into(),
-                (_, Some(p)) => p.to_string(),
-                _ => "-".into(),
-            },
-            c.before.clone(),
-            c.after.clone(),
-        ]);
-    }
-    let mut widths = [0usize; 5];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let rows: Vec<[String; 5]> = d
+        .changes
+        .iter()
+        .map(|c| {
+            let mark = if c.regression { "!" } else { " " };
+            [
+                format!("{mark}{}", c.kind.as_str()),
+                c.probe.clone(),
+                match (c.kind, c.phase) {
+                    (ChangeKind::Slower | ChangeKind::Faster, None) => "total".into(),
+                    (_, Some(p)) => p.to_string(),
+                    _ => "-".into(),
+                },
+                c.before.clone(),
+                c.after.clone(),
+            ]
+        })
+        .collect();
     let mut out = String::new();
     if !d.changes.is_empty() {
-        for row in &rows {
-            let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-            out.push_str(line.join("  ").trim_end());
-            out.push('\n');
-        }
+        out = table::render(
+            ["CHANGE", "PROBE", "PHASE", "BEFORE", "AFTER"],
+            [table::Align::Left; 5],
+            &rows,
+            |_, _, s| s.to_string(),
+        );
     }
     let regressions = d.changes.iter().filter(|c| c.regression).count();
     out.push_str(&format!(

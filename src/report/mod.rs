@@ -1,7 +1,14 @@
 //! `check` output: the versioned JSON report (read back by `diff`) and the table.
+//!
+//! Layer: imports `outcome` and `config` only. The folder owns what a human or a script reads
+//! after a check: the JSON report and its loader, the one table renderer (`table`), the verdicts
+//! (`verdict`) and the before/after comparison (`diff`).
 
 pub mod diff;
+pub mod table;
 pub mod verdict;
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +72,55 @@ impl Report {
     }
 }
 
+/// Why a report could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    // The cause is part of the message and deliberately not a `source`: `{:#}` at the edge
+    // would print it twice ("cannot read (No such file…): No such file…").
+    #[error("{path}: cannot read: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path}: not a JSON report ({error})")]
+    Json { path: PathBuf, error: serde_json::Error },
+    #[error("{path}: no \"schema\" field; is this the output of `egress-probe check --output json`?")]
+    NoSchema { path: PathBuf },
+    #[error("{path}: report schema {found} is not supported by this build (it reads schema {oldest} to {supported}); compare reports written by the same egress-probe version")]
+    Schema {
+        path: PathBuf,
+        found: String,
+        oldest: u32,
+        supported: u32,
+    },
+}
+
+/// Reads a `check --output json` report, refusing unknown schema versions before looking at
+/// anything else. Schema 1 (unit-less duration keys) reads through the `alias`es on the
+/// outcome's fields.
+pub fn load(path: &Path) -> Result<Report, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let json = |error| LoadError::Json {
+        path: path.to_path_buf(),
+        error,
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(json)?;
+    let readable = |n: u64| (u64::from(OLDEST_SCHEMA)..=u64::from(SCHEMA_VERSION)).contains(&n);
+    match value.get("schema") {
+        None => return Err(LoadError::NoSchema { path: path.to_path_buf() }),
+        Some(v) if !v.as_u64().is_some_and(readable) => {
+            return Err(LoadError::Schema {
+                path: path.to_path_buf(),
+                found: v.to_string(),
+                oldest: OLDEST_SCHEMA,
+                supported: SCHEMA_VERSION,
+            })
+        }
+        Some(_) => {}
+    }
+    serde_json::from_value(value).map_err(json)
+}
+
 /// Widest name and target shown in the table; longer ones are shortened with `…`.
 const MAX_NAME: usize = 32;
 const MAX_TARGET: usize = 48;
@@ -74,66 +130,27 @@ const HEADERS: [&str; 6] = ["NAME", "KIND", "TARGET", "RESULT", "TOTAL ms", "FAI
 /// widths come from the whole table (bounded), so every row lines up; `colour` adds ANSI
 /// colour to the result column only (callers pass it only when stdout is a terminal).
 pub fn render_table(results: &[ProbeResult], colour: bool) -> String {
+    use table::Align::{Left, Right};
     let rows: Vec<[String; 6]> = results
         .iter()
         .map(|r| {
             [
-                shorten(&r.name, MAX_NAME),
+                table::shorten(&r.name, MAX_NAME),
                 r.kind.clone(),
-                shorten(&r.target, MAX_TARGET),
+                table::shorten(&r.target, MAX_TARGET),
                 if r.outcome.success { "PASS" } else { "FAIL" }.to_string(),
                 format!("{:.1}", r.outcome.total.as_secs_f64() * 1000.0),
                 r.outcome.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    table::render(HEADERS, [Left, Left, Left, Left, Right, Left], &rows, |row, col, padded| {
+        if !colour || col != 3 {
+            return padded.to_string();
         }
-    }
-    let mut out = String::new();
-    let header: [String; 6] = HEADERS.map(String::from);
-    push_row(&mut out, &header, &widths, |_, s| s.to_string());
-    for (row, r) in rows.iter().zip(results) {
-        push_row(&mut out, row, &widths, |col, padded| {
-            if !colour || col != 3 {
-                return padded.to_string();
-            }
-            let code = if r.outcome.success { "32" } else { "31;1" };
-            format!("\x1b[{code}m{padded}\x1b[0m")
-        });
-    }
-    out
-}
-
-fn push_row(out: &mut String, cells: &[String; 6], widths: &[usize; 6], paint: impl Fn(usize, &str) -> String) {
-    let mut line = String::new();
-    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-        let pad = w.saturating_sub(cell.chars().count());
-        // TOTAL ms is right-aligned so the numbers line up; the last column is not padded.
-        let padded = match i {
-            4 => format!("{}{cell}", " ".repeat(pad)),
-            5 => cell.clone(),
-            _ => format!("{cell}{}", " ".repeat(pad)),
-        };
-        if i > 0 {
-            line.push_str("  ");
-        }
-        line.push_str(&paint(i, &padded));
-    }
-    out.push_str(line.trim_end());
-    out.push('\n');
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
-    t.push('…');
-    t
+        let code = if results[row].outcome.success { "32" } else { "31;1" };
+        format!("\x1b[{code}m{padded}\x1b[0m")
+    })
 }
 
 /// One line per failed probe with its message, for humans below the table.
