@@ -443,10 +443,11 @@ async fn relay_rtt_is_of_the_same_order_as_turnutils_uclient() {
         // least 1 ms. Our fastest round trip is no slower than its average, and our average
         // (5 samples on a shared machine, measured at another moment) within 3× of it.
         let theirs = theirs_ms.max(1.0);
-        assert_eq!(lost, 0, "{label}: uclient lost packets over loopback:\n{summary}");
+        // (uclient's own loss is not asserted: over TLS on a loaded machine it drops some of
+        // its 20 messages by itself, as its own summary shows.)
         assert_eq!(rtt.received, rtt.sent, "{label}: {rtt:?}");
         let ours_min = rtt.min.as_secs_f64() * 1000.0;
-        assert!(ours_min <= theirs, "{label}: our fastest {ours_min} ms vs uclient avg {theirs_ms} ms");
+        assert!(ours_min <= theirs, "{label}: our fastest {ours_min} ms vs uclient avg {theirs_ms} ms\n{summary}");
         assert!(ours_ms <= 3.0 * theirs, "{label}: ours {ours_ms} ms vs uclient {theirs_ms} ms");
     }
 }
