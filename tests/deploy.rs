@@ -211,3 +211,43 @@ fn every_family_a_real_daemon_and_responder_export_is_in_metrics_md() {
         .collect();
     assert!(stale.is_empty(), "docs/metrics.md names families nothing exports: {stale:?}");
 }
+
+/// The words of a bash array `name=(…)` in `scripts/test` (it may span lines).
+fn bash_array(script: &str, name: &str) -> Vec<String> {
+    let start = script.find(&format!("{name}=(")).unwrap_or_else(|| panic!("no {name}=( in scripts/test")) + name.len() + 2;
+    let end = start + script[start..].find(')').expect("closing )");
+    script[start..end].split_whitespace().map(str::to_string).collect()
+}
+
+/// Every file under `dir` (recursively) with one of `exts`, concatenated.
+fn sources(dir: &Path, exts: &[&str]) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).unwrap().map_while(Result::ok) {
+        let p = entry.path();
+        if p.is_dir() {
+            out += &sources(&p, exts);
+        } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e)) {
+            out += &std::fs::read_to_string(&p).unwrap_or_default();
+        }
+    }
+    out
+}
+
+#[test]
+fn readme_and_scripts_test_list_what_the_tests_really_run() {
+    let script = std::fs::read_to_string(repo("scripts/test")).unwrap();
+    let packages = bash_array(&script, "packages");
+    let binaries = bash_array(&script, "binaries");
+    // Every binary scripts/test installs for the tests is run by some test (named as a quoted
+    // string, as Command::new and argument lists do).
+    let tests = sources(&repo("tests"), &["rs", "py", "sh"]);
+    let unused: Vec<&String> = binaries.iter().filter(|b| !tests.contains(&format!("\"{b}\""))).collect();
+    assert!(unused.is_empty(), "scripts/test installs what no test runs: {unused:?}");
+    // README names exactly the packages scripts/test installs.
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let from = readme.find("Debian packages (").expect("README: the test lab's package list") + "Debian packages (".len();
+    let list = &readme[from..from + readme[from..].find(')').unwrap()];
+    let named: BTreeSet<&str> = list.split('`').skip(1).step_by(2).collect();
+    let installed: BTreeSet<&str> = packages.iter().map(String::as_str).collect();
+    assert_eq!(named, installed, "README's package list vs scripts/test's packages=(...)");
+}
