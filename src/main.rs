@@ -42,7 +42,9 @@ fn init_logging(format: LogFormat) {
     // per-run lines, so they start at warn unless RUST_LOG says otherwise.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,webrtc_ice=warn,turn=warn,webrtc_util=warn,stun=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter)        .with_writer(std::io::stderr)
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(egress_probe::cli::colour_on(std::io::stderr().is_terminal()));
     match format {
         LogFormat::Json => builder.json().init(),

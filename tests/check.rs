@@ -191,11 +191,7 @@ fn logs_on_stderr_are_coloured_only_on_a_terminal_and_never_with_no_color() {
         path.display()
     );
     // Piped: stderr is a pipe, so plain text.
-    let piped = Command::new("sh")
-        .args(["-c", &run])
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap();
+    let piped = Command::new("sh").args(["-c", &run]).env_remove("NO_COLOR").output().unwrap();
     assert_eq!(piped.status.code(), Some(124), "stopped by timeout(1), not by itself");
     let err = String::from_utf8_lossy(&piped.stderr);
     assert!(err.contains("probe failed"), "{err}");

@@ -203,8 +203,8 @@ fn every_family_a_real_daemon_and_responder_export_is_in_metrics_md() {
     }
     // No documented name that the source does not define (families that appear only after
     // an event the scrape did not cause are still defined in the source).
-    let source = std::fs::read_to_string(repo("src/metrics.rs")).unwrap()
-        + &std::fs::read_to_string(repo("src/responder/metrics.rs")).unwrap();
+    let source =
+        std::fs::read_to_string(repo("src/metrics.rs")).unwrap() + &std::fs::read_to_string(repo("src/responder/metrics.rs")).unwrap();
     let stale: Vec<_> = documented
         .iter()
         .filter(|f| !scraped.contains(*f) && !source.contains(&format!("\"{f}\"")))
@@ -214,7 +214,11 @@ fn every_family_a_real_daemon_and_responder_export_is_in_metrics_md() {
 
 /// The words of a bash array `name=(…)` in `scripts/test` (it may span lines).
 fn bash_array(script: &str, name: &str) -> Vec<String> {
-    let start = script.find(&format!("{name}=(")).unwrap_or_else(|| panic!("no {name}=( in scripts/test")) + name.len() + 2;
+    let start = script
+        .find(&format!("{name}=("))
+        .unwrap_or_else(|| panic!("no {name}=( in scripts/test"))
+        + name.len()
+        + 2;
     let end = start + script[start..].find(')').expect("closing )");
     script[start..end].split_whitespace().map(str::to_string).collect()
 }

@@ -190,7 +190,10 @@ fn a_schema_1_report_diffs_against_one_this_build_writes() {
     let mut now = report.clone();
     now.schema = SCHEMA_VERSION;
     let text = serde_json::to_string_pretty(&now).unwrap();
-    assert!(text.contains("\"total_ms\"") && text.contains("\"duration_ms\"") && !text.contains("\"total\""), "{text}");
+    assert!(
+        text.contains("\"total_ms\"") && text.contains("\"duration_ms\"") && !text.contains("\"total\""),
+        "{text}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let new = dir.path().join("now.json");
     std::fs::write(&new, text).unwrap();
@@ -198,7 +201,9 @@ fn a_schema_1_report_diffs_against_one_this_build_writes() {
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     let n = report.results.len();
     assert!(
-        stdout(&out).ends_with(&format!("0 regression(s), 0 other change(s), {n} probe(s) unchanged: nothing regressed\n")),
+        stdout(&out).ends_with(&format!(
+            "0 regression(s), 0 other change(s), {n} probe(s) unchanged: nothing regressed\n"
+        )),
         "{}",
         stdout(&out)
     );

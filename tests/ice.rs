@@ -407,7 +407,12 @@ async fn connectivity_blocked_at_the_relay_is_connectivity_timeout() {
     let o = run(&s, timeout).await;
     assert_eq!(code(&o), "connectivity/timeout", "{o:#?}");
     // The deadline on the probe's own clock (the test's clock also counts scheduling).
-    assert!(o.total <= timeout + Duration::from_millis(100), "total {:?}, test saw {:?}", o.total, started.elapsed());
+    assert!(
+        o.total <= timeout + Duration::from_millis(100),
+        "total {:?}, test saw {:?}",
+        o.total,
+        started.elapsed()
+    );
     let ice = o.detail.ice.as_ref().expect("ice details");
     assert_eq!(count(&o, "relay"), 1, "gathering itself passed: {ice:#?}");
     assert!(ice.connected_after.is_none());

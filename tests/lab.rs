@@ -17,5 +17,9 @@ fn coturn_starts_and_answers_its_own_stun_client() {
     // the server (an address and a port the command line never named).
     let mapped = common::stunclient_reflexive(&text).unwrap_or_else(|| panic!("no reflexive address in: {text}"));
     assert_eq!(mapped.ip().to_string(), "127.0.0.1", "{text}");
-    assert_ne!(mapped.port(), turn.port, "the mapped port is the client's, not the server's: {text}");
+    assert_ne!(
+        mapped.port(),
+        turn.port,
+        "the mapped port is the client's, not the server's: {text}"
+    );
 }

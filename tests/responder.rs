@@ -199,10 +199,19 @@ async fn rest_credentials_are_accepted_and_wrong_passwords_refused() {
     let port = r.addrs.turn_udp[0].port();
     let (code, out) = run_tool("turnutils_uclient", &uclient_args(&["-u", "alice", "-W", REST_SECRET], port)).await;
     assert_eq!(code, 0, "uclient with REST secret failed:\n{out}");
+    // Refused with 401 (RFC 8489 §9.2.4), what coturn answers too: not the turn crate's 400,
+    // which clients do not read as "credentials refused". (uclient exits 0 either way.)
     let (code, out) = run_tool("turnutils_uclient", &uclient_args(&["-u", "alice", "-W", "not-the-secret"], port)).await;
-    assert_ne!(code, 0, "a wrong REST secret must be refused:\n{out}");
+    assert!(
+        out.contains("error 401") && !out.contains("error 400"),
+        "a wrong REST secret must get 401 (exit {code}):\n{out}"
+    );
+    assert!(!out.contains("Total lost packets"), "no relay with a wrong secret:\n{out}");
     let (code, out) = run_tool("turnutils_uclient", &uclient_args(&["-u", USER, "-w", "wrong"], port)).await;
-    assert_ne!(code, 0, "a wrong password must be refused:\n{out}");
+    assert!(
+        out.contains("error 401") && !out.contains("error 400"),
+        "a wrong password must get 401 (exit {code}):\n{out}"
+    );
     assert_nothing_left(&r, UCLIENT_UNRELEASED).await;
 }
 
@@ -241,6 +250,53 @@ async fn coturn_uclient_reaches_our_udp_echo_peer_through_our_relay() {
         sample(&text, "egress_responder_udp_echo_datagrams_total").unwrap_or(0.0) >= 5.0,
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_turn_probe_reads_wrong_credentials_as_allocate_auth_on_every_transport() {
+    let r = start().await;
+    let ca = r.tls.ca_file.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    let (udp, tcp, tls) = (r.addrs.turn_udp[0].port(), r.addrs.turn_tcp[0].port(), r.addrs.turn_tls[0].port());
+    std::fs::write(
+        &path,
+        format!(
+            "defaults: {{ timeout: 5s }}\nprobes:\n  - {{ name: udp, kind: turn, server: 'turn:127.0.0.1:{udp}', credentials: {{ username: {USER}, password: wrong }} }}\n  - {{ name: tcp, kind: turn, server: 'turn:127.0.0.1:{tcp}?transport=tcp', credentials: {{ rest_secret: not-the-secret }} }}\n  - {{ name: tls, kind: turn, server: 'turns:127.0.0.1:{tls}?transport=tcp', ca_file: {ca}, credentials: {{ username: nobody, password: {PASS} }} }}\n  - {{ name: good, kind: turn, server: 'turn:127.0.0.1:{udp}', credentials: {{ username: {USER}, password: {PASS} }} }}\n",
+            ca = ca.display()
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("timeout")
+        .arg("30")
+        .arg(common::bin())
+        .args(["check", "-o", "json", "--config"])
+        .arg(&path)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let report: egress_probe::report::Report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let codes: Vec<(String, String)> = report
+        .results
+        .iter()
+        .map(|x| {
+            (
+                x.name.clone(),
+                x.outcome.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "pass".into()),
+            )
+        })
+        .collect();
+    let want = [
+        ("udp", "allocate/auth"),
+        ("tcp", "allocate/auth"),
+        ("tls", "allocate/auth"),
+        ("good", "pass"),
+    ];
+    assert_eq!(codes, want.map(|(a, b)| (a.to_string(), b.to_string())), "exit {:?}", out.status);
+    assert_eq!(out.status.code(), Some(1));
+    assert_nothing_left(&r, 0.0).await;
 }
 
 fn tls_connector(r: &Responder) -> tokio_rustls::TlsConnector {

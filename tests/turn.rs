@@ -447,7 +447,10 @@ async fn relay_rtt_is_of_the_same_order_as_turnutils_uclient() {
         // its 20 messages by itself, as its own summary shows.)
         assert_eq!(rtt.received, rtt.sent, "{label}: {rtt:?}");
         let ours_min = rtt.min.as_secs_f64() * 1000.0;
-        assert!(ours_min <= theirs, "{label}: our fastest {ours_min} ms vs uclient avg {theirs_ms} ms\n{summary}");
+        assert!(
+            ours_min <= theirs,
+            "{label}: our fastest {ours_min} ms vs uclient avg {theirs_ms} ms\n{summary}"
+        );
         assert!(ours_ms <= 3.0 * theirs, "{label}: ours {ours_ms} ms vs uclient {theirs_ms} ms");
     }
 }

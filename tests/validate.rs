@@ -177,7 +177,10 @@ fn unset_env_and_unreadable_file_secrets() {
         "unset_secret.yaml",
         &[
             ("6:17", "environment variable EGRESS_PROBE_TEST_SURELY_UNSET is not set"),
-            ("7:17", "file:/nonexistent/egress-probe/password: cannot read: No such file or directory"),
+            (
+                "7:17",
+                "file:/nonexistent/egress-probe/password: cannot read: No such file or directory",
+            ),
         ],
     );
 }
@@ -478,7 +481,11 @@ fn parse_str_tls_options_flat_or_grouped_but_not_twice() {
     let ProbeSpec::Http(h) = &ok.probes[1].spec else { panic!("http") };
     assert_eq!(h.tls.alpn, ["h2"]);
     assert_eq!(h.tls.server_name.as_deref(), Some("api.example"));
-    assert_eq!(h.tls.min_version, Some(egress_probe::config::TlsVersion::Tls13), "the grouped `tls:` value");
+    assert_eq!(
+        h.tls.min_version,
+        Some(egress_probe::config::TlsVersion::Tls13),
+        "the grouped `tls:` value"
+    );
 
     let text = "probes:\n  - name: t\n    kind: tls\n    target: 'a.example:443'\n    min_version: '1.2'\n    tls:\n      min_version: '1.3'\n      ca_fil: x\n";
     let e = parse_str(text, "c.yaml").unwrap_err();

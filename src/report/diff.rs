@@ -309,7 +309,16 @@ mod tests {
     #[test]
     fn each_change_kind_has_one_name_in_the_table_and_in_json() {
         use ChangeKind::*;
-        for k in [Regressed, Slower, ReasonChanged, Fixed, Faster, Appeared, Disappeared, TargetChanged] {
+        for k in [
+            Regressed,
+            Slower,
+            ReasonChanged,
+            Fixed,
+            Faster,
+            Appeared,
+            Disappeared,
+            TargetChanged,
+        ] {
             assert_eq!(serde_json::to_value(k).unwrap(), serde_json::Value::from(k.as_str()), "{k:?}");
         }
     }
