@@ -46,10 +46,13 @@ pub enum OutputFormat {
 }
 
 /// `egress-probe run`.
+// One of the two is required: a bare `run`/`check` then says "<--config <CONFIG>|--demo>",
+// so a new user learns about the demo from the error.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "demo"])))]
 pub struct RunArgs {
     /// Probe config (YAML).
-    #[arg(long, short, required_unless_present = "demo")]
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Start the built-in responder on loopback and probe it (no network needed).
     #[arg(long, conflicts_with = "config")]
@@ -60,10 +63,13 @@ pub struct RunArgs {
 }
 
 /// `egress-probe check`.
+// One of the two is required: a bare `run`/`check` then says "<--config <CONFIG>|--demo>",
+// so a new user learns about the demo from the error.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "demo"])))]
 pub struct CheckArgs {
     /// Probe config (YAML).
-    #[arg(long, short, required_unless_present = "demo")]
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Start the built-in responder on loopback and probe it (no network needed).
     #[arg(long, conflicts_with = "config")]
@@ -190,6 +196,18 @@ pub fn colour_on(is_terminal: bool) -> bool {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn bare_run_and_check_name_both_config_and_demo() {
+        for sub in ["run", "check"] {
+            let e = Cli::try_parse_from(["egress-probe", sub]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{sub}");
+            let text = e.render().to_string();
+            assert!(text.contains("--config") && text.contains("--demo"), "{sub}: {text}");
+            assert!(Cli::try_parse_from(["egress-probe", sub, "--demo"]).is_ok());
+            assert!(Cli::try_parse_from(["egress-probe", sub, "--demo", "--config", "x"]).is_err());
+        }
+    }
 
     #[test]
     fn responder_help_states_the_real_default_ports() {
