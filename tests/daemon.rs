@@ -78,8 +78,8 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 }
 
 fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
+    let mut child = Command::new("timeout")
+        .args(["60", "promtool", "check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

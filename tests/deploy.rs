@@ -13,6 +13,13 @@ fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// `program` bounded by timeout(1): a wedged tool fails the test instead of hanging the suite.
+fn bounded(program: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["60", program]);
+    c
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
         .output()
@@ -24,26 +31,22 @@ fn run_ok(cmd: &mut Command) -> String {
 
 #[test]
 fn prometheus_config_and_rules_pass_promtool() {
-    let text = run_ok(
-        Command::new("promtool")
-            .args(["check", "config"])
-            .arg(repo("deploy/prometheus.yml")),
-    );
+    let text = run_ok(bounded("promtool").args(["check", "config"]).arg(repo("deploy/prometheus.yml")));
     assert!(text.contains("1 rule files found"), "{text}");
-    let text = run_ok(Command::new("promtool").args(["check", "rules"]).arg(repo("deploy/alerts.yml")));
+    let text = run_ok(bounded("promtool").args(["check", "rules"]).arg(repo("deploy/alerts.yml")));
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
 #[test]
 fn alert_rules_unit_tests_pass() {
-    let text = run_ok(Command::new("promtool").args(["test", "rules"]).arg(repo("deploy/alerts_test.yml")));
+    let text = run_ok(bounded("promtool").args(["test", "rules"]).arg(repo("deploy/alerts_test.yml")));
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
 #[test]
 fn systemd_unit_verifies() {
     assert!(
-        Command::new("systemd-analyze").arg("--version").output().is_ok(),
+        bounded("systemd-analyze").arg("--version").status().is_ok_and(|s| s.success()),
         "systemd-analyze is missing: scripts/test installs it (Debian package systemd)"
     );
     // Point the unit at the binary under test (verify insists ExecStart exists).
@@ -53,7 +56,7 @@ fn systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("egress-probe.service");
     std::fs::write(&path, unit).unwrap();
-    run_ok(Command::new("systemd-analyze").arg("verify").arg(&path));
+    run_ok(bounded("systemd-analyze").arg("verify").arg(&path));
 }
 
 /// `egress_probe_*` names in `text`, histogram/counter sample suffixes folded onto the family.
