@@ -550,3 +550,17 @@ async fn webrtc_turn_client_round_trips_via_echo_peer_and_its_allocation_is_rele
         "{text}"
     );
 }
+
+#[test]
+fn responder_help_states_the_real_default_ports() {
+    use clap::CommandFactory;
+    use egress_probe::cli::Cli;
+    use egress_probe::responder::config::{DEFAULT_TURNS_PORT, DEFAULT_TURN_PORT, DEFAULT_UDP_ECHO_PORT};
+    let mut cmd = Cli::command();
+    let help = cmd.find_subcommand_mut("responder").unwrap().render_help().to_string();
+    let line = |flag: &str| help.lines().find(|l| l.contains(flag)).unwrap_or_default().to_string();
+    assert!(line("--turn-tls").contains(&format!("default {DEFAULT_TURNS_PORT}")), "{help}");
+    assert!(!help.contains("443 if nothing else uses it"), "{help}");
+    assert!(line("--turn-udp").contains(&format!("default {DEFAULT_TURN_PORT}")), "{help}");
+    assert!(line("--udp-echo").contains(&format!("default {DEFAULT_UDP_ECHO_PORT}")), "{help}");
+}
