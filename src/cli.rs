@@ -46,10 +46,13 @@ pub enum OutputFormat {
 }
 
 /// `egress-probe run`.
+// One of the two is required: a bare `run`/`check` then says "<--config <CONFIG>|--demo>",
+// so a new user learns about the demo from the error.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "demo"])))]
 pub struct RunArgs {
     /// Probe config (YAML).
-    #[arg(long, short, required_unless_present = "demo")]
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Start the built-in responder on loopback and probe it (no network needed).
     #[arg(long, conflicts_with = "config")]
@@ -66,10 +69,13 @@ pub struct RunArgs {
 }
 
 /// `egress-probe check`.
+// One of the two is required: a bare `run`/`check` then says "<--config <CONFIG>|--demo>",
+// so a new user learns about the demo from the error.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "demo"])))]
 pub struct CheckArgs {
     /// Probe config (YAML).
-    #[arg(long, short, required_unless_present = "demo")]
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Start the built-in responder on loopback and probe it (no network needed).
     #[arg(long, conflicts_with = "config")]
@@ -124,7 +130,7 @@ pub struct ResponderArgs {
     /// STUN/TURN over TCP listeners (default 3478).
     #[arg(long)]
     pub turn_tcp: Vec<String>,
-    /// TURN over TLS listeners (default 5349; 443 if nothing else uses it).
+    /// TURN over TLS listeners (default 5349; give 443 explicitly to test the TLS-on-443 path).
     #[arg(long)]
     pub turn_tls: Vec<String>,
     /// HTTPS + WSS echo listeners (default 443 and 8443; use 8443 alone without root).
@@ -182,5 +188,29 @@ fn non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("{s:?} is not a number >= 0")),
+    }
+}
+
+/// Whether ANSI colour may go to a stream: only to a terminal, and never with `NO_COLOR` set
+/// to a non-empty value (<https://no-color.org>). Logs (stderr) and the `check` table (stdout)
+/// both ask this, so piped output is always plain text.
+pub fn colour_on(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_run_and_check_name_both_config_and_demo() {
+        for sub in ["run", "check"] {
+            let e = Cli::try_parse_from(["egress-probe", sub]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{sub}");
+            let text = e.render().to_string();
+            assert!(text.contains("--config") && text.contains("--demo"), "{sub}: {text}");
+            assert!(Cli::try_parse_from(["egress-probe", sub, "--demo"]).is_ok());
+            assert!(Cli::try_parse_from(["egress-probe", sub, "--demo", "--config", "x"]).is_err());
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The `egress-probe` binary: parse the command line, set up logging, dispatch.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -49,7 +50,10 @@ fn init_logging(format: LogFormat) {
     // per-run lines, so they start at warn unless RUST_LOG says otherwise.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,webrtc_ice=warn,turn=warn,webrtc_util=warn,stun=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(egress_probe::cli::colour_on(std::io::stderr().is_terminal()));
     // A separate layer over the formatter: dependencies' wire dumps (request headers, TURN
     // messages) never reach the log, whatever RUST_LOG asks for (see `log_redact`).
     use tracing_subscriber::layer::SubscriberExt;

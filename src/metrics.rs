@@ -714,7 +714,15 @@ mod tests {
             r.register(Box::new(f.address_success.clone())).unwrap();
             r.gather()
         };
-        assert_eq!(families[0].get_metric().len(), 1);
+        // Exactly one series remains, and it is the address still in the answer.
+        let series = families[0].get_metric();
+        let addresses: Vec<&str> = series
+            .iter()
+            .flat_map(|m| m.get_label())
+            .filter(|l| l.name() == "address")
+            .map(|l| l.value())
+            .collect();
+        assert_eq!(addresses, ["198.51.100.2"]);
     }
 
     #[test]

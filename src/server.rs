@@ -281,7 +281,15 @@ async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<Stri
     };
     let spec = &probe.spec;
     if let Some(f) = &outcome.failure {
-        tracing::info!(probe = %p.name, target = %spec.target(), phase = f.phase.as_str(), reason = %f.reason, error = %f.message, "on-demand probe failed");
+        tracing::info!(
+            probe = p.name.as_str(),
+            target = spec.target().as_str(),
+            phase = f.phase.as_str(),
+            reason = f.reason.label().as_str(),
+            total_ms = crate::outcome::ms(outcome.total),
+            error = f.message.as_str(),
+            "on-demand probe failed"
+        );
     }
     match render_single_run(&p.name, spec.kind(), &spec.target(), &outcome) {
         Ok(body) => text(StatusCode::OK, body),

@@ -515,8 +515,23 @@ async fn thirty_runs_leave_no_allocation_and_no_descriptor() {
     cut.servers
         .push(server(&format!("stun:{}", silent.local_addr().expect("addr")), None));
     // Warm-up (lazy statics, runtime and resolver state), then the baseline.
-    assert!(run(&gather, Duration::from_secs(5)).await.success);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let warm = run(&gather, Duration::from_secs(5)).await;
+    assert!(warm.success, "{warm:#?}");
+    // Settled when the warm-up's agent is closed (released), coturn has deleted its allocation,
+    // and our descriptor count holds still between two reads 50 ms apart — not after a sleep.
+    assert!(warm.detail.ice.as_ref().is_some_and(|i| i.released), "{warm:#?}");
+    let warm_deleted = common::proc::wait_until(Duration::from_secs(10), || {
+        let (created, deleted) = allocations(&turn.log_text());
+        !created.is_empty() && created == deleted
+    });
+    assert!(warm_deleted, "the warm-up allocation was not deleted:\n{}", turn.log_text());
+    let mut last = common::proc::fd_count();
+    let steady = common::proc::wait_until(Duration::from_secs(5), || {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = common::proc::fd_count();
+        std::mem::replace(&mut last, now) == now
+    });
+    assert!(steady, "descriptor count kept changing after the warm-up");
     let fds_before = common::proc::fd_count();
     // Allocations the successful runs must have made (a run that failed may or may not have
     // allocated; its release is checked all the same by created == deleted below).
@@ -586,7 +601,13 @@ async fn connectivity_blocked_at_the_relay_is_connectivity_timeout() {
     let started = Instant::now();
     let o = run(&s, timeout).await;
     assert_eq!(code(&o), "connectivity/timeout", "{o:#?}");
-    assert!(started.elapsed() < timeout + Duration::from_millis(300), "{:?}", started.elapsed());
+    // The deadline on the probe's own clock (the test's clock also counts scheduling).
+    assert!(
+        o.total <= timeout + Duration::from_millis(100),
+        "total {:?}, test saw {:?}",
+        o.total,
+        started.elapsed()
+    );
     let ice = o.detail.ice.as_ref().expect("ice details");
     assert_eq!(count(&o, "relay"), 1, "gathering itself passed: {ice:#?}");
     assert!(ice.connected_after.is_none());
@@ -734,7 +755,7 @@ fn ice_with_only_a_turns_server_validates_and_passes_in_check() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let detail = &json["results"][0]["outcome"]["detail"]["ice"];
     assert_eq!(detail["relays"][0]["protocol"], "tls", "{detail}");
-    assert!(detail["first_relay"]["tls"].as_f64().is_some_and(|ms| ms > 0.0), "{detail}");
+    assert!(detail["first_relay_ms"]["tls"].as_f64().is_some_and(|ms| ms > 0.0), "{detail}");
 }
 
 /// A run dropped mid-way (as the daemon cancels runs at shutdown) after its TLS relay was

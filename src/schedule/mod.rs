@@ -65,22 +65,28 @@ pub struct LogSink;
 impl Sink for LogSink {
     fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
         match &outcome.failure {
+            // Every string field is recorded as a `&str`: quoted in text logs (`probe="a b"`
+            // stays one field), a plain JSON string with `--log-format json`. Times in ms with
+            // µs precision (`total_ms=0.154`), like the JSON report.
             Some(f) => tracing::warn!(
-                probe = %probe.name,
+                probe = probe.name.as_str(),
                 kind = probe.spec.kind(),
                 phase = f.phase.as_str(),
-                reason = %f.reason,
-                total_ms = outcome.total.as_millis() as u64,
-                error = %f.message,
+                reason = f.reason.label().as_str(),
+                total_ms = crate::outcome::ms(outcome.total),
+                error = f.message.as_str(),
                 "probe failed"
             ),
-            None => {
-                tracing::debug!(probe = %probe.name, kind = probe.spec.kind(), total_ms = outcome.total.as_millis() as u64, "probe passed")
-            }
+            None => tracing::debug!(
+                probe = probe.name.as_str(),
+                kind = probe.spec.kind(),
+                total_ms = crate::outcome::ms(outcome.total),
+                "probe passed"
+            ),
         }
     }
     fn skipped(&self, probe: &ProbeConfig) {
-        tracing::warn!(probe = %probe.name, "previous run still in flight; tick skipped");
+        tracing::warn!(probe = probe.name.as_str(), "previous run still in flight; tick skipped");
     }
 }
 
@@ -273,7 +279,12 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
             }
             Err(_) => {
                 drop(run);
-                tracing::info!(probe = %p.name, phase = "internal", reason = "cancelled", "in-flight run cancelled at shutdown");
+                tracing::info!(
+                    probe = p.name.as_str(),
+                    phase = "internal",
+                    reason = "cancelled",
+                    "in-flight run cancelled at shutdown"
+                );
             }
         }
     }

@@ -422,8 +422,8 @@ pub static RULES: &[Rule] = &[
     Rule {
         id: "other_failure",
         severity: Severity::Broken,
-        when: Scope::Failure(|_, _| Some(Vec::new())),
-        template: "{name} ({kind} to {host}:{port}) fails ({code})",
+        when: Scope::Failure(|f, _| Some(vec![("probe", f.probe_phrase())])),
+        template: "{probe} fails ({code})",
         claim: Claim::None,
     },
     Rule {
@@ -515,6 +515,23 @@ impl<'a> Facts<'a> {
 
     fn reason_is(&self, r: &Reason) -> bool {
         self.reason == Some(r)
+    }
+
+    /// The probe and its target for a sentence: `probe ice (ice to 127.0.0.1:3478)` would read
+    /// twice, so a probe named after its kind is `the ice probe to 127.0.0.1:3478`, another
+    /// `probe odd (tcp to not:5060)`; a target without a port (a DNS name) has none.
+    fn probe_phrase(&self) -> String {
+        let target = match self.port {
+            Some(p) if self.host.contains(':') => format!("[{}]:{p}", self.host),
+            Some(p) => format!("{}:{p}", self.host),
+            None => self.host.clone(),
+        };
+        let to = if self.kind == "dns" { "for" } else { "to" };
+        if self.name == self.kind {
+            format!("the {} probe {to} {target}", self.kind)
+        } else {
+            format!("probe {} ({} {to} {target})", self.name, self.kind)
+        }
     }
 
     fn port_str(&self) -> String {

@@ -247,7 +247,7 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             vec![fail("api", "http", "https://api.example.com/health", Phase::Request, Reason::Status(503))],
             "api.example.com answers HTTP 503 on 443 (request/status_503)".into(),
         ),
-        ("other_failure", vec![peer_only], "odd (tcp to not:5060) fails (close/io)".into()),
+        ("other_failure", vec![peer_only], "probe odd (tcp to not:5060) fails (close/io)".into()),
         (
             "ice_relay_only_over_stream",
             vec![ice_tls_only.clone(), pass("tcp", "tcp", "relay.example.com:443")],
@@ -458,6 +458,24 @@ fn ice_relay_only_over_stream() {
         .find(|(id, _, _)| *id == "ice_relay_only_over_stream")
         .expect("case");
     assert_eq!(verdicts(&results).last().map(String::as_str), Some("2 of 2 probes pass"));
+}
+#[test]
+fn other_failure_names_a_probe_called_after_its_kind_once_and_its_target_readably() {
+    let ice = fail("ice", "ice", "stun:127.0.0.1:1", Phase::Gather, Reason::NoSrflx);
+    let dns = fail("dns", "dns", "relay.example.test", Phase::Resolve, Reason::Mismatch);
+    let v6 = fail("v6", "tcp", "[2001:db8::1]:5060", Phase::Close, Reason::Reset);
+    for (r, want) in [
+        (&ice, "the ice probe to 127.0.0.1:1 fails"),
+        (&dns, "the dns probe for relay.example.test fails"),
+        (&v6, "probe v6 (tcp to [2001:db8::1]:5060) fails"),
+    ] {
+        let f = Facts::of(r);
+        let rule = RULES.iter().find(|x| x.id == "other_failure").unwrap();
+        let Scope::Failure(when) = rule.when else { panic!() };
+        let vars = when(&f, std::slice::from_ref(&f)).unwrap();
+        let text = render(rule.template, &f.common_vars(), &vars);
+        assert!(text.starts_with(want), "{text}");
+    }
 }
 #[test]
 fn all_pass() {
