@@ -38,20 +38,20 @@ impl Problems {
 // ---------------------------------------------------------------------------------------------
 // Field lists (also the "allowed:" part of unknown-field messages).
 
-const TOP: &[&str] = &["listen", "defaults", "proxy", "probes"];
-const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
-const COMMON: &[&str] = &["name", "kind", "interval", "timeout", "labels", "proxy"];
-const TLS_OPTS: &[&str] = &["server_name", "alpn", "ca_file", "pin_sha256", "min_version"];
-const CREDENTIALS: &[&str] = &["username", "password", "rest_secret", "rest_user", "ttl"];
-const ICE_SERVER: &[&str] = &["url", "credentials"];
-const DNS_EXPECT: &[&str] = &["contains", "rcode"];
-const KINDS: &[&str] = &["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice"];
-const RCODES: &[&str] = &["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused"];
+pub(super) const TOP: &[&str] = &["listen", "defaults", "proxy", "probes"];
+pub(super) const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
+pub(super) const COMMON: &[&str] = &["name", "kind", "interval", "timeout", "labels", "proxy"];
+pub(super) const TLS_OPTS: &[&str] = &["server_name", "alpn", "ca_file", "pin_sha256", "min_version"];
+pub(super) const CREDENTIALS: &[&str] = &["username", "password", "rest_secret", "rest_user", "ttl"];
+pub(super) const ICE_SERVER: &[&str] = &["url", "credentials"];
+pub(super) const DNS_EXPECT: &[&str] = &["contains", "rcode"];
+pub(super) const KINDS: &[&str] = &["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice"];
+pub(super) const RCODES: &[&str] = &["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused"];
 /// Label names the exporter sets itself.
-const RESERVED_LABELS: &[&str] = &["probe", "kind", "target", "phase", "reason", "result", "transport", "type", "le"];
+pub(super) const RESERVED_LABELS: &[&str] = &["probe", "kind", "target", "phase", "reason", "result", "transport", "type", "le"];
 
 /// Fields of each kind besides [`COMMON`].
-fn kind_fields(kind: &str) -> Vec<&'static str> {
+pub(super) fn kind_fields(kind: &str) -> Vec<&'static str> {
     let (own, tls): (&[&str], bool) = match kind {
         "dns" => (&["query", "record", "resolver", "expect"], false),
         "tcp" => (&["target", "addresses"], false),

