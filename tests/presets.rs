@@ -208,7 +208,11 @@ fn preset_mistakes_point_at_the_users_preset_line() {
     let text = "listen: 127.0.0.1:9469\npreset: zoom\nregion: eu\ninputs: { media_host: 192.0.2.1 }\n";
     let e = config::parse_str(text, "bad.yaml").unwrap_err();
     // Besides "missing probes" (none came in), the preset's problem, at the user's `preset:` value.
-    let at = e.errors.iter().find(|x| x.message.contains("has no regions")).unwrap_or_else(|| panic!("{e}"));
+    let at = e
+        .errors
+        .iter()
+        .find(|x| x.message.contains("has no regions"))
+        .unwrap_or_else(|| panic!("{e}"));
     assert_eq!((at.line, at.column), (2, 9), "{e}");
     let e = config::parse_str("region: eu-west-1\nprobes: []\n", "bad.yaml")
         .unwrap_err()

@@ -41,9 +41,7 @@ pub(crate) async fn load_config(
 }
 
 /// The config of a vendor preset (`check --preset`). `Err(code)` when it printed why not.
-pub(crate) fn load_preset(
-    req: &crate::config::PresetRequest,
-) -> Result<(crate::config::Config, Option<crate::demo::Demo>), u8> {
+pub(crate) fn load_preset(req: &crate::config::PresetRequest) -> Result<(crate::config::Config, Option<crate::demo::Demo>), u8> {
     match crate::config::load_preset(req) {
         Ok(c) => Ok((c, None)),
         Err(errors) => {

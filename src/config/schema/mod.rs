@@ -110,14 +110,19 @@ fn key_schema(kind: &str, key: &str) -> Value {
             "description": "extra Prometheus labels on this probe's series",
         }),
         (_, "proxy") => string("none, env, or http://[user:pass@]host:port"),
-        (_, "addresses") => words(variants::<AddressMode>(), "first: the first address; all: every address the name resolves to"),
+        (_, "addresses") => words(
+            variants::<AddressMode>(),
+            "first: the first address; all: every address the name resolves to",
+        ),
         (_, "tls") => object(TLS_OPTS, |k| key_schema(kind, k), "TLS options (may also be written on the probe)"),
         (_, "server_name") => string("SNI and the name to verify (default: the target host)"),
         (_, "alpn") => strings("ALPN protocols to offer"),
         (_, "ca_file") => string("PEM bundle to trust instead of the system roots"),
         (_, "pin_sha256") => strings("SHA-256 pins (base64 or hex) of a certificate in the chain"),
         (_, "min_version") => words(variants::<TlsVersion>(), "lowest TLS version accepted"),
-        (_, "headers") => json!({ "type": "object", "additionalProperties": { "type": "string" }, "description": "request headers; values may be env:/file: secrets" }),
+        (_, "headers") => {
+            json!({ "type": "object", "additionalProperties": { "type": "string" }, "description": "request headers; values may be env:/file: secrets" })
+        }
         ("dns", "query") => string("the name to resolve"),
         ("dns", "record") => words(any_case(variants::<RecordKind>()), "record type"),
         ("dns", "resolver") => string("resolver ip[:port] (default: the system's)"),
@@ -125,7 +130,9 @@ fn key_schema(kind: &str, key: &str) -> Value {
             DNS_EXPECT,
             |k| match k {
                 "contains" => strings("answers that must all be present"),
-                "rcode" => json!({ "type": "string", "description": format!("expected response code: {} or rcode_<number>", RCODES.join(", ")) }),
+                "rcode" => {
+                    json!({ "type": "string", "description": format!("expected response code: {} or rcode_<number>", RCODES.join(", ")) })
+                }
                 other => panic!("dns expect key {other:?} has no schema type"),
             },
             "what the answer must hold",
@@ -165,8 +172,12 @@ fn key_schema(kind: &str, key: &str) -> Value {
             "description": "STUN/TURN servers for the ICE agent",
         }),
         ("ice", "policy") => words(variants::<IcePolicy>(), "candidate policy"),
-        ("ice", "network_types") => json!({ "type": "array", "minItems": 1, "items": words(variants::<NetworkType>(), "network type"), "description": "network types to gather on (default [udp4])" }),
-        ("ice", "expect") => json!({ "type": "array", "items": words(variants::<CandidateKind>(), "candidate type"), "description": "candidate types that must be gathered" }),
+        ("ice", "network_types") => {
+            json!({ "type": "array", "minItems": 1, "items": words(variants::<NetworkType>(), "network type"), "description": "network types to gather on (default [udp4])" })
+        }
+        ("ice", "expect") => {
+            json!({ "type": "array", "items": words(variants::<CandidateKind>(), "candidate type"), "description": "candidate types that must be gathered" })
+        }
         ("ice", "connectivity") => boolean("run a connectivity check through the relay"),
         (kind, key) => panic!("probe key {key:?} of kind {kind} has no schema type: add it to config::schema"),
     }
@@ -217,7 +228,9 @@ pub fn schema() -> Value {
                 |k| match k {
                     "interval" => duration("how often each probe runs (default 30s)"),
                     "timeout" => duration("deadline of one run (default 10s)"),
-                    "jitter" => json!({ "type": ["string", "number"], "description": "random schedule offset, 0%..50% or 0..0.5 (default 10%)" }),
+                    "jitter" => {
+                        json!({ "type": ["string", "number"], "description": "random schedule offset, 0%..50% or 0..0.5 (default 10%)" })
+                    }
                     "concurrency" => int(1, 10_000, "most probe runs in flight at once (default 16)"),
                     other => panic!("defaults key {other:?} has no schema type"),
                 },
@@ -231,9 +244,14 @@ pub fn schema() -> Value {
     }
     for key in preset::CONFIG_KEYS {
         let v = match *key {
-            "preset" => words(preset::names().into_iter().map(String::from).collect(), "a vendor preset whose probes are merged in (your probe wins on a name clash)"),
+            "preset" => words(
+                preset::names().into_iter().map(String::from).collect(),
+                "a vendor preset whose probes are merged in (your probe wins on a name clash)",
+            ),
             "region" => string("the preset's region (default: its default region)"),
-            "inputs" => json!({ "type": "object", "additionalProperties": { "type": "string" }, "description": "the preset's inputs; credentials as env:NAME or file:/path" }),
+            "inputs" => {
+                json!({ "type": "object", "additionalProperties": { "type": "string" }, "description": "the preset's inputs; credentials as env:NAME or file:/path" })
+            }
             other => panic!("preset key {other:?} has no schema type"),
         };
         top.insert(key.to_string(), v);
