@@ -21,6 +21,7 @@ use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCount
 use crate::config::{Config, ProbeConfig};
 use crate::outcome::details::RttStats;
 use crate::outcome::{Outcome, Transport};
+use crate::schedule::Sink;
 
 /// Buckets for network timing: 1 ms … 30 s.
 pub const TIMING_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -391,6 +392,16 @@ impl Metrics {
     /// The text exposition format for `/metrics`.
     pub fn render(&self) -> Result<String, MetricsError> {
         encode(&self.registry)
+    }
+}
+
+/// The daemon's scheduler reports every run here (and each skipped tick).
+impl Sink for Metrics {
+    fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
+        self.observe(probe, outcome);
+    }
+    fn skipped(&self, probe: &ProbeConfig) {
+        Metrics::skipped(self, &probe.name);
     }
 }
 
