@@ -1,7 +1,11 @@
 //! The deploy/ files are valid for the tools that consume them: Prometheus' scrape config and
 //! alert rules (`promtool check config`, `promtool check rules`), the alert rules' own unit
 //! tests (`promtool test rules`), the systemd unit (`systemd-analyze verify`), and no rule or
-//! doc names a metric that `src/metrics.rs` does not export (or leaves one undocumented).
+//! doc names a metric that `src/metrics.rs` does not export (or leaves one undocumented); the
+//! Kubernetes manifests (`kubernetes-validate --strict` offline, the Prometheus Operator monitors
+//! against a strict schema with `check-jsonschema`), hardened and wired to each other, their
+//! config valid for `egress-probe validate`; and the Grafana dashboard, whose every panel query
+//! a real Prometheus answers with data after scraping a real `run --demo` daemon.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,4 +88,135 @@ fn rules_and_docs_name_only_exported_metrics_and_docs_cover_them_all() {
     assert!(undocumented.is_empty(), "docs/metrics.md lacks: {undocumented:?}");
     let stale: Vec<_> = docs.difference(&exported).collect();
     assert!(stale.is_empty(), "docs/metrics.md names metrics that do not exist: {stale:?}");
+}
+
+fn k8s(rel: &str) -> PathBuf {
+    repo(&format!("deploy/kubernetes/{rel}"))
+}
+
+const K8S_CORE: &[&str] = &["configmap.yaml", "secret.yaml", "deployment.yaml", "daemonset.yaml", "service.yaml"];
+const K8S_MONITORS: &[&str] = &["servicemonitor.yaml", "podmonitor.yaml"];
+
+/// Runs a command under `timeout`, returning (success, stdout+stderr).
+fn bounded(secs: u32, program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test installs it)"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn yaml(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    let v: serde_norway::Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::to_value(v).unwrap()
+}
+
+#[test]
+fn kubernetes_manifests_pass_kubernetes_validate_offline() {
+    let files: Vec<String> = K8S_CORE.iter().map(|f| k8s(f).display().to_string()).collect();
+    let mut args = vec!["--strict"];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, text) = bounded(120, "kubernetes-validate", &args);
+    assert!(ok, "kubernetes-validate:\n{text}");
+    for f in K8S_CORE {
+        assert!(text.lines().any(|l| l.contains(f) && l.contains("passed")), "{f} not validated:\n{text}");
+    }
+    // A wrong field is caught (the validator is not vacuous).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let broken = std::fs::read_to_string(k8s("deployment.yaml")).unwrap().replace("readOnlyRootFilesystem", "readOnlyRootFileSystem");
+    std::fs::write(&bad, broken).unwrap();
+    let (ok, text) = bounded(120, "kubernetes-validate", &["--strict", bad.to_str().unwrap()]);
+    assert!(!ok && text.contains("readOnlyRootFileSystem"), "{text}");
+}
+
+/// kubernetes-validate has no schemas for CRDs: the ServiceMonitor and PodMonitor are checked
+/// against deploy/kubernetes/schemas/ (a strict subset of the Prometheus Operator v1 CRDs).
+#[test]
+fn prometheus_operator_monitors_pass_their_schema() {
+    let schema = k8s("schemas/monitoring.coreos.com-v1.schema.json");
+    let mut args = vec!["--schemafile".to_string(), schema.display().to_string()];
+    args.extend(K8S_MONITORS.iter().map(|f| k8s(f).display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, text) = bounded(120, "check-jsonschema", &args);
+    assert!(ok, "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let broken = std::fs::read_to_string(k8s("podmonitor.yaml")).unwrap().replace("interval: 30s", "interval: 30 seconds");
+    std::fs::write(&bad, broken).unwrap();
+    let (ok, text) = bounded(120, "check-jsonschema", &["--schemafile", schema.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert!(!ok && text.contains("30 seconds"), "{text}");
+}
+
+#[test]
+fn kubernetes_pods_are_hardened_probed_and_wired_to_config_secret_and_monitors() {
+    let secret = yaml(&k8s("secret.yaml"));
+    let configmap = yaml(&k8s("configmap.yaml"));
+    let service = yaml(&k8s("service.yaml"));
+    for file in ["deployment.yaml", "daemonset.yaml"] {
+        let w = yaml(&k8s(file));
+        let meta = &w["metadata"]["annotations"];
+        assert_eq!(meta["configmap.reloader.stakater.com/reload"], configmap["metadata"]["name"], "{file}");
+        assert_eq!(meta["secret.reloader.stakater.com/reload"], secret["metadata"]["name"], "{file}");
+        let pod = &w["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{file}");
+        assert_eq!(pod["automountServiceAccountToken"], false, "{file}");
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{file}");
+        let c = &pod["containers"][0];
+        let sc = &c["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{file}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{file}");
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{file}");
+        assert!(sc["capabilities"]["add"].is_null(), "{file}");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{file}");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready", "{file}");
+        assert_eq!(c["ports"][0]["containerPort"], 9469, "{file}");
+        assert_eq!(c["envFrom"][0]["secretRef"]["name"], secret["metadata"]["name"], "{file}");
+        assert_eq!(pod["volumes"][0]["configMap"]["name"], configmap["metadata"]["name"], "{file}");
+        let args: Vec<&str> = c["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+        let mount = c["volumeMounts"][0]["mountPath"].as_str().unwrap();
+        assert!(args.contains(&format!("{mount}/config.yaml").as_str()), "{file}: {args:?}");
+        // The selector picks the pod template, and the Service picks the pods.
+        let labels = &w["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in w["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(&labels[k], v, "{file}: selector {k}");
+        }
+        for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+            assert_eq!(&labels[k], v, "service selector {k} misses {file}");
+        }
+    }
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    for file in K8S_MONITORS {
+        let m = yaml(&k8s(file));
+        for (k, v) in m["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(&service["metadata"]["labels"][k], v, "{file}: {k}");
+        }
+    }
+    // No real credential is shipped: every Secret value is a placeholder.
+    for (k, v) in secret["stringData"].as_object().unwrap() {
+        assert!(v.as_str().unwrap().contains("REPLACE-ME"), "{k}");
+    }
+}
+
+#[test]
+fn kubernetes_configmap_config_validates_with_the_secrets_env() {
+    let configmap = yaml(&k8s("configmap.yaml"));
+    let secret = yaml(&k8s("secret.yaml"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, configmap["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_egress-probe"));
+    cmd.args(["validate", "--config"]).arg(&path);
+    for (k, v) in secret["stringData"].as_object().unwrap() {
+        cmd.env(k, v.as_str().unwrap());
+    }
+    let text = run_ok(&mut cmd);
+    assert!(text.contains("ok (3 probes)"), "{text}");
+    // Without the Secret's variables the same file is rejected (the env refs are real).
+    let (ok, text) = bounded(30, env!("CARGO_BIN_EXE_egress-probe"), &["validate", "--config", path.to_str().unwrap()]);
+    assert!(!ok && text.contains("TURN_REST_SECRET"), "{text}");
 }
