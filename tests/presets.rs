@@ -14,11 +14,14 @@ use egress_probe::config::{self, preset, PresetRequest, ProbeSpec};
 /// A plausible value for every input a preset declares (literal credentials: this is a
 /// validation test, nothing is sent).
 fn all_inputs(info: &preset::PresetInfo) -> BTreeMap<String, String> {
-    // The checker only opens ca_file; any readable file stands in for a CA bundle here.
-    let ca = Path::new(env!("CARGO_TARGET_TMPDIR")).join("preset-ca.pem");
-    if !ca.exists() {
-        std::fs::write(&ca, "not used\n").unwrap();
-    }
+    // A real CA certificate (the checker reads the bundle), written once per test process under
+    // target/tmp (a static is never dropped, so no temp dir that would outlive the test).
+    static CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let ca = CA.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("presets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        common::certs::TestCa::new("preset test CA").write_ca(&dir)
+    });
     info.inputs
         .keys()
         .map(|k| {

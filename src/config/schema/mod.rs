@@ -1,7 +1,7 @@
 //! The JSON Schema of the config file (`egress-probe schema`), generated from what `validate`
 //! itself uses, so the two cannot drift apart:
-//! - which keys each kind allows: the checker's field tables (`check::kind_fields`, `TOP`,
-//!   `DEFAULTS`, `TLS_OPTS`, `CREDENTIALS` ...);
+//! - which keys each kind allows: the checker's tables (`check::kinds::KINDS`, one entry per
+//!   kind with its keys and its builder, and `TOP`, `DEFAULTS`, `TLS_OPTS`, `CREDENTIALS` ...);
 //! - which keys each kind requires: asked of the checker itself (a probe with only `name` and
 //!   `kind` is checked and its "missing required field" problems are read back);
 //! - the words an enum accepts (`record`, `method`, `policy` ...): the same serde enums the
@@ -16,7 +16,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::check::{kind_fields, CREDENTIALS, DEFAULTS, DNS_EXPECT, ICE_SERVER, KINDS, RCODES, TLS_OPTS, TOP};
+use super::check::kinds::{DNS_EXPECT, ICE_SERVER, KINDS, RCODES};
+use super::check::{CREDENTIALS, DEFAULTS, TLS_OPTS, TOP};
 use super::preset;
 use super::types::{AddressMode, CandidateKind, HttpMethod, IcePolicy, NetworkType, RecordKind, TlsVersion};
 
@@ -201,9 +202,9 @@ fn required(kind: &str) -> Vec<String> {
 
 fn probe() -> Value {
     let mut branches = Vec::new();
-    for kind in KINDS {
-        let keys = kind_fields(kind);
-        let props: Map<String, Value> = keys.iter().map(|k| (k.to_string(), key_schema(kind, k))).collect();
+    for k in KINDS {
+        let kind = k.name;
+        let props: Map<String, Value> = k.fields().iter().map(|f| (f.to_string(), key_schema(kind, f))).collect();
         branches.push(json!({
             "if": { "properties": { "kind": { "const": kind } }, "required": ["kind"] },
             "then": { "properties": props, "required": required(kind), "additionalProperties": false },
@@ -212,7 +213,7 @@ fn probe() -> Value {
     json!({
         "type": "object",
         "required": ["name", "kind"],
-        "properties": { "kind": { "enum": KINDS, "description": "probe kind" } },
+        "properties": { "kind": { "enum": KINDS.iter().map(|k| k.name).collect::<Vec<_>>(), "description": "probe kind" } },
         "allOf": branches,
     })
 }
