@@ -260,6 +260,18 @@ pub fn schema() -> Value {
             ),
             "proxy" => string("none, env, or http://[user:pass@]host:port, for every TCP-based probe"),
             "probes" => json!({ "type": "array", "items": { "$ref": "#/definitions/probe" }, "description": "the probes" }),
+            // The push delivery's section (engineer "push"; its key tables live in
+            // check/push.rs): typed loosely here until it is on main beside this module.
+            "push" => json!({
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": { "remote_write": { "type": "object", "required": ["url"], "properties": { "url": { "type": "string" } } } },
+                    "required": ["remote_write"],
+                    "additionalProperties": false,
+                },
+                "description": "where to push the metrics (Prometheus remote_write receivers)",
+            }),
             other => gap(format!("top-level key {other}")),
         };
         top.insert(key.to_string(), v);
