@@ -82,6 +82,8 @@ fn check_jsonschema_accepts_every_shipped_config_and_preset() {
     let schema = repo("docs/config.schema.json");
     let mut args = vec!["--schemafile".to_string(), schema.display().to_string()];
     args.extend(shipped_yaml().iter().map(|p| p.display().to_string()));
+    // The Debian package's conffile too (its $schema line names the installed copy).
+    args.push(repo("deploy/debian/config.yaml").display().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = bounded(120, "check-jsonschema", &args);
     assert!(out.status.success(), "{}", text(&out));
