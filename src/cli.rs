@@ -105,6 +105,12 @@ pub struct RunArgs {
     /// Address for /metrics, /probe, /healthz, /ready (overrides `listen:` in the config).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Prometheus exporter-toolkit web config (TLS, mTLS, basic_auth_users with bcrypt hashes).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Enable `POST /-/reload` (reloads the config like SIGHUP).
+    #[arg(long = "web.enable-lifecycle")]
+    pub web_enable_lifecycle: bool,
 }
 
 /// `egress-probe check`.

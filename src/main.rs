@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use egress_probe::cli::{Cli, Command, LogFormat};
 use egress_probe::commands;
+use egress_probe::log_redact::RedactWire;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +29,13 @@ fn main() -> ExitCode {
             Command::Man => commands::completions::man(),
         }
     });
+    let withheld = egress_probe::log_redact::withheld();
+    if withheld > 0 {
+        tracing::debug!(
+            withheld,
+            "dependency log events withheld: they carry request headers or protocol messages"
+        );
+    }
     // Do not wait for stray blocking tasks (e.g. a getaddrinfo) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
@@ -45,8 +53,12 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,webrtc_ice=warn,turn=warn,webrtc_util=warn,stun=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A separate layer over the formatter: dependencies' wire dumps (request headers, TURN
+    // messages) never reach the log, whatever RUST_LOG asks for (see `log_redact`).
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().finish().with(RedactWire).init(),
+        LogFormat::Text => builder.finish().with(RedactWire).init(),
     }
 }

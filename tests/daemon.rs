@@ -127,7 +127,8 @@ fn write_config(dir: &Path, open: u16, closed: u16, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "defaults:\n  interval: 300ms\n  timeout: 250ms\n  jitter: 0%\nprobes:\n  - name: open\n    kind: tcp\n    target: 127.0.0.1:{open}\n    labels:\n      team: voice\n  - name: closed\n    kind: tcp\n    target: 127.0.0.1:{closed}\n{extra}"
+            // `web.probe_targets`: /probe may point these modules at other loopback ports.
+            "defaults:\n  interval: 300ms\n  timeout: 250ms\n  jitter: 0%\nweb:\n  probe_targets: [127.0.0.1/32]\nprobes:\n  - name: open\n    kind: tcp\n    target: 127.0.0.1:{open}\n    labels:\n      team: voice\n  - name: closed\n    kind: tcp\n    target: 127.0.0.1:{closed}\n{extra}"
         ),
     )
     .unwrap();

@@ -20,6 +20,7 @@ pub mod schema;
 mod target;
 pub mod types;
 pub mod values;
+pub mod web;
 mod yaml;
 
 pub use files::{MAX_CONFIG_FILE, MAX_NAMED_FILE};

@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod dial;
+pub mod host_limit;
 pub mod proxy;
 pub mod stun_conn;
 pub mod tls;

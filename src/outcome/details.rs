@@ -58,10 +58,13 @@ pub struct DnsDetails {
     /// Response code of the final answer (`noerror`, `nxdomain`, `servfail`, `refused`...).
     #[serde(default)]
     pub rcode: String,
-    /// Transport that produced the answer: `udp` (with hickory's TCP retry on truncation) or
-    /// `tcp` (fallback after UDP got no answer: UDP/53 likely blocked).
+    /// Transport that produced the answer: `udp`, or `tcp` (after a truncated UDP answer, or
+    /// as the fallback when UDP got no answer at all: UDP/53 likely blocked).
     #[serde(default)]
     pub transport: String,
+    /// The UDP answer had the TC (truncated) bit set, so the full answer needs TCP/53.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// What the TLS handshake negotiated.
@@ -80,6 +83,10 @@ pub struct TlsDetails {
     pub chain_len: usize,
     /// Whether a configured pin matched (`None` when no pin was configured).
     pub pin_matched: Option<bool>,
+    /// The leaf's issuer (or the leaf itself) is a certificate from the probe's own
+    /// `ca_file`: a trust failure is then a configuration problem, not an intercepting proxy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub issuer_configured: bool,
     pub cipher_suite: String,
 }
 
@@ -218,9 +225,40 @@ pub struct IceDetails {
     pub connected_after: Option<Duration>,
     pub selected_pair: Option<String>,
     /// Every agent was closed (sockets released, TURN allocations refreshed to lifetime 0)
-    /// before the deadline; false when the close continued in the background.
+    /// and every TURN/TCP and TURN/TLS allocation's Refresh(0) was confirmed, before the
+    /// deadline (plus a short grace); false when the release continued in the background.
     #[serde(default)]
     pub released: bool,
+    /// Relay candidates per relay protocol (`udp`, `tcp`, `tls`, as Chromium's
+    /// `relayProtocol`): one entry per protocol a TURN server is configured for, 0 when none
+    /// arrived.
+    #[serde(default)]
+    pub relay_protocols: BTreeMap<String, u32>,
+    /// Time from gathering start to the first relay candidate of each relay protocol.
+    #[serde(default, with = "map_duration_ms")]
+    pub first_relay: BTreeMap<String, Duration>,
+    /// Every relay candidate with its protocol and server, in arrival order.
+    #[serde(default)]
+    pub relays: Vec<IceRelay>,
+    /// With `connectivity: true`: time from the first check to success through a relay of
+    /// each relay protocol that was checked.
+    #[serde(default, with = "map_duration_ms")]
+    pub connected_via: BTreeMap<String, Duration>,
+}
+
+/// One relay candidate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IceRelay {
+    /// How the client reaches the TURN server: `udp`, `tcp` or `tls` (Chromium's
+    /// `relayProtocol`). The relayed address itself is always UDP.
+    pub protocol: String,
+    /// The relayed transport address (`ip:port`).
+    pub address: String,
+    /// The TURN server URI that gave it (or a description when it cannot be told).
+    pub server: String,
+    /// Time from gathering start to this candidate.
+    #[serde(with = "duration_ms")]
+    pub at: Duration,
 }
 
 /// The result for one resolved server address under `addresses: all`.

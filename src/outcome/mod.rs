@@ -135,6 +135,9 @@ pub enum Reason {
     DnsRefused,
     /// DNS: the name exists but has no record of the asked type.
     NoAnswer,
+    /// DNS: the UDP answer was truncated (TC) and TCP/53, needed for the full answer, was
+    /// refused or reset.
+    TruncatedTcpRefused,
     /// TLS: the chain does not lead to a trusted root (often an intercepting proxy).
     UntrustedIssuer,
     /// TLS: a certificate in the chain is expired (or not yet valid).
@@ -216,6 +219,7 @@ impl Reason {
             Reason::Servfail => "servfail",
             Reason::DnsRefused => "dns_refused",
             Reason::NoAnswer => "no_answer",
+            Reason::TruncatedTcpRefused => "truncated_tcp_refused",
             Reason::UntrustedIssuer => "untrusted_issuer",
             Reason::Expired => "expired",
             Reason::NameMismatch => "name_mismatch",
@@ -265,6 +269,7 @@ impl Reason {
             Reason::Servfail,
             Reason::DnsRefused,
             Reason::NoAnswer,
+            Reason::TruncatedTcpRefused,
             Reason::UntrustedIssuer,
             Reason::Expired,
             Reason::NameMismatch,

@@ -127,6 +127,9 @@ pub fn first_offset(interval: Duration, jitter: f64, u: f64) -> Duration {
     interval.mul_f64((jitter * u).clamp(0.0, 1.0))
 }
 
+/// Stands in for a grid point too far away to represent (a year: beyond any validated interval).
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The first grid point `tick + k·interval` (k ≥ 0) that is not before `t`.
 pub fn grid_at_or_after(tick: Instant, interval: Duration, t: Instant) -> Instant {
     if tick >= t {
@@ -135,7 +138,10 @@ pub fn grid_at_or_after(tick: Instant, interval: Duration, t: Instant) -> Instan
     let behind = t.duration_since(tick).as_nanos();
     let step = interval.as_nanos().max(1);
     let steps = behind.div_ceil(step);
-    tick + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+    // Checked all the way: a grid point beyond what `Instant` can hold is "never" (far future),
+    // not a panic in the probe's loop.
+    let ahead = u64::try_from(steps.saturating_mul(step)).unwrap_or(u64::MAX);
+    tick.checked_add(Duration::from_nanos(ahead)).unwrap_or_else(|| t + FAR_FUTURE)
 }
 
 /// Every probe's loop plus what they share.
@@ -157,6 +163,13 @@ impl Scheduler {
             sinks,
             backoff: Some(Backoff::default()),
         }
+    }
+
+    /// Runs take a slot per target host from `hosts` (shared with `/probe`); the daemon sets
+    /// it, `check` does not.
+    pub fn with_host_limiter(mut self, hosts: Arc<crate::net::host_limit::HostLimiter>) -> Scheduler {
+        self.launcher = self.launcher.with_host_limiter(hosts);
+        self
     }
 
     /// Replaces how a probe is run (tests use a synthetic runner to check timing).
@@ -525,5 +538,12 @@ mod tests {
         assert_eq!(grid_at_or_after(t, ms(100), t + ms(201)), t + ms(300));
         assert_eq!(grid_at_or_after(t + ms(500), ms(100), t), t + ms(500));
         assert_eq!(first_offset(ms(1000), 0.1, 0.999).as_millis(), 99);
+    }
+
+    #[test]
+    fn a_grid_point_beyond_what_an_instant_holds_is_far_future_not_a_panic() {
+        let t = Instant::now();
+        let next = grid_at_or_after(t, Duration::MAX, t + Duration::from_millis(1));
+        assert!(next >= t + FAR_FUTURE);
     }
 }

@@ -260,6 +260,12 @@ pub fn schema() -> Value {
             ),
             "proxy" => string("none, env, or http://[user:pass@]host:port, for every TCP-based probe"),
             "probes" => json!({ "type": "array", "items": { "$ref": "#/definitions/probe" }, "description": "the probes" }),
+            "web" => json!({
+                "type": "object",
+                "properties": { "probe_targets": { "type": "array", "items": { "type": "string" }, "description": "CIDRs and host globs /probe?target= may point at besides each module's own target" } },
+                "additionalProperties": false,
+                "description": "settings of the HTTP endpoints (see docs/running.md)",
+            }),
             // The push delivery's section (engineer "push"; its key tables live in
             // check/push.rs): typed loosely here until it is on main beside this module.
             "push" => json!({
