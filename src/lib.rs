@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod net;
 pub mod outcome;
 pub mod probe;
+pub mod push;
 pub mod report;
 pub mod responder;
 pub mod schedule;

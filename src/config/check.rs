@@ -592,6 +592,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
         defaults: defaults?,
         proxy: top_proxy?,
         probes,
+        push: Vec::new(),
     })
 }
 

@@ -9,11 +9,13 @@
 
 mod check;
 mod load;
+pub mod push;
 mod target;
 pub mod types;
 pub mod values;
 mod yaml;
 
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+pub use push::{PushAuth, QueueLimits, RemoteWriteConfig};
 pub use types::*;
 pub use values::{parse_pin, HostPort, IceScheme, IceTransport, IceUrl, Secret};

@@ -1,0 +1,262 @@
+//! remote_write 1.0 on the wire: the families `/metrics` serves → samples → a protobuf
+//! `WriteRequest`, snappy *block* compressed.
+//!
+//! The protobuf messages are written by hand with `prost` derives (the four messages of
+//! `prometheus/prompb/{remote,types}.proto` we use; field numbers as there), so no `protoc` is
+//! needed to build. Histograms become the classic `_bucket{le}` / `_sum` / `_count` series,
+//! with `le` formatted exactly as the text exposition does (`0.005`, `1`, `+Inf`), so a pushed
+//! series and a scraped one are the same series. Labels are sorted by name (`__name__` first,
+//! as the byte order puts it), external labels added unless the series has that label already.
+//!
+//! Label sets are interned ([`Interner`]): a queue of a hundred thousand samples holds each
+//! distinct series' labels once, and a batch groups samples per series by pointer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use prometheus::proto::{MetricFamily, MetricType};
+
+/// `prometheus.WriteRequest` (remote.proto): field 1 `timeseries`. Field 3 (metadata) is not
+/// sent; remote_write 1.0 receivers do not need it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+}
+
+/// `prometheus.TimeSeries` (types.proto): labels sorted by name, samples in time order.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+}
+
+/// `prometheus.Label`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Message)]
+pub struct Label {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `prometheus.Sample`: value and Unix time in milliseconds.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct Sample {
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+}
+
+/// One series' label set, shared by every queued sample of it.
+pub type Series = Arc<[Label]>;
+
+/// Every sample of one gather, all at the same timestamp.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Unix time in milliseconds.
+    pub timestamp_ms: i64,
+    pub samples: Vec<(Series, f64)>,
+}
+
+/// Hands out one shared [`Series`] per distinct label set. Only the sets seen in the latest
+/// gather are kept, so series that disappear do not pile up.
+#[derive(Default)]
+pub struct Interner {
+    known: HashMap<Vec<Label>, Series>,
+}
+
+impl Interner {
+    fn take(&mut self, next: &mut HashMap<Vec<Label>, Series>, labels: Vec<Label>) -> Series {
+        if let Some(s) = next.get(&labels) {
+            return s.clone();
+        }
+        let s = match self.known.get(&labels) {
+            Some(s) => s.clone(),
+            None => Series::from(labels.clone()),
+        };
+        next.insert(labels, s.clone());
+        s
+    }
+}
+
+/// Turns gathered families into one [`Snapshot`] at `timestamp_ms`, adding `external` labels.
+pub fn snapshot(
+    families: &[MetricFamily],
+    external: &BTreeMap<String, String>,
+    timestamp_ms: i64,
+    interner: &mut Interner,
+) -> Snapshot {
+    let mut next = HashMap::with_capacity(interner.known.len());
+    let mut samples = Vec::new();
+    for family in families {
+        let name = family.name();
+        for m in family.get_metric() {
+            let base: Vec<(&str, &str)> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+            let mut add = |suffix: &str, extra: Option<(&str, &str)>, value: f64| {
+                let labels = label_set(name, suffix, &base, extra, external);
+                samples.push((interner.take(&mut next, labels), value));
+            };
+            match family.get_field_type() {
+                MetricType::COUNTER => add("", None, m.get_counter().get_value()),
+                MetricType::GAUGE => add("", None, m.get_gauge().get_value()),
+                // The crate's own collectors never produce untyped families.
+                MetricType::UNTYPED => {}
+                MetricType::HISTOGRAM => {
+                    let h = m.get_histogram();
+                    let mut saw_inf = false;
+                    for b in h.get_bucket() {
+                        let le = b.upper_bound();
+                        saw_inf |= le.is_infinite();
+                        let le = if le.is_infinite() { "+Inf".to_string() } else { le.to_string() };
+                        add("_bucket", Some(("le", &le)), b.cumulative_count() as f64);
+                    }
+                    if !saw_inf {
+                        add("_bucket", Some(("le", "+Inf")), h.get_sample_count() as f64);
+                    }
+                    add("_sum", None, h.get_sample_sum());
+                    add("_count", None, h.get_sample_count() as f64);
+                }
+                MetricType::SUMMARY => {
+                    let s = m.get_summary();
+                    for q in s.get_quantile() {
+                        let quantile = q.quantile().to_string();
+                        add("", Some(("quantile", &quantile)), q.value());
+                    }
+                    add("_sum", None, s.sample_sum());
+                    add("_count", None, s.sample_count() as f64);
+                }
+            }
+        }
+    }
+    interner.known = next;
+    Snapshot { timestamp_ms, samples }
+}
+
+/// `__name__` plus the metric's labels plus `extra` (`le`), external labels filling in the
+/// names the series does not have; sorted by name.
+fn label_set(
+    name: &str,
+    suffix: &str,
+    base: &[(&str, &str)],
+    extra: Option<(&str, &str)>,
+    external: &BTreeMap<String, String>,
+) -> Vec<Label> {
+    let mut labels: Vec<Label> = Vec::with_capacity(base.len() + external.len() + 2);
+    labels.push(Label {
+        name: "__name__".into(),
+        value: format!("{name}{suffix}"),
+    });
+    for (n, v) in base.iter().copied().chain(extra) {
+        labels.push(Label {
+            name: n.into(),
+            value: v.into(),
+        });
+    }
+    for (n, v) in external {
+        if !labels.iter().any(|l| &l.name == n) {
+            labels.push(Label {
+                name: n.clone(),
+                value: v.clone(),
+            });
+        }
+    }
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    labels
+}
+
+/// Builds the request for `snapshots` (oldest first): one `TimeSeries` per distinct series,
+/// its samples in time order.
+pub fn write_request<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> WriteRequest {
+    let mut index: HashMap<*const Label, usize> = HashMap::new();
+    let mut timeseries: Vec<TimeSeries> = Vec::new();
+    for snap in snapshots {
+        for (series, value) in &snap.samples {
+            let sample = Sample {
+                value: *value,
+                timestamp: snap.timestamp_ms,
+            };
+            let key = series.as_ptr();
+            match index.get(&key) {
+                Some(&i) => timeseries[i].samples.push(sample),
+                None => {
+                    index.insert(key, timeseries.len());
+                    timeseries.push(TimeSeries {
+                        labels: series.to_vec(),
+                        samples: vec![sample],
+                    });
+                }
+            }
+        }
+    }
+    WriteRequest { timeseries }
+}
+
+/// Protobuf-encodes and snappy-compresses (block format) a request: the HTTP body.
+pub fn encode(request: &WriteRequest) -> Result<Vec<u8>, snap::Error> {
+    let raw = prost::Message::encode_to_vec(request);
+    snap::raw::Encoder::new().compress_vec(&raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+    fn registry() -> Registry {
+        let r = Registry::new();
+        let c = IntCounterVec::new(Opts::new("runs_total", "h"), &["probe", "zone"]).unwrap();
+        r.register(Box::new(c.clone())).unwrap();
+        c.with_label_values(&["a", "z1"]).inc_by(3);
+        let h = HistogramVec::new(HistogramOpts::new("dur_seconds", "h").buckets(vec![0.005, 1.0]), &["probe"]).unwrap();
+        r.register(Box::new(h.clone())).unwrap();
+        h.with_label_values(&["a"]).observe(0.5);
+        r
+    }
+
+    fn names(labels: &[Label]) -> Vec<String> {
+        labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect()
+    }
+
+    #[test]
+    fn histograms_become_bucket_sum_count_with_text_format_le() {
+        let ext = BTreeMap::from([("site".to_string(), "paris".to_string()), ("zone".to_string(), "ext".to_string())]);
+        let snap = snapshot(&registry().gather(), &ext, 1000, &mut Interner::default());
+        let all: Vec<(Vec<String>, f64)> = snap.samples.iter().map(|(s, v)| (names(s), *v)).collect();
+        let find = |want: &[&str]| {
+            all.iter()
+                .find(|(l, _)| l.iter().map(String::as_str).eq(want.iter().copied()))
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(find(&["__name__=dur_seconds_bucket", "le=0.005", "probe=a", "site=paris", "zone=ext"]), Some(0.0));
+        assert_eq!(find(&["__name__=dur_seconds_bucket", "le=1", "probe=a", "site=paris", "zone=ext"]), Some(1.0));
+        assert_eq!(find(&["__name__=dur_seconds_bucket", "le=+Inf", "probe=a", "site=paris", "zone=ext"]), Some(1.0));
+        assert_eq!(find(&["__name__=dur_seconds_sum", "probe=a", "site=paris", "zone=ext"]), Some(0.5));
+        assert_eq!(find(&["__name__=dur_seconds_count", "probe=a", "site=paris", "zone=ext"]), Some(1.0));
+        // The series' own `zone` wins over the external label of the same name.
+        assert_eq!(find(&["__name__=runs_total", "probe=a", "site=paris", "zone=z1"]), Some(3.0));
+        assert_eq!(all.len(), 6);
+    }
+
+    #[test]
+    fn a_batch_groups_samples_per_series_in_time_order_and_round_trips() {
+        let reg = registry();
+        let mut interner = Interner::default();
+        let s1 = snapshot(&reg.gather(), &BTreeMap::new(), 1000, &mut interner);
+        let s2 = snapshot(&reg.gather(), &BTreeMap::new(), 2000, &mut interner);
+        let req = write_request([&s1, &s2]);
+        assert_eq!(req.timeseries.len(), 6);
+        for ts in &req.timeseries {
+            let times: Vec<i64> = ts.samples.iter().map(|s| s.timestamp).collect();
+            assert_eq!(times, vec![1000, 2000]);
+            assert!(ts.labels.windows(2).all(|w| w[0].name < w[1].name), "labels sorted");
+        }
+        let body = encode(&req).unwrap();
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        let back: WriteRequest = prost::Message::decode(raw.as_slice()).unwrap();
+        assert_eq!(back, req);
+    }
+}
