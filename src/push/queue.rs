@@ -141,10 +141,12 @@ impl Queue {
 }
 
 /// Exponential backoff with jitter for retries: `base · 2^(n-1)` capped at `cap`, spread by
-/// ± `jitter` (`u` uniform in 0..1), and never less than a receiver's `Retry-After`.
+/// ± `jitter` (`u` uniform in 0..1), and never less than a receiver's `Retry-After`. The cap
+/// is Prometheus' own remote_write `max_backoff` (5 s): one small request every few seconds
+/// costs a receiver that is down nothing, and the backlog drains soon after it is back.
 pub fn retry_delay(attempt: u32, retry_after: Option<Duration>, u: f64) -> Duration {
     const BASE: Duration = Duration::from_millis(500);
-    const CAP: Duration = Duration::from_secs(30);
+    const CAP: Duration = Duration::from_secs(5);
     const JITTER: f64 = 0.2;
     let exp = BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(CAP);
     let spread = exp.mul_f64(1.0 - JITTER + 2.0 * JITTER * u.clamp(0.0, 1.0));
@@ -214,7 +216,7 @@ mod tests {
     fn retries_back_off_exponentially_within_the_cap_and_honour_retry_after() {
         assert_eq!(retry_delay(1, None, 0.5), Duration::from_millis(500));
         assert_eq!(retry_delay(3, None, 0.5), Duration::from_secs(2));
-        assert_eq!(retry_delay(30, None, 0.5), Duration::from_secs(30));
+        assert_eq!(retry_delay(30, None, 0.5), Duration::from_secs(5));
         assert!(retry_delay(1, None, 0.0) >= Duration::from_millis(400));
         assert!(retry_delay(1, None, 1.0) <= Duration::from_millis(600));
         assert_eq!(retry_delay(1, Some(Duration::from_secs(5)), 1.0), Duration::from_secs(5));
