@@ -88,7 +88,9 @@ impl Prom {
     /// An instant query; each result as (labels, value).
     fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
         let path = format!("/api/v1/query?query={}", urlencode(q));
-        let Some((200, body)) = http_get(self.addr(), &path) else { return Vec::new() };
+        let Some((200, body)) = http_get(self.addr(), &path) else {
+            return Vec::new();
+        };
         let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus json");
         v["data"]["result"]
             .as_array()
@@ -110,7 +112,9 @@ impl Prom {
     /// Raw samples of a range selector (`metric{...}[60s]`): (timestamp ms, value) per series.
     fn range(&self, q: &str) -> Vec<Vec<(i64, f64)>> {
         let path = format!("/api/v1/query?query={}", urlencode(q));
-        let Some((200, body)) = http_get(self.addr(), &path) else { return Vec::new() };
+        let Some((200, body)) = http_get(self.addr(), &path) else {
+            return Vec::new();
+        };
         let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus json");
         v["data"]["result"]
             .as_array()
@@ -238,12 +242,14 @@ impl Receiver {
                         Some(a) => {
                             if let Ok(Ok(tls)) = tokio::time::timeout(timeout, a.accept(tcp)).await {
                                 let io = hyper_util::rt::TokioIo::new(tls);
-                                let _ = tokio::time::timeout(timeout, hyper::server::conn::http1::Builder::new().serve_connection(io, svc)).await;
+                                let _ = tokio::time::timeout(timeout, hyper::server::conn::http1::Builder::new().serve_connection(io, svc))
+                                    .await;
                             }
                         }
                         None => {
                             let io = hyper_util::rt::TokioIo::new(tcp);
-                            let _ = tokio::time::timeout(timeout, hyper::server::conn::http1::Builder::new().serve_connection(io, svc)).await;
+                            let _ =
+                                tokio::time::timeout(timeout, hyper::server::conn::http1::Builder::new().serve_connection(io, svc)).await;
                         }
                     }
                 });
@@ -322,11 +328,21 @@ async fn a_write_carries_the_remote_write_1_0_headers_and_sorted_labels() {
     let req = seen[0].decode();
     assert!(!req.timeseries.is_empty());
     for ts in &req.timeseries {
-        assert!(ts.labels.windows(2).all(|w| w[0].name < w[1].name), "labels sorted: {:?}", ts.labels);
+        assert!(
+            ts.labels.windows(2).all(|w| w[0].name < w[1].name),
+            "labels sorted: {:?}",
+            ts.labels
+        );
         assert!(ts.labels.iter().any(|l| l.name == "tenant" && l.value == "acme"), "external label");
     }
     let text = metrics.render().unwrap();
-    let sent = sample(&text, &format!(r#"egress_probe_push_samples_total{{remote="127.0.0.1:{}",result="sent"}}"#, recv.port));
+    let sent = sample(
+        &text,
+        &format!(
+            r#"egress_probe_push_samples_total{{remote="127.0.0.1:{}",result="sent"}}"#,
+            recv.port
+        ),
+    );
     assert_eq!(sent, Some(req.timeseries.len() as f64), "{text}");
 }
 
@@ -346,17 +362,29 @@ async fn status_429_with_retry_after_5_gets_no_request_before_5_s() {
     let seen = recv.seen();
     assert!(seen.len() >= 2, "a retry after the 429: {} requests", seen.len());
     let gap = seen[1].at - seen[0].at;
-    assert!(gap >= Duration::from_millis(4950), "second request {gap:?} after the 429, before Retry-After: 5");
+    assert!(
+        gap >= Duration::from_millis(4950),
+        "second request {gap:?} after the 429, before Retry-After: 5"
+    );
     // The retry carries the refused batch first (nothing lost, order kept).
     assert_eq!(seen[1].timestamps().first(), seen[0].timestamps().first());
     let text = metrics.render().unwrap();
     let remote = format!("127.0.0.1:{}", recv.port);
     assert_eq!(
-        sample(&text, &format!(r#"egress_probe_push_failures_total{{phase="request",reason="status_429",remote="{remote}"}}"#)),
+        sample(
+            &text,
+            &format!(r#"egress_probe_push_failures_total{{phase="request",reason="status_429",remote="{remote}"}}"#)
+        ),
         Some(1.0),
         "{text}"
     );
-    assert_eq!(sample(&text, &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="dropped"}}"#)), Some(0.0));
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="dropped"}}"#)
+        ),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
@@ -380,11 +408,24 @@ async fn status_400_is_not_retried_and_counts_the_samples_failed() {
     assert_eq!(all.len(), seen.len(), "a refused batch is never sent again: {firsts:?}");
     let text = metrics.render().unwrap();
     let remote = format!("127.0.0.1:{}", recv.port);
-    let failures = sample(&text, &format!(r#"egress_probe_push_failures_total{{phase="request",reason="status_400",remote="{remote}"}}"#));
+    let failures = sample(
+        &text,
+        &format!(r#"egress_probe_push_failures_total{{phase="request",reason="status_400",remote="{remote}"}}"#),
+    );
     assert_eq!(failures, Some(seen.len() as f64), "{text}");
-    let failed = sample(&text, &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="failed"}}"#)).unwrap();
+    let failed = sample(
+        &text,
+        &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="failed"}}"#),
+    )
+    .unwrap();
     assert!(failed > 0.0, "{text}");
-    assert_eq!(sample(&text, &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="sent"}}"#)), Some(0.0));
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="sent"}}"#)
+        ),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
@@ -399,9 +440,13 @@ async fn through_tinyproxy_with_basic_auth_push_works_and_wrong_credentials_are_
     let p = Pusher::new(&cfg, None, metrics).unwrap();
     let o = p.write_now().await;
     assert!(o.success, "{o:?}");
-    assert!(o.phases.iter().any(|t| t.phase.as_str() == "proxy"), "went through the proxy: {o:?}");
     assert!(
-        wait_until(Duration::from_secs(5), || prom.value(r#"egress_probe_build_info{via="tinyproxy"}"#) == Some(1.0)),
+        o.phases.iter().any(|t| t.phase.as_str() == "proxy"),
+        "went through the proxy: {o:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || prom.value(r#"egress_probe_build_info{via="tinyproxy"}"#)
+            == Some(1.0)),
         "series pushed through the proxy are in Prometheus"
     );
 
@@ -415,7 +460,10 @@ async fn through_tinyproxy_with_basic_auth_push_works_and_wrong_credentials_are_
     assert_eq!(
         sample(
             &text,
-            &format!(r#"egress_probe_push_failures_total{{phase="proxy",reason="auth",remote="127.0.0.1:{}"}}"#, prom.port)
+            &format!(
+                r#"egress_probe_push_failures_total{{phase="proxy",reason="auth",remote="127.0.0.1:{}"}}"#,
+                prom.port
+            )
         ),
         Some(1.0),
         "{text}"
@@ -454,7 +502,10 @@ async fn a_tls_receiver_with_the_wrong_pin_is_tls_pin_mismatch_and_gets_nothing(
     assert_eq!(
         sample(
             &text,
-            &format!(r#"egress_probe_push_failures_total{{phase="tls",reason="pin_mismatch",remote="127.0.0.1:{}"}}"#, recv.port)
+            &format!(
+                r#"egress_probe_push_failures_total{{phase="tls",reason="pin_mismatch",remote="127.0.0.1:{}"}}"#,
+                recv.port
+            )
         ),
         Some(1.0),
         "{text}"
@@ -578,7 +629,8 @@ fn a_running_daemon_pushes_its_families_with_external_labels_and_histogram_bucke
     let mut d = Daemon::start(dir.path(), &daemon_config(target.port, &push), &[]);
     let sel = r#"{probe="tcp-ok",tenant="acme",site="paris-1"}"#;
     assert!(
-        wait_until(Duration::from_secs(15), || prom.value(&format!("egress_probe_success{sel}")) == Some(1.0)),
+        wait_until(Duration::from_secs(15), || prom.value(&format!("egress_probe_success{sel}"))
+            == Some(1.0)),
         "egress_probe_success arrives with the external labels; log:\n{}",
         d.log()
     );
@@ -588,16 +640,21 @@ fn a_running_daemon_pushes_its_families_with_external_labels_and_histogram_bucke
     let scraped = d.metrics();
     let served_sum = sample(&scraped, r#"egress_probe_duration_seconds_sum{kind="tcp",probe="tcp-ok"}"#).unwrap();
     assert_eq!(prom.value(&format!("egress_probe_duration_seconds_sum{sel}")), Some(served_sum));
-    let buckets = prom.query(&format!("egress_probe_phase_duration_seconds_bucket{{probe=\"tcp-ok\",phase=\"connect\",tenant=\"acme\"}}"));
+    let buckets = prom.query(r#"egress_probe_phase_duration_seconds_bucket{probe="tcp-ok",phase="connect",tenant="acme"}"#);
     let les: Vec<&str> = buckets.iter().map(|(l, _)| l["le"].as_str()).collect();
     assert_eq!(les.len(), 15, "14 buckets and +Inf: {les:?}");
     assert!(les.contains(&"+Inf") && les.contains(&"0.005") && les.contains(&"1"), "{les:?}");
     let inf = buckets.iter().find(|(l, _)| l["le"] == "+Inf").unwrap().1;
     assert_eq!(inf, 1.0);
-    assert_eq!(prom.value(r#"egress_probe_runs_total{probe="tcp-ok",result="success",tenant="acme"}"#), Some(1.0));
+    assert_eq!(
+        prom.value(r#"egress_probe_runs_total{probe="tcp-ok",result="success",tenant="acme"}"#),
+        Some(1.0)
+    );
     // The push self-metrics are pushed too.
     assert!(wait_until(Duration::from_secs(5), || {
-        prom.value(r#"egress_probe_push_samples_total{result="sent",tenant="acme"}"#).unwrap_or(0.0) > 0.0
+        prom.value(r#"egress_probe_push_samples_total{result="sent",tenant="acme"}"#)
+            .unwrap_or(0.0)
+            > 0.0
     }));
     assert_eq!(d.guard.terminate(Duration::from_secs(3)).map(|s| s.code()), Some(Some(0)));
 }
@@ -607,7 +664,10 @@ fn a_receiver_outage_of_20_s_loses_no_sample_and_duplicates_none() {
     let mut prom = Prom::start();
     let target = Listening::start();
     let dir = tempfile::tempdir().unwrap();
-    let push = format!("  - remote_write:\n      url: {}\n      interval: 1s\n      timeout: 1s\n", prom.write_url());
+    let push = format!(
+        "  - remote_write:\n      url: {}\n      interval: 1s\n      timeout: 1s\n",
+        prom.write_url()
+    );
     let mut d = Daemon::start(dir.path(), &daemon_config(target.port, &push), &[]);
     let remote = format!("127.0.0.1:{}", prom.port);
     assert!(
@@ -646,8 +706,20 @@ fn a_receiver_outage_of_20_s_loses_no_sample_and_duplicates_none() {
     assert!(gaps.is_empty(), "every gather of the outage arrived (gaps {gaps:?} ms)");
     assert!(ts.len() as u64 >= window - 6, "{} samples over {window} s", ts.len());
     let m = d.metrics();
-    assert_eq!(sample(&m, &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="dropped"}}"#)), Some(0.0));
-    assert_eq!(sample(&m, &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="failed"}}"#)), Some(0.0));
+    assert_eq!(
+        sample(
+            &m,
+            &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="dropped"}}"#)
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &format!(r#"egress_probe_push_samples_total{{remote="{remote}",result="failed"}}"#)
+        ),
+        Some(0.0)
+    );
     assert_eq!(d.guard.terminate(Duration::from_secs(3)).map(|s| s.code()), Some(Some(0)));
 }
 
@@ -669,7 +741,10 @@ fn push_secrets_never_reach_logs_metrics_status_or_check_output() {
     let env = [("RW_TOKEN", "bearer-secret-9a1c"), ("RW_ORG", "org-secret-44b2")];
     let secrets = ["bearer-secret-9a1c", "org-secret-44b2", "basic-secret-5e77"];
     let mut d = Daemon::start(dir.path(), &config, &env);
-    assert!(wait_until(Duration::from_secs(10), || recv.seen().len() >= 4), "both receivers get writes");
+    assert!(
+        wait_until(Duration::from_secs(10), || recv.seen().len() >= 4),
+        "both receivers get writes"
+    );
     let metrics = d.metrics();
     let status = http_get(d.listen, "/status").map(|(_, b)| b).unwrap_or_default();
     assert!(metrics.contains("egress_probe_push_samples_total"), "{metrics}");
@@ -688,9 +763,16 @@ fn push_secrets_never_reach_logs_metrics_status_or_check_output() {
         .envs(env)
         .output()
         .unwrap();
-    let check_out = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    let check_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     assert_eq!(check.status.code(), Some(0), "{check_out}");
-    assert!(check_out.contains("remote_write"), "check --push reports the receivers: {check_out}");
+    assert!(
+        check_out.contains("remote_write"),
+        "check --push reports the receivers: {check_out}"
+    );
 
     // The secrets did reach the receiver they were configured for...
     let seen = recv.seen();
@@ -699,9 +781,16 @@ fn push_secrets_never_reach_logs_metrics_status_or_check_output() {
         .filter_map(|s| s.headers.get("authorization").map(|v| v.to_str().unwrap().to_string()))
         .collect();
     assert!(auth.iter().any(|a| a == "Bearer bearer-secret-9a1c"), "{auth:?}");
-    assert!(seen.iter().any(|s| s.headers.get("x-scope-orgid").is_some_and(|v| v == "org-secret-44b2")));
+    assert!(seen
+        .iter()
+        .any(|s| s.headers.get("x-scope-orgid").is_some_and(|v| v == "org-secret-44b2")));
     // ...and nowhere else.
-    for (what, text) in [("log", &log), ("/metrics", &metrics), ("/status", &status), ("check output", &check_out)] {
+    for (what, text) in [
+        ("log", &log),
+        ("/metrics", &metrics),
+        ("/status", &status),
+        ("check output", &check_out),
+    ] {
         for s in secrets {
             assert!(!text.contains(s), "{s} appears in the {what}");
         }

@@ -22,6 +22,7 @@ use crate::cli::RunArgs;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::probe;
+use crate::push;
 use crate::schedule::{LogSink, Scheduler, Shutdown, Sink, SHUTDOWN_GRACE};
 use crate::server::{self, AppState, StatusBoard};
 
@@ -41,6 +42,8 @@ struct Generation {
     state: Arc<AppState>,
     stop: Shutdown,
     scheduler: JoinHandle<()>,
+    /// One remote_write delivery per `push:` receiver; they flush on `stop`.
+    push: Vec<JoinHandle<()>>,
 }
 
 impl Generation {
@@ -56,8 +59,14 @@ impl Generation {
             board,
         });
         let stop = Shutdown::new();
+        let push = push::start(&state.config.push, state.config.proxy.as_ref(), &state.metrics, &stop);
         let scheduler = tokio::spawn(scheduler.run(stop.clone()));
-        Ok(Generation { state, stop, scheduler })
+        Ok(Generation {
+            state,
+            stop,
+            scheduler,
+            push,
+        })
     }
 }
 
@@ -106,6 +115,8 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
     shutdown.trigger();
     current.stop.trigger();
     let _ = current.scheduler.await;
+    // The push deliveries flush within push::FLUSH_GRACE of the stop, alongside the scheduler.
+    let _ = tokio::time::timeout(push::FLUSH_GRACE, futures::future::join_all(current.push)).await;
     match tokio::time::timeout(SERVER_GRACE, server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
         Ok(_) => {}

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::{ProxySetting, RemoteWriteConfig};
+use crate::config::{redact_url, Config, ProxySetting, RemoteWriteConfig};
 use crate::metrics::Metrics;
 use crate::outcome::{Failure, Outcome, Phase, Reason};
 use crate::schedule::Shutdown;
@@ -276,4 +276,31 @@ pub fn start(
         }
     }
     tasks
+}
+
+/// One row of `check --push`: which receiver, where, and how the write went.
+pub struct CheckRow {
+    /// `push <host:port>`.
+    pub name: String,
+    /// The receiver URL without credentials or query.
+    pub target: String,
+    pub outcome: Outcome,
+}
+
+/// `check --push`: one write of `metrics`' current families to every `push:` receiver of
+/// `config`, in config order.
+pub async fn check(config: &Config, metrics: &Arc<Metrics>) -> Vec<CheckRow> {
+    let mut rows = Vec::new();
+    for cfg in &config.push {
+        let outcome = match Pusher::new(cfg, config.proxy.as_ref(), metrics.clone()) {
+            Ok(p) => p.write_now().await,
+            Err(f) => Outcome::failed_before_start(f),
+        };
+        rows.push(CheckRow {
+            name: format!("push {}", cfg.remote_label()),
+            target: redact_url(&cfg.url),
+            outcome,
+        });
+    }
+    rows
 }

@@ -190,8 +190,15 @@ mod tests {
         assert_eq!(q.push(snap(2, 4)), 0);
         assert_eq!(q.push(snap(3, 4)), 4, "the oldest gather makes room");
         assert_eq!(q.samples(), 8);
-        assert_eq!(q.snapshots(q.batch(100).unwrap()).map(|s| s.timestamp_ms).collect::<Vec<_>>(), vec![2, 3]);
-        assert_eq!(q.push(snap(4, 25)), 8 + 15, "a gather larger than the bound keeps its first samples");
+        assert_eq!(
+            q.snapshots(q.batch(100).unwrap()).map(|s| s.timestamp_ms).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(
+            q.push(snap(4, 25)),
+            8 + 15,
+            "a gather larger than the bound keeps its first samples"
+        );
         assert_eq!(q.samples(), 10);
     }
 
@@ -209,7 +216,10 @@ mod tests {
         // A snapshot dropped for room while the batch was in flight is not removed twice.
         q.push(snap(2000, 3));
         assert_eq!(q.remove(b), 6);
-        assert_eq!(q.snapshots(q.batch(100).unwrap()).map(|s| s.timestamp_ms).collect::<Vec<_>>(), vec![1500, 2000]);
+        assert_eq!(
+            q.snapshots(q.batch(100).unwrap()).map(|s| s.timestamp_ms).collect::<Vec<_>>(),
+            vec![1500, 2000]
+        );
     }
 
     #[test]

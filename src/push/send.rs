@@ -172,7 +172,10 @@ fn headers(cfg: &RemoteWriteConfig, target: &HostPort) -> Result<HeaderMap, Faul
         None if target.host.contains(':') => format!("[{}]", target.host),
         None => target.host.clone(),
     };
-    h.insert(HOST, HeaderValue::from_str(&host).map_err(|_| bad(format!("invalid host {host:?}")))?);
+    h.insert(
+        HOST,
+        HeaderValue::from_str(&host).map_err(|_| bad(format!("invalid host {host:?}")))?,
+    );
     h.insert(
         USER_AGENT,
         HeaderValue::from_static(concat!("egress-probe/", env!("CARGO_PKG_VERSION"))),

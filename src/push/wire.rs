@@ -84,12 +84,7 @@ impl Interner {
 }
 
 /// Turns gathered families into one [`Snapshot`] at `timestamp_ms`, adding `external` labels.
-pub fn snapshot(
-    families: &[MetricFamily],
-    external: &BTreeMap<String, String>,
-    timestamp_ms: i64,
-    interner: &mut Interner,
-) -> Snapshot {
+pub fn snapshot(families: &[MetricFamily], external: &BTreeMap<String, String>, timestamp_ms: i64, interner: &mut Interner) -> Snapshot {
     let mut next = HashMap::with_capacity(interner.known.len());
     let mut samples = Vec::new();
     for family in families {
@@ -231,11 +226,23 @@ mod tests {
                 .find(|(l, _)| l.iter().map(String::as_str).eq(want.iter().copied()))
                 .map(|(_, v)| *v)
         };
-        assert_eq!(find(&["__name__=dur_seconds_bucket", "le=0.005", "probe=a", "site=paris", "zone=ext"]), Some(0.0));
-        assert_eq!(find(&["__name__=dur_seconds_bucket", "le=1", "probe=a", "site=paris", "zone=ext"]), Some(1.0));
-        assert_eq!(find(&["__name__=dur_seconds_bucket", "le=+Inf", "probe=a", "site=paris", "zone=ext"]), Some(1.0));
+        assert_eq!(
+            find(&["__name__=dur_seconds_bucket", "le=0.005", "probe=a", "site=paris", "zone=ext"]),
+            Some(0.0)
+        );
+        assert_eq!(
+            find(&["__name__=dur_seconds_bucket", "le=1", "probe=a", "site=paris", "zone=ext"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            find(&["__name__=dur_seconds_bucket", "le=+Inf", "probe=a", "site=paris", "zone=ext"]),
+            Some(1.0)
+        );
         assert_eq!(find(&["__name__=dur_seconds_sum", "probe=a", "site=paris", "zone=ext"]), Some(0.5));
-        assert_eq!(find(&["__name__=dur_seconds_count", "probe=a", "site=paris", "zone=ext"]), Some(1.0));
+        assert_eq!(
+            find(&["__name__=dur_seconds_count", "probe=a", "site=paris", "zone=ext"]),
+            Some(1.0)
+        );
         // The series' own `zone` wins over the external label of the same name.
         assert_eq!(find(&["__name__=runs_total", "probe=a", "site=paris", "zone=z1"]), Some(3.0));
         assert_eq!(all.len(), 6);
