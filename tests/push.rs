@@ -797,3 +797,56 @@ fn push_secrets_never_reach_logs_metrics_status_or_check_output() {
     }
     drop(rt);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+#[test]
+fn push_section_problems_are_reported_with_line_and_column() {
+    let text = "probes:\n  - {name: a, kind: tcp, target: 127.0.0.1:1}\n\
+                push:\n  - remote_write:\n      url: ftp://x/\n      intervl: 5s\n      bearer_token: t\n      basic_auth: {username: u, password: p}\n      external_labels: {__bad: x}\n      queue: {max_samples: 10}\n  - remote_wrte: {url: http://x/}\n";
+    let err = egress_probe::config::parse_str(text, "p.yaml").unwrap_err().to_string();
+    for want in [
+        "p.yaml:5:12: url: scheme must be http or https",
+        "p.yaml:6:7: unknown field `intervl` in remote_write (did you mean `interval`?)",
+        "p.yaml:7:21: remote_write: give basic_auth or bearer_token, not both",
+        "p.yaml:9:25: external_labels: \"__bad\" is not a Prometheus label name",
+        "p.yaml:10:28: `max_samples` must be between 1000 and 100000000, got 10",
+        "p.yaml:11:5: unknown field `remote_wrte` in a push entry (did you mean `remote_write`?)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 6, "one problem per mistake:\n{err}");
+}
+
+#[test]
+fn push_defaults_and_the_documented_shape_load() {
+    let text = "probes:\n  - {name: a, kind: tcp, target: 127.0.0.1:1}\n\
+                push:\n  - remote_write:\n      url: https://metrics.example.com/api/v1/write\n      external_labels: {tenant: acme}\n      headers: {X-Scope-OrgID: acme}\n      tls: {server_name: metrics.example.com, pin_sha256: [\"sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"]}\n      proxy: none\n      queue: {max_age: 30m}\n";
+    let c = egress_probe::config::parse_str(text, "p.yaml").unwrap();
+    let rw = &c.push[0];
+    assert_eq!(rw.interval, Duration::from_secs(15));
+    assert_eq!(rw.timeout, Duration::from_secs(10));
+    assert_eq!(rw.queue.max_samples, 100_000);
+    assert_eq!(rw.queue.max_age, Duration::from_secs(1800));
+    assert_eq!(rw.external_labels["tenant"], "acme");
+    assert_eq!(rw.tls.server_name.as_deref(), Some("metrics.example.com"));
+    assert!(matches!(rw.proxy, Some(ProxySetting::None)));
+    assert!(rw.auth.is_none());
+}
+
+#[test]
+fn the_deploy_remote_write_example_validates() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(common::bin())
+        .arg("validate")
+        .arg("--config")
+        .arg(repo.join("deploy/remote-write.yaml"))
+        .env("TURN_SECRET", "s")
+        .env("RW_PASSWORD", "p")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1044,11 +1044,15 @@ fn push_section(v: &Node, p: &mut Problems) -> Option<Vec<RemoteWriteConfig>> {
     list_of(v, "push", p, |item, p| {
         let f = Fields::of(item, "a push entry", p)?;
         f.reject_unknown(PUSH_KINDS, "a push entry", p);
-        if f.entries.len() != 1 {
-            p.at(f.pos, "a push entry has exactly one key: `remote_write`");
-            return None;
+        match f.entries.as_slice() {
+            [("remote_write", _, _)] => remote_write(f.need("remote_write", "a push entry", p)?, p),
+            // A single unknown key was reported just above.
+            [(k, _, _)] if !PUSH_KINDS.contains(k) => None,
+            _ => {
+                p.at(f.pos, "a push entry has exactly one key: `remote_write`");
+                None
+            }
         }
-        remote_write(f.need("remote_write", "a push entry", p)?, p)
     })
 }
 
