@@ -158,22 +158,25 @@ impl Pusher {
             Err(e) => {
                 let f = e.failure();
                 push.failure(&self.remote, f.phase.as_str(), &f.reason.label());
-                match e {
-                    SendError::Refused { first_line, .. } => {
-                        let removed = self.state().queue.remove(batch);
-                        push.samples(&self.remote, "failed", removed);
-                        tracing::warn!(remote = %self.remote, phase = f.phase.as_str(), reason = %f.reason, samples = removed,
-                            answer = %first_line, "remote_write refused; batch dropped, not retried");
-                    }
-                    SendError::Retry { .. } => {
-                        tracing::warn!(remote = %self.remote, phase = f.phase.as_str(), reason = %f.reason,
-                            message = %f.message, queued = self.queued(), "remote_write failed; will retry");
-                    }
+                if let SendError::Refused { .. } = e {
+                    let removed = self.state().queue.remove(batch);
+                    push.samples(&self.remote, "failed", removed);
                 }
             }
         }
         push.queue(&self.remote, self.queued());
         Some((outcome, result))
+    }
+
+    /// Logs a failed attempt of the daemon's loop (`check --push` shows it in its table instead).
+    fn log_failure(&self, e: &SendError) {
+        let f = e.failure();
+        match e {
+            SendError::Refused { first_line, .. } => tracing::warn!(remote = %self.remote, phase = f.phase.as_str(), reason = %f.reason,
+                answer = %first_line, "remote_write refused; batch dropped, not retried"),
+            SendError::Retry { .. } => tracing::warn!(remote = %self.remote, phase = f.phase.as_str(), reason = %f.reason,
+                message = %f.message, queued = self.queued(), "remote_write failed; will retry"),
+        }
     }
 
     /// `check --push`: gathers the current families and writes them once.
@@ -193,8 +196,14 @@ impl Pusher {
         let _ = gatherer.await;
         while Instant::now() < flush_until {
             match self.attempt(Some(flush_until)).await {
-                Some((_, Ok(()))) | Some((_, Err(SendError::Refused { .. }))) => {}
-                Some((_, Err(SendError::Retry { .. }))) | None => break,
+                Some((_, Ok(()))) => {}
+                Some((_, Err(e))) => {
+                    self.log_failure(&e);
+                    if let SendError::Retry { .. } = e {
+                        break;
+                    }
+                }
+                None => break,
             }
         }
         let left = self.state().queue.clear();
@@ -240,7 +249,14 @@ impl Pusher {
                 }
             };
             let Some((_, result)) = result else { continue };
+            if let Err(e) = &result {
+                self.log_failure(e);
+            }
             match result {
+                Ok(()) if failures > 0 => {
+                    tracing::info!(remote = %self.remote, failures, queued = self.queued(), "remote_write accepted again; delivering the backlog");
+                    failures = 0;
+                }
                 Ok(()) | Err(SendError::Refused { .. }) => failures = 0,
                 Err(SendError::Retry { retry_after, .. }) => {
                     failures = failures.saturating_add(1);
