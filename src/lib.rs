@@ -45,3 +45,4 @@ pub mod report;
 pub mod responder;
 pub mod schedule;
 pub mod server;
+pub mod shutdown;

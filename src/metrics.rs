@@ -21,6 +21,7 @@ use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCount
 use crate::config::{Config, ProbeConfig};
 use crate::outcome::details::RttStats;
 use crate::outcome::{Outcome, Transport};
+use crate::schedule::Sink;
 
 /// Buckets for network timing: 1 ms … 30 s.
 pub const TIMING_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -480,6 +481,16 @@ impl Metrics {
     /// The push delivery's own families.
     pub fn push_families(&self) -> &PushFamilies {
         &self.push
+    }
+}
+
+/// The daemon's scheduler reports every run here (and each skipped tick).
+impl Sink for Metrics {
+    fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
+        self.observe(probe, outcome);
+    }
+    fn skipped(&self, probe: &ProbeConfig) {
+        Metrics::skipped(self, &probe.name);
     }
 }
 

@@ -6,7 +6,8 @@
 //!   families for that run, so Prometheus multi-target relabelling works unchanged. Without
 //!   `target` the probe runs against its configured target. The run's timeout is the probe's,
 //!   shortened to Prometheus' `X-Prometheus-Scrape-Timeout-Seconds` minus 0.5 s when that is
-//!   smaller (as blackbox_exporter does). It shares the scheduler's concurrency limit.
+//!   smaller (as blackbox_exporter does). It runs through the scheduler's [`Launcher`], so it
+//!   shares the concurrency limit and a panic in the probe reads `internal/panic`.
 //! * `/healthz` — 200 while the process serves.
 //! * `/ready` — 503 until every configured probe has completed its first run, then 200.
 //! * `/status` — JSON with the last outcome of every probe.
@@ -21,15 +22,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use tokio::sync::{watch, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::watch;
 
 use crate::config::{Config, ProbeConfig};
 use crate::metrics::{render_single_run, Metrics};
 use crate::outcome::Outcome;
-use crate::probe::{self, ProbeContext};
 use crate::report::ProbeResult;
-use crate::schedule::{Shutdown, Sink};
+use crate::schedule::{Launcher, Sink};
+use crate::shutdown::Shutdown;
 
 /// Prometheus text exposition content type.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -122,8 +122,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub board: Arc<StatusBoard>,
-    /// The global concurrency limit (shared with the scheduler).
-    pub permits: Arc<Semaphore>,
+    /// How on-demand runs start: the scheduler's launcher (its concurrency limit included).
+    pub launcher: Launcher,
 }
 
 /// The state in effect now; a config reload sends a new one.
@@ -198,27 +198,25 @@ async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<Stri
         },
         None => p.spec.clone(),
     };
-    let mut timeout = p.timeout(&st.config.defaults);
-    if let Some(scrape) = headers
+    let cap = headers
         .get("x-prometheus-scrape-timeout-seconds")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
-    {
-        let budget = Duration::from_secs_f64(scrape).saturating_sub(SCRAPE_TIMEOUT_OFFSET);
-        timeout = timeout.min(budget.max(Duration::from_millis(100)));
-    }
-    let deadline = Instant::now() + timeout;
-    let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, st.permits.clone().acquire_owned()).await else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "every concurrency slot stayed busy until the probe's timeout\n".into(),
-        );
+        .map(|scrape| {
+            // A huge header value must not panic the handler: it is simply no cap.
+            let scrape = Duration::try_from_secs_f64(scrape).unwrap_or(Duration::MAX);
+            let budget = scrape.saturating_sub(SCRAPE_TIMEOUT_OFFSET);
+            budget.max(Duration::from_millis(100))
+        });
+    let probe = Arc::new(ProbeConfig { spec, ..p.clone() });
+    let outcome = match st.launcher.launch_within(probe.clone(), cap).await {
+        Ok(outcome) => outcome,
+        Err(busy) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("{busy}\n")),
     };
-    let proxy = probe::effective_proxy(st.config.proxy.as_ref(), p.proxy.as_ref());
-    let outcome = probe::run(&spec, &ProbeContext { deadline, proxy }).await;
+    let spec = &probe.spec;
     if let Some(f) = &outcome.failure {
-        tracing::info!(probe = %p.name, target = %spec.target(), phase = f.phase.as_str(), reason = %f.reason, message = %f.message, "on-demand probe failed");
+        tracing::info!(probe = %p.name, target = %spec.target(), phase = f.phase.as_str(), reason = %f.reason, error = %f.message, "on-demand probe failed");
     }
     match render_single_run(&p.name, spec.kind(), &spec.target(), &outcome) {
         Ok(body) => text(StatusCode::OK, body),

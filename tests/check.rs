@@ -173,3 +173,45 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(tty(false).contains("\x1b[32mPASS"), "green PASS on a terminal");
     assert!(!tty(true).contains("\x1b[32m"), "NO_COLOR disables colour");
 }
+
+#[test]
+fn a_panicking_probe_reads_internal_panic_and_exits_1() {
+    // The test build has the `fault-injection` hook: the named probe's task panics.
+    let (_d, path, _up, _) = lab("");
+    let o = Command::new("timeout")
+        .arg("30")
+        .arg(common::bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .args(["--output", "json"])
+        .env("EGRESS_PROBE_FAULT_PANIC", "up")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Report = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let codes: Vec<(&str, String)> = r
+        .results
+        .iter()
+        .map(|x| (x.name.as_str(), x.outcome.failure.as_ref().map_or("pass".into(), |f| f.code())))
+        .collect();
+    assert_eq!(
+        codes,
+        [("up", "internal/panic".to_string()), ("down", "connect/refused".to_string())],
+        "the panic is the program's failure, and the other probe still ran"
+    );
+
+    // The table names it the same way.
+    let o = Command::new("timeout")
+        .arg("30")
+        .arg(common::bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .args(["--probe", "up"])
+        .env("EGRESS_PROBE_FAULT_PANIC", "up")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    let up = out.lines().find(|l| l.starts_with("up ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(up.contains("FAIL") && up.ends_with("internal/panic"), "{out}");
+}

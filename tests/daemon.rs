@@ -1,7 +1,8 @@
 //! The daemon end to end, through the real binary: `egress-probe run` against a listening
 //! port (passes) and a closed one (`connect/refused`), scraped over HTTP like Prometheus does;
 //! the exposition passes `promtool check metrics`; `/probe` retargets a probe; `/ready` turns
-//! 200 after the first round; SIGHUP reloads; SIGTERM exits 0 within ~1.5 s.
+//! 200 after the first round; SIGHUP reloads; SIGTERM exits 0 within ~1.5 s; JSON log lines
+//! parse strictly; a probe that panics reads `internal/panic` while the others keep running.
 mod common;
 
 use std::io::{Read, Write};
@@ -94,6 +95,26 @@ fn promtool_check(text: &str) {
     );
 }
 
+/// One line of `--log-format json` (tracing-subscriber's layout), parsed strictly: a field
+/// present twice fails the parse.
+#[derive(serde::Deserialize)]
+struct LogLine {
+    level: String,
+    fields: LogFields,
+}
+
+#[derive(serde::Deserialize)]
+struct LogFields {
+    /// The event text ("probe failed").
+    message: Option<String>,
+    /// The failure's own message.
+    error: Option<String>,
+    probe: Option<String>,
+    kind: Option<String>,
+    phase: Option<String>,
+    reason: Option<String>,
+}
+
 struct Daemon {
     guard: ChildGuard,
     addr: SocketAddr,
@@ -114,6 +135,11 @@ fn write_config(dir: &Path, open: u16, closed: u16, extra: &str) -> PathBuf {
 }
 
 fn start_daemon(open: u16, closed: u16) -> Daemon {
+    start_daemon_with_env(open, closed, &[])
+}
+
+/// `start_daemon` with extra environment variables (the test build's fault hooks).
+fn start_daemon_with_env(open: u16, closed: u16, env: &[(&str, &str)]) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), open, closed, "");
     let port = common::free_port();
@@ -125,6 +151,7 @@ fn start_daemon(open: u16, closed: u16) -> Daemon {
             .args(["--log-format", "json", "run", "--config"])
             .arg(&config)
             .args(["--listen", &addr.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap()),
     );
@@ -144,7 +171,8 @@ fn start_daemon(open: u16, closed: u16) -> Daemon {
 #[test]
 fn daemon_counts_runs_exports_pass_and_refused_and_stops_on_sigterm() {
     let open = Listening::start();
-    let mut d = start_daemon(open.port, closed_port());
+    let closed = closed_port();
+    let mut d = start_daemon(open.port, closed);
 
     assert!(
         wait_until(Duration::from_secs(5), || get(d.addr, "/ready").map(|r| r.0) == Some(200)),
@@ -199,19 +227,26 @@ fn daemon_counts_runs_exports_pass_and_refused_and_stops_on_sigterm() {
     assert!(st.success(), "exit status {st:?}");
     let took = t.elapsed();
 
+    // Every line is one JSON object whose fields parse strictly: a key twice (the event text
+    // and the failure's message both as `message`) is an error, as in strict log pipelines.
     let log = std::fs::read_to_string(&d.log).unwrap();
-    let failed_line = log
+    let lines: Vec<LogLine> = log
         .lines()
-        .find(|l| l.contains("probe failed") && l.contains("\"closed\""))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a strict JSON log line ({e}): {l}")))
+        .collect();
+    let failed = lines
+        .iter()
+        .find(|l| l.fields.message.as_deref() == Some("probe failed") && l.fields.probe.as_deref() == Some("closed"))
         .unwrap_or_else(|| panic!("no log line for the failed run:\n{log}"));
-    for field in [
-        "\"kind\":\"tcp\"",
-        "\"phase\":\"connect\"",
-        "\"reason\":\"refused\"",
-        "\"message\":",
-    ] {
-        assert!(failed_line.contains(field), "{field} missing in {failed_line}");
-    }
+    assert_eq!(failed.level, "WARN");
+    assert_eq!(failed.fields.kind.as_deref(), Some("tcp"));
+    assert_eq!(failed.fields.phase.as_deref(), Some("connect"));
+    assert_eq!(failed.fields.reason.as_deref(), Some("refused"));
+    let error = failed.fields.error.as_deref().unwrap_or_else(|| panic!("no `error` field:\n{log}"));
+    assert!(
+        error.contains(&format!("127.0.0.1:{closed}")),
+        "the failure's message names the target: {error}"
+    );
     eprintln!("SIGTERM → exit took {took:?}");
 }
 
@@ -396,4 +431,51 @@ fn tls_stun_and_turn_runs_against_coturn_fill_their_families() {
     assert!(!text.contains("secret"), "no credential in the exposition");
     promtool_check(&text);
     assert!(guard.terminate(Duration::from_millis(1500)).unwrap().success());
+}
+
+#[test]
+fn a_panicking_probe_counts_as_internal_panic_and_the_daemon_keeps_probing() {
+    // The test build has the `fault-injection` hook: every run of `closed` panics in its task.
+    let open = Listening::start();
+    let mut d = start_daemon_with_env(open.port, closed_port(), &[("EGRESS_PROBE_FAULT_PANIC", "closed")]);
+    let panics = r#"egress_probe_failures_total{kind="tcp",phase="internal",probe="closed",reason="panic"}"#;
+    let failed_runs = r#"egress_probe_runs_total{kind="tcp",probe="closed",result="failure"}"#;
+    let ok_runs = r#"egress_probe_runs_total{kind="tcp",probe="open",result="success"}"#;
+    let scrape = || get(d.addr, "/metrics").map(|(_, body)| body).unwrap_or_default();
+
+    // Failures back off (2 s, then 4 s): the second panicking run comes after about 2 s.
+    assert!(
+        wait_until(Duration::from_secs(10), || sample(&scrape(), panics).unwrap_or(0.0) >= 2.0),
+        "two runs of the panicking probe were not counted as internal/panic:\n{}",
+        scrape()
+    );
+    let before = sample(&scrape(), ok_runs).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || sample(&scrape(), ok_runs).unwrap_or(0.0) >= before + 2.0),
+        "the other probe stopped running after the panics ({before} runs)"
+    );
+    let text = scrape();
+    assert_eq!(
+        sample(&text, panics),
+        sample(&text, failed_runs),
+        "every failed run of the panicking probe is internal/panic:\n{text}"
+    );
+    assert!(
+        !text.contains(r#"probe="closed",reason="refused""#),
+        "the probe never got to connect"
+    );
+    promtool_check(&text);
+
+    let (_, body) = get(d.addr, "/status").unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["probes"][1]["outcome"]["failure"]["phase"], "internal", "{body}");
+    assert_eq!(doc["probes"][1]["outcome"]["failure"]["reason"], "panic", "{body}");
+
+    // `/probe` runs through the same launch path.
+    let (status, body) = get(d.addr, "/probe?module=closed").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(sample(&body, "probe_success "), Some(0.0), "{body}");
+    assert_eq!(sample(&body, panics), Some(1.0), "{body}");
+
+    assert!(d.guard.terminate(Duration::from_millis(1500)).unwrap().success());
 }

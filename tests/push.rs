@@ -293,7 +293,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 /// Runs a pusher's loop until `within` has passed or `done` holds; stops it and waits for it.
 async fn run_pusher(p: Arc<Pusher>, within: Duration, mut done: impl FnMut() -> bool) {
-    let stop = egress_probe::schedule::Shutdown::new();
+    let stop = egress_probe::shutdown::Shutdown::new();
     let task = tokio::spawn(p.run(stop.clone()));
     let end = Instant::now() + within;
     while Instant::now() < end && !done() {

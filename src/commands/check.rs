@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::cli::{CheckArgs, OutputFormat};
 use crate::config::{Config, ProbeConfig};
-use crate::probe::{self, ProbeContext};
+use crate::probe;
 use crate::report::{self, ProbeResult, Report};
+use crate::schedule::Launcher;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
@@ -147,47 +147,25 @@ fn progress_line(len: u64, visible: bool) -> ProgressBar {
 }
 
 /// Runs `probes` concurrently (bounded by `defaults.concurrency`); results in config order.
-/// Each probe is its own task, so TLS handshakes and ICE gathering use every core instead of
-/// queueing behind each other on one task: the check takes about as long as its slowest probe.
+/// Each probe is its own task (the scheduler's [`Launcher`]), so TLS handshakes and ICE
+/// gathering use every core instead of queueing behind each other on one task: the check takes
+/// about as long as its slowest probe. A probe that panics reads `internal/panic`.
 async fn run_all(config: &Config, probes: &[ProbeConfig], progress: &ProgressBar) -> Vec<ProbeResult> {
-    let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
-    let tasks: Vec<_> = probes
-        .iter()
-        .map(|p| {
-            let permits = permits.clone();
-            let p = p.clone();
-            let defaults = config.defaults.clone();
-            let proxy = probe::effective_proxy(config.proxy.as_ref(), p.proxy.as_ref());
-            let progress = progress.clone();
-            tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await.ok();
-                let ctx = ProbeContext {
-                    deadline: Instant::now() + p.timeout(&defaults),
-                    proxy,
-                };
-                let outcome = probe::run(&p.spec, &ctx).await;
-                let verdict = if outcome.success { "ok" } else { "FAIL" };
-                progress.set_message(format!("{} {verdict}", p.name));
-                progress.inc(1);
-                outcome
-            })
-        })
-        .collect();
-    let mut results = Vec::with_capacity(probes.len());
-    for (p, task) in probes.iter().zip(tasks) {
-        let outcome = task.await.unwrap_or_else(|e| {
-            crate::outcome::Outcome::failed_before_start(crate::outcome::Failure::new(
-                crate::outcome::Phase::Close,
-                crate::outcome::Reason::Io,
-                format!("probe task ended abnormally: {e}"),
-            ))
-        });
-        results.push(ProbeResult {
-            name: p.name.clone(),
-            kind: p.spec.kind().to_string(),
-            target: p.spec.target(),
-            outcome,
-        });
-    }
-    results
+    let launcher = Launcher::new(config);
+    let runs = probes.iter().map(|p| {
+        let run = launcher.spawn(Arc::new(p.clone()));
+        async move {
+            let outcome = run.await;
+            let verdict = if outcome.success { "ok" } else { "FAIL" };
+            progress.set_message(format!("{} {verdict}", p.name));
+            progress.inc(1);
+            ProbeResult {
+                name: p.name.clone(),
+                kind: p.spec.kind().to_string(),
+                target: p.spec.target(),
+                outcome,
+            }
+        }
+    });
+    futures::future::join_all(runs).await
 }

@@ -9,18 +9,20 @@ use crate::config::Secret;
 use crate::responder::config::{Listen, PortRange, DEMO_DNS_NAME};
 use crate::responder::dns::DnsZone;
 use crate::responder::{Responder, ResponderConfig, ResponderError};
+use crate::shutdown::Signals;
 
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: ResponderArgs) -> anyhow::Result<u8> {
     let cfg = build_config(&args)?;
     // Handlers first: a SIGTERM during start-up must still end in a graceful shutdown.
-    let signals = Signals::install()?;
+    // SIGHUP keeps its default action: the responder has nothing to reload.
+    let mut signals = Signals::install(false).context("installing the SIGTERM/SIGINT handlers")?;
     let responder = match Responder::start(&cfg).await {
         Ok(r) => r,
         Err(e) => return Err(anyhow::anyhow!(with_hint(e))),
     };
     print!("{}", summary(&responder));
-    signals.wait().await;
+    signals.stopped().await;
     tracing::info!("shutting down: closing WebSockets and TURN allocations");
     responder.shutdown().await;
     Ok(super::EXIT_OK)
@@ -141,39 +143,6 @@ pub fn summary(r: &Responder) -> String {
     }
     out.push_str(&format!("  TLS pin_sha256         {}\n", r.tls.pin_sha256));
     out
-}
-
-/// SIGTERM and SIGINT (Ctrl-C elsewhere), installed before anything starts.
-struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> anyhow::Result<Signals> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Signals {
-                term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
-                int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Signals {})
-    }
-
-    async fn wait(mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -23,8 +22,9 @@ use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::probe;
 use crate::push;
-use crate::schedule::{LogSink, Scheduler, Shutdown, Sink, SHUTDOWN_GRACE};
+use crate::schedule::{LogSink, Scheduler, Sink, SHUTDOWN_GRACE};
 use crate::server::{self, AppState, StatusBoard};
+use crate::shutdown::{Shutdown, Signal, Signals};
 
 use super::EXIT_OK;
 
@@ -53,7 +53,7 @@ impl Generation {
         let sinks: Vec<Arc<dyn Sink>> = vec![metrics.clone(), board.clone(), Arc::new(LogSink)];
         let scheduler = Scheduler::new(&config, sinks);
         let state = Arc::new(AppState {
-            permits: scheduler.permits(),
+            launcher: scheduler.launcher(),
             config: Arc::new(config),
             metrics,
             board,
@@ -85,11 +85,7 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr().unwrap_or(listen);
-    let (mut term, mut int, mut hup) = (
-        signal(SignalKind::terminate()).context("SIGTERM handler")?,
-        signal(SignalKind::interrupt()).context("SIGINT handler")?,
-        signal(SignalKind::hangup()).context("SIGHUP handler")?,
-    );
+    let mut signals = Signals::install(true).context("installing the SIGTERM/SIGINT/SIGHUP handlers")?;
 
     let probes = config.probes.len();
     let mut current = Generation::start(config)?;
@@ -98,25 +94,20 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
     let server = tokio::spawn(server::serve(listener, live_rx, shutdown.clone()));
     tracing::info!(listen = %local, probes, version = env!("CARGO_PKG_VERSION"), "egress-probe running");
 
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                if let Some(next) = reload(args.config.as_deref(), &current.state.metrics) {
-                    let old = std::mem::replace(&mut current, next);
-                    live_tx.send_replace(current.state.clone());
-                    old.stop.trigger();
-                }
-            }
+    while signals.recv().await == Signal::Reload {
+        if let Some(next) = reload(args.config.as_deref(), &current.state.metrics) {
+            let old = std::mem::replace(&mut current, next);
+            live_tx.send_replace(current.state.clone());
+            old.stop.trigger();
         }
     }
     tracing::info!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "shutting down");
     shutdown.trigger();
     current.stop.trigger();
-    let _ = current.scheduler.await;
     // The push deliveries flush within push::FLUSH_GRACE of the stop, alongside the scheduler.
-    let _ = tokio::time::timeout(push::FLUSH_GRACE, futures::future::join_all(current.push)).await;
+    let push_done = tokio::time::Instant::now() + push::FLUSH_GRACE;
+    let _ = current.scheduler.await;
+    let _ = tokio::time::timeout_at(push_done, futures::future::join_all(current.push)).await;
     match tokio::time::timeout(SERVER_GRACE, server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
         Ok(_) => {}

@@ -40,6 +40,10 @@ pub enum Phase {
     Gather,
     Connectivity,
     Close,
+    /// Not the network: the program itself failed the run (a panic in the probe task, a probe
+    /// that overran its deadline, a run cancelled by the scheduler stopping). A bug to report,
+    /// never a finding about the path.
+    Internal,
 }
 
 impl Phase {
@@ -61,6 +65,7 @@ impl Phase {
             Phase::Gather => "gather",
             Phase::Connectivity => "connectivity",
             Phase::Close => "close",
+            Phase::Internal => "internal",
         }
     }
 }
@@ -180,6 +185,13 @@ pub enum Reason {
     Config,
     /// Any other local I/O error.
     Io,
+    /// `internal`: the probe task panicked (a bug in egress-probe).
+    Panic,
+    /// `internal`: the probe did not end by its deadline and was cancelled (a bug: every
+    /// probe bounds its own awaits).
+    Overrun,
+    /// `internal`: the run was cancelled because the scheduler or process was stopping.
+    Cancelled,
 }
 
 impl Reason {
@@ -227,6 +239,9 @@ impl Reason {
             Reason::UnsupportedTransport => "unsupported_transport",
             Reason::Config => "config",
             Reason::Io => "io",
+            Reason::Panic => "panic",
+            Reason::Overrun => "overrun",
+            Reason::Cancelled => "cancelled",
             Reason::Status(_) | Reason::StunError(_) => unreachable_label(),
         }
     }
@@ -273,6 +288,9 @@ impl Reason {
             Reason::UnsupportedTransport,
             Reason::Config,
             Reason::Io,
+            Reason::Panic,
+            Reason::Overrun,
+            Reason::Cancelled,
         ];
         ALL.iter().find(|r| r.static_label() == s).cloned()
     }
@@ -530,11 +548,24 @@ mod tests {
             Reason::StunError(420),
             Reason::PinMismatch,
             Reason::NoRelay,
+            Reason::Panic,
+            Reason::Overrun,
+            Reason::Cancelled,
         ] {
             assert_eq!(Reason::from_label(&r.label()), Some(r.clone()));
         }
         assert_eq!(Reason::Status(408).label(), "status_408");
         assert_eq!(Reason::from_stun_code(486), Reason::Quota);
+    }
+
+    #[test]
+    fn the_programs_own_failures_read_internal_slash_panic_overrun_cancelled() {
+        let codes: Vec<String> = [Reason::Panic, Reason::Overrun, Reason::Cancelled]
+            .into_iter()
+            .map(|r| Failure::new(Phase::Internal, r, "x").code())
+            .collect();
+        assert_eq!(codes, ["internal/panic", "internal/overrun", "internal/cancelled"]);
+        assert_eq!(serde_json::to_string(&Phase::Internal).unwrap(), "\"internal\"");
     }
 
     #[tokio::test]

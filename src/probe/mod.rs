@@ -64,7 +64,10 @@ pub fn effective_proxy(top: Option<&ProxySetting>, probe: Option<&ProxySetting>)
     }
 }
 
-/// Runs one probe of any kind to completion (never past `ctx.deadline`).
+/// How long past its deadline [`run`] lets a probe go before cancelling it as overrun.
+pub const OVERRUN_GRACE: Duration = Duration::from_millis(250);
+
+/// Runs one probe of any kind to completion (never past `ctx.deadline` + [`OVERRUN_GRACE`]).
 pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
     let fut = async {
         match spec {
@@ -78,13 +81,18 @@ pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
             ProbeSpec::Ice(s) => ice::probe(s, ctx).await,
         }
     };
-    // Belt and braces: every probe bounds its own awaits, but a bug must not hang the daemon.
-    let grace = Duration::from_millis(250);
-    match tokio::time::timeout_at(ctx.deadline + grace, fut).await {
+    bounded(ctx.deadline, fut).await
+}
+
+/// Belt and braces: every probe bounds its own awaits, but a bug must not hang the daemon.
+/// A probe still running [`OVERRUN_GRACE`] after `deadline` is dropped (closing its sockets)
+/// and reads `internal/overrun`: the program's failure, not the network's.
+async fn bounded(deadline: Instant, fut: impl Future<Output = Outcome>) -> Outcome {
+    match tokio::time::timeout_at(deadline + OVERRUN_GRACE, fut).await {
         Ok(outcome) => outcome,
         Err(_) => Outcome::failed_before_start(Failure::new(
-            Phase::Close,
-            Reason::Timeout,
+            Phase::Internal,
+            Reason::Overrun,
             "probe overran its deadline and was cancelled",
         )),
     }
@@ -120,5 +128,35 @@ where
     match first_failure {
         Some(f) => Err(f),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_overruns_its_deadline_is_cancelled_as_internal_overrun() {
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(100);
+        let out = bounded(deadline, async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Outcome::default()
+        })
+        .await;
+        let f = out.failure.expect("an overrun fails the run");
+        assert_eq!(f.code(), "internal/overrun");
+        assert_eq!(start.elapsed(), Duration::from_millis(100) + OVERRUN_GRACE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_ends_in_time_keeps_its_own_outcome() {
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let out = bounded(deadline, async {
+            tokio::time::sleep(Duration::from_millis(90)).await;
+            Outcome::failed_before_start(Failure::new(Phase::Connect, Reason::Refused, "closed port"))
+        })
+        .await;
+        assert_eq!(out.failure.map(|f| f.code()).as_deref(), Some("connect/refused"));
     }
 }

@@ -35,7 +35,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::config::{redact_url, Config, ProxySetting, RemoteWriteConfig};
 use crate::metrics::Metrics;
 use crate::outcome::{Failure, Outcome, Phase, Reason};
-use crate::schedule::Shutdown;
+use crate::shutdown::Shutdown;
 
 use queue::{Batch, Queue};
 use send::{Receiver, SendError};

@@ -25,9 +25,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+
+// The accept loops stop on the process-wide stop signal; it fires when the `Responder` is
+// dropped (its `StopOnDrop`), also half-way through `start`.
+use crate::shutdown::{Shutdown, StopOnDrop};
 
 pub use certs::TlsMaterial;
 pub use config::{Listen, ResponderConfig};
@@ -50,19 +53,6 @@ pub enum ResponderError {
     Turn(String),
     #[error("{0}")]
     Config(String),
-}
-
-/// A cloneable "stop now" signal for the accept loops. Also fires when the [`Responder`]
-/// (the sender) is dropped.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// Resolves once shutdown has been requested (or the responder dropped).
-    pub async fn wait(&self) {
-        let mut rx = self.0.clone();
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
 }
 
 /// Where each endpoint actually listens (ports resolved when 0 was asked).
@@ -88,7 +78,7 @@ pub struct Responder {
     pub relay_ip: IpAddr,
     counters: Arc<Counters>,
     turn: Arc<TurnServers>,
-    stop: watch::Sender<bool>,
+    stop: StopOnDrop,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -141,8 +131,8 @@ impl Responder {
         let tls = TlsMaterial::prepare(&cfg.tls, &names)?;
         let counters = Counters::new();
         let turn_servers = Arc::new(TurnServers::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let shutdown = Shutdown(stop_rx);
+        let stop = Shutdown::new().stop_on_drop();
+        let shutdown = stop.signal().clone();
         let mut addrs = Addresses::default();
 
         // Bind everything before spawning anything.
@@ -293,7 +283,7 @@ impl Responder {
     /// Stops accepting, closes WebSockets (1001) and TURN allocations, and waits (bounded)
     /// for the listeners to finish.
     pub async fn shutdown(mut self) {
-        self.stop.send_replace(true);
+        self.stop.signal().trigger();
         self.turn.close_all().await;
         let tasks = std::mem::take(&mut self.tasks);
         let _ = tokio::time::timeout(Duration::from_secs(3), futures::future::join_all(tasks)).await;
@@ -304,7 +294,7 @@ impl Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.stop.signal().trigger();
         let turn = self.turn.clone();
         // Close TURN servers in the background if a runtime is still there.
         if let Ok(h) = tokio::runtime::Handle::try_current() {

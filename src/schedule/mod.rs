@@ -1,5 +1,11 @@
-//! When probes run: each probe on its own fixed grid, bounded, never overlapping itself.
+//! When probes run, and the one way a probe runs once.
 //!
+//! * **One launch path** (`launch.rs`). [`Launcher`] is how every run starts — the daemon's loops below,
+//!   `/probe` (`server`) and `check` (`commands::check`): it resolves the timeout
+//!   (`ProbeConfig::timeout`), the proxy in effect (`probe::effective_proxy`) and the deadline,
+//!   takes a permit of the global concurrency limit, and runs the probe as its own task. A
+//!   panic in that task ends the run as `internal/panic` and the daemon keeps probing; a run
+//!   cancelled before it finished reads `internal/cancelled` (see [`Launch`]).
 //! * **Grid, not sleep-after-run.** Probe `p` starts at `t0 + offset + k·interval`, where
 //!   `offset` is a random fraction (`jitter`) of the interval drawn once, so a fleet of probes
 //!   does not fire in lockstep and a slow target does not drift its own schedule.
@@ -7,28 +13,34 @@
 //! * **No overlap.** If a probe's previous run is still in flight at its next grid point, that
 //!   tick is skipped and counted (`Sink::skipped`), never queued.
 //! * **Global concurrency limit** (`defaults.concurrency`) with a semaphore shared by every probe
-//!   (and by `/probe` requests, which the server runs through [`Scheduler::permits`]).
+//!   and by `/probe` requests (the server holds the scheduler's [`Scheduler::launcher`]).
 //! * **Backoff** after consecutive failures: the next run is not before
 //!   `end + max(backoff, Retry-After)`, still on the grid (see [`Backoff`]).
 //! * **Shutdown**: when the [`Shutdown`] fires, loops stop at once; in-flight runs get
-//!   [`SHUTDOWN_GRACE`] to finish and are then cancelled (dropping a probe future closes its
-//!   sockets), so the daemon exits within 1 s.
+//!   [`SHUTDOWN_GRACE`] to finish and are then cancelled (dropping a [`Launch`] aborts its task,
+//!   which closes its sockets), so the daemon exits within 1 s.
 //!
-//! Results go to [`Sink`]s (metrics, the status board, the log); a push delivery is one more
-//! sink. Config reload swaps the whole scheduler: start a new one, then fire the old one's
-//! shutdown (see `commands::run`).
+//! Results go to [`Sink`]s; the scheduler knows none of them: metrics and the status board
+//! implement the trait where they live, [`LogSink`] (here, as it needs only `tracing`) is
+//! added by `commands::run`; a push delivery is one more sink. Config
+//! reload swaps the whole scheduler: start a new one, then fire the old one's shutdown (see
+//! `commands::run`).
+
+mod launch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{Config, ProbeConfig, ProxySetting};
-use crate::outcome::{Failure, Outcome, Phase, Reason};
-use crate::probe::{self, ProbeContext};
+use crate::config::{Config, Defaults, ProbeConfig};
+use crate::outcome::Outcome;
+use crate::shutdown::Shutdown;
+
+#[cfg(feature = "fault-injection")]
+pub use launch::fault;
+pub use launch::{probe_runner, Busy, Launch, Launcher, Runner};
 
 /// How long in-flight runs may continue after shutdown before they are cancelled.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
@@ -44,17 +56,10 @@ pub trait Sink: Send + Sync {
     }
 }
 
-impl Sink for crate::metrics::Metrics {
-    fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
-        self.observe(probe, outcome);
-    }
-    fn skipped(&self, probe: &ProbeConfig) {
-        crate::metrics::Metrics::skipped(self, &probe.name);
-    }
-}
-
-/// Logs one line per failed run (probe, kind, phase, reason, message) and each skipped tick.
-/// Messages are written by probes for humans and never contain secrets.
+/// Logs one line per failed run (probe, kind, phase, reason, the failure's message as `error`)
+/// and each skipped tick. The event text stays the log's `message`; the failure's own message
+/// goes under a distinct key so a JSON line never holds `message` twice. Messages are written
+/// by probes for humans and never contain secrets.
 pub struct LogSink;
 
 impl Sink for LogSink {
@@ -66,7 +71,7 @@ impl Sink for LogSink {
                 phase = f.phase.as_str(),
                 reason = %f.reason,
                 total_ms = outcome.total.as_millis() as u64,
-                message = %f.message,
+                error = %f.message,
                 "probe failed"
             ),
             None => {
@@ -76,43 +81,6 @@ impl Sink for LogSink {
     }
     fn skipped(&self, probe: &ProbeConfig) {
         tracing::warn!(probe = %probe.name, "previous run still in flight; tick skipped");
-    }
-}
-
-/// A one-way "stop now" signal shared by the scheduler, the server and signal handlers.
-#[derive(Clone, Debug)]
-pub struct Shutdown {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Shutdown::new()
-    }
-}
-
-impl Shutdown {
-    /// A signal that has not fired.
-    pub fn new() -> Shutdown {
-        Shutdown {
-            tx: Arc::new(watch::channel(false).0),
-        }
-    }
-
-    /// Fires the signal (idempotent).
-    pub fn trigger(&self) {
-        self.tx.send_replace(true);
-    }
-
-    /// Whether the signal has fired.
-    pub fn is_triggered(&self) -> bool {
-        *self.tx.borrow()
-    }
-
-    /// Resolves once the signal has fired.
-    pub async fn wait(&self) {
-        let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|fired| *fired).await;
     }
 }
 
@@ -170,29 +138,12 @@ pub fn grid_at_or_after(tick: Instant, interval: Duration, t: Instant) -> Instan
     tick + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
 }
 
-/// Runs one probe against a deadline; the real one is [`probe::run`], tests inject their own.
-pub type Runner = Arc<dyn Fn(Arc<ProbeConfig>, Instant) -> BoxFuture<'static, Outcome> + Send + Sync>;
-
-/// The real runner: dispatches to the probe of the configured kind with its effective proxy.
-pub fn probe_runner(top_proxy: Option<ProxySetting>) -> Runner {
-    Arc::new(move |p: Arc<ProbeConfig>, deadline: Instant| {
-        let proxy = probe::effective_proxy(top_proxy.as_ref(), p.proxy.as_ref());
-        Box::pin(async move {
-            let ctx = ProbeContext { deadline, proxy };
-            probe::run(&p.spec, &ctx).await
-        })
-    })
-}
-
 /// Every probe's loop plus what they share.
 pub struct Scheduler {
     probes: Vec<Arc<ProbeConfig>>,
-    interval: Duration,
-    timeout: Duration,
-    jitter: f64,
-    permits: Arc<Semaphore>,
+    defaults: Defaults,
+    launcher: Launcher,
     sinks: Vec<Arc<dyn Sink>>,
-    runner: Runner,
     backoff: Option<Backoff>,
 }
 
@@ -201,19 +152,16 @@ impl Scheduler {
     pub fn new(config: &Config, sinks: Vec<Arc<dyn Sink>>) -> Scheduler {
         Scheduler {
             probes: config.probes.iter().cloned().map(Arc::new).collect(),
-            interval: config.defaults.interval,
-            timeout: config.defaults.timeout,
-            jitter: config.defaults.jitter,
-            permits: Arc::new(Semaphore::new(config.defaults.concurrency.max(1))),
+            defaults: config.defaults.clone(),
+            launcher: Launcher::new(config),
             sinks,
-            runner: probe_runner(config.proxy.clone()),
             backoff: Some(Backoff::default()),
         }
     }
 
     /// Replaces how a probe is run (tests use a synthetic runner to check timing).
     pub fn with_runner(mut self, runner: Runner) -> Scheduler {
-        self.runner = runner;
+        self.launcher = self.launcher.with_runner(runner);
         self
     }
 
@@ -223,28 +171,28 @@ impl Scheduler {
         self
     }
 
-    /// The global concurrency limit, shared with on-demand runs (`/probe`).
-    pub fn permits(&self) -> Arc<Semaphore> {
-        self.permits.clone()
+    /// The launcher of this scheduler's runs, for on-demand runs (`/probe`) that share its
+    /// concurrency limit.
+    pub fn launcher(&self) -> Launcher {
+        self.launcher.clone()
     }
 
     /// Runs every probe's loop until `shutdown` fires; returns after in-flight runs finished
     /// or were cancelled (at most [`SHUTDOWN_GRACE`] later).
     pub async fn run(self, shutdown: Shutdown) {
         let shared = Arc::new(Shared {
-            permits: self.permits,
+            launcher: self.launcher,
             sinks: self.sinks,
-            runner: self.runner,
             backoff: self.backoff,
         });
         let loops: Vec<JoinHandle<()>> = self
             .probes
             .into_iter()
             .map(|p| {
+                let interval = p.interval(&self.defaults);
                 let plan = Plan {
-                    interval: p.interval.unwrap_or(self.interval),
-                    timeout: p.timeout.unwrap_or(self.timeout),
-                    offset: first_offset(p.interval.unwrap_or(self.interval), self.jitter, rand::random::<f64>()),
+                    interval,
+                    offset: first_offset(interval, self.defaults.jitter, rand::random::<f64>()),
                 };
                 tokio::spawn(probe_loop(p, plan, shared.clone(), shutdown.clone()))
             })
@@ -256,53 +204,32 @@ impl Scheduler {
 }
 
 struct Shared {
-    permits: Arc<Semaphore>,
+    launcher: Launcher,
     sinks: Vec<Arc<dyn Sink>>,
-    runner: Runner,
     backoff: Option<Backoff>,
 }
 
 #[derive(Clone, Copy)]
 struct Plan {
     interval: Duration,
-    timeout: Duration,
     offset: Duration,
-}
-
-/// One run: wait for a permit, then run against `timeout` from that moment.
-fn spawn_run(p: Arc<ProbeConfig>, plan: Plan, shared: &Arc<Shared>) -> JoinHandle<Outcome> {
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let Ok(_permit) = shared.permits.clone().acquire_owned().await else {
-            return Outcome::failed_before_start(Failure::new(Phase::Close, Reason::Io, "scheduler is shutting down"));
-        };
-        let deadline = Instant::now() + plan.timeout;
-        (shared.runner)(p, deadline).await
-    })
-}
-
-fn outcome_of(joined: Result<Outcome, tokio::task::JoinError>) -> Outcome {
-    joined.unwrap_or_else(|e| {
-        Outcome::failed_before_start(Failure::new(Phase::Close, Reason::Io, format!("probe task ended abnormally: {e}")))
-    })
 }
 
 async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdown: Shutdown) {
     let mut tick = Instant::now() + plan.offset;
-    let mut in_flight: Option<JoinHandle<Outcome>> = None;
+    let mut in_flight: Option<Launch> = None;
     let mut failures: u32 = 0;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.wait() => break,
-            joined = async {
+            outcome = async {
                 match in_flight.as_mut() {
-                    Some(h) => h.await,
+                    Some(run) => run.await,
                     None => std::future::pending().await,
                 }
             }, if in_flight.is_some() => {
                 in_flight = None;
-                let outcome = outcome_of(joined);
                 for s in &shared.sinks {
                     s.record(&p, &outcome);
                 }
@@ -318,23 +245,22 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
                         s.skipped(&p);
                     }
                 } else {
-                    in_flight = Some(spawn_run(p.clone(), plan, &shared));
+                    in_flight = Some(shared.launcher.spawn(p.clone()));
                 }
                 tick = grid_at_or_after(tick + plan.interval, plan.interval, Instant::now());
             }
         }
     }
-    if let Some(mut h) = in_flight {
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut h).await {
-            Ok(joined) => {
-                let outcome = outcome_of(joined);
+    if let Some(mut run) = in_flight {
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut run).await {
+            Ok(outcome) => {
                 for s in &shared.sinks {
                     s.record(&p, &outcome);
                 }
             }
             Err(_) => {
-                h.abort();
-                tracing::info!(probe = %p.name, "in-flight run cancelled at shutdown");
+                drop(run);
+                tracing::info!(probe = %p.name, phase = "internal", reason = "cancelled", "in-flight run cancelled at shutdown");
             }
         }
     }
@@ -342,11 +268,14 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
 
 #[cfg(test)]
 mod tests {
+    //! Scheduler tests on paused time, and the synthetic probes and sinks `launch` tests share.
     use super::*;
-    use crate::config::{Defaults, HostPort, ProbeSpec, TcpSpec};
+    use crate::config::{HostPort, ProbeSpec, TcpSpec};
+    use crate::outcome::{Failure, Phase, Reason};
+    use crate::probe::ProbeContext;
     use std::sync::Mutex;
 
-    fn probe(name: &str) -> ProbeConfig {
+    pub(super) fn probe(name: &str) -> ProbeConfig {
         ProbeConfig {
             name: name.into(),
             interval: None,
@@ -363,7 +292,7 @@ mod tests {
         }
     }
 
-    fn config(probes: Vec<ProbeConfig>, interval_ms: u64, jitter: f64, concurrency: usize) -> Config {
+    pub(super) fn config(probes: Vec<ProbeConfig>, interval_ms: u64, jitter: f64, concurrency: usize) -> Config {
         Config {
             defaults: Defaults {
                 interval: Duration::from_millis(interval_ms),
@@ -378,16 +307,27 @@ mod tests {
 
     /// Records (probe, start offset from t0, in flight at start) of every run.
     #[derive(Default)]
-    struct Log {
-        starts: Mutex<Vec<(String, Duration)>>,
+    pub(super) struct Log {
+        pub(super) starts: Mutex<Vec<(String, Duration)>>,
         in_flight: Mutex<(usize, usize)>,
         skipped: Mutex<Vec<String>>,
         outcomes: Mutex<Vec<String>>,
+        /// (probe, `phase/reason` or `pass`) of every recorded run.
+        codes: Mutex<Vec<(String, String)>>,
+    }
+
+    impl Log {
+        fn codes_of(&self, probe: &str) -> Vec<String> {
+            let codes = self.codes.lock().unwrap();
+            codes.iter().filter(|(p, _)| p == probe).map(|(_, c)| c.clone()).collect()
+        }
     }
 
     impl Sink for Log {
-        fn record(&self, probe: &ProbeConfig, _: &Outcome) {
+        fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
             self.outcomes.lock().unwrap().push(probe.name.clone());
+            let code = outcome.failure.as_ref().map_or("pass".to_string(), |f| f.code());
+            self.codes.lock().unwrap().push((probe.name.clone(), code));
         }
         fn skipped(&self, probe: &ProbeConfig) {
             self.skipped.lock().unwrap().push(probe.name.clone());
@@ -395,8 +335,8 @@ mod tests {
     }
 
     /// A runner that "probes" for `busy` (paused time) and fails when `fail` says so.
-    fn sleeper(log: Arc<Log>, t0: Instant, busy: Duration, fail: bool) -> Runner {
-        Arc::new(move |p: Arc<ProbeConfig>, _deadline: Instant| {
+    pub(super) fn sleeper(log: Arc<Log>, t0: Instant, busy: Duration, fail: bool) -> Runner {
+        Arc::new(move |p: Arc<ProbeConfig>, _ctx: ProbeContext| {
             let log = log.clone();
             Box::pin(async move {
                 log.starts.lock().unwrap().push((p.name.clone(), t0.elapsed()));
@@ -529,6 +469,32 @@ mod tests {
         run_for(s, Duration::from_millis(50)).await;
         assert!(started.elapsed() <= Duration::from_millis(50) + SHUTDOWN_GRACE + Duration::from_millis(5));
         assert!(log.outcomes.lock().unwrap().is_empty(), "a cancelled run records nothing");
+    }
+
+    /// `sleeper`, except that every run of the probes named in `panics` panics in its task.
+    pub(super) fn panicker(log: Arc<Log>, t0: Instant, panics: &'static [&'static str]) -> Runner {
+        let sleep = sleeper(log, t0, Duration::from_millis(10), false);
+        Arc::new(move |p: Arc<ProbeConfig>, ctx: ProbeContext| {
+            if panics.contains(&p.name.as_str()) {
+                Box::pin(async move { panic!("test: probe {} panics", p.name) })
+            } else {
+                sleep(p, ctx)
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_probe_ends_as_internal_panic_and_the_others_keep_running() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        let s = Scheduler::new(&config(vec![probe("boom"), probe("fine")], 100, 0.0, 4), vec![log.clone()])
+            .with_runner(panicker(log.clone(), t0, &["boom"]))
+            .with_backoff(None);
+        run_for(s, Duration::from_millis(1050)).await;
+        let boom = log.codes_of("boom");
+        assert_eq!(boom.len(), 11, "the panicking probe keeps its grid: {boom:?}");
+        assert!(boom.iter().all(|c| c == "internal/panic"), "{boom:?}");
+        assert_eq!(log.codes_of("fine"), vec!["pass"; 11]);
     }
 
     #[test]
