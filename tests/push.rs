@@ -850,3 +850,42 @@ fn the_deploy_remote_write_example_validates() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn sigterm_sends_a_last_gather_and_exits_within_the_stop_budget() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let recv = rt.block_on(Receiver::start(answer(204), None));
+    let target = Listening::start();
+    let dir = tempfile::tempdir().unwrap();
+    // interval 1h: one gather at start, the next only at stop.
+    let push = format!(
+        "  - remote_write:\n      url: http://127.0.0.1:{}/api/v1/write\n      interval: 1h\n",
+        recv.port
+    );
+    let mut d = Daemon::start(dir.path(), &daemon_config(target.port, &push), &[]);
+    let runs = r#"egress_probe_runs_total{kind="tcp",probe="tcp-ok",result="success"}"#;
+    assert!(wait_until(Duration::from_secs(10), || sample(&d.metrics(), runs) == Some(1.0)));
+    assert!(
+        wait_until(Duration::from_secs(5), || !recv.seen().is_empty()),
+        "the start-up gather was sent"
+    );
+    let before = recv.seen().len();
+    let t = Instant::now();
+    let status = d.guard.terminate(Duration::from_secs(3));
+    let took = t.elapsed();
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)));
+    assert!(took < Duration::from_millis(1500), "exit took {took:?}");
+    let seen = recv.seen();
+    assert_eq!(seen.len(), before + 1, "one last write at stop");
+    let last = seen.last().unwrap().decode();
+    let success_runs = last.timeseries.iter().find(|ts| {
+        let has = |n: &str, v: &str| ts.labels.iter().any(|l| l.name == n && l.value == v);
+        has("__name__", "egress_probe_runs_total") && has("result", "success")
+    });
+    assert_eq!(
+        success_runs.map(|ts| ts.samples[0].value),
+        Some(1.0),
+        "the last gather carries the run"
+    );
+    drop(rt);
+}
