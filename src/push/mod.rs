@@ -175,7 +175,7 @@ impl Pusher {
             SendError::Refused { first_line, .. } => tracing::warn!(remote = %self.remote, phase = f.phase.as_str(), reason = %f.reason,
                 answer = %first_line, "remote_write refused; batch dropped, not retried"),
             SendError::Retry { .. } => tracing::warn!(remote = %self.remote, phase = f.phase.as_str(), reason = %f.reason,
-                message = %f.message, queued = self.queued(), "remote_write failed; will retry"),
+                error = %f.message, queued = self.queued(), "remote_write failed; will retry"),
         }
     }
 
@@ -287,7 +287,7 @@ pub fn start(
                 let remote = cfg.remote_label();
                 metrics.push_families().init(&remote);
                 metrics.push_families().failure(&remote, f.phase.as_str(), &f.reason.label());
-                tracing::error!(remote = %remote, phase = f.phase.as_str(), reason = %f.reason, message = %f.message, "remote_write push cannot start");
+                tracing::error!(remote = %remote, phase = f.phase.as_str(), reason = %f.reason, error = %f.message, "remote_write push cannot start");
             }
         }
     }
