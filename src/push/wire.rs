@@ -131,8 +131,8 @@ pub fn snapshot(families: &[MetricFamily], external: &BTreeMap<String, String>, 
     Snapshot { timestamp_ms, samples }
 }
 
-/// `__name__` plus the metric's labels plus `extra` (`le`), external labels filling in the
-/// names the series does not have; sorted by name.
+/// `__name__` plus the metric's non-empty labels plus `extra` (`le`), external labels filling
+/// in the names the series does not have; sorted by name (byte order, as Prometheus sorts).
 fn label_set(
     name: &str,
     suffix: &str,
@@ -145,7 +145,8 @@ fn label_set(
         name: "__name__".into(),
         value: format!("{name}{suffix}"),
     });
-    for (n, v) in base.iter().copied().chain(extra) {
+    // An empty value means "no such label" in Prometheus (a scrape drops it too).
+    for (n, v) in base.iter().copied().chain(extra).filter(|(_, v)| !v.is_empty()) {
         labels.push(Label {
             name: n.into(),
             value: v.into(),
@@ -203,9 +204,9 @@ mod tests {
 
     fn registry() -> Registry {
         let r = Registry::new();
-        let c = IntCounterVec::new(Opts::new("runs_total", "h"), &["probe", "zone"]).unwrap();
+        let c = IntCounterVec::new(Opts::new("runs_total", "h"), &["probe", "zone", "team"]).unwrap();
         r.register(Box::new(c.clone())).unwrap();
-        c.with_label_values(&["a", "z1"]).inc_by(3);
+        c.with_label_values(&["a", "z1", ""]).inc_by(3);
         let h = HistogramVec::new(HistogramOpts::new("dur_seconds", "h").buckets(vec![0.005, 1.0]), &["probe"]).unwrap();
         r.register(Box::new(h.clone())).unwrap();
         h.with_label_values(&["a"]).observe(0.5);
@@ -243,7 +244,8 @@ mod tests {
             find(&["__name__=dur_seconds_count", "probe=a", "site=paris", "zone=ext"]),
             Some(1.0)
         );
-        // The series' own `zone` wins over the external label of the same name.
+        // The series' own `zone` wins over the external label of the same name; the empty
+        // `team` is no label at all.
         assert_eq!(find(&["__name__=runs_total", "probe=a", "site=paris", "zone=z1"]), Some(3.0));
         assert_eq!(all.len(), 6);
     }
