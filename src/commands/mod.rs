@@ -29,7 +29,7 @@ pub(crate) async fn load_config(
         eprintln!("egress-probe {command}: give --config FILE or --demo");
         return Ok(Err(EXIT_USAGE));
     };
-    match crate::config::load_file(path) {
+    match crate::config::load(path).await {
         Ok(c) => Ok(Ok((c, None))),
         Err(errors) => {
             eprintln!("{errors}");

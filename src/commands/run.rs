@@ -95,7 +95,7 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
     tracing::info!(listen = %local, probes, version = env!("CARGO_PKG_VERSION"), "egress-probe running");
 
     while signals.recv().await == Signal::Reload {
-        if let Some(next) = reload(args.config.as_deref(), &current.state.metrics) {
+        if let Some(next) = reload(args.config.as_deref(), &current.state.metrics).await {
             let old = std::mem::replace(&mut current, next);
             live_tx.send_replace(current.state.clone());
             old.stop.trigger();
@@ -125,12 +125,12 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
 
 /// SIGHUP: load the file again; a new generation when it is valid, else `None` (and the
 /// failure recorded on the running generation's metrics).
-fn reload(path: Option<&Path>, metrics: &Metrics) -> Option<Generation> {
+async fn reload(path: Option<&Path>, metrics: &Metrics) -> Option<Generation> {
     let Some(path) = path else {
         tracing::info!("SIGHUP ignored: running the built-in demo config");
         return None;
     };
-    match config::load_file(path) {
+    match config::load(path).await {
         Ok(c) => {
             let probes = c.probes.len();
             match Generation::start(c) {

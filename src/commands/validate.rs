@@ -13,7 +13,7 @@ use super::{EXIT_OK, EXIT_USAGE};
 
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: ValidateArgs) -> anyhow::Result<u8> {
-    match config::load_file(&args.config) {
+    match config::load(&args.config).await {
         Ok(c) => {
             let n = c.probes.len();
             println!("{}: ok ({n} probe{})", args.config.display(), if n == 1 { "" } else { "s" });

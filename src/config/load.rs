@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::check;
+use super::files::{read_bounded, FileError, MAX_CONFIG_FILE};
 use super::types::*;
 use super::yaml;
 
@@ -44,18 +45,46 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, with every file it names (`ca_file`, `file:` secrets).
+/// Synchronous and blocking: on an async runtime call [`load`] instead.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+    let unreadable = |message: String| ConfigErrors {
         origin: origin.clone(),
         errors: vec![ConfigError {
             line: 0,
             column: 0,
-            message: format!("cannot read config: {e}"),
+            message,
         }],
+    };
+    let bytes = read_bounded(path, MAX_CONFIG_FILE).map_err(|e| {
+        unreadable(match e {
+            FileError::Io(e) => format!("cannot read config: {e}"),
+            other => format!("cannot read config: the file {other}"),
+        })
     })?;
+    let text = String::from_utf8(bytes).map_err(|_| unreadable("cannot read config: stream did not contain valid UTF-8".into()))?;
     parse_str(&text, &origin)
+}
+
+/// [`load_file`] on tokio's blocking pool, so reading the config and the files it names never
+/// stalls the runtime's workers (`run` at start and on SIGHUP, `check`, `validate`).
+pub async fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let owned = path.to_path_buf();
+    match tokio::task::spawn_blocking(move || load_file(&owned)).await {
+        Ok(result) => result,
+        Err(e) => Err(ConfigErrors {
+            origin: path.display().to_string(),
+            errors: vec![ConfigError {
+                line: 0,
+                column: 0,
+                message: format!(
+                    "cannot read config: the loader {}",
+                    if e.is_panic() { "panicked" } else { "was cancelled" }
+                ),
+            }],
+        }),
+    }
 }
 
 /// Parses and validates config text; `origin` names it in error messages.
@@ -99,35 +128,17 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Parses `200`, `200-299` or `2xx`.
-pub fn parse_status_range(s: &str) -> Result<StatusRange, String> {
-    let bad = || format!("bad status {s:?}; use 200, 200-299 or 2xx");
-    let code = |t: &str| t.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c)).ok_or_else(bad);
-    if let Some(d) = s.strip_suffix("xx") {
-        let c = d.parse::<u16>().ok().filter(|c| (1..=5).contains(c)).ok_or_else(bad)?;
-        return Ok(StatusRange {
-            low: c * 100,
-            high: c * 100 + 99,
-        });
-    }
-    if let Some((a, b)) = s.split_once('-') {
-        let (low, high) = (code(a)?, code(b)?);
-        return if low <= high { Ok(StatusRange { low, high }) } else { Err(bad()) };
-    }
-    let c = code(s)?;
-    Ok(StatusRange { low: c, high: c })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The annotated example without its regexes: compiling a regex takes ~7 ms in a debug
-    /// build, which would dominate thousands of fuzz rounds without testing our code.
+    /// The annotated example without its regexes and its `ca_file`: compiling a regex takes
+    /// ~7 ms in a debug build and reading + parsing the system CA bundle a few more, which
+    /// would dominate thousands of fuzz rounds without testing our code.
     fn example() -> String {
         include_str!("../../probes/example.yaml")
             .lines()
-            .filter(|l| !l.contains("expect_body:") && !l.contains("expect: '"))
+            .filter(|l| !l.contains("expect_body:") && !l.contains("expect: '") && !l.contains("ca_file:"))
             .map(|l| format!("{l}\n"))
             .collect()
     }

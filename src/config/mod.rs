@@ -6,8 +6,14 @@
 //!
 //! Layer: a leaf above `outcome`; imports nothing else from the crate, so validation can never
 //! depend on how a probe runs.
+//!
+//! `check/` is split into a schema-free toolkit (`node`), one definition per probe kind
+//! (`kinds`) and the rest of the schema (`mod`); `files` reads the files a config names
+//! (bounded); `values` holds the small parsed values (host:port, ICE URIs, durations, secrets,
+//! CA bundles, status ranges, certificate pins, the TURN REST password).
 
 mod check;
+mod files;
 mod load;
 pub mod push;
 mod target;
@@ -15,7 +21,8 @@ pub mod types;
 pub mod values;
 mod yaml;
 
-pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+pub use files::{MAX_CONFIG_FILE, MAX_NAMED_FILE};
+pub use load::{load, load_file, parse_str, ConfigError, ConfigErrors};
 pub use push::{PushAuth, QueueLimits, RemoteWriteConfig};
 pub use types::*;
-pub use values::{parse_pin, HostPort, IceScheme, IceTransport, IceUrl, Secret};
+pub use values::{rest_password, CaBundle, HostPort, IceScheme, IceTransport, IceUrl, Pin, Secret, StatusRange, MAX_DURATION};

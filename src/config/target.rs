@@ -78,8 +78,8 @@ fn dns_name(target: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::parse_str;
-    use crate::config::ProbeSpec;
+    use super::super::parse_str;
+    use super::super::ProbeSpec;
 
     fn spec(yaml: &str) -> ProbeSpec {
         let text = format!("probes:\n  - name: p\n{yaml}");

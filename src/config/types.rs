@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{HostPort, IceUrl, Secret};
+use super::values::{rest_password, CaBundle, HostPort, IceUrl, Secret, StatusRange};
 
 /// The whole file.
 #[derive(Clone, Debug, Default)]
@@ -25,43 +25,25 @@ pub struct Config {
 }
 
 /// Values a probe inherits unless it sets its own.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Defaults {
-    #[serde(default = "default_interval", with = "humantime_serde_compat")]
     pub interval: Duration,
-    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
     pub timeout: Duration,
     /// Fraction of the interval (0.0..=0.5) by which each probe's grid is offset at random.
-    #[serde(default = "default_jitter", deserialize_with = "super::values::de_percent")]
     pub jitter: f64,
     /// How many probe runs may be in flight at once across all probes.
-    #[serde(default = "default_concurrency")]
     pub concurrency: usize,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
         Defaults {
-            interval: default_interval(),
-            timeout: default_timeout(),
-            jitter: default_jitter(),
-            concurrency: default_concurrency(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            jitter: 0.1,
+            concurrency: 16,
         }
     }
-}
-
-fn default_interval() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_jitter() -> f64 {
-    0.1
-}
-fn default_concurrency() -> usize {
-    16
 }
 
 /// One configured probe: common settings plus what its kind needs.
@@ -176,48 +158,46 @@ impl fmt::Display for RecordKind {
 }
 
 /// `kind: dns`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct DnsSpec {
     pub query: String,
-    #[serde(default)]
     pub record: RecordKind,
     /// `ip:port` of a resolver (UDP with TCP fallback); `None` = the system's.
-    #[serde(default)]
     pub resolver: Option<SocketAddr>,
-    #[serde(default)]
     pub expect: DnsExpect,
 }
 
 /// What a DNS answer must contain for success.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default)]
 pub struct DnsExpect {
     /// Every string here must appear among the rendered answers.
-    #[serde(default)]
     pub contains: Vec<String>,
     /// Expected response code (`noerror`, `nxdomain`, ...). Default: noerror with an answer.
-    #[serde(default)]
     pub rcode: Option<String>,
 }
 
 /// TLS settings shared by every probe that speaks TLS (tls, https, wss, stuns, turns).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// `pin_sha256` stays a list of strings as written (each checked by [`Pin::parse`] at load):
+/// tests and the demo build these options in code with string pins, and the TLS client parses
+/// them into [`Pin`]s once per client.
+///
+/// [`Pin`]: super::values::Pin
+/// [`Pin::parse`]: super::values::Pin::parse
+#[derive(Clone, Debug, Default)]
 pub struct TlsOptions {
     /// SNI and the name verified; default: the target host.
-    #[serde(default)]
     pub server_name: Option<String>,
     /// ALPN protocols to offer; default none.
-    #[serde(default)]
     pub alpn: Vec<String>,
     /// Trust only this PEM bundle instead of webpki + system roots.
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The certificates of `ca_file`, read once when the config was loaded (the TLS client
+    /// uses these and never reads the file while probing). Options built in code may set only
+    /// `ca_file`; the client then reads it itself, with the same limits.
+    pub ca: Option<CaBundle>,
     /// SHA-256 pins (hex or base64) of a certificate's SPKI or whole DER, any in the chain.
-    #[serde(default)]
     pub pin_sha256: Vec<String>,
-    #[serde(default)]
     pub min_version: Option<TlsVersion>,
 }
 
@@ -253,19 +233,6 @@ pub enum HttpMethod {
     Get,
     Head,
     Post,
-}
-
-/// An accepted status range, inclusive (`200`, `200-299`, `2xx`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatusRange {
-    pub low: u16,
-    pub high: u16,
-}
-
-impl StatusRange {
-    pub fn contains(&self, code: u16) -> bool {
-        self.low <= code && code <= self.high
-    }
 }
 
 /// A header value: literal or a secret reference (for Authorization).
@@ -423,13 +390,6 @@ pub struct ProxyUrl {
     pub password: Option<Secret>,
 }
 
-impl<'de> Deserialize<'de> for ProxySetting {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Secret::deserialize(d)?;
-        ProxySetting::parse(s.expose()).map_err(serde::de::Error::custom)
-    }
-}
-
 impl ProxySetting {
     /// Parses `none`, `env` or `http://[user:pass@]host:port`.
     pub fn parse(s: &str) -> Result<ProxySetting, String> {
@@ -467,17 +427,6 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// serde adapter for human durations (`500ms`, `10s`, `2m`).
-pub(crate) mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::super::values::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 impl Credentials {
     /// The username and password to put on the wire now. REST credentials are minted per
     /// call (TURN REST API draft / coturn `use-auth-secret`): username `expiry:user`,
@@ -498,16 +447,4 @@ impl Credentials {
             }
         }
     }
-}
-
-/// base64(HMAC-SHA1(secret, username)), the REST-API TURN password.
-pub fn rest_password(secret: &str, username: &str) -> String {
-    use base64::Engine;
-    use hmac::{Hmac, Mac};
-    let mut mac = match Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) {
-        Ok(m) => m,
-        Err(_) => return String::new(), // HMAC accepts keys of any length; unreachable in practice
-    };
-    mac.update(username.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }

@@ -1,10 +1,17 @@
-//! Small value types of the config: `host:port`, STUN/TURN URIs, durations, percentages and
-//! secret references. Each parses from a string and says precisely what is wrong with it.
+//! Small value types of the config: `host:port`, STUN/TURN URIs, durations, percentages,
+//! secret references, CA bundles, certificate pins, HTTP status ranges. Each parses from a
+//! string (or a named file) and says precisely what is wrong with it.
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Deserializer};
+
+use super::files::{read_bounded, FileError, MAX_NAMED_FILE};
 
 /// `host:port` (IPv6 in brackets). The host may be a name or an IP literal.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -77,13 +84,6 @@ impl fmt::Display for HostPort {
         } else {
             write!(f, "{}:{}", self.host, self.port)
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for HostPort {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        HostPort::parse(&s, None).map_err(serde::de::Error::custom)
     }
 }
 
@@ -206,13 +206,6 @@ impl fmt::Display for IceUrl {
     }
 }
 
-impl<'de> Deserialize<'de> for IceUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        IceUrl::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 /// A secret value, read from `env:NAME`, `file:/path`, or given literally.
 /// `Debug` and `Display` never show it, so it cannot leak into logs or errors by accident.
 #[derive(Clone, PartialEq, Eq)]
@@ -244,7 +237,12 @@ impl Secret {
             });
         }
         if let Some(path) = raw.strip_prefix("file:") {
-            let value = std::fs::read_to_string(path).map_err(|e| format!("secret reference file:{path}: cannot read ({})", e.kind()))?;
+            // A regular file of at most 1 MiB: a FIFO or /dev/zero must not hang or fill memory.
+            let bytes = read_bounded(Path::new(path), MAX_NAMED_FILE).map_err(|e| match e {
+                FileError::Io(e) => format!("secret reference file:{path}: cannot read ({})", e.kind()),
+                other => format!("secret reference file:{path} {other}"),
+            })?;
+            let value = String::from_utf8(bytes).map_err(|_| format!("secret reference file:{path}: cannot read (invalid data)"))?;
             return Ok(Secret {
                 value: value.trim_end_matches(['\n', '\r']).to_string(),
                 source: format!("file:{path}"),
@@ -277,13 +275,76 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h30m`. Zero is rejected: every wait must be bounded and positive.
+/// Longest duration a config may give (intervals, timeouts, REST credential lifetimes): 24 h.
+/// Bounded so that adding it to a clock reading can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `500ms`, `10s`, `2m`, `1h30m`. Zero is rejected (every wait must be bounded and
+/// positive), and so is anything above [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| format!("bad duration {s:?} ({e}); use e.g. 500ms, 10s, 2m"))?;
     if d.is_zero() {
         return Err(format!("duration {s:?} must be greater than zero"));
     }
+    if d > MAX_DURATION {
+        return Err(format!("duration {} is longer than the maximum of 24h", shorten(s.trim())));
+    }
     Ok(d)
+}
+
+/// At most [`SHOWN_CHARS`] characters of user text, quoted, for messages: a 10 MB value is
+/// never echoed whole.
+pub fn shorten(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{s:?}"),
+        Some((i, _)) => format!("{:?}", format!("{}…", &s[..i])),
+    }
+}
+
+/// How much of a long value messages show.
+pub const SHOWN_CHARS: usize = 60;
+
+/// The certificates of a `ca_file`, read and parsed once when the config is loaded, so the TLS
+/// client never touches the file system while probing. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct CaBundle {
+    certs: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl CaBundle {
+    /// Reads a PEM bundle: a regular file of at most 1 MiB holding at least one certificate.
+    /// Errors name the path and say what is wrong (`cannot read "x" (not found)`, `"x" is a
+    /// FIFO, not a regular file`, ...).
+    pub fn read(path: &Path) -> Result<CaBundle, String> {
+        let shown = format!("{:?}", path.display().to_string());
+        let pem = read_bounded(path, MAX_NAMED_FILE).map_err(|e| match e {
+            FileError::Io(e) => format!("cannot read {shown} ({})", e.kind()),
+            other => format!("{shown} {other}"),
+        })?;
+        CaBundle::from_pem(&pem).map_err(|e| format!("{shown}: {e}"))
+    }
+
+    /// Parses PEM text; at least one `CERTIFICATE` block is required.
+    pub fn from_pem(pem: &[u8]) -> Result<CaBundle, String> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("bad PEM ({e})"))?;
+        if certs.is_empty() {
+            return Err("no PEM certificate in the file".into());
+        }
+        Ok(CaBundle { certs: Arc::new(certs) })
+    }
+
+    /// The certificates, in file order.
+    pub fn certs(&self) -> &[CertificateDer<'static>] {
+        &self.certs
+    }
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaBundle({} certificates)", self.certs.len())
+    }
 }
 
 /// Parses `10%` or `0.1` into a fraction in 0.0..=0.5.
@@ -300,34 +361,72 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-/// serde helper for [`parse_percent`] accepting numbers or strings.
-pub fn de_percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum P {
-        N(f64),
-        S(String),
-    }
-    match P::deserialize(d)? {
-        P::N(n) => parse_percent(&n.to_string()),
-        P::S(s) => parse_percent(&s),
-    }
-    .map_err(serde::de::Error::custom)
+/// An accepted status range, inclusive (`200`, `200-299`, `2xx`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
 }
 
-/// Parses a `pin_sha256` entry: 64 hex digits or base64 of a SHA-256 digest of the
-/// certificate's SubjectPublicKeyInfo, with an optional `sha256/` prefix (HPKP style).
-pub fn parse_pin(p: &str) -> Result<[u8; 32], String> {
-    use base64::Engine as _;
-    let t = p.trim().trim_start_matches("sha256/");
-    let bytes = if t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()) {
-        hex::decode(t).ok()
-    } else {
-        base64::engine::general_purpose::STANDARD.decode(t).ok()
+impl StatusRange {
+    pub fn contains(&self, code: u16) -> bool {
+        self.low <= code && code <= self.high
+    }
+
+    /// Parses `200`, `200-299` or `2xx`.
+    pub fn parse(s: &str) -> Result<StatusRange, String> {
+        let bad = || format!("bad status {s:?}; use 200, 200-299 or 2xx");
+        let code = |t: &str| t.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c)).ok_or_else(bad);
+        if let Some(d) = s.strip_suffix("xx") {
+            let c = d.parse::<u16>().ok().filter(|c| (1..=5).contains(c)).ok_or_else(bad)?;
+            return Ok(StatusRange {
+                low: c * 100,
+                high: c * 100 + 99,
+            });
+        }
+        if let Some((a, b)) = s.split_once('-') {
+            let (low, high) = (code(a)?, code(b)?);
+            return if low <= high { Ok(StatusRange { low, high }) } else { Err(bad()) };
+        }
+        let c = code(s)?;
+        Ok(StatusRange { low: c, high: c })
+    }
+}
+
+/// A `pin_sha256` entry, parsed: the SHA-256 digest of a certificate's SubjectPublicKeyInfo
+/// (or of its whole DER).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pin(pub [u8; 32]);
+
+impl Pin {
+    /// Parses 64 hex digits or base64 of a SHA-256 digest, with an optional `sha256/` prefix
+    /// (HPKP style).
+    pub fn parse(p: &str) -> Result<Pin, String> {
+        use base64::Engine as _;
+        let t = p.trim().trim_start_matches("sha256/");
+        let bytes = if t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()) {
+            hex::decode(t).ok()
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(t).ok()
+        };
+        bytes
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .map(Pin)
+            .ok_or_else(|| format!("pin_sha256 {p:?}: expected 64 hex digits or base64 of a SHA-256 digest"))
+    }
+}
+
+/// base64(HMAC-SHA1(secret, username)), the REST-API TURN password (TURN REST API draft,
+/// coturn `use-auth-secret`): what the probe sends and what the responder expects.
+pub fn rest_password(secret: &str, username: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let mut mac = match Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(), // HMAC accepts keys of any length; unreachable in practice
     };
-    bytes
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .ok_or_else(|| format!("pin_sha256 {p:?}: expected 64 hex digits or base64 of a SHA-256 digest"))
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]
@@ -361,10 +460,30 @@ mod tests {
     }
 
     #[test]
+    fn pins_parse_from_hex_or_base64() {
+        let hex = "ab".repeat(32);
+        assert_eq!(Pin::parse(&hex).unwrap(), Pin([0xab; 32]));
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0xab; 32]);
+        assert_eq!(Pin::parse(&format!("sha256/{b64}")).unwrap(), Pin([0xab; 32]));
+        assert!(Pin::parse("abcd").unwrap_err().contains("expected 64 hex digits"));
+    }
+
+    #[test]
+    fn status_ranges_parse() {
+        assert_eq!(StatusRange::parse("2xx").unwrap(), StatusRange { low: 200, high: 299 });
+        assert_eq!(StatusRange::parse("200-204").unwrap(), StatusRange { low: 200, high: 204 });
+        assert!(StatusRange::parse("299-200").is_err());
+        assert!(StatusRange::parse("600").is_err());
+    }
+
+    #[test]
     fn durations_and_percent() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
+        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
+        let e = parse_duration("18446744073709551615s").unwrap_err();
+        assert!(e.contains("longer than the maximum of 24h"), "{e}");
         assert!((parse_percent("10%").unwrap() - 0.1).abs() < 1e-9);
         assert!(parse_percent("80%").is_err());
     }

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -18,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{TlsOptions, TlsVersion};
+use crate::config::{CaBundle, TlsOptions, TlsVersion};
 use crate::outcome::details::TlsDetails;
 use crate::outcome::{Failure, Fault, Phase, Reason, Run};
 
@@ -49,19 +48,20 @@ impl TlsClient {
     /// Builds a client from probe settings. `default_name` is the target host (SNI default).
     /// `default_alpn` applies when the probe configures none (e.g. `http/1.1` for HTTPS).
     pub fn new(opts: &TlsOptions, default_name: &str, default_alpn: &[&str]) -> Result<TlsClient, Fault> {
-        let roots = match &opts.ca_file {
-            Some(path) => {
+        // The loaded config carries the bundle (`ca`); options built in code may give only
+        // the path, read here with the loader's limits (regular file, 1 MiB).
+        let ca = match (&opts.ca, &opts.ca_file) {
+            (Some(ca), _) => Some(ca.clone()),
+            (None, Some(path)) => Some(CaBundle::read(path).map_err(|e| Fault::new(Reason::Config, format!("ca_file: {e}")))?),
+            (None, None) => None,
+        };
+        let roots = match ca {
+            Some(ca) => {
                 let mut store = RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| Fault::new(Reason::Config, format!("ca_file {}: {e}", path.display())))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| Fault::new(Reason::Config, format!("ca_file {}: {e}", path.display())))?;
-                let (added, _) = store.add_parsable_certificates(certs);
+                let (added, _) = store.add_parsable_certificates(ca.certs().iter().cloned());
                 if added == 0 {
-                    return Err(Fault::new(
-                        Reason::Config,
-                        format!("ca_file {}: no usable certificate", path.display()),
-                    ));
+                    let shown = opts.ca_file.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default();
+                    return Err(Fault::new(Reason::Config, format!("ca_file{shown}: no usable certificate")));
                 }
                 Arc::new(store)
             }
@@ -74,7 +74,7 @@ impl TlsClient {
         let pins = opts
             .pin_sha256
             .iter()
-            .map(|p| crate::config::parse_pin(p).map_err(|m| Fault::new(Reason::Config, m)))
+            .map(|p| crate::config::Pin::parse(p).map(|p| p.0).map_err(|m| Fault::new(Reason::Config, m)))
             .collect::<Result<Vec<_>, _>>()?;
         let record = Arc::new(Mutex::new(ChainRecord::default()));
         let verifier = Arc::new(RecordingVerifier {

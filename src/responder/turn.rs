@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -108,12 +106,6 @@ impl ResponderAuth {
             rest_secret,
         }
     }
-
-    fn rest_password(secret: &str, username: &str) -> Option<String> {
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).ok()?;
-        mac.update(username.as_bytes());
-        Some(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
-    }
 }
 
 impl AuthHandler for ResponderAuth {
@@ -134,7 +126,7 @@ impl AuthHandler for ResponderAuth {
         if expiry < now {
             return Err(turn::Error::Other("expired REST credentials".into()));
         }
-        let pw = Self::rest_password(secret, username).ok_or_else(|| turn::Error::Other("bad REST secret".into()))?;
+        let pw = crate::config::rest_password(secret, username);
         Ok(generate_auth_key(username, realm, &pw))
     }
 }
@@ -412,7 +404,7 @@ mod tests {
         );
         let future = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
         let user = format!("{future}:alice");
-        let pw = ResponderAuth::rest_password("labsecret", &user).unwrap();
+        let pw = crate::config::rest_password("labsecret", &user);
         assert_eq!(auth.auth_handle(&user, "r", src).unwrap(), generate_auth_key(&user, "r", &pw));
         assert!(auth.auth_handle("1000:alice", "r", src).is_err(), "expired");
         assert!(auth.auth_handle("mallory", "r", src).is_err());

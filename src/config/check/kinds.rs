@@ -1,0 +1,429 @@
+//! One definition per probe kind: its `kind:` word, the keys it takes besides the common ones,
+//! whether it takes the shared TLS options, and the function that builds its spec.
+//!
+//! [`KINDS`] is the single source for both the accepted keys (the "allowed:" list of
+//! unknown-field messages) and the parsing: a test builds every kind from an empty mapping and
+//! checks that the keys its builder asks for are exactly the keys it declares, so the two cannot
+//! drift apart.
+
+use std::collections::BTreeMap;
+
+use super::super::types::*;
+use super::super::values::{IceUrl, StatusRange};
+use super::super::yaml::{Node, Val};
+use super::node::*;
+use super::{credentials, headers, tls_options, COMMON, TLS_OPTS};
+
+/// A probe kind's definition.
+pub struct Kind {
+    /// The `kind:` word.
+    pub name: &'static str,
+    /// Keys of this kind besides [`COMMON`] (and the TLS options when `tls`).
+    own: &'static [&'static str],
+    /// Whether the shared TLS options (flat or under `tls:`) apply.
+    tls: bool,
+    /// Builds the spec from the probe's mapping; reads only the keys declared above.
+    build: fn(&Fields, &Ctx, &mut Problems) -> Option<ProbeSpec>,
+}
+
+/// How a probe is named in messages.
+pub struct Ctx {
+    /// `probe `NAME`` (or `probe #N`).
+    pub what: String,
+    /// `probe `NAME` (kind K)`, for missing-field messages.
+    pub need_what: String,
+}
+
+/// Every kind, in the order messages list them.
+pub const KINDS: &[Kind] = &[
+    Kind {
+        name: "dns",
+        own: &["query", "record", "resolver", "expect"],
+        tls: false,
+        build: dns,
+    },
+    Kind {
+        name: "tcp",
+        own: &["target", "addresses"],
+        tls: false,
+        build: tcp,
+    },
+    Kind {
+        name: "tls",
+        own: &["target", "addresses"],
+        tls: true,
+        build: tls,
+    },
+    Kind {
+        name: "http",
+        own: &[
+            "url",
+            "method",
+            "headers",
+            "body",
+            "expect_status",
+            "expect_body",
+            "follow_redirects",
+        ],
+        tls: true,
+        build: http,
+    },
+    Kind {
+        name: "websocket",
+        own: &["url", "headers", "ping", "send", "expect"],
+        tls: true,
+        build: websocket,
+    },
+    Kind {
+        name: "stun",
+        own: &["server", "count", "nat_mapping", "second_server"],
+        tls: true,
+        build: stun,
+    },
+    Kind {
+        name: "turn",
+        own: &["server", "credentials", "count", "size", "channel", "addresses"],
+        tls: true,
+        build: turn,
+    },
+    Kind {
+        name: "ice",
+        own: &["servers", "policy", "network_types", "expect", "connectivity"],
+        tls: false,
+        build: ice,
+    },
+];
+
+const ICE_SERVER: &[&str] = &["url", "credentials"];
+const DNS_EXPECT: &[&str] = &["contains", "rcode"];
+const RCODES: &[&str] = &["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused"];
+
+impl Kind {
+    /// The kind called `name`.
+    pub fn find(name: &str) -> Option<&'static Kind> {
+        KINDS.iter().find(|k| k.name == name)
+    }
+
+    /// Every key a probe of this kind accepts, in message order: common, own, TLS options.
+    pub fn fields(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = COMMON.to_vec();
+        v.extend_from_slice(self.own);
+        if self.tls {
+            v.extend_from_slice(TLS_OPTS);
+            v.push("tls");
+        }
+        v
+    }
+
+    /// The spec of a probe of this kind; `what` names the probe in messages.
+    pub fn build(&self, f: &Fields, what: &str, p: &mut Problems) -> Option<ProbeSpec> {
+        let c = Ctx {
+            what: what.to_string(),
+            need_what: format!("{what} (kind {})", self.name),
+        };
+        (self.build)(f, &c, p)
+    }
+}
+
+/// `addresses: first|all` (tcp, tls, turn).
+fn addresses(f: &Fields, p: &mut Problems) -> Option<AddressMode> {
+    or_default(f, "addresses", AddressMode::First, p, |v, p| word(v, "addresses", p))
+}
+
+fn dns(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let query = f.need("query", &c.need_what, p).and_then(|v| non_empty(v, "query", p));
+    let record = or_default(f, "record", RecordKind::A, p, |v, p| upper_word(v, "record", p));
+    let resolver = optional(f, "resolver", p, |v, p| socket_addr(v, "resolver", Some(53), p));
+    let expect = or_default(f, "expect", DnsExpect::default(), p, dns_expect);
+    Some(ProbeSpec::Dns(DnsSpec {
+        query: query?,
+        record: record?,
+        resolver: resolver?,
+        expect: expect?,
+    }))
+}
+
+fn tcp(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let target = f.need("target", &c.need_what, p).and_then(|v| host_port(v, "target", p));
+    let addresses = addresses(f, p);
+    Some(ProbeSpec::Tcp(TcpSpec {
+        target: target?,
+        addresses: addresses?,
+    }))
+}
+
+fn tls(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let target = f.need("target", &c.need_what, p).and_then(|v| host_port(v, "target", p));
+    let addresses = addresses(f, p);
+    let tls = tls_options(f, p);
+    Some(ProbeSpec::Tls(TlsSpec {
+        target: target?,
+        addresses: addresses?,
+        tls: tls?,
+    }))
+}
+
+fn http(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let u = f.need("url", &c.need_what, p).and_then(|v| url(v, "url", &["http", "https"], p));
+    let method = or_default(f, "method", HttpMethod::Get, p, |v, p| upper_word(v, "method", p));
+    let headers = or_default(f, "headers", BTreeMap::new(), p, headers);
+    let body = optional(f, "body", p, |v, p| string(v, "body", p));
+    let expect_status = or_default(f, "expect_status", vec![StatusRange { low: 200, high: 399 }], p, status_ranges);
+    let expect_body = optional(f, "expect_body", p, |v, p| regex(v, "expect_body", p));
+    let follow = or_default(f, "follow_redirects", 0, p, |v, p| {
+        uint(v, "follow_redirects", 0, 20, p).map(|n| n as u32)
+    });
+    let tls = tls_options(f, p);
+    Some(ProbeSpec::Http(HttpSpec {
+        url: u?,
+        method: method?,
+        headers: headers?,
+        body: body?,
+        expect_status: expect_status?,
+        expect_body: expect_body?,
+        follow_redirects: follow?,
+        tls: tls?,
+    }))
+}
+
+fn websocket(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let u = f.need("url", &c.need_what, p).and_then(|v| url(v, "url", &["ws", "wss"], p));
+    let headers = or_default(f, "headers", BTreeMap::new(), p, headers);
+    let ping = or_default(f, "ping", 3, p, |v, p| uint(v, "ping", 0, 100, p).map(|n| n as u32));
+    let send = optional(f, "send", p, |v, p| string(v, "send", p));
+    let expect = optional(f, "expect", p, |v, p| regex(v, "expect", p));
+    if let (Some(e), None) = (f.get("expect"), f.get("send")) {
+        p.at(
+            e.pos,
+            format!("{}: `expect` needs `send` (the message whose answer it matches)", c.what),
+        );
+    }
+    let tls = tls_options(f, p);
+    Some(ProbeSpec::Websocket(WebsocketSpec {
+        url: u?,
+        headers: headers?,
+        ping: ping?,
+        send: send?,
+        expect: expect?,
+        tls: tls?,
+    }))
+}
+
+fn stun(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let server = f.need("server", &c.need_what, p).and_then(|v| stun_url(v, "server", p));
+    let count = or_default(f, "count", 3, p, |v, p| uint(v, "count", 1, 100, p).map(|n| n as u32));
+    let nat_mapping = or_default(f, "nat_mapping", false, p, |v, p| boolean(v, "nat_mapping", p));
+    let second = optional(f, "second_server", p, |v, p| stun_url(v, "second_server", p));
+    let tls = tls_options(f, p);
+    Some(ProbeSpec::Stun(StunSpec {
+        server: server?,
+        count: count?,
+        nat_mapping: nat_mapping?,
+        second_server: second?,
+        tls: tls?,
+    }))
+}
+
+fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let server = f.need("server", &c.need_what, p).and_then(|v| turn_url(v, "server", p));
+    let creds = f.need("credentials", &c.need_what, p).and_then(|v| credentials(v, &c.what, p));
+    let count = or_default(f, "count", 5, p, |v, p| uint(v, "count", 1, 1000, p).map(|n| n as u32));
+    let size = or_default(f, "size", 100, p, |v, p| uint(v, "size", 8, 16_384, p).map(|n| n as usize));
+    let channel = or_default(f, "channel", false, p, |v, p| boolean(v, "channel", p));
+    let addresses = addresses(f, p);
+    let tls = tls_options(f, p);
+    Some(ProbeSpec::Turn(TurnSpec {
+        server: server?,
+        credentials: creds?,
+        count: count?,
+        size: size?,
+        channel: channel?,
+        addresses: addresses?,
+        tls: tls?,
+    }))
+}
+
+fn stun_url(v: &Node, key: &str, p: &mut Problems) -> Option<IceUrl> {
+    let u = ice_url(v, key, p)?;
+    if u.is_turn() {
+        p.at(
+            v.pos,
+            format!(
+                "{key}: a stun probe takes a stun: or stuns: URI (a TURN server answers Binding requests too: write stun:{})",
+                u.host_port()
+            ),
+        );
+        return None;
+    }
+    Some(u)
+}
+
+fn turn_url(v: &Node, key: &str, p: &mut Problems) -> Option<IceUrl> {
+    let u = ice_url(v, key, p)?;
+    if !u.is_turn() {
+        p.at(v.pos, format!("{key}: a turn probe takes a turn: or turns: URI, got {u}"));
+        return None;
+    }
+    Some(u)
+}
+
+fn dns_expect(v: &Node, p: &mut Problems) -> Option<DnsExpect> {
+    let f = Fields::of(v, "expect", p)?;
+    f.reject_unknown(DNS_EXPECT, "dns expect", p);
+    let contains = or_default(&f, "contains", Vec::new(), p, |v, p| {
+        list_of(v, "contains", p, |i, p| non_empty(i, "contains", p))
+    });
+    let rcode = optional(&f, "rcode", p, |v, p| {
+        let s = string(v, "rcode", p)?.to_ascii_lowercase();
+        let numeric = s.strip_prefix("rcode_").is_some_and(|n| n.parse::<u16>().is_ok_and(|n| n < 4096));
+        if RCODES.contains(&s.as_str()) || numeric {
+            Some(s)
+        } else {
+            p.at(
+                v.pos,
+                format!(
+                    "rcode: unknown response code {s:?}; expected one of {} or rcode_<number>",
+                    RCODES.join(", ")
+                ),
+            );
+            None
+        }
+    });
+    Some(DnsExpect {
+        contains: contains?,
+        rcode: rcode?,
+    })
+}
+
+/// `expect_status`: one code/range/class or a list of them.
+fn status_ranges(v: &Node, p: &mut Problems) -> Option<Vec<StatusRange>> {
+    let one = |i: &Node, p: &mut Problems| {
+        let s = string(i, "expect_status", p)?;
+        StatusRange::parse(&s).map_err(|e| p.at(i.pos, format!("expect_status: {e}"))).ok()
+    };
+    match &v.val {
+        Val::Seq(items) if items.is_empty() => {
+            p.at(v.pos, "expect_status: empty list; omit it for the default 200-399");
+            None
+        }
+        Val::Seq(_) => list_of(v, "expect_status", p, one),
+        _ => one(v, p).map(|r| vec![r]),
+    }
+}
+
+fn ice(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let what = c.what.as_str();
+    let servers = f.need("servers", &c.need_what, p).and_then(|v| {
+        let items = list(v, "servers", p)?;
+        if items.is_empty() {
+            p.at(v.pos, "servers: give at least one stun: or turn: server");
+            return None;
+        }
+        list_of(v, "servers", p, |i, p| ice_server(i, what, p))
+    });
+    let policy = or_default(f, "policy", IcePolicy::All, p, |v, p| word(v, "policy", p));
+    let network_types = or_default(f, "network_types", vec![NetworkType::Udp4], p, |v, p| {
+        let l = list_of(v, "network_types", p, |i, p| word::<NetworkType>(i, "network_types", p))?;
+        if l.is_empty() {
+            p.at(v.pos, "network_types: empty list; omit it for the default [udp4]");
+            return None;
+        }
+        Some(l)
+    });
+    let expect = or_default(f, "expect", Vec::new(), p, |v, p| {
+        list_of(v, "expect", p, |i, p| word::<CandidateKind>(i, "expect", p))
+    });
+    let connectivity = or_default(f, "connectivity", false, p, |v, p| boolean(v, "connectivity", p));
+    // Cross-checks: what the agent is asked to find must be findable with these servers.
+    if let Some(servers) = &servers {
+        let has_turn = servers.iter().any(|s| s.url.is_turn());
+        if policy == Some(IcePolicy::Relay) && !has_turn {
+            if let Some(v) = f.get("policy") {
+                p.at(v.pos, format!("{what}: policy relay needs at least one turn: server"));
+            }
+        }
+        if let (Some(exp), Some(v)) = (&expect, f.get("expect")) {
+            if exp.contains(&CandidateKind::Relay) && !has_turn {
+                p.at(v.pos, format!("{what}: expecting relay candidates needs at least one turn: server"));
+            }
+        }
+        if connectivity == Some(true) && !has_turn {
+            if let Some(v) = f.get("connectivity") {
+                p.at(
+                    v.pos,
+                    format!("{what}: connectivity through the relay needs at least one turn: server"),
+                );
+            }
+        }
+    }
+    Some(ProbeSpec::Ice(IceSpec {
+        servers: servers?,
+        policy: policy?,
+        network_types: network_types?,
+        expect: expect?,
+        connectivity: connectivity?,
+    }))
+}
+
+/// An ICE server: `stun:host` or `{url: turn:host, credentials: {...}}`.
+fn ice_server(v: &Node, what: &str, p: &mut Problems) -> Option<IceServer> {
+    let (url_node, creds) = match &v.val {
+        Val::Map(_) => {
+            let f = Fields::of(v, "ICE server", p)?;
+            f.reject_unknown(ICE_SERVER, "ICE server", p);
+            let u = f.need("url", "ICE server", p)?;
+            let creds = match f.get("credentials") {
+                None => Some(None),
+                Some(c) => credentials(c, what, p).map(Some),
+            };
+            (u, creds)
+        }
+        _ => (v, Some(None)),
+    };
+    let url = ice_url(url_node, "servers", p)?;
+    let creds = creds?;
+    if url.is_turn() && creds.is_none() {
+        p.at(
+            v.pos,
+            format!("{what}: TURN server {url} needs credentials: write {{url: ..., credentials: {{username: ..., password: ...}}}}"),
+        );
+        return None;
+    }
+    Some(IceServer { url, credentials: creds })
+}
+#[cfg(test)]
+mod tests {
+    use super::super::super::yaml;
+    use super::*;
+
+    /// The single-source guarantee: each kind's builder asks for exactly the keys the kind
+    /// declares (its own, plus `tls` when it takes the TLS options), no more, no fewer.
+    #[test]
+    fn every_kind_reads_exactly_the_keys_it_declares() {
+        let empty = yaml::parse("{}").unwrap().unwrap();
+        for kind in KINDS {
+            let mut p = Problems::default();
+            let f = Fields::of(&empty, "probe", &mut p).unwrap();
+            let _ = kind.build(&f, "probe `x`", &mut p);
+            let mut asked = f.asked();
+            asked.sort();
+            let mut declared: Vec<String> = kind.own.iter().map(|s| s.to_string()).collect();
+            if kind.tls {
+                declared.push("tls".into());
+            }
+            declared.sort();
+            assert_eq!(asked, declared, "kind {}", kind.name);
+        }
+    }
+
+    #[test]
+    fn kind_words_are_unique_and_keys_not_repeated() {
+        for (i, k) in KINDS.iter().enumerate() {
+            assert!(KINDS[..i].iter().all(|o| o.name != k.name), "{}", k.name);
+            let fields = k.fields();
+            for (j, f) in fields.iter().enumerate() {
+                assert!(!fields[..j].contains(f), "kind {} lists `{f}` twice", k.name);
+            }
+        }
+    }
+}
