@@ -804,19 +804,20 @@ fn push_secrets_never_reach_logs_metrics_status_or_check_output() {
 #[test]
 fn push_section_problems_are_reported_with_line_and_column() {
     let text = "probes:\n  - {name: a, kind: tcp, target: 127.0.0.1:1}\n\
-                push:\n  - remote_write:\n      url: ftp://x/\n      intervl: 5s\n      bearer_token: t\n      basic_auth: {username: u, password: p}\n      external_labels: {__bad: x}\n      queue: {max_samples: 10}\n  - remote_wrte: {url: http://x/}\n";
+                push:\n  - remote_write:\n      url: ftp://x/\n      intervl: 5s\n      interval: 100ms\n      bearer_token: t\n      basic_auth: {username: u, password: p}\n      external_labels: {__bad: x}\n      queue: {max_samples: 10}\n  - remote_wrte: {url: http://x/}\n";
     let err = egress_probe::config::parse_str(text, "p.yaml").unwrap_err().to_string();
     for want in [
         "p.yaml:5:12: url: scheme must be http or https",
         "p.yaml:6:7: unknown field `intervl` in remote_write (did you mean `interval`?)",
-        "p.yaml:7:21: remote_write: give basic_auth or bearer_token, not both",
-        "p.yaml:9:25: external_labels: \"__bad\" is not a Prometheus label name",
-        "p.yaml:10:28: `max_samples` must be between 1000 and 100000000, got 10",
-        "p.yaml:11:5: unknown field `remote_wrte` in a push entry (did you mean `remote_write`?)",
+        "p.yaml:7:17: interval: a push interval must be at least 1s",
+        "p.yaml:8:21: remote_write: give basic_auth or bearer_token, not both",
+        "p.yaml:10:25: external_labels: \"__bad\" is not a Prometheus label name",
+        "p.yaml:11:28: `max_samples` must be between 1000 and 100000000, got 10",
+        "p.yaml:12:5: unknown field `remote_wrte` in a push entry (did you mean `remote_write`?)",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
-    assert_eq!(err.lines().count(), 6, "one problem per mistake:\n{err}");
+    assert_eq!(err.lines().count(), 7, "one problem per mistake:\n{err}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! the same words as a probe.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::super::push::{PushAuth, QueueLimits, RemoteWriteConfig, DEFAULT_PUSH_INTERVAL, DEFAULT_PUSH_TIMEOUT};
 use super::super::yaml::Node;
@@ -23,6 +24,8 @@ const REMOTE_WRITE: &[&str] = &[
     "proxy",
     "queue",
 ];
+/// Shortest accepted `interval`.
+const MIN_PUSH_INTERVAL: Duration = Duration::from_secs(1);
 const BASIC_AUTH: &[&str] = &["username", "password"];
 const QUEUE: &[&str] = &["max_samples", "max_age"];
 
@@ -58,7 +61,15 @@ fn remote_write(v: &Node, p: &mut Problems) -> Option<RemoteWriteConfig> {
         }
         Some(u)
     });
-    let interval = or_default(&f, "interval", DEFAULT_PUSH_INTERVAL, p, |n, p| duration(n, "interval", p));
+    // One gather per millisecond timestamp at most, and nothing a receiver would call abuse.
+    let interval = or_default(&f, "interval", DEFAULT_PUSH_INTERVAL, p, |n, p| {
+        let d = duration(n, "interval", p)?;
+        if d < MIN_PUSH_INTERVAL {
+            p.at(n.pos, "interval: a push interval must be at least 1s");
+            return None;
+        }
+        Some(d)
+    });
     let timeout = or_default(&f, "timeout", DEFAULT_PUSH_TIMEOUT, p, |n, p| duration(n, "timeout", p));
     let external_labels = or_default(&f, "external_labels", BTreeMap::new(), p, |n, p| {
         let l = Fields::of(n, "external_labels", p)?;
