@@ -121,6 +121,11 @@ impl Pusher {
         self.notify.notify_one();
     }
 
+    /// Empties the queue without sending (benches); returns the samples it held, not counted.
+    pub fn clear(&self) -> usize {
+        self.state().queue.clear()
+    }
+
     /// The oldest batch, encoded; `None` when the queue is empty.
     pub fn next_body(&self) -> Option<(Batch, Bytes)> {
         let mut st = self.state();
