@@ -134,9 +134,9 @@ impl Pusher {
             self.metrics.push_families().samples(&self.remote, "dropped", dropped);
         }
         let batch = st.queue.batch(MAX_BATCH_SAMPLES)?;
-        let request = wire::write_request(st.queue.snapshots(batch));
+        let encoded = wire::encode_batch(st.queue.snapshots(batch));
         drop(st);
-        match wire::encode(&request) {
+        match encoded {
             Ok(body) => Some((batch, Bytes::from(body))),
             Err(e) => {
                 // Cannot happen for in-memory input; drop the batch rather than loop on it.

@@ -162,14 +162,13 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::push::wire::{Label, Series};
+    use crate::push::wire::{Label, Series, SeriesData};
 
     fn snap(ts: i64, n: usize) -> Snapshot {
-        let s: Series = vec![Label {
+        let s: Series = Series::new(SeriesData::new(vec![Label {
             name: "__name__".into(),
             value: "x".into(),
-        }]
-        .into();
+        }]));
         Snapshot {
             timestamp_ms: ts,
             samples: (0..n).map(|i| (s.clone(), i as f64)).collect(),

@@ -12,6 +12,7 @@
 //! distinct series' labels once, and a batch groups samples per series by pointer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use prometheus::proto::{MetricFamily, MetricType};
@@ -51,8 +52,27 @@ pub struct Sample {
     pub timestamp: i64,
 }
 
-/// One series' label set, shared by every queued sample of it.
-pub type Series = Arc<[Label]>;
+/// One series: its sorted labels and those labels already protobuf-encoded (the `labels`
+/// fields of a `TimeSeries`), shared by every queued sample of it, so a request is built by
+/// copying bytes rather than re-encoding strings.
+#[derive(Debug, PartialEq)]
+pub struct SeriesData {
+    pub labels: Vec<Label>,
+    encoded: Vec<u8>,
+}
+
+impl SeriesData {
+    pub fn new(labels: Vec<Label>) -> SeriesData {
+        let mut encoded = Vec::new();
+        for l in &labels {
+            prost::encoding::message::encode(1, l, &mut encoded);
+        }
+        SeriesData { labels, encoded }
+    }
+}
+
+/// A shared [`SeriesData`].
+pub type Series = Arc<SeriesData>;
 
 /// Every sample of one gather, all at the same timestamp.
 #[derive(Debug)]
@@ -62,23 +82,83 @@ pub struct Snapshot {
     pub samples: Vec<(Series, f64)>,
 }
 
-/// Hands out one shared [`Series`] per distinct label set. Only the sets seen in the latest
-/// gather are kept, so series that disappear do not pile up.
+/// Hands out one shared [`Series`] per distinct label set. A series is found by a 64-bit
+/// fingerprint of its *inputs* (metric name, suffix, labels, `le`) and then compared label by
+/// label, so the usual gather (the same series as last time) allocates nothing per sample.
+/// Only the series seen in the latest gather are kept, so series that disappear do not pile up.
 #[derive(Default)]
 pub struct Interner {
-    known: HashMap<Vec<Label>, Series>,
+    known: HashMap<u64, Series>,
+}
+
+/// What one sample's series is made of, borrowed from the gathered family.
+struct SeriesKey<'a> {
+    name: &'a str,
+    suffix: &'a str,
+    base: &'a [(&'a str, &'a str)],
+    extra: Option<(&'a str, &'a str)>,
+    external: &'a BTreeMap<String, String>,
+}
+
+impl SeriesKey<'_> {
+    fn own(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.base.iter().copied().chain(self.extra).filter(|(_, v)| !v.is_empty())
+    }
+
+    fn fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.name, self.suffix).hash(&mut h);
+        for (n, v) in self.own() {
+            (n, v).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Whether `s` is exactly the label set [`label_set`] would build from this key.
+    fn matches(&self, s: &SeriesData) -> bool {
+        let find = |n: &str| {
+            s.labels
+                .binary_search_by(|l| l.name.as_str().cmp(n))
+                .ok()
+                .map(|i| s.labels[i].value.as_str())
+        };
+        let Some(metric) = find("__name__") else { return false };
+        if metric.strip_prefix(self.name) != Some(self.suffix) {
+            return false;
+        }
+        let mut count = 1;
+        for (n, v) in self.own() {
+            if find(n) != Some(v) {
+                return false;
+            }
+            count += 1;
+        }
+        for (n, v) in self.external {
+            if self.own().any(|(o, _)| o == n) || n == "__name__" {
+                continue;
+            }
+            if find(n) != Some(v.as_str()) {
+                return false;
+            }
+            count += 1;
+        }
+        count == s.labels.len()
+    }
 }
 
 impl Interner {
-    fn take(&mut self, next: &mut HashMap<Vec<Label>, Series>, labels: Vec<Label>) -> Series {
-        if let Some(s) = next.get(&labels) {
-            return s.clone();
+    fn take(&mut self, next: &mut HashMap<u64, Series>, key: &SeriesKey<'_>) -> Series {
+        let fp = key.fingerprint();
+        if let Some(s) = next.get(&fp).or_else(|| self.known.get(&fp)) {
+            if key.matches(s) {
+                let s = s.clone();
+                next.insert(fp, s.clone());
+                return s;
+            }
         }
-        let s = match self.known.get(&labels) {
-            Some(s) => s.clone(),
-            None => Series::from(labels.clone()),
-        };
-        next.insert(labels, s.clone());
+        // New (or, once in 2^64, a fingerprint collision: then built fresh every time).
+        let s = Series::new(SeriesData::new(label_set(key)));
+        next.insert(fp, s.clone());
         s
     }
 }
@@ -92,8 +172,14 @@ pub fn snapshot(families: &[MetricFamily], external: &BTreeMap<String, String>, 
         for m in family.get_metric() {
             let base: Vec<(&str, &str)> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
             let mut add = |suffix: &str, extra: Option<(&str, &str)>, value: f64| {
-                let labels = label_set(name, suffix, &base, extra, external);
-                samples.push((interner.take(&mut next, labels), value));
+                let key = SeriesKey {
+                    name,
+                    suffix,
+                    base: &base,
+                    extra,
+                    external,
+                };
+                samples.push((interner.take(&mut next, &key), value));
             };
             match family.get_field_type() {
                 MetricType::COUNTER => add("", None, m.get_counter().get_value()),
@@ -133,26 +219,20 @@ pub fn snapshot(families: &[MetricFamily], external: &BTreeMap<String, String>, 
 
 /// `__name__` plus the metric's non-empty labels plus `extra` (`le`), external labels filling
 /// in the names the series does not have; sorted by name (byte order, as Prometheus sorts).
-fn label_set(
-    name: &str,
-    suffix: &str,
-    base: &[(&str, &str)],
-    extra: Option<(&str, &str)>,
-    external: &BTreeMap<String, String>,
-) -> Vec<Label> {
-    let mut labels: Vec<Label> = Vec::with_capacity(base.len() + external.len() + 2);
+/// An empty value means "no such label" in Prometheus (a scrape drops it too).
+fn label_set(key: &SeriesKey<'_>) -> Vec<Label> {
+    let mut labels: Vec<Label> = Vec::with_capacity(key.base.len() + key.external.len() + 2);
     labels.push(Label {
         name: "__name__".into(),
-        value: format!("{name}{suffix}"),
+        value: format!("{}{}", key.name, key.suffix),
     });
-    // An empty value means "no such label" in Prometheus (a scrape drops it too).
-    for (n, v) in base.iter().copied().chain(extra).filter(|(_, v)| !v.is_empty()) {
+    for (n, v) in key.own() {
         labels.push(Label {
             name: n.into(),
             value: v.into(),
         });
     }
-    for (n, v) in external {
+    for (n, v) in key.external {
         if !labels.iter().any(|l| &l.name == n) {
             labels.push(Label {
                 name: n.clone(),
@@ -165,33 +245,61 @@ fn label_set(
 }
 
 /// Builds the request for `snapshots` (oldest first): one `TimeSeries` per distinct series,
-/// its samples in time order.
+/// its samples in time order. (The struct form, for tests and readers; [`encode_batch`] writes
+/// the same bytes without building it.)
 pub fn write_request<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> WriteRequest {
-    let mut index: HashMap<*const Label, usize> = HashMap::new();
-    let mut timeseries: Vec<TimeSeries> = Vec::new();
+    let timeseries = group(snapshots)
+        .into_iter()
+        .map(|(series, samples)| TimeSeries {
+            labels: series.labels.clone(),
+            samples,
+        })
+        .collect();
+    WriteRequest { timeseries }
+}
+
+/// Samples per series, series in first-seen order, samples in time order.
+fn group<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> Vec<(&'a Series, Vec<Sample>)> {
+    let mut index: HashMap<*const SeriesData, usize> = HashMap::new();
+    let mut out: Vec<(&'a Series, Vec<Sample>)> = Vec::new();
     for snap in snapshots {
         for (series, value) in &snap.samples {
             let sample = Sample {
                 value: *value,
                 timestamp: snap.timestamp_ms,
             };
-            let key = series.as_ptr();
-            match index.get(&key) {
-                Some(&i) => timeseries[i].samples.push(sample),
+            match index.get(&Arc::as_ptr(series)) {
+                Some(&i) => out[i].1.push(sample),
                 None => {
-                    index.insert(key, timeseries.len());
-                    timeseries.push(TimeSeries {
-                        labels: series.to_vec(),
-                        samples: vec![sample],
-                    });
+                    index.insert(Arc::as_ptr(series), out.len());
+                    out.push((series, vec![sample]));
                 }
             }
         }
     }
-    WriteRequest { timeseries }
+    out
 }
 
-/// Protobuf-encodes and snappy-compresses (block format) a request: the HTTP body.
+/// The HTTP body for `snapshots`: the protobuf `WriteRequest` written from the series'
+/// pre-encoded labels, snappy-compressed (block format).
+pub fn encode_batch<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> Result<Vec<u8>, snap::Error> {
+    use prost::encoding::{encode_key, encode_varint, message, WireType};
+    let groups = group(snapshots);
+    let mut raw = Vec::with_capacity(groups.iter().map(|(s, v)| s.encoded.len() + v.len() * 20 + 8).sum());
+    for (series, samples) in &groups {
+        let samples_len: usize = samples.iter().map(|x| message::encoded_len(2, x)).sum();
+        let len = series.encoded.len() + samples_len;
+        encode_key(1, WireType::LengthDelimited, &mut raw);
+        encode_varint(len as u64, &mut raw);
+        raw.extend_from_slice(&series.encoded);
+        for x in samples {
+            message::encode(2, x, &mut raw);
+        }
+    }
+    snap::raw::Encoder::new().compress_vec(&raw)
+}
+
+/// Protobuf-encodes and snappy-compresses (block format) a request built as a struct.
 pub fn encode(request: &WriteRequest) -> Result<Vec<u8>, snap::Error> {
     let raw = prost::Message::encode_to_vec(request);
     snap::raw::Encoder::new().compress_vec(&raw)
@@ -221,7 +329,7 @@ mod tests {
     fn histograms_become_bucket_sum_count_with_text_format_le() {
         let ext = BTreeMap::from([("site".to_string(), "paris".to_string()), ("zone".to_string(), "ext".to_string())]);
         let snap = snapshot(&registry().gather(), &ext, 1000, &mut Interner::default());
-        let all: Vec<(Vec<String>, f64)> = snap.samples.iter().map(|(s, v)| (names(s), *v)).collect();
+        let all: Vec<(Vec<String>, f64)> = snap.samples.iter().map(|(s, v)| (names(&s.labels), *v)).collect();
         let find = |want: &[&str]| {
             all.iter()
                 .find(|(l, _)| l.iter().map(String::as_str).eq(want.iter().copied()))
@@ -263,9 +371,12 @@ mod tests {
             assert_eq!(times, vec![1000, 2000]);
             assert!(ts.labels.windows(2).all(|w| w[0].name < w[1].name), "labels sorted");
         }
-        let body = encode(&req).unwrap();
+        let body = encode_batch([&s1, &s2]).unwrap();
         let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
         let back: WriteRequest = prost::Message::decode(raw.as_slice()).unwrap();
-        assert_eq!(back, req);
+        assert_eq!(back, req, "the byte-level encoder writes the same message");
+        assert_eq!(body, encode(&req).unwrap());
+        // The second gather reused the first one's series (no new allocation per sample).
+        assert!(s1.samples.iter().zip(&s2.samples).all(|(a, b)| Arc::ptr_eq(&a.0, &b.0)));
     }
 }
