@@ -46,10 +46,13 @@ pub enum OutputFormat {
 }
 
 /// `egress-probe run`.
+// One of the two is required: a bare `run`/`check` then says "<--config <CONFIG>|--demo>",
+// so a new user learns about the demo from the error.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "demo"])))]
 pub struct RunArgs {
     /// Probe config (YAML).
-    #[arg(long, short, required_unless_present = "demo")]
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Start the built-in responder on loopback and probe it (no network needed).
     #[arg(long, conflicts_with = "config")]
@@ -57,13 +60,22 @@ pub struct RunArgs {
     /// Address for /metrics, /probe, /healthz, /ready (overrides `listen:` in the config).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Prometheus exporter-toolkit web config (TLS, mTLS, basic_auth_users with bcrypt hashes).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Enable `POST /-/reload` (reloads the config like SIGHUP).
+    #[arg(long = "web.enable-lifecycle")]
+    pub web_enable_lifecycle: bool,
 }
 
 /// `egress-probe check`.
+// One of the two is required: a bare `run`/`check` then says "<--config <CONFIG>|--demo>",
+// so a new user learns about the demo from the error.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "demo"])))]
 pub struct CheckArgs {
     /// Probe config (YAML).
-    #[arg(long, short, required_unless_present = "demo")]
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Start the built-in responder on loopback and probe it (no network needed).
     #[arg(long, conflicts_with = "config")]
@@ -121,7 +133,7 @@ pub struct ResponderArgs {
     /// STUN/TURN over TCP listeners (default 3478).
     #[arg(long)]
     pub turn_tcp: Vec<String>,
-    /// TURN over TLS listeners (default 5349; 443 if nothing else uses it).
+    /// TURN over TLS listeners (default 5349; give 443 explicitly to test the TLS-on-443 path).
     #[arg(long)]
     pub turn_tls: Vec<String>,
     /// HTTPS + WSS echo listeners (default 443 and 8443; use 8443 alone without root).
@@ -179,5 +191,29 @@ fn non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("{s:?} is not a number >= 0")),
+    }
+}
+
+/// Whether ANSI colour may go to a stream: only to a terminal, and never with `NO_COLOR` set
+/// to a non-empty value (<https://no-color.org>). Logs (stderr) and the `check` table (stdout)
+/// both ask this, so piped output is always plain text.
+pub fn colour_on(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_run_and_check_name_both_config_and_demo() {
+        for sub in ["run", "check"] {
+            let e = Cli::try_parse_from(["egress-probe", sub]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{sub}");
+            let text = e.render().to_string();
+            assert!(text.contains("--config") && text.contains("--demo"), "{sub}: {text}");
+            assert!(Cli::try_parse_from(["egress-probe", sub, "--demo"]).is_ok());
+            assert!(Cli::try_parse_from(["egress-probe", sub, "--demo", "--config", "x"]).is_err());
+        }
     }
 }

@@ -31,12 +31,14 @@
 //! `report` sits beside `metrics` rather than above `probe`: it reads finished `Outcome`s and
 //! the config's value types, never runs anything, so `diff` and the verdicts can be tested on
 //! stored reports alone. `shutdown` (one stop signal) has no crate imports and is used by the
-//! scheduler, the server and the responder alike.
+//! scheduler, the server and the responder alike. `log_redact` (the tracing layer that keeps
+//! dependencies' wire dumps out of the log) has no crate imports either; only `main.rs` uses it.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod log_redact;
 pub mod metrics;
 pub mod net;
 pub mod outcome;
@@ -47,3 +49,4 @@ pub mod responder;
 pub mod schedule;
 pub mod server;
 pub mod shutdown;
+pub mod web;

@@ -1,10 +1,12 @@
 //! The `egress-probe` binary: parse the command line, set up logging, dispatch.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use egress_probe::cli::{Cli, Command, LogFormat};
 use egress_probe::commands;
+use egress_probe::log_redact::RedactWire;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,6 +27,13 @@ fn main() -> ExitCode {
             Command::Diff(a) => commands::diff::main(a).await,
         }
     });
+    let withheld = egress_probe::log_redact::withheld();
+    if withheld > 0 {
+        tracing::debug!(
+            withheld,
+            "dependency log events withheld: they carry request headers or protocol messages"
+        );
+    }
     // Do not wait for stray blocking tasks (e.g. a getaddrinfo) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
@@ -41,9 +50,16 @@ fn init_logging(format: LogFormat) {
     // per-run lines, so they start at warn unless RUST_LOG says otherwise.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,webrtc_ice=warn,turn=warn,webrtc_util=warn,stun=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(egress_probe::cli::colour_on(std::io::stderr().is_terminal()));
+    // A separate layer over the formatter: dependencies' wire dumps (request headers, TURN
+    // messages) never reach the log, whatever RUST_LOG asks for (see `log_redact`).
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().finish().with(RedactWire).init(),
+        LogFormat::Text => builder.finish().with(RedactWire).init(),
     }
 }

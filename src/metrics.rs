@@ -37,6 +37,8 @@ pub enum MetricsError {
 
 /// Candidate types exported on the ICE families (anything else is not exported).
 const ICE_TYPES: &[&str] = &["host", "srflx", "prflx", "relay"];
+/// Relay protocols (Chromium's `relayProtocol`): how the client reaches the TURN server.
+const RELAY_PROTOCOLS: &[&str] = &["udp", "tcp", "tls"];
 /// NAT mapping behaviours exported on `egress_probe_nat_mapping`.
 const NAT_BEHAVIORS: &[&str] = &["endpoint_independent", "endpoint_dependent"];
 
@@ -54,6 +56,7 @@ struct RunFamilies {
     nat_mapping: GaugeVec,
     ice_candidates: GaugeVec,
     ice_first: HistogramVec,
+    ice_relays: GaugeVec,
     ws_ping_rtt: HistogramVec,
     address_success: GaugeVec,
     /// Server addresses last exported per probe, so addresses that left the DNS answer are
@@ -160,6 +163,12 @@ impl RunFamilies {
                 "Time from the start of ICE gathering to the first candidate of each type.",
                 &["probe", "type"],
             )?,
+            ice_relays: gauge(
+                reg,
+                "egress_probe_ice_relay_candidates",
+                "ICE relay candidates gathered in the last run, by relay protocol (udp, tcp, tls), for each protocol a TURN server is configured for.",
+                &["probe", "protocol"],
+            )?,
             ws_ping_rtt: histogram(
                 reg,
                 "egress_probe_websocket_ping_rtt_seconds",
@@ -240,6 +249,11 @@ impl RunFamilies {
             for (t, after) in &ice.first_arrival {
                 if ICE_TYPES.contains(&t.as_str()) {
                     self.ice_first.with_label_values(&[probe, t]).observe(after.as_secs_f64());
+                }
+            }
+            for (p, n) in &ice.relay_protocols {
+                if RELAY_PROTOCOLS.contains(&p.as_str()) {
+                    self.ice_relays.with_label_values(&[probe, p]).set(f64::from(*n));
                 }
             }
         }
@@ -504,6 +518,79 @@ fn encode(registry: &Registry) -> Result<String, MetricsError> {
     String::from_utf8(buf).map_err(|_| MetricsError::Encoding)
 }
 
+/// The endpoint's own counters: refused `/probe` targets and refused connections. They live as
+/// long as the process (a config reload does not reset them), in a registry of their own that
+/// the server renders after [`Metrics::render`].
+pub struct EndpointCounters {
+    registry: Registry,
+    probe_refused: IntCounterVec,
+    connections_refused: IntCounterVec,
+    unauthorized: IntCounterVec,
+}
+
+/// Reasons a `/probe` target is refused (see `config::web`), pre-initialised at 0.
+pub const PROBE_REFUSAL_REASONS: &[&str] = &["scheme", "not_allowed", "credentials"];
+
+impl EndpointCounters {
+    pub fn new() -> Result<EndpointCounters, MetricsError> {
+        let registry = Registry::new();
+        let probe_refused = counter(
+            &registry,
+            "egress_probe_probe_refused_total",
+            "/probe requests refused with 403, by reason (scheme, not_allowed, credentials).",
+            &["reason"],
+        )?;
+        for r in PROBE_REFUSAL_REASONS {
+            probe_refused.with_label_values(&[r]);
+        }
+        let connections_refused = counter(
+            &registry,
+            "egress_probe_web_connections_refused_total",
+            "Connections to the HTTP endpoint closed without an answer: over_capacity, tls_handshake.",
+            &["reason"],
+        )?;
+        for r in ["over_capacity", "tls_handshake"] {
+            connections_refused.with_label_values(&[r]);
+        }
+        let unauthorized = counter(
+            &registry,
+            "egress_probe_web_unauthorized_total",
+            "Requests answered 401 (missing or wrong basic_auth credentials).",
+            &[],
+        )?;
+        unauthorized.with_label_values(&[] as &[&str]);
+        Ok(EndpointCounters {
+            registry,
+            probe_refused,
+            connections_refused,
+            unauthorized,
+        })
+    }
+
+    /// Counts a refused `/probe` target.
+    pub fn probe_refused(&self, reason: &str) {
+        self.probe_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Brings the listener's counts (monotonic totals kept by the listener) into the registry.
+    pub fn sync_listener(&self, over_capacity: u64, tls_failed: u64, unauthorized: u64) {
+        let up = |c: prometheus::IntCounter, total: u64| {
+            let now = c.get();
+            if total > now {
+                c.inc_by(total - now);
+            }
+        };
+        up(self.connections_refused.with_label_values(&["over_capacity"]), over_capacity);
+        up(self.connections_refused.with_label_values(&["tls_handshake"]), tls_failed);
+        up(self.unauthorized.with_label_values(&[] as &[&str]), unauthorized);
+    }
+
+    /// The text exposition of these counters.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        encode(&self.registry)
+    }
+}
+
 /// `/probe` output for one run: blackbox-compatible `probe_success` and
 /// `probe_duration_seconds`, plus our families for that run, from a fresh registry.
 pub fn render_single_run(probe: &str, kind: &str, target: &str, outcome: &Outcome) -> Result<String, MetricsError> {
@@ -654,6 +741,7 @@ mod tests {
         o.detail.ice = Some(IceDetails {
             candidates: [("host".to_string(), 2), ("relay".to_string(), 1)].into_iter().collect(),
             first_arrival: [("relay".to_string(), ms(30))].into_iter().collect(),
+            relay_protocols: [("udp".to_string(), 0), ("tls".to_string(), 1)].into_iter().collect(),
             ..Default::default()
         });
         o.detail.per_address = vec![
@@ -684,6 +772,9 @@ mod tests {
         assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="srflx"} 0"#));
         assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="host"} 2"#));
         assert!(text.contains(r#"egress_probe_ice_first_candidate_seconds_count{probe="p",type="relay"} 1"#));
+        assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tls"} 1"#));
+        assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="udp"} 0"#));
+        assert!(!text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tcp"}"#));
         assert!(text.contains(r#"egress_probe_address_success{address="198.51.100.2",kind="turn",probe="p"} 0"#));
         assert!(!text.contains("192.0.2.7"), "the client's mapped address must never be a label");
     }
@@ -712,7 +803,15 @@ mod tests {
             r.register(Box::new(f.address_success.clone())).unwrap();
             r.gather()
         };
-        assert_eq!(families[0].get_metric().len(), 1);
+        // Exactly one series remains, and it is the address still in the answer.
+        let series = families[0].get_metric();
+        let addresses: Vec<&str> = series
+            .iter()
+            .flat_map(|m| m.get_label())
+            .filter(|l| l.name() == "address")
+            .map(|l| l.value())
+            .collect();
+        assert_eq!(addresses, ["198.51.100.2"]);
     }
 
     #[test]

@@ -7,10 +7,17 @@
 //!   `target` the probe runs against its configured target. The run's timeout is the probe's,
 //!   shortened to Prometheus' `X-Prometheus-Scrape-Timeout-Seconds` minus 0.5 s when that is
 //!   smaller (as blackbox_exporter does). It runs through the scheduler's [`Launcher`], so it
-//!   shares the concurrency limit and a panic in the probe reads `internal/panic`.
+//!   shares the concurrency limit and the per-host slots, and a panic in the probe reads
+//!   `internal/panic`. The target is decided by `config::web::probe_request`: by default only
+//!   the module's own target, always its own scheme, secrets only to their own host; a refusal
+//!   is a `403` with a one-line reason, counted in `egress_probe_probe_refused_total`.
 //! * `/healthz` — 200 while the process serves.
 //! * `/ready` — 503 until every configured probe has completed its first run, then 200.
 //! * `/status` — JSON with the last outcome of every probe.
+//! * `POST /-/reload` — with `--web.enable-lifecycle` only: the same reload as SIGHUP.
+//!
+//! [`serve`] runs the router behind `web::listen` (connection cap, header-read timeout, size
+//! limits) and the web config's TLS / basic auth.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,17 +26,21 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::config::web::{probe_request, ProbeRequest};
 use crate::config::{Config, ProbeConfig};
-use crate::metrics::{render_single_run, Metrics};
+use crate::metrics::{render_single_run, EndpointCounters, Metrics};
+use crate::net::host_limit::HostLimiter;
 use crate::outcome::Outcome;
 use crate::report::ProbeResult;
 use crate::schedule::{Launcher, Sink};
 use crate::shutdown::Shutdown;
+use crate::web::listen::{Limits, ListenerStats};
+use crate::web::WebSecurity;
 
 /// Prometheus text exposition content type.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -124,6 +135,21 @@ pub struct AppState {
     pub board: Arc<StatusBoard>,
     /// How on-demand runs start: the scheduler's launcher (its concurrency limit included).
     pub launcher: Launcher,
+    /// What outlives a config reload: per-host slots, endpoint counters, the lifecycle hook.
+    pub process: Arc<ProcessState>,
+}
+
+/// A reload request from `POST /-/reload`, answered with the problems if it failed.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Endpoint state for the life of the process (shared by every config generation).
+pub struct ProcessState {
+    /// Per-target-host run slots, shared with the scheduler.
+    pub hosts: Arc<HostLimiter>,
+    pub counters: EndpointCounters,
+    pub listener: Arc<ListenerStats>,
+    /// `POST /-/reload` asks the daemon loop through this (`None`: lifecycle disabled).
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
 }
 
 /// The state in effect now; a config reload sends a new one.
@@ -137,14 +163,23 @@ pub fn router(state: LiveState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/status", get(status))
+        .route("/-/reload", post(reload))
         .with_state(state)
 }
 
-/// Serves `router(state)` on `listener` until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, state: LiveState, shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+/// Serves `router(state)` on `listener` behind the bounded listener and `security` until
+/// `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: LiveState,
+    security: watch::Receiver<Arc<WebSecurity>>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let stats = state.borrow().process.listener.clone();
+    crate::web::listen::serve(listener, router(state), security, Limits::default(), stats, async move {
+        shutdown.wait().await
+    })
+    .await
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -157,9 +192,34 @@ fn current(live: &LiveState) -> Arc<AppState> {
 
 async fn metrics(State(live): State<LiveState>) -> Response {
     let st = current(&live);
-    match st.metrics.render() {
-        Ok(body) => text(StatusCode::OK, body),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    let pr = &st.process;
+    pr.counters.sync_listener(
+        pr.listener.over_capacity.load(std::sync::atomic::Ordering::Relaxed),
+        pr.listener.tls_failed.load(std::sync::atomic::Ordering::Relaxed),
+        pr.listener.unauthorized.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    match (st.metrics.render(), pr.counters.render()) {
+        (Ok(body), Ok(endpoint)) => text(StatusCode::OK, body + &endpoint),
+        (Err(e), _) | (_, Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+async fn reload(State(live): State<LiveState>) -> Response {
+    let st = current(&live);
+    let Some(tx) = st.process.reload.clone() else {
+        return text(
+            StatusCode::FORBIDDEN,
+            "lifecycle endpoints are disabled; start with --web.enable-lifecycle\n".into(),
+        );
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    if tx.send(done_tx).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down\n".into());
+    }
+    match tokio::time::timeout(Duration::from_secs(30), done_rx).await {
+        Ok(Ok(Ok(()))) => text(StatusCode::OK, "config reloaded\n".into()),
+        Ok(Ok(Err(problems))) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{problems}\n")),
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "the reload did not finish\n".into()),
     }
 }
 
@@ -192,9 +252,14 @@ async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<Stri
         );
     };
     let spec = match q.get("target") {
-        Some(t) => match p.spec.with_target(t) {
-            Ok(s) => s,
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad target for module {module:?}: {e}\n")),
+        Some(t) => match probe_request(&p.name, &p.spec, t, &st.config.web) {
+            ProbeRequest::Run(s) => *s,
+            ProbeRequest::BadTarget(e) => return text(StatusCode::BAD_REQUEST, format!("bad target for module {module:?}: {e}\n")),
+            ProbeRequest::Refused(r) => {
+                st.process.counters.probe_refused(r.reason);
+                tracing::info!(probe = %p.name, reason = r.reason, "on-demand probe refused");
+                return text(StatusCode::FORBIDDEN, format!("{}\n", r.message));
+            }
         },
         None => p.spec.clone(),
     };
@@ -216,7 +281,15 @@ async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<Stri
     };
     let spec = &probe.spec;
     if let Some(f) = &outcome.failure {
-        tracing::info!(probe = %p.name, target = %spec.target(), phase = f.phase.as_str(), reason = %f.reason, error = %f.message, "on-demand probe failed");
+        tracing::info!(
+            probe = p.name.as_str(),
+            target = spec.target().as_str(),
+            phase = f.phase.as_str(),
+            reason = f.reason.label().as_str(),
+            total_ms = crate::outcome::ms(outcome.total),
+            error = f.message.as_str(),
+            "on-demand probe failed"
+        );
     }
     match render_single_run(&p.name, spec.kind(), &spec.target(), &outcome) {
         Ok(body) => text(StatusCode::OK, body),

@@ -159,8 +159,8 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let (_d, path, _up, _) = lab("");
     let cmd = format!("{} check --config {} --probe up", common::bin().display(), path.display());
     let tty = |no_color: bool| {
-        let mut c = Command::new("script");
-        c.args(["-qec", &cmd, "/dev/null"]);
+        let mut c = Command::new("timeout");
+        c.args(["20", "script", "-qec", &cmd, "/dev/null"]);
         if no_color {
             c.env("NO_COLOR", "1");
         } else {
@@ -172,6 +172,75 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     };
     assert!(tty(false).contains("\x1b[32mPASS"), "green PASS on a terminal");
     assert!(!tty(true).contains("\x1b[32m"), "NO_COLOR disables colour");
+}
+
+#[test]
+fn the_progress_line_on_a_terminal_ends_at_n_of_n() {
+    let (_d, path, _up, _) = lab("");
+    let cmd = format!("{} check --config {}", common::bin().display(), path.display());
+    let o = Command::new("timeout")
+        .args(["20", "script", "-qec", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("script(1) from util-linux");
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "one probe fails: {text}");
+    // Frames are separated by carriage returns; the last one drawn before the table is 2/2.
+    let last_frame = text.split("NAME").next().unwrap().rsplit('\r').find(|f| f.contains("probes done"));
+    assert!(last_frame.is_some_and(|f| f.contains("2/2 probes done")), "{text:?}");
+}
+
+#[test]
+fn logs_on_stderr_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    // The daemon logs a WARN line per failed run of `down`; 1.5 s (bounded by timeout(1))
+    // covers several runs at a 200 ms interval.
+    let (dir, _, _up, closed) = lab("");
+    let path = dir.path().join("daemon.yaml");
+    std::fs::write(
+        &path,
+        format!("defaults:\n  interval: 200ms\n  timeout: 150ms\n  jitter: 0%\nprobes:\n  - name: down\n    kind: tcp\n    target: 127.0.0.1:{closed}\n"),
+    )
+    .unwrap();
+    let run = format!(
+        "timeout 1.5 {} run --config {} --listen 127.0.0.1:0",
+        common::bin().display(),
+        path.display()
+    );
+    // Piped: stderr is a pipe, so plain text.
+    let piped = Command::new("sh").args(["-c", &run]).env_remove("NO_COLOR").output().unwrap();
+    assert_eq!(piped.status.code(), Some(124), "stopped by timeout(1), not by itself");
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(err.contains("probe failed"), "{err}");
+    assert!(!err.contains('\x1b'), "ANSI codes in piped stderr: {err:?}");
+    // Text log fields: every string quoted the same way, the time in ms with a fraction (a
+    // refused loopback connect is far below 1 ms: it used to read total_ms=0).
+    let line = err.lines().find(|l| l.contains("probe failed")).unwrap();
+    assert!(
+        line.contains(r#"probe="down" kind="tcp" phase="connect" reason="refused" total_ms="#),
+        "{line}"
+    );
+    assert!(line.contains(&format!(r#" error="connect to 127.0.0.1:{closed}: "#)), "{line}");
+    let total: &str = line.split("total_ms=").nth(1).and_then(|r| r.split(' ').next()).unwrap();
+    assert!(
+        total.contains('.') && total.parse::<f64>().is_ok_and(|v| v > 0.0),
+        "total_ms={total} in {line}"
+    );
+    // On a terminal (script(1) gives stderr a pseudo-terminal): coloured unless NO_COLOR.
+    let tty = |no_color: bool| {
+        let mut c = Command::new("timeout");
+        c.args(["10", "script", "-qec", &run, "/dev/null"]);
+        if no_color {
+            c.env("NO_COLOR", "1");
+        } else {
+            c.env_remove("NO_COLOR");
+        }
+        let o = c.output().expect("script(1) from util-linux");
+        let text = stdout(&o);
+        assert!(text.contains("probe failed"), "{text}");
+        text
+    };
+    assert!(tty(false).contains("\x1b["), "coloured logs on a terminal");
+    assert!(!tty(true).contains('\x1b'), "NO_COLOR disables colour in logs");
 }
 
 #[test]

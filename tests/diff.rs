@@ -55,7 +55,7 @@ fn every_change_kind_is_listed_and_a_regression_exits_1() {
     let regressed = row(&table, "regressed", "tcp-8443").expect("pass→fail row");
     assert!(regressed.starts_with('!') && regressed.ends_with("connect/refused"), "{regressed}");
     assert!(row(&table, "fixed", "tls-443").unwrap().contains("tls/untrusted_issuer"));
-    let reason = row(&table, "reason", "wss-443").unwrap();
+    let reason = row(&table, "reason_changed", "wss-443").unwrap();
     assert!(
         reason.contains("connect/timeout") && reason.ends_with("upgrade/timeout"),
         "{reason}"
@@ -89,7 +89,7 @@ fn json_output_lists_the_same_changes() {
     let out = diff_fixtures("before.json", "after.json", &["--output", "json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diff JSON");
-    assert_eq!(v["schema"], 1);
+    assert_eq!(v["schema"], SCHEMA_VERSION);
     assert_eq!(v["regressed"], true);
     assert_eq!(v["unchanged"], 1);
     let changes = v["changes"].as_array().unwrap();
@@ -149,11 +149,11 @@ fn slower_beyond_threshold_exits_1_and_thresholds_are_configurable() {
 
 #[test]
 fn unknown_schema_is_refused_with_exit_2() {
-    let out = diff_fixtures("schema-2.json", "after.json", &[]);
+    let out = diff_fixtures("schema-3.json", "after.json", &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
-        err.contains("schema-2.json") && err.contains("schema 2 is not supported") && err.contains("schema 1"),
+        err.contains("schema-3.json") && err.contains("schema 3 is not supported") && err.contains("schema 1 to 2"),
         "{err}"
     );
     assert!(out.stdout.is_empty());
@@ -168,15 +168,45 @@ fn unreadable_reports_exit_2() {
     for (file, words) in [
         ("not-json.txt", "not a JSON report"),
         ("bad-results.json", "not a JSON report"),
-        ("does-not-exist.json", "cannot read"),
+        ("does-not-exist.json", "cannot read: No such file or directory (os error 2)"),
     ] {
         let out = diff_fixtures("before.json", file, &[]);
         assert_eq!(out.status.code(), Some(2), "{file}");
         let err = stderr(&out);
         assert!(err.contains(file) && err.contains(words), "{file}: {err}");
+        // The cause once, not once in the message and again as the error's source.
+        assert_eq!(err.matches("os error").count(), usize::from(file.starts_with("does")), "{err}");
     }
     let out = diff(&[fixture("before.json").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "missing argument is a usage error");
+}
+
+#[test]
+fn a_schema_1_report_diffs_against_one_this_build_writes() {
+    // before.json is schema 1 (unit-less duration keys); rewrite it with this build's schema
+    // and compare: the same report read two ways has no change at all.
+    let old = fixture("before.json");
+    let report = egress_probe::report::load(&old).unwrap();
+    let mut now = report.clone();
+    now.schema = SCHEMA_VERSION;
+    let text = serde_json::to_string_pretty(&now).unwrap();
+    assert!(
+        text.contains("\"total_ms\"") && text.contains("\"duration_ms\"") && !text.contains("\"total\""),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("now.json");
+    std::fs::write(&new, text).unwrap();
+    let out = diff(&[old.to_str().unwrap(), new.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let n = report.results.len();
+    assert!(
+        stdout(&out).ends_with(&format!(
+            "0 regression(s), 0 other change(s), {n} probe(s) unchanged: nothing regressed\n"
+        )),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// Reports written from real probe runs: a TCP port that listened, then was closed.

@@ -163,6 +163,62 @@ async fn truncated_udp_answer_is_retried_over_tcp() {
     assert_eq!(answers(&o), vec!["127.0.0.9"]);
     assert_eq!(server.counts.udp.load(Ordering::SeqCst), 1);
     assert_eq!(server.counts.tcp.load(Ordering::SeqCst), 1);
+    let d = o.detail.dns.as_ref().unwrap();
+    assert_eq!(d.transport, "tcp", "the answer came over TCP: {d:?}");
+    assert!(d.truncated, "{d:?}");
+}
+
+#[tokio::test]
+async fn truncated_udp_answer_with_tcp_refused_is_truncated_tcp_refused() {
+    let server = DnsServer::start_udp_only().await;
+    let timeout = Duration::from_secs(3);
+    let o = run(&dns(server.addr, "big.example.test", RecordKind::A, Default::default()), timeout).await;
+    assert_eq!(code(&o), "resolve/truncated_tcp_refused", "{o:?}");
+    let d = o.detail.dns.as_ref().unwrap();
+    assert!(d.truncated, "{d:?}");
+    let msg = &o.failure.as_ref().unwrap().message;
+    assert!(msg.contains("truncated") && msg.contains("TCP"), "{msg}");
+    assert_eq!(server.counts.udp.load(Ordering::SeqCst), 1);
+    assert!(o.total < Duration::from_secs(1), "a refusal is known at once: {:?}", o.total);
+}
+
+#[tokio::test]
+async fn closed_resolver_port_is_resolve_refused_not_timeout() {
+    // Nothing on UDP or TCP at that port: the kernel answers ICMP port unreachable and RST,
+    // exactly what a REJECT rule does.
+    let addr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let timeout = Duration::from_secs(3);
+    let o = run(&dns(addr, "relay.example.test", RecordKind::A, Default::default()), timeout).await;
+    assert_eq!(code(&o), "resolve/refused", "{o:?}");
+    let msg = &o.failure.as_ref().unwrap().message;
+    assert!(msg.contains("ICMP port unreachable") && msg.contains("TCP fallback"), "{msg}");
+    assert!(o.total < Duration::from_secs(1), "a refusal is known at once: {:?}", o.total);
+}
+
+#[tokio::test]
+async fn rejected_udp_with_open_tcp_answers_over_tcp() {
+    // UDP port closed (ICMP port unreachable), TCP serving: the answer comes over TCP at once,
+    // not after UDP's half of the timeout.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let counts = std::sync::Arc::new(common::dns::Counts::default());
+    let _server = common::dns::DnsServer::serve_tcp(tcp, counts.clone());
+    let o = run(&dns(addr, "relay.example.test", RecordKind::A, Default::default()), T).await;
+    assert_eq!(code(&o), "success", "{o:?}");
+    assert_eq!(o.detail.dns.as_ref().unwrap().transport, "tcp");
+    assert!(o.total < Duration::from_secs(1), "ICMP refusal seen at once: {:?}", o.total);
+    assert_eq!(counts.tcp.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn special_use_names_are_sent_to_the_resolver() {
+    // hickory-resolver would answer these itself without a packet; the probe measures DNS.
+    let server = DnsServer::start().await;
+    for name in ["probe.localhost", "probe.invalid"] {
+        let o = run(&dns(server.addr, name, RecordKind::A, Default::default()), T).await;
+        assert_eq!(code(&o), "resolve/nxdomain", "{name}: {o:?}");
+    }
+    assert_eq!(server.counts.udp.load(Ordering::SeqCst), 2, "both queries reached the server");
 }
 
 #[tokio::test]

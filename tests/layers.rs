@@ -15,6 +15,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     BTreeMap::from([
         ("outcome", &[][..]),
         ("shutdown", &[][..]),
+        // The tracing layer that withholds dependencies' wire dumps: imports nothing.
+        ("log_redact", &[][..]),
+        // The endpoint's web config (exporter-toolkit format) and bounded listener.
+        ("web", &[][..]),
         ("config", &["outcome"][..]),
         ("net", &["outcome", "config"][..]),
         ("probe", &["outcome", "config", "net"][..]),
@@ -25,7 +29,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("responder", &["outcome", "config", "net", "shutdown"][..]),
         (
             "server",
-            &["outcome", "config", "net", "probe", "schedule", "metrics", "report", "shutdown"][..],
+            &[
+                "outcome", "config", "net", "probe", "schedule", "metrics", "report", "shutdown", "web",
+            ][..],
         ),
         ("demo", &["outcome", "config", "responder", "shutdown"][..]),
         // The thin edge: arguments → one library call → exit code.
@@ -46,6 +52,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "demo",
                 "cli",
                 "shutdown",
+                "web",
             ][..],
         ),
     ])

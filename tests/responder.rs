@@ -60,10 +60,17 @@ async fn wait_metric(r: &Responder, series: &str, want: f64) -> String {
     }
 }
 
+/// Runs a coturn client bounded twice: timeout(1) kills it after 25 s (exit 124), and the
+/// test gives up at 30 s. Returns its exit code and stdout+stderr.
 async fn run_tool(program: &str, args: &[String]) -> (i32, String) {
     let out = tokio::time::timeout(
         Duration::from_secs(30),
-        tokio::process::Command::new(program).args(args).kill_on_drop(true).output(),
+        tokio::process::Command::new("timeout")
+            .arg("25")
+            .arg(program)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .unwrap_or_else(|_| panic!("{program} did not finish in 30 s"))
@@ -110,7 +117,10 @@ async fn coturn_stunclient_gets_a_binding_from_us_over_udp() {
     let port = r.addrs.turn_udp[0].port();
     let (code, out) = run_tool("turnutils_stunclient", &["-p".into(), port.to_string(), "127.0.0.1".into()]).await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("UDP reflexive addr: 127.0.0.1:"), "no mapped address in:\n{out}");
+    // What we sent back: the client's own socket (a port its command line never named).
+    let mapped = common::stunclient_reflexive(&out).unwrap_or_else(|| panic!("no mapped address in:\n{out}"));
+    assert_eq!(mapped.ip().to_string(), "127.0.0.1", "{out}");
+    assert_ne!(mapped.port(), port, "{out}");
     let text = wait_metric(
         &r,
         "egress_responder_turn_messages_total{method=\"binding\",transport=\"udp\"}",
@@ -189,10 +199,19 @@ async fn rest_credentials_are_accepted_and_wrong_passwords_refused() {
     let port = r.addrs.turn_udp[0].port();
     let (code, out) = run_tool("turnutils_uclient", &uclient_args(&["-u", "alice", "-W", REST_SECRET], port)).await;
     assert_eq!(code, 0, "uclient with REST secret failed:\n{out}");
+    // Refused with 401 (RFC 8489 §9.2.4), what coturn answers too: not the turn crate's 400,
+    // which clients do not read as "credentials refused". (uclient exits 0 either way.)
     let (code, out) = run_tool("turnutils_uclient", &uclient_args(&["-u", "alice", "-W", "not-the-secret"], port)).await;
-    assert_ne!(code, 0, "a wrong REST secret must be refused:\n{out}");
+    assert!(
+        out.contains("error 401") && !out.contains("error 400"),
+        "a wrong REST secret must get 401 (exit {code}):\n{out}"
+    );
+    assert!(!out.contains("Total lost packets"), "no relay with a wrong secret:\n{out}");
     let (code, out) = run_tool("turnutils_uclient", &uclient_args(&["-u", USER, "-w", "wrong"], port)).await;
-    assert_ne!(code, 0, "a wrong password must be refused:\n{out}");
+    assert!(
+        out.contains("error 401") && !out.contains("error 400"),
+        "a wrong password must get 401 (exit {code}):\n{out}"
+    );
     assert_nothing_left(&r, UCLIENT_UNRELEASED).await;
 }
 
@@ -231,6 +250,53 @@ async fn coturn_uclient_reaches_our_udp_echo_peer_through_our_relay() {
         sample(&text, "egress_responder_udp_echo_datagrams_total").unwrap_or(0.0) >= 5.0,
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_turn_probe_reads_wrong_credentials_as_allocate_auth_on_every_transport() {
+    let r = start().await;
+    let ca = r.tls.ca_file.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    let (udp, tcp, tls) = (r.addrs.turn_udp[0].port(), r.addrs.turn_tcp[0].port(), r.addrs.turn_tls[0].port());
+    std::fs::write(
+        &path,
+        format!(
+            "defaults: {{ timeout: 5s }}\nprobes:\n  - {{ name: udp, kind: turn, server: 'turn:127.0.0.1:{udp}', credentials: {{ username: {USER}, password: wrong }} }}\n  - {{ name: tcp, kind: turn, server: 'turn:127.0.0.1:{tcp}?transport=tcp', credentials: {{ rest_secret: not-the-secret }} }}\n  - {{ name: tls, kind: turn, server: 'turns:127.0.0.1:{tls}?transport=tcp', ca_file: {ca}, credentials: {{ username: nobody, password: {PASS} }} }}\n  - {{ name: good, kind: turn, server: 'turn:127.0.0.1:{udp}', credentials: {{ username: {USER}, password: {PASS} }} }}\n",
+            ca = ca.display()
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("timeout")
+        .arg("30")
+        .arg(common::bin())
+        .args(["check", "-o", "json", "--config"])
+        .arg(&path)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let report: egress_probe::report::Report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let codes: Vec<(String, String)> = report
+        .results
+        .iter()
+        .map(|x| {
+            (
+                x.name.clone(),
+                x.outcome.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "pass".into()),
+            )
+        })
+        .collect();
+    let want = [
+        ("udp", "allocate/auth"),
+        ("tcp", "allocate/auth"),
+        ("tls", "allocate/auth"),
+        ("good", "pass"),
+    ];
+    assert_eq!(codes, want.map(|(a, b)| (a.to_string(), b.to_string())), "exit {:?}", out.status);
+    assert_eq!(out.status.code(), Some(1));
+    assert_nothing_left(&r, 0.0).await;
 }
 
 fn tls_connector(r: &Responder) -> tokio_rustls::TlsConnector {
@@ -417,12 +483,20 @@ fn binary_prints_endpoints_and_trust_and_exits_0_on_sigterm() {
         .and_then(|l| l.rsplit(':').next())
         .and_then(|p| p.trim().parse().ok())
         .expect("udp port in summary");
-    let out = std::process::Command::new("turnutils_stunclient")
-        .args(["-p", &udp_port.to_string(), "127.0.0.1"])
+    // Bounded: against a dead port turnutils_stunclient retries forever.
+    let out = std::process::Command::new("timeout")
+        .args(["10", "turnutils_stunclient", "-p", &udp_port.to_string(), "127.0.0.1"])
         .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1"));
-    let status = child.terminate(Duration::from_secs(5)).expect("exits within 5 s of SIGTERM");
+        .expect("timeout(1) and turnutils_stunclient (scripts/test installs coturn)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stun client failed or timed out: {text}");
+    let mapped = common::stunclient_reflexive(&text).unwrap_or_else(|| panic!("no mapped address in: {text}"));
+    assert_eq!(mapped.ip().to_string(), "127.0.0.1", "{text}");
+    assert_ne!(mapped.port(), udp_port, "{text}");
+    // The README's promise for every long-running command: exit within 1 s of SIGTERM.
+    let t = Instant::now();
+    let status = child.terminate(Duration::from_secs(1)).expect("exits within 1 s of SIGTERM");
+    eprintln!("responder: SIGTERM → exit in {:?}", t.elapsed());
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -475,4 +549,18 @@ async fn webrtc_turn_client_round_trips_via_echo_peer_and_its_allocation_is_rele
         Some(1.0),
         "{text}"
     );
+}
+
+#[test]
+fn responder_help_states_the_real_default_ports() {
+    use clap::CommandFactory;
+    use egress_probe::cli::Cli;
+    use egress_probe::responder::config::{DEFAULT_TURNS_PORT, DEFAULT_TURN_PORT, DEFAULT_UDP_ECHO_PORT};
+    let mut cmd = Cli::command();
+    let help = cmd.find_subcommand_mut("responder").unwrap().render_help().to_string();
+    let line = |flag: &str| help.lines().find(|l| l.contains(flag)).unwrap_or_default().to_string();
+    assert!(line("--turn-tls").contains(&format!("default {DEFAULT_TURNS_PORT}")), "{help}");
+    assert!(!help.contains("443 if nothing else uses it"), "{help}");
+    assert!(line("--turn-udp").contains(&format!("default {DEFAULT_TURN_PORT}")), "{help}");
+    assert!(line("--udp-echo").contains(&format!("default {DEFAULT_UDP_ECHO_PORT}")), "{help}");
 }

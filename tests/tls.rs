@@ -304,3 +304,122 @@ fn addresses_all_checks_each_address_and_reports_its_chain() {
     // The run's own TLS detail is the chain that expires first (what the expiry alert needs).
     assert!(o.detail.tls.as_ref().unwrap().earliest_expiry_unix.unwrap() < now());
 }
+
+/// A certificate made the way coturn's docs make one: `openssl req -x509` (self-signed, and
+/// OpenSSL's default `v3_ca` section marks it CA:TRUE), for 127.0.0.1. Returns (cert PEM path,
+/// rustls server config presenting it).
+fn openssl_self_signed(dir: &Path, cn: &str, san: &str) -> (std::path::PathBuf, Arc<rustls::ServerConfig>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = dir.join(format!("{cn}.pem"));
+    let key = dir.join(format!("{cn}.key"));
+    let status = std::process::Command::new("timeout")
+        .arg("30")
+        .args([
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={cn}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName={san}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl req -x509 failed: {status}");
+    let text = std::process::Command::new("timeout")
+        .args(["10", "openssl", "x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("openssl x509");
+    assert!(text.status.success());
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+        "the test certificate must be CA:TRUE like coturn's"
+    );
+    let chain = vec![CertificateDer::from_pem_file(&cert).expect("cert pem")];
+    let key = PrivateKeyDer::from_pem_file(&key).expect("key pem");
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    (cert, Arc::new(cfg))
+}
+
+fn assert_readable(msg: &str) {
+    for dump in ["CaUsedAsEndEntity", "Other(", "OtherError", "InvalidCertificate", "{", "::"] {
+        assert!(!msg.contains(dump), "message is a Debug dump ({dump}): {msg}");
+    }
+}
+
+#[tokio::test]
+async fn self_signed_ca_true_certificate_in_ca_file_is_trusted_as_the_servers_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, cfg) = openssl_self_signed(dir.path(), "turn.example.test", "DNS:turn.example.test,IP:127.0.0.1");
+    let mut server = serve(cfg).await;
+    let o = run(&spec(server.port, &cert, |_| {}), Duration::from_secs(3)).await;
+    assert_eq!(code(&o), "success", "{o:?}");
+    let tls = o.detail.tls.as_ref().expect("tls details");
+    assert_eq!(tls.issuer, "CN=turn.example.test");
+    assert!(tls.issuer_configured, "the leaf is the configured anchor: {tls:?}");
+    let seen = tokio::time::timeout(Duration::from_secs(3), server.seen.recv()).await.unwrap();
+    assert!(matches!(seen, Some(Seen::Closed { clean: true })), "server saw {seen:?}");
+}
+
+#[tokio::test]
+async fn self_signed_anchor_is_still_checked_for_the_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, cfg) = openssl_self_signed(dir.path(), "turn.example.test", "DNS:turn.example.test,IP:127.0.0.1");
+    let server = serve(cfg).await;
+    let o = run(
+        &spec(server.port, &cert, |t| t.server_name = Some("turn.other.test".into())),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(code(&o), "tls/name_mismatch", "{o:?}");
+    assert_readable(&o.failure.as_ref().unwrap().message);
+}
+
+#[tokio::test]
+async fn self_signed_ca_certificate_not_in_ca_file_is_untrusted_with_a_readable_message() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cfg) = openssl_self_signed(dir.path(), "turn.example.test", "IP:127.0.0.1");
+    let server = serve(cfg).await;
+    let o = run(&spec(server.port, &lab.ca_file(), |_| {}), Duration::from_secs(3)).await;
+    assert_eq!(code(&o), "tls/untrusted_issuer", "{o:?}");
+    let msg = &o.failure.as_ref().unwrap().message;
+    assert_readable(msg);
+    assert!(msg.contains("CA:TRUE") && msg.contains("ca_file"), "{msg}");
+    assert!(msg.contains("turn.example.test"), "the message names the issuer: {msg}");
+    assert!(!o.detail.tls.as_ref().unwrap().issuer_configured, "{o:?}");
+}
+
+#[tokio::test]
+async fn untrusted_chain_from_a_configured_issuer_name_is_marked_configured() {
+    // Same issuer name as the configured CA, different key (the CA was re-issued, or the wrong
+    // ca_file was deployed): untrusted, but a configuration problem, not interception.
+    let lab = Lab::new();
+    let reissued = TestCa::new("Egress Test Root");
+    let leaf = reissued.leaf(&["127.0.0.1"], None);
+    let server = serve(leaf.rustls_server_config(None, &[])).await;
+    let o = run(&spec(server.port, &lab.ca_file(), |_| {}), Duration::from_secs(3)).await;
+    assert_eq!(code(&o), "tls/untrusted_issuer", "{o:?}");
+    assert_readable(&o.failure.as_ref().unwrap().message);
+    assert!(o.detail.tls.as_ref().unwrap().issuer_configured, "{o:?}");
+}

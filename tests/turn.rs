@@ -106,8 +106,15 @@ fn failure(out: &Outcome) -> (Phase, Reason) {
 
 /// turnutils_uclient's figures: (average RTT ms, lost packets, sent).
 fn uclient(args: &[&str]) -> (f64, u32, String) {
-    let out = Command::new("turnutils_uclient").args(args).output().expect("turnutils_uclient");
+    // Bounded (timeout(1) kills it after 30 s) and its status checked.
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg("turnutils_uclient")
+        .args(args)
+        .output()
+        .expect("timeout(1) and turnutils_uclient (scripts/test installs coturn)");
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "turnutils_uclient failed or timed out:\n{text}");
     let avg = text
         .lines()
         .find_map(|l| l.split("Average round trip delay ").nth(1))
@@ -312,8 +319,9 @@ async fn silent_udp_port_is_allocate_timeout_at_the_deadline() {
     // The allocate phase ends at the deadline minus the cleanup reserve (a fifth: 400 ms).
     let allocate = out.phase_time(Phase::Allocate).unwrap();
     assert!(
-        allocate >= Duration::from_millis(1500) && took < Duration::from_millis(2100),
-        "{allocate:?} {took:?}"
+        allocate >= Duration::from_millis(1500) && out.total <= Duration::from_millis(2050),
+        "allocate {allocate:?}, total {:?} (the test saw {took:?})",
+        out.total
     );
     drop(silent);
 }
@@ -431,9 +439,19 @@ async fn relay_rtt_is_of_the_same_order_as_turnutils_uclient() {
             rtt.max.as_secs_f64() * 1000.0,
             rtt.loss * 100.0,
         );
-        // Same order: uclient reports whole milliseconds (0 on loopback), so compare with a floor.
-        let bound = 10.0 * theirs_ms.max(1.0) + 5.0;
-        assert!(ours_ms <= bound, "{label}: ours {ours_ms} ms vs uclient {theirs_ms} ms");
+        // uclient reports whole milliseconds (0 on loopback), so its figure is taken as at
+        // least 1 ms. Our fastest round trip is no slower than its average, and our average
+        // (5 samples on a shared machine, measured at another moment) within 3× of it.
+        let theirs = theirs_ms.max(1.0);
+        // (uclient's own loss is not asserted: over TLS on a loaded machine it drops some of
+        // its 20 messages by itself, as its own summary shows.)
+        assert_eq!(rtt.received, rtt.sent, "{label}: {rtt:?}");
+        let ours_min = rtt.min.as_secs_f64() * 1000.0;
+        assert!(
+            ours_min <= theirs,
+            "{label}: our fastest {ours_min} ms vs uclient avg {theirs_ms} ms\n{summary}"
+        );
+        assert!(ours_ms <= 3.0 * theirs, "{label}: ours {ours_ms} ms vs uclient {theirs_ms} ms");
     }
 }
 

@@ -177,7 +177,10 @@ fn unset_env_and_unreadable_file_secrets() {
         "unset_secret.yaml",
         &[
             ("6:17", "environment variable EGRESS_PROBE_TEST_SURELY_UNSET is not set"),
-            ("7:17", "file:/nonexistent/egress-probe/password: cannot read"),
+            (
+                "7:17",
+                "file:/nonexistent/egress-probe/password: cannot read: No such file or directory",
+            ),
         ],
     );
 }
@@ -229,6 +232,50 @@ fn three_problems_are_all_reported() {
             ("11:5", "unknown field `pings`"),
         ],
     );
+}
+
+#[test]
+fn a_missing_file_reads_no_such_file_or_directory_once_in_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let m = missing.to_str().unwrap();
+    let cfg = dir.path().join("p.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "probes:\n  - name: t\n    kind: tls\n    target: 127.0.0.1:443\n    ca_file: {m}\n  - name: u\n    kind: turn\n    server: turn:127.0.0.1:3478\n    credentials:\n      username: u\n      password: file:{m}\n"
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let no_listeners = ["--metrics", "none", "--web", "none", "--udp-echo", "none"];
+    let no_turn = ["--turn-udp", "none", "--turn-tcp", "none", "--turn-tls", "none"];
+    let mut tls_files = vec!["responder", "--tls-cert", m, "--tls-key", m];
+    tls_files.extend(no_listeners);
+    tls_files.extend(no_turn);
+    // (arguments, how many missing files the message names)
+    let cases: Vec<(Vec<&str>, usize)> = vec![
+        (vec!["check", "--config", m], 1),
+        (vec!["run", "--config", m], 1),
+        (vec!["validate", "--config", m], 1),
+        (vec!["validate", "--config", c], 2), // ca_file and a file: secret
+        (vec!["diff", m, m], 1),
+        (vec!["responder", "--config", m], 1),
+        (tls_files, 1),
+    ];
+    for (args, files) in cases {
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(common::bin())
+            .args(&args)
+            .output()
+            .expect("timeout(1) from coreutils");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.matches("No such file or directory").count(), files, "{args:?}: {err}");
+        assert!(!err.contains("not found"), "{args:?}: {err}");
+        assert!(err.contains(m), "{args:?} names the file: {err}");
+    }
 }
 
 #[test]
@@ -434,7 +481,11 @@ fn parse_str_tls_options_flat_or_grouped_but_not_twice() {
     let ProbeSpec::Http(h) = &ok.probes[1].spec else { panic!("http") };
     assert_eq!(h.tls.alpn, ["h2"]);
     assert_eq!(h.tls.server_name.as_deref(), Some("api.example"));
-    assert!(h.tls.min_version.is_some());
+    assert_eq!(
+        h.tls.min_version,
+        Some(egress_probe::config::TlsVersion::Tls13),
+        "the grouped `tls:` value"
+    );
 
     let text = "probes:\n  - name: t\n    kind: tls\n    target: 'a.example:443'\n    min_version: '1.2'\n    tls:\n      min_version: '1.3'\n      ca_fil: x\n";
     let e = parse_str(text, "c.yaml").unwrap_err();

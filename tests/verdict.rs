@@ -20,7 +20,7 @@ use egress_probe::config::{
 };
 use egress_probe::probe::ice::{probe_with, HostInterfaces, IceOptions};
 use egress_probe::probe::{self, ProbeContext};
-use egress_probe::report::verdict::{assess, verdicts, Severity, Verdict};
+use egress_probe::report::verdict::{assess, contradictions, verdicts, Severity, Verdict};
 use egress_probe::report::ProbeResult;
 use tokio::net::TcpListener;
 
@@ -44,9 +44,11 @@ fn code(r: &ProbeResult) -> String {
     r.outcome.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "success".into())
 }
 
-/// The verdict about `probe` (there must be exactly one).
+/// The verdict about `probe` (there must be exactly one). Every list it looks at must also be
+/// free of repeated and contradicting sentences.
 fn verdict_for(results: &[ProbeResult], probe: &str) -> Verdict {
     let all = assess(results);
+    assert_eq!(contradictions(&all), Vec::<String>::new(), "{all:#?}");
     let mine: Vec<_> = all.iter().filter(|v| v.probes.iter().any(|p| p == probe)).cloned().collect();
     assert_eq!(mine.len(), 1, "one verdict about {probe}: {all:#?}");
     mine.into_iter().next().unwrap()
@@ -292,6 +294,7 @@ async fn ice_result(name: &str, servers: Vec<(String, Option<(&str, &str)>)>, ex
         network_types: vec![NetworkType::Udp4],
         expect: expect.to_vec(),
         connectivity: false,
+        tls: Default::default(),
     };
     let ctx = ProbeContext::with_timeout(timeout, None);
     let outcome = probe_with(
@@ -337,7 +340,7 @@ async fn ice_without_relay_or_srflx() {
     assert_eq!(results.iter().map(code).collect::<Vec<_>>(), ["gather/no_relay", "gather/no_srflx"]);
     assert_eq!(
         verdict_for(&results, "ice-relay").text,
-        "ICE gathered no relay candidate (gather/no_relay): softphones cannot fall back to the relay"
+        "ICE gathered no relay candidate over UDP (gather/no_relay): softphones cannot fall back to the relay"
     );
     let v = verdict_for(&results, "ice-srflx");
     assert_eq!((v.rule, v.severity), ("ice_no_srflx", Severity::Degraded));
@@ -518,18 +521,21 @@ async fn udp_dropped_but_turn_over_tls_works() {
         ["stun/timeout", "allocate/timeout", "success"],
         "{results:#?}"
     );
-    let tail = format!(
-        "but TURN over TLS on {} works: softphones will connect through the relay with higher latency",
-        coturn.tls_port
-    );
+    // One finding, both probes' codes.
     let v = verdict_for(&results, "stun-udp");
     assert_eq!((v.rule, v.severity), ("udp_dropped_relay_works", Severity::Degraded));
-    assert_eq!(v.text, format!("UDP to {udp_port} is dropped (stun/timeout) {tail}"));
     assert_eq!(
-        verdict_for(&results, "turn-udp").text,
-        format!("UDP to {udp_port} is dropped (allocate/timeout) {tail}")
+        v.text,
+        format!(
+            "UDP to {udp_port} is dropped (allocate/timeout, stun/timeout); TURN/TLS on {} works, so calls will relay over it with higher latency",
+            coturn.tls_port
+        )
     );
+    assert_eq!(v, verdict_for(&results, "turn-udp"));
+    assert_eq!(v.probes, ["stun-udp", "turn-udp"]);
+    assert_eq!(verdicts(&results).len(), 2, "{:#?}", verdicts(&results));
     assert_eq!(verdicts(&results).last().map(String::as_str), Some("1 of 3 probes pass"));
+    assert_eq!(contradictions(&assess(&results)), Vec::<String>::new());
     no_secret_in(&results);
     // The same STUN outcome with no TURN over TLS probed says so.
     let alone = verdict_for(&results[..1], "stun-udp");
@@ -597,4 +603,126 @@ async fn turn_over_tls_with_wrong_pin_is_intercepted() {
             coturn.tls_port
         )
     );
+}
+
+/// The issue's strict-egress case on a real wire: coturn behind a firewall that drops UDP to
+/// its port (TCP/TLS open), every probe in the client namespace. ICE with a `turns:` server
+/// relays over TLS and passes; ICE with only a UDP TURN server finds no relay. The verdicts say
+/// each finding once, which transport the relay needs, and never contradict themselves.
+#[test]
+fn strict_egress_verdicts_say_the_relay_needs_tls_and_never_contradict() {
+    let net = NetPair::new("vstrict");
+    let coturn = Coturn::start_in(
+        CoturnOptions {
+            auth: Auth::LongTerm {
+                user: "test".into(),
+                password: TURN_PASSWORD.into(),
+            },
+            extra: vec![],
+        },
+        &net.peer,
+        PEER_IP,
+    );
+    net.nft(
+        &net.peer,
+        &format!(
+            "table inet fw {{ chain input {{ type filter hook input priority 0; policy accept;
+               udp dport {} drop
+             }}
+           }}",
+            coturn.port
+        ),
+    );
+    let (port, tls_port) = (coturn.port, coturn.tls_port);
+    let tls = TlsOptions {
+        ca_file: Some(coturn.ca_file.clone()),
+        server_name: Some("relay.example.test".into()),
+        ..Default::default()
+    };
+    let ice_spec = |servers: Vec<String>| IceSpec {
+        servers: servers
+            .into_iter()
+            .map(|url| IceServer {
+                url: IceUrl::parse(&url).unwrap(),
+                credentials: url.starts_with("turn").then(|| Credentials::LongTerm {
+                    username: Secret::literal("test"),
+                    password: Secret::literal(TURN_PASSWORD),
+                }),
+            })
+            .collect(),
+        policy: IcePolicy::Relay,
+        network_types: vec![NetworkType::Udp4],
+        expect: vec![],
+        connectivity: false,
+        tls: tls.clone(),
+    };
+    let ice_tls = ice_spec(vec![
+        format!("turn:{PEER_IP}:{port}"),
+        format!("turns:{PEER_IP}:{tls_port}?transport=tcp"),
+    ]);
+    let ice_udp = ice_spec(vec![format!("turn:{PEER_IP}:{port}")]);
+    let turn_tls = turn(&format!("turns:{PEER_IP}:{tls_port}?transport=tcp"), TURN_PASSWORD, tls.clone());
+    let results = net.block_on_client(move || async move {
+        let ice = |name: &'static str, spec: IceSpec| async move {
+            let ctx = ProbeContext::with_timeout(Duration::from_millis(1500), None);
+            let opts = IceOptions {
+                host_interfaces: HostInterfaces::LoopbackOnly,
+            };
+            let outcome = probe_with(&spec, &ctx, opts).await;
+            let spec = ProbeSpec::Ice(spec);
+            ProbeResult {
+                name: name.into(),
+                kind: spec.kind().into(),
+                target: spec.target(),
+                outcome,
+            }
+        };
+        let (a, b, c, d, e) = futures::join!(
+            probe_result("stun-udp", stun(&format!("stun:{PEER_IP}:{port}")), Duration::from_millis(1200)),
+            probe_result(
+                "turn-udp",
+                turn(&format!("turn:{PEER_IP}:{port}"), TURN_PASSWORD, TlsOptions::default()),
+                Duration::from_millis(1200)
+            ),
+            probe_result("turn-tls", turn_tls, Duration::from_secs(3)),
+            ice("ice-tls", ice_tls),
+            ice("ice-udp", ice_udp),
+        );
+        vec![a, b, c, d, e]
+    });
+    assert_eq!(
+        results.iter().map(code).collect::<Vec<_>>(),
+        ["stun/timeout", "allocate/timeout", "success", "success", "gather/no_relay"],
+        "{results:#?}"
+    );
+    let ice = results[3].outcome.detail.ice.as_ref().expect("ice details");
+    let protocols: Vec<(&str, u32)> = ice.relay_protocols.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(protocols, [("tls", 1), ("udp", 0)]);
+    assert_eq!(
+        verdicts(&results),
+        [
+            format!(
+                "UDP to {port} is dropped (allocate/timeout, stun/timeout); TURN/TLS on {tls_port} works, so calls will relay over it with higher latency"
+            ),
+            format!(
+                "ICE gathered no relay candidate over UDP (gather/no_relay), but TURN/TLS on {tls_port} works: give softphones that server (turns:{PEER_IP}:{tls_port}) and calls will relay over it"
+            ),
+            "2 of 5 probes pass".to_string(),
+        ]
+    );
+    assert_eq!(contradictions(&assess(&results)), Vec::<String>::new());
+    no_secret_in(&results);
+    // The ice probe alone (it passed): the verdict still says the relay needs TLS, and does
+    // not claim "all paths work".
+    let alone = &results[3..4];
+    assert_eq!(
+        verdicts(alone),
+        [
+            format!(
+                "ICE got no relay over TURN/UDP, only over TURN/TLS on {tls_port}: calls will relay over TLS with higher latency (is UDP to the TURN server blocked?)"
+            ),
+            "1 of 1 probes pass".to_string(),
+        ]
+    );
+    assert_eq!(contradictions(&assess(alone)), Vec::<String>::new());
 }

@@ -48,9 +48,11 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
         results.extend(push_rows(&config, &selected, &results).await?);
     }
     let wall = clock.elapsed();
-    progress.finish_and_clear();
+    // Left on screen at N/N: clearing it right after the last `inc` showed the last frame the
+    // 100 ms ticker happened to draw (e.g. 9/11) as the final state.
+    progress.finish_with_message("");
     let mut report = Report::new(started, results);
-    report.wall_ms = Some(wall.as_secs_f64() * 1000.0);
+    report.wall_ms = Some(crate::outcome::ms(wall));
 
     match args.output {
         OutputFormat::Json => {
@@ -62,7 +64,7 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
             }
         }
         OutputFormat::Table => {
-            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let colour = crate::cli::colour_on(std::io::stdout().is_terminal());
             print!("{}", report::render_table(&report.results, colour));
             if !args.quiet {
                 let failures = report::render_failures(&report.results);

@@ -16,10 +16,16 @@ use super::{EXIT_FAILED, EXIT_OK};
 pub async fn main(args: DiffArgs) -> anyhow::Result<u8> {
     let before = report::load(&args.before)?;
     let after = report::load(&args.after)?;
+    let min = Duration::try_from_secs_f64(args.threshold_ms / 1000.0).map_err(|_| {
+        anyhow::anyhow!(
+            "--threshold-ms must be a non-negative number of milliseconds, not {}",
+            args.threshold_ms
+        )
+    })?;
     let opts = Options {
         thresholds: Thresholds {
             ratio: args.threshold_ratio,
-            min: Duration::from_secs_f64(args.threshold_ms / 1000.0),
+            min,
         },
         ignore_timing: args.ignore_timing,
     };

@@ -19,12 +19,15 @@ use tokio::task::JoinHandle;
 
 use crate::cli::RunArgs;
 use crate::config::{self, Config};
+use crate::metrics::EndpointCounters;
 use crate::metrics::Metrics;
+use crate::net::host_limit::HostLimiter;
 use crate::probe;
 use crate::push;
 use crate::schedule::{LogSink, Scheduler, Sink, SHUTDOWN_GRACE};
-use crate::server::{self, AppState, StatusBoard};
+use crate::server::{self, AppState, ProcessState, StatusBoard};
 use crate::shutdown::{Shutdown, Signal, Signals};
+use crate::web::WebSecurity;
 
 use super::EXIT_OK;
 
@@ -47,16 +50,17 @@ struct Generation {
 }
 
 impl Generation {
-    fn start(config: Config) -> anyhow::Result<Generation> {
+    fn start(config: Config, process: Arc<ProcessState>) -> anyhow::Result<Generation> {
         let metrics = Arc::new(Metrics::new(&config).context("building the metric registry")?);
         let board = Arc::new(StatusBoard::new(&config));
         let sinks: Vec<Arc<dyn Sink>> = vec![metrics.clone(), board.clone(), Arc::new(LogSink)];
-        let scheduler = Scheduler::new(&config, sinks);
+        let scheduler = Scheduler::new(&config, sinks).with_host_limiter(process.hosts.clone());
         let state = Arc::new(AppState {
             launcher: scheduler.launcher(),
             config: Arc::new(config),
             metrics,
             board,
+            process,
         });
         let stop = Shutdown::new();
         let push = push::start(&state.config.push, state.config.proxy.as_ref(), &state.metrics, &stop);
@@ -77,6 +81,14 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
+    let web_file = args.web_config_file.clone();
+    let security = match load_web(web_file.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("egress-probe run: {e}");
+            return Ok(super::EXIT_USAGE);
+        }
+    };
     let listen: SocketAddr = match args.listen.or(config.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse().context("default listen address")?,
@@ -88,17 +100,32 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
     let mut signals = Signals::install(true).context("installing the SIGTERM/SIGINT/SIGHUP handlers")?;
 
     let probes = config.probes.len();
-    let mut current = Generation::start(config)?;
+    let (lifecycle_tx, mut lifecycle_rx) = tokio::sync::mpsc::channel::<server::ReloadRequest>(4);
+    let process = Arc::new(ProcessState {
+        hosts: Arc::new(HostLimiter::default()),
+        counters: EndpointCounters::new().context("building the endpoint counters")?,
+        listener: Default::default(),
+        reload: args.web_enable_lifecycle.then_some(lifecycle_tx),
+    });
+    let mut current = Generation::start(config, process.clone())?;
     let (live_tx, live_rx) = watch::channel(current.state.clone());
+    let (security_tx, security_rx) = watch::channel(security);
     let shutdown = Shutdown::new();
-    let server = tokio::spawn(server::serve(listener, live_rx, shutdown.clone()));
+    let server = tokio::spawn(server::serve(listener, live_rx, security_rx, shutdown.clone()));
     tracing::info!(listen = %local, probes, version = env!("CARGO_PKG_VERSION"), "egress-probe running");
 
-    while signals.recv().await == Signal::Reload {
-        if let Some(next) = reload(args.config.as_deref(), &current.state.metrics).await {
-            let old = std::mem::replace(&mut current, next);
-            live_tx.send_replace(current.state.clone());
-            old.stop.trigger();
+    loop {
+        tokio::select! {
+            signal = signals.recv() => {
+                if signal != Signal::Reload {
+                    break;
+                }
+                let _ = reload_all(args.config.as_deref(), web_file.clone(), &process, &mut current, &live_tx, &security_tx).await;
+            }
+            Some(done) = lifecycle_rx.recv() => {
+                let result = reload_all(args.config.as_deref(), web_file.clone(), &process, &mut current, &live_tx, &security_tx).await;
+                let _ = done.send(result);
+            }
         }
     }
     tracing::info!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "shutting down");
@@ -123,25 +150,77 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// SIGHUP: load the file again; a new generation when it is valid, else `None` (and the
-/// failure recorded on the running generation's metrics).
-async fn reload(path: Option<&Path>, metrics: &Metrics) -> Option<Generation> {
+/// Reads the web config off the runtime (files are read once per load, bounded); none = open.
+async fn load_web(path: Option<std::path::PathBuf>) -> Result<Arc<WebSecurity>, String> {
     let Some(path) = path else {
-        tracing::info!("SIGHUP ignored: running the built-in demo config");
-        return None;
+        return Ok(Arc::new(WebSecurity::default()));
+    };
+    let loaded = tokio::task::spawn_blocking(move || WebSecurity::load(&path))
+        .await
+        .map_err(|e| format!("loading the web config: {e}"))?
+        .map_err(|e| e.to_string())?;
+    if !loaded.ignored.is_empty() {
+        tracing::warn!(settings = %loaded.ignored.join(", "), "web config settings accepted for compatibility and ignored");
+    }
+    Ok(Arc::new(loaded))
+}
+
+/// SIGHUP or `POST /-/reload`: the web config and the probe config again; each replaced only
+/// when valid.
+async fn reload_all(
+    path: Option<&Path>,
+    web: Option<std::path::PathBuf>,
+    process: &Arc<ProcessState>,
+    current: &mut Generation,
+    live_tx: &watch::Sender<Arc<AppState>>,
+    security_tx: &watch::Sender<Arc<WebSecurity>>,
+) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if web.is_some() {
+        match load_web(web).await {
+            Ok(s) => {
+                security_tx.send_replace(s);
+            }
+            Err(e) => {
+                tracing::error!(problem = %e, "web config reload failed; keeping the running one");
+                problems.push(e);
+            }
+        }
+    }
+    match reload(path, &current.state.metrics, process.clone()).await {
+        Ok(next) => {
+            let old = std::mem::replace(current, next);
+            live_tx.send_replace(current.state.clone());
+            old.stop.trigger();
+        }
+        Err(e) => problems.push(e),
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Loads the file again; a new generation when it is valid, else the problems (also recorded
+/// on the running generation's metrics).
+async fn reload(path: Option<&Path>, metrics: &Metrics, process: Arc<ProcessState>) -> Result<Generation, String> {
+    let Some(path) = path else {
+        tracing::info!("reload ignored: running the built-in demo config");
+        return Err("running the built-in demo config; nothing to reload".into());
     };
     match config::load(path).await {
         Ok(c) => {
             let probes = c.probes.len();
-            match Generation::start(c) {
+            match Generation::start(c, process) {
                 Ok(g) => {
                     tracing::info!(probes, "config reloaded");
-                    Some(g)
+                    Ok(g)
                 }
                 Err(e) => {
                     metrics.config_loaded(false);
                     tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the running config");
-                    None
+                    Err(format!("{e:#}"))
                 }
             }
         }
@@ -150,7 +229,7 @@ async fn reload(path: Option<&Path>, metrics: &Metrics) -> Option<Generation> {
             for line in errors.to_string().lines() {
                 tracing::error!(problem = line, "config reload failed; keeping the running config");
             }
-            None
+            Err(errors.to_string())
         }
     }
 }

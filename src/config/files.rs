@@ -37,7 +37,7 @@ pub enum FileError {
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FileError::Io(e) => write!(f, "cannot read ({e})"),
+            FileError::Io(e) => write!(f, "cannot read: {e}"),
             FileError::NotRegular(what) => write!(f, "is {what}, not a regular file"),
             FileError::TooLarge(cap) => write!(f, "is larger than the {} limit", size(*cap)),
         }

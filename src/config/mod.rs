@@ -19,6 +19,7 @@ pub mod push;
 mod target;
 pub mod types;
 pub mod values;
+pub mod web;
 mod yaml;
 
 pub use files::{MAX_CONFIG_FILE, MAX_NAMED_FILE};

@@ -22,6 +22,8 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
     /// `push:` — remote_write receivers the daemon sends its families to.
     pub push: Vec<super::push::RemoteWriteConfig>,
+    /// `web:`: what `/probe` may be pointed at (see `config::web`).
+    pub web: super::web::WebSettings,
 }
 
 /// Values a probe inherits unless it sets its own.
@@ -358,7 +360,7 @@ pub struct IceServer {
 }
 
 /// `kind: ice`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct IceSpec {
     pub servers: Vec<IceServer>,
     pub policy: IcePolicy,
@@ -368,6 +370,8 @@ pub struct IceSpec {
     pub expect: Vec<CandidateKind>,
     /// Run a full connectivity check through the relay with a second local agent.
     pub connectivity: bool,
+    /// TLS for `turns:` servers (CA, pin, server name), as for a `turn` probe.
+    pub tls: TlsOptions,
 }
 
 /// Where TCP-based probes go through an HTTP CONNECT proxy.

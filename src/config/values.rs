@@ -239,7 +239,7 @@ impl Secret {
         if let Some(path) = raw.strip_prefix("file:") {
             // A regular file of at most 1 MiB: a FIFO or /dev/zero must not hang or fill memory.
             let bytes = read_bounded(Path::new(path), MAX_NAMED_FILE).map_err(|e| match e {
-                FileError::Io(e) => format!("secret reference file:{path}: cannot read ({})", e.kind()),
+                FileError::Io(e) => format!("secret reference file:{path}: cannot read: {e}"),
                 other => format!("secret reference file:{path} {other}"),
             })?;
             let value = String::from_utf8(bytes).map_err(|_| format!("secret reference file:{path}: cannot read (invalid data)"))?;
@@ -313,12 +313,12 @@ pub struct CaBundle {
 
 impl CaBundle {
     /// Reads a PEM bundle: a regular file of at most 1 MiB holding at least one certificate.
-    /// Errors name the path and say what is wrong (`cannot read "x" (not found)`, `"x" is a
-    /// FIFO, not a regular file`, ...).
+    /// Errors name the path and say what is wrong (`cannot read "x": No such file or directory
+    /// (os error 2)`, `"x" is a FIFO, not a regular file`, ...).
     pub fn read(path: &Path) -> Result<CaBundle, String> {
         let shown = format!("{:?}", path.display().to_string());
         let pem = read_bounded(path, MAX_NAMED_FILE).map_err(|e| match e {
-            FileError::Io(e) => format!("cannot read {shown} ({})", e.kind()),
+            FileError::Io(e) => format!("cannot read {shown}: {e}"),
             other => format!("{shown} {other}"),
         })?;
         CaBundle::from_pem(&pem).map_err(|e| format!("{shown}: {e}"))

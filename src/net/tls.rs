@@ -5,6 +5,14 @@
 //! "Corp Proxy CA" tells a network team more than any error string. Pins (SHA-256 of a
 //! certificate's SPKI or DER, anywhere in the chain) are checked after the chain verifies,
 //! so a trusted-but-intercepting proxy shows up as `tls/pin_mismatch`.
+//!
+//! A certificate in `ca_file` that is byte-for-byte the server's leaf is trusted as it is (as
+//! OpenSSL and Go do), still checked for name and validity: that is how coturn's docs and most
+//! TURN operators make a certificate (`openssl req -x509`, self-signed with CA:TRUE), which
+//! webpki alone rejects as "a CA used as an end entity". Whether the leaf's issuer is one of the
+//! `ca_file` certificates goes into `detail.tls.issuer_configured`, so a trust failure against
+//! the user's own CA is not reported as interception. Verification errors become sentences
+//! ([`describe_tls_error`]), never a Debug dump of a rustls/webpki enum.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -42,12 +50,31 @@ struct ChainRecord {
     earliest_expiry_unix: Option<i64>,
     chain_len: usize,
     pin_matched: Option<bool>,
+    issuer_configured: bool,
+}
+
+/// A certificate from the probe's `ca_file`: its DER (to recognise a self-signed leaf given
+/// as its own anchor) and its subject (to tell "issued by a CA the user configured").
+#[derive(Debug)]
+struct Anchor {
+    der: CertificateDer<'static>,
+    subject: String,
+}
+
+impl Anchor {
+    fn new(der: &CertificateDer<'static>) -> Anchor {
+        let subject = x509_parser::parse_x509_certificate(der)
+            .map(|(_, c)| c.subject().to_string())
+            .unwrap_or_default();
+        Anchor { der: der.clone(), subject }
+    }
 }
 
 impl TlsClient {
     /// Builds a client from probe settings. `default_name` is the target host (SNI default).
     /// `default_alpn` applies when the probe configures none (e.g. `http/1.1` for HTTPS).
     pub fn new(opts: &TlsOptions, default_name: &str, default_alpn: &[&str]) -> Result<TlsClient, Fault> {
+        let mut anchors = Vec::new();
         // The loaded config carries the bundle (`ca`); options built in code may give only
         // the path, read here with the loader's limits (regular file, 1 MiB).
         let ca = match (&opts.ca, &opts.ca_file) {
@@ -58,6 +85,7 @@ impl TlsClient {
         let roots = match ca {
             Some(ca) => {
                 let mut store = RootCertStore::empty();
+                anchors = ca.certs().iter().map(Anchor::new).collect();
                 let (added, _) = store.add_parsable_certificates(ca.certs().iter().cloned());
                 if added == 0 {
                     let shown = opts.ca_file.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default();
@@ -81,6 +109,7 @@ impl TlsClient {
             inner: webpki,
             record: record.clone(),
             pins,
+            anchors,
         });
         let versions: &[&'static rustls::SupportedProtocolVersion] = match opts.min_version {
             Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
@@ -131,10 +160,10 @@ where
     let connector = TlsConnector::from(client.config.clone());
     let result = run
         .phase(Phase::Tls, async move {
-            connector.connect(name, stream).await.map_err(|e| {
-                let reason = classify_tls_io(&e);
-                Fault::new(reason, format!("TLS handshake: {e}"))
-            })
+            connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| Fault::new(classify_tls_io(&e), format!("TLS handshake: {}", describe_tls_io(&e))))
         })
         .await;
     let rec = client.record.lock().map(|r| r.clone()).unwrap_or_default();
@@ -145,6 +174,7 @@ where
         earliest_expiry_unix: rec.earliest_expiry_unix,
         chain_len: rec.chain_len,
         pin_matched: rec.pin_matched,
+        issuer_configured: rec.issuer_configured,
         ..Default::default()
     };
     let stream = match result {
@@ -156,6 +186,8 @@ where
                     "no certificate in the chain matches pin_sha256 (issuer {:?}): TLS is likely intercepted",
                     details.issuer
                 );
+            } else if f.reason == Reason::UntrustedIssuer && !details.issuer.is_empty() {
+                f.message = format!("{} (issuer {:?})", f.message, details.issuer);
             }
             run.detail.tls = Some(details);
             return Err(f);
@@ -194,6 +226,85 @@ where
 {
     use tokio::io::AsyncWriteExt;
     let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
+}
+
+/// A readable sentence for a failed handshake's error (never a Debug dump).
+fn describe_tls_io(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(inner) => describe_tls_error(inner),
+        None => e.to_string(),
+    }
+}
+
+/// rustls error → a sentence a network team can act on.
+pub fn describe_tls_error(e: &rustls::Error) -> String {
+    use rustls::Error as E;
+    match e {
+        E::InvalidCertificate(c) => describe_certificate_error(c),
+        E::AlertReceived(alert) => format!("the server ended the handshake with the TLS alert {}", alert_words(alert)),
+        E::NoApplicationProtocol => "the server selected none of the offered ALPN protocols".into(),
+        E::PeerIncompatible(_) => "the server supports no TLS version or cipher suite this client offers".into(),
+        E::PeerMisbehaved(_) => "the server broke the TLS protocol during the handshake".into(),
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            "the server sent something that is not a valid TLS handshake message".into()
+        }
+        E::DecryptError => "a TLS record failed to decrypt (corrupted or tampered in transit)".into(),
+        other => format!("TLS error: {}", other.to_string().replace('_', " ")),
+    }
+}
+
+fn describe_certificate_error(c: &CertificateError) -> String {
+    match c {
+        CertificateError::UnknownIssuer => "the certificate chain does not lead to a trusted root".into(),
+        CertificateError::BadSignature => "a certificate's signature does not verify against its issuer's key".into(),
+        CertificateError::Expired => "the certificate has expired".into(),
+        CertificateError::NotValidYet => "the certificate is not valid yet".into(),
+        CertificateError::NotValidForName => "the certificate is not valid for the server name".into(),
+        CertificateError::Revoked => "the certificate is revoked".into(),
+        CertificateError::BadEncoding => "the certificate is not valid DER".into(),
+        CertificateError::UnhandledCriticalExtension => "the certificate has a critical extension this client does not understand".into(),
+        CertificateError::InvalidPurpose => "the certificate is not meant for TLS servers (extended key usage)".into(),
+        CertificateError::Other(o) => {
+            if o.0.downcast_ref::<PinMismatch>().is_some() {
+                return "no certificate in the chain matches pin_sha256".into();
+            }
+            match o.0.downcast_ref::<webpki::Error>() {
+                Some(webpki::Error::CaUsedAsEndEntity) => {
+                    "the server's own certificate is a CA certificate (CA:TRUE) that is not in ca_file; \
+                     to trust a self-signed server certificate, put exactly that certificate in ca_file"
+                        .into()
+                }
+                Some(webpki::Error::EndEntityUsedAsCa) => {
+                    "the server's certificate was signed by a certificate that is not a CA (CA:FALSE)".into()
+                }
+                Some(webpki::Error::PathLenConstraintViolated) => "the chain is longer than a CA's path length constraint allows".into(),
+                Some(webpki::Error::NameConstraintViolation) => "the server name is outside a CA's name constraints".into(),
+                Some(webpki::Error::MaximumPathDepthExceeded | webpki::Error::MaximumPathBuildCallsExceeded) => {
+                    "the presented chain is too long or too tangled to verify".into()
+                }
+                _ => format!("the certificate was rejected ({})", words(&o.0.to_string())),
+            }
+        }
+        // The context variants of rustls have readable Display texts.
+        other => other.to_string(),
+    }
+}
+
+/// `HandshakeFailure` → `handshake failure`.
+fn alert_words(alert: &rustls::AlertDescription) -> String {
+    words(&format!("{alert:?}"))
+}
+
+/// CamelCase identifier → lower-case words, for the rare error without a sentence of its own.
+fn words(ident: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in ident.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 && !out.ends_with(' ') {
+            out.push(' ');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
 }
 
 fn classify_tls_io(e: &std::io::Error) -> Reason {
@@ -256,6 +367,51 @@ struct RecordingVerifier {
     inner: Arc<WebPkiServerVerifier>,
     record: Arc<Mutex<ChainRecord>>,
     pins: Vec<[u8; 32]>,
+    anchors: Vec<Anchor>,
+}
+
+impl RecordingVerifier {
+    /// The leaf is byte-for-byte a configured anchor: trusted as such, if it is valid now and
+    /// for `server_name` (what OpenSSL and Go do with a self-signed certificate in the trust
+    /// store). The handshake signature is still checked against its key by rustls.
+    fn verify_self_anchored(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Option<Result<ServerCertVerified, rustls::Error>> {
+        if !self.anchors.iter().any(|a| a.der.as_ref() == end_entity.as_ref()) {
+            return None;
+        }
+        let parsed = match rustls::server::ParsedCertificate::try_from(end_entity) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = rustls::client::verify_server_name(&parsed, server_name) {
+            return Some(Err(e));
+        }
+        let Ok((_, x)) = x509_parser::parse_x509_certificate(end_entity) else {
+            return Some(Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding)));
+        };
+        let secs = now.as_secs() as i64;
+        let (nb, na) = (x.validity().not_before.timestamp(), x.validity().not_after.timestamp());
+        let to_unix = |t: i64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.max(0) as u64));
+        if secs < nb {
+            return Some(Err(CertificateError::NotValidYetContext {
+                time: now,
+                not_before: to_unix(nb),
+            }
+            .into()));
+        }
+        if secs > na {
+            return Some(Err(CertificateError::ExpiredContext {
+                time: now,
+                not_after: to_unix(na),
+            }
+            .into()));
+        }
+        Some(Ok(ServerCertVerified::assertion()))
+    }
 }
 
 #[derive(Debug)]
@@ -285,15 +441,24 @@ impl ServerCertVerifier for RecordingVerifier {
             rec.subject = leaf.subject().to_string();
             rec.issuer = leaf.issuer().to_string();
         }
+        rec.issuer_configured = self
+            .anchors
+            .iter()
+            .any(|a| a.der.as_ref() == end_entity.as_ref() || (!rec.issuer.is_empty() && a.subject == rec.issuer));
         for c in std::iter::once(end_entity).chain(intermediates.iter()) {
             if let Ok((_, x)) = x509_parser::parse_x509_certificate(c) {
                 let t = x.validity().not_after.timestamp();
                 rec.earliest_expiry_unix = Some(rec.earliest_expiry_unix.map_or(t, |e| e.min(t)));
             }
         }
-        let verdict = self
+        let mut verdict = self
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        if verdict.is_err() {
+            if let Some(own) = self.verify_self_anchored(end_entity, server_name, now) {
+                verdict = own;
+            }
+        }
         if verdict.is_ok() && !self.pins.is_empty() {
             let matched = std::iter::once(end_entity).chain(intermediates.iter()).any(|c| {
                 let whole: [u8; 32] = Sha256::digest(c.as_ref()).into();

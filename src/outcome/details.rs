@@ -40,7 +40,13 @@ pub struct Details {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_address: Vec<AddressResult>,
     /// A server's `Retry-After` (429/503), kept for the scheduler's backoff.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_ms")]
+    #[serde(
+        rename = "retry_after_ms",
+        alias = "retry_after",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_ms"
+    )]
     pub retry_after: Option<Duration>,
     /// Free-form remarks for humans (never labels).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -58,10 +64,13 @@ pub struct DnsDetails {
     /// Response code of the final answer (`noerror`, `nxdomain`, `servfail`, `refused`...).
     #[serde(default)]
     pub rcode: String,
-    /// Transport that produced the answer: `udp` (with hickory's TCP retry on truncation) or
-    /// `tcp` (fallback after UDP got no answer: UDP/53 likely blocked).
+    /// Transport that produced the answer: `udp`, or `tcp` (after a truncated UDP answer, or
+    /// as the fallback when UDP got no answer at all: UDP/53 likely blocked).
     #[serde(default)]
     pub transport: String,
+    /// The UDP answer had the TC (truncated) bit set, so the full answer needs TCP/53.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// What the TLS handshake negotiated.
@@ -80,6 +89,10 @@ pub struct TlsDetails {
     pub chain_len: usize,
     /// Whether a configured pin matched (`None` when no pin was configured).
     pub pin_matched: Option<bool>,
+    /// The leaf's issuer (or the leaf itself) is a certificate from the probe's own
+    /// `ca_file`: a trust failure is then a configuration problem, not an intercepting proxy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub issuer_configured: bool,
     pub cipher_suite: String,
 }
 
@@ -108,16 +121,16 @@ pub struct RttStats {
     pub sent: u32,
     pub received: u32,
     /// Each answered sample, in order.
-    #[serde(with = "vec_duration_ms")]
+    #[serde(rename = "samples_ms", alias = "samples", with = "vec_duration_ms")]
     pub samples: Vec<Duration>,
-    #[serde(with = "duration_ms")]
+    #[serde(rename = "min_ms", alias = "min", with = "duration_ms")]
     pub min: Duration,
-    #[serde(with = "duration_ms")]
+    #[serde(rename = "avg_ms", alias = "avg", with = "duration_ms")]
     pub avg: Duration,
-    #[serde(with = "duration_ms")]
+    #[serde(rename = "max_ms", alias = "max", with = "duration_ms")]
     pub max: Duration,
     /// Mean absolute difference of consecutive samples (RFC 3550 style, unsmoothed).
-    #[serde(with = "duration_ms")]
+    #[serde(rename = "jitter_ms", alias = "jitter", with = "duration_ms")]
     pub jitter: Duration,
     /// `1 - received/sent`.
     pub loss: f64,
@@ -193,7 +206,7 @@ pub struct RelayDetails {
     /// Both allocations were released with Refresh(lifetime 0) and the server confirmed.
     pub deallocated: bool,
     /// Allocate time (including the 401 challenge round).
-    #[serde(default, with = "opt_duration_ms")]
+    #[serde(rename = "allocate_ms", alias = "allocate", default, with = "opt_duration_ms")]
     pub allocate: Option<Duration>,
 }
 
@@ -203,7 +216,7 @@ pub struct IceDetails {
     /// Candidates gathered per type (`host`, `srflx`, `prflx`, `relay`).
     pub candidates: BTreeMap<String, u32>,
     /// Time from gathering start to the first candidate of each type.
-    #[serde(with = "map_duration_ms")]
+    #[serde(rename = "first_arrival_ms", alias = "first_arrival", with = "map_duration_ms")]
     pub first_arrival: BTreeMap<String, Duration>,
     /// Server URL that produced each relay candidate.
     pub relay_servers: Vec<String>,
@@ -214,13 +227,44 @@ pub struct IceDetails {
     /// Server errors seen while gathering (e.g. a TURN 401), for humans.
     pub server_errors: Vec<String>,
     /// With `connectivity: true`: time to Connected and the selected pair's types.
-    #[serde(default, with = "opt_duration_ms")]
+    #[serde(rename = "connected_after_ms", alias = "connected_after", default, with = "opt_duration_ms")]
     pub connected_after: Option<Duration>,
     pub selected_pair: Option<String>,
     /// Every agent was closed (sockets released, TURN allocations refreshed to lifetime 0)
-    /// before the deadline; false when the close continued in the background.
+    /// and every TURN/TCP and TURN/TLS allocation's Refresh(0) was confirmed, before the
+    /// deadline (plus a short grace); false when the release continued in the background.
     #[serde(default)]
     pub released: bool,
+    /// Relay candidates per relay protocol (`udp`, `tcp`, `tls`, as Chromium's
+    /// `relayProtocol`): one entry per protocol a TURN server is configured for, 0 when none
+    /// arrived.
+    #[serde(default)]
+    pub relay_protocols: BTreeMap<String, u32>,
+    /// Time from gathering start to the first relay candidate of each relay protocol.
+    #[serde(rename = "first_relay_ms", default, with = "map_duration_ms")]
+    pub first_relay: BTreeMap<String, Duration>,
+    /// Every relay candidate with its protocol and server, in arrival order.
+    #[serde(default)]
+    pub relays: Vec<IceRelay>,
+    /// With `connectivity: true`: time from the first check to success through a relay of
+    /// each relay protocol that was checked.
+    #[serde(rename = "connected_via_ms", default, with = "map_duration_ms")]
+    pub connected_via: BTreeMap<String, Duration>,
+}
+
+/// One relay candidate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IceRelay {
+    /// How the client reaches the TURN server: `udp`, `tcp` or `tls` (Chromium's
+    /// `relayProtocol`). The relayed address itself is always UDP.
+    pub protocol: String,
+    /// The relayed transport address (`ip:port`).
+    pub address: String,
+    /// The TURN server URI that gave it (or a description when it cannot be told).
+    pub server: String,
+    /// Time from gathering start to this candidate.
+    #[serde(rename = "at_ms", with = "duration_ms")]
+    pub at: Duration,
 }
 
 /// The result for one resolved server address under `addresses: all`.
@@ -229,7 +273,7 @@ pub struct AddressResult {
     pub address: SocketAddr,
     pub success: bool,
     pub failure: Option<Failure>,
-    #[serde(with = "duration_ms")]
+    #[serde(rename = "total_ms", alias = "total", with = "duration_ms")]
     pub total: Duration,
     /// What this address's TLS handshake showed (tls-based probes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,7 +286,7 @@ mod opt_duration_ms {
 
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),
+            Some(d) => s.serialize_some(&super::super::ms(*d)),
             None => s.serialize_none(),
         }
     }
@@ -260,7 +304,7 @@ mod vec_duration_ms {
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|d| d.as_secs_f64() * 1000.0))
+        s.collect_seq(v.iter().map(|d| super::super::ms(*d)))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
@@ -278,7 +322,7 @@ mod map_duration_ms {
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(m: &BTreeMap<String, Duration>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(m.iter().map(|(k, d)| (k, d.as_secs_f64() * 1000.0)))
+        s.collect_map(m.iter().map(|(k, d)| (k, super::super::ms(*d))))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {

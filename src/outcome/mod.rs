@@ -135,6 +135,9 @@ pub enum Reason {
     DnsRefused,
     /// DNS: the name exists but has no record of the asked type.
     NoAnswer,
+    /// DNS: the UDP answer was truncated (TC) and TCP/53, needed for the full answer, was
+    /// refused or reset.
+    TruncatedTcpRefused,
     /// TLS: the chain does not lead to a trusted root (often an intercepting proxy).
     UntrustedIssuer,
     /// TLS: a certificate in the chain is expired (or not yet valid).
@@ -216,6 +219,7 @@ impl Reason {
             Reason::Servfail => "servfail",
             Reason::DnsRefused => "dns_refused",
             Reason::NoAnswer => "no_answer",
+            Reason::TruncatedTcpRefused => "truncated_tcp_refused",
             Reason::UntrustedIssuer => "untrusted_issuer",
             Reason::Expired => "expired",
             Reason::NameMismatch => "name_mismatch",
@@ -265,6 +269,7 @@ impl Reason {
             Reason::Servfail,
             Reason::DnsRefused,
             Reason::NoAnswer,
+            Reason::TruncatedTcpRefused,
             Reason::UntrustedIssuer,
             Reason::Expired,
             Reason::NameMismatch,
@@ -389,7 +394,7 @@ impl Failure {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTiming {
     pub phase: Phase,
-    #[serde(with = "duration_ms")]
+    #[serde(rename = "duration_ms", alias = "duration", with = "duration_ms")]
     pub duration: Duration,
 }
 
@@ -402,7 +407,7 @@ pub struct Outcome {
     /// `Some` iff `!success`.
     pub failure: Option<Failure>,
     /// Wall time of the whole run.
-    #[serde(with = "duration_ms")]
+    #[serde(rename = "total_ms", alias = "total", with = "duration_ms")]
     pub total: Duration,
     /// Protocol facts (TLS version, relay RTT, candidates...).
     pub detail: Details,
@@ -518,13 +523,21 @@ impl Run {
     }
 }
 
-/// Durations as fractional milliseconds in JSON: readable and lossless enough for timing.
+/// A duration as milliseconds rounded to the microsecond, the one unit of every duration in
+/// JSON (reports, `/status`) and logs: `10.162`, never `10.162000000000001`, and a
+/// sub-millisecond run reads `0.042`, not `0`.
+pub fn ms(d: Duration) -> f64 {
+    // An integer count of µs divided once: the nearest f64 to the decimal, printed shortest.
+    d.as_micros() as f64 / 1000.0
+}
+
+/// Durations as fractional milliseconds in JSON (keys end in `_ms`; see [`ms`]).
 pub mod duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64() * 1000.0)
+        s.serialize_f64(super::ms(*d))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -556,6 +569,46 @@ mod tests {
         }
         assert_eq!(Reason::Status(408).label(), "status_408");
         assert_eq!(Reason::from_stun_code(486), Reason::Quota);
+    }
+
+    #[test]
+    fn json_durations_are_milliseconds_rounded_to_the_microsecond_under_ms_keys() {
+        let mut o = Outcome {
+            success: true,
+            phases: vec![PhaseTiming {
+                phase: Phase::Connect,
+                duration: Duration::from_nanos(10_162_345),
+            }],
+            total: Duration::from_nanos(42_499),
+            ..Default::default()
+        };
+        o.detail.retry_after = Some(Duration::from_secs(5));
+        o.detail.relay = Some(details::RelayDetails {
+            allocate: Some(Duration::from_nanos(1_000_600)),
+            rtt: Some(details::RttStats::from_samples(1, vec![Duration::from_micros(10_162)])),
+            ..Default::default()
+        });
+        let json = serde_json::to_string(&o).unwrap();
+        for key in [
+            r#""duration_ms":10.162}"#,
+            r#""total_ms":0.042,"#,
+            r#""retry_after_ms":5000.0"#,
+            r#""allocate_ms":1.0}"#,
+            r#""samples_ms":[10.162]"#,
+            r#""min_ms":10.162,"#,
+            r#""jitter_ms":0.0,"#,
+        ] {
+            assert!(json.contains(key), "{key} missing in {json}");
+        }
+        for old in [r#""duration":"#, r#""total":"#, r#""min":"#, r#""allocate":"#] {
+            assert!(!json.contains(old), "{old} in {json}");
+        }
+        // Schema 1 spelled the same fields without the unit: still read (for `diff`).
+        let v1 = json.replace("_ms\"", "\"");
+        let back: Outcome = serde_json::from_str(&v1).unwrap();
+        assert_eq!(back.phases[0].duration, Duration::from_micros(10_162));
+        assert_eq!(back.total, Duration::from_micros(42));
+        assert_eq!(back.detail.retry_after, Some(Duration::from_secs(5)));
     }
 
     #[test]

@@ -58,17 +58,17 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
-    /// The word in the table.
+    /// The word in the table: the same as in `--output json` (a test keeps them equal).
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Regressed => "regressed",
             ChangeKind::Slower => "slower",
-            ChangeKind::ReasonChanged => "reason",
+            ChangeKind::ReasonChanged => "reason_changed",
             ChangeKind::Fixed => "fixed",
             ChangeKind::Faster => "faster",
             ChangeKind::Appeared => "appeared",
             ChangeKind::Disappeared => "disappeared",
-            ChangeKind::TargetChanged => "target",
+            ChangeKind::TargetChanged => "target_changed",
         }
     }
 }
@@ -304,6 +304,23 @@ mod tests {
 
     fn kinds(d: &Diff) -> Vec<(String, ChangeKind, Option<Phase>)> {
         d.changes.iter().map(|c| (c.probe.clone(), c.kind, c.phase)).collect()
+    }
+
+    #[test]
+    fn each_change_kind_has_one_name_in_the_table_and_in_json() {
+        use ChangeKind::*;
+        for k in [
+            Regressed,
+            Slower,
+            ReasonChanged,
+            Fixed,
+            Faster,
+            Appeared,
+            Disappeared,
+            TargetChanged,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), serde_json::Value::from(k.as_str()), "{k:?}");
+        }
     }
 
     #[test]

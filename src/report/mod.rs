@@ -15,7 +15,14 @@ use serde::{Deserialize, Serialize};
 use crate::outcome::Outcome;
 
 /// Version of the JSON report format; bump on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: durations in milliseconds under unit-less keys (`total`, `duration`, `min`...).
+/// - 2: the same values, rounded to the microsecond, under keys that say the unit
+///   (`total_ms`, `duration_ms`, `min_ms`...). Schema 1 reports are still read (`diff`).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest report schema this build still reads.
+pub const OLDEST_SCHEMA: u32 = 1;
 
 /// A whole `check --output json` document.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -26,9 +33,17 @@ pub struct Report {
     pub started_at: String,
     /// Wall time from the first probe's start to the last result, in ms: with probes run
     /// concurrently this is close to the slowest probe's time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "micro_rounded")]
     pub wall_ms: Option<f64>,
     pub results: Vec<ProbeResult>,
+}
+
+/// `wall_ms` rounded to the microsecond like every other duration in JSON.
+fn micro_rounded<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(ms) => s.serialize_some(&((ms * 1000.0).round() / 1000.0)),
+        None => s.serialize_none(),
+    }
 }
 
 /// One probe's line in a report.
@@ -60,34 +75,44 @@ impl Report {
 /// Why a report could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: cannot read ({source})")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a JSON report ({source})")]
-    Json { path: PathBuf, source: serde_json::Error },
+    // The cause is part of the message and deliberately not a `source`: `{:#}` at the edge
+    // would print it twice ("cannot read (No such file…): No such file…").
+    #[error("{path}: cannot read: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path}: not a JSON report ({error})")]
+    Json { path: PathBuf, error: serde_json::Error },
     #[error("{path}: no \"schema\" field; is this the output of `egress-probe check --output json`?")]
     NoSchema { path: PathBuf },
-    #[error("{path}: report schema {found} is not supported by this build (it reads schema {supported}); compare reports written by the same egress-probe version")]
-    Schema { path: PathBuf, found: String, supported: u32 },
+    #[error("{path}: report schema {found} is not supported by this build (it reads schema {oldest} to {supported}); compare reports written by the same egress-probe version")]
+    Schema {
+        path: PathBuf,
+        found: String,
+        oldest: u32,
+        supported: u32,
+    },
 }
 
 /// Reads a `check --output json` report, refusing unknown schema versions before looking at
-/// anything else.
+/// anything else. Schema 1 (unit-less duration keys) reads through the `alias`es on the
+/// outcome's fields.
 pub fn load(path: &Path) -> Result<Report, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
-    let json = |source| LoadError::Json {
+    let json = |error| LoadError::Json {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let value: serde_json::Value = serde_json::from_str(&text).map_err(json)?;
+    let readable = |n: u64| (u64::from(OLDEST_SCHEMA)..=u64::from(SCHEMA_VERSION)).contains(&n);
     match value.get("schema") {
         None => return Err(LoadError::NoSchema { path: path.to_path_buf() }),
-        Some(v) if v.as_u64() != Some(u64::from(SCHEMA_VERSION)) => {
+        Some(v) if !v.as_u64().is_some_and(readable) => {
             return Err(LoadError::Schema {
                 path: path.to_path_buf(),
                 found: v.to_string(),
+                oldest: OLDEST_SCHEMA,
                 supported: SCHEMA_VERSION,
             })
         }

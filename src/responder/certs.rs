@@ -68,13 +68,16 @@ impl TlsMaterial {
             path: p.display().to_string(),
             message: m,
         };
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| file_err(cert, e.to_string()))?
+        // Read first so a missing file reads like everywhere else ("cannot read: No such file
+        // or directory"), then parse.
+        let read = |p: &Path| std::fs::read(p).map_err(|e| file_err(p, format!("cannot read: {e}")));
+        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| file_err(cert, e.to_string()))?;
         let leaf = chain.first().ok_or_else(|| file_err(cert, "no certificate in file".into()))?;
         let pin = crate::net::tls::spki_sha256(leaf).map(hex::encode).unwrap_or_default();
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| file_err(key, e.to_string()))?;
         Ok(TlsMaterial {
             chain,
             key,
@@ -209,7 +212,8 @@ mod tests {
         assert_eq!(a.pin_sha256, b.pin_sha256, "same CA across restarts");
         assert_eq!(a.pin_sha256.len(), 64);
         assert!(dir.path().join("ca.pem").exists());
-        assert!(a.server_config(WEB_ALPN).is_ok());
+        let cfg = a.server_config(WEB_ALPN).unwrap();
+        assert_eq!(cfg.alpn_protocols, [b"http/1.1".to_vec()]);
     }
 
     #[test]
@@ -240,7 +244,8 @@ mod tests {
         let m = TlsMaterial::prepare(&src, &[]).unwrap();
         assert_eq!(m.ca_file, None);
         assert_eq!(m.pin_sha256, hex::encode(crate::net::tls::spki_sha256(cert.der()).unwrap()));
-        assert!(m.server_config(TURN_ALPN).is_ok());
+        let cfg = m.server_config(TURN_ALPN).unwrap();
+        assert_eq!(cfg.alpn_protocols, [b"stun.turn".to_vec()]);
         let half = TlsSource {
             cert: Some(crt_path),
             ..TlsSource::default()

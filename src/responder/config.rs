@@ -30,8 +30,9 @@ pub const DEMO_DNS_NAME: &str = "relay.egress-probe.test";
 /// Why a responder config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read ({source})")]
-    Read { path: String, source: std::io::Error },
+    // The cause in the message, not as a `source` (printed once by `{:#}`).
+    #[error("{path}: cannot read: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{0}")]
@@ -243,9 +244,9 @@ impl Default for ResponderConfig {
 impl ResponderConfig {
     /// Reads and parses a YAML file.
     pub fn load(path: &Path) -> Result<ResponderConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::parse(&text, &path.display().to_string())
     }

@@ -10,6 +10,7 @@
 //! [`Responder::shutdown`] stops every loop; shutdown also closes TURN allocations and sends
 //! WebSocket close frames.
 
+mod auth_fix;
 pub mod certs;
 pub mod config;
 pub mod dns;

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::sync::{watch, Mutex};
 use webrtc_util::Conn;
 
+use super::auth_fix::AuthFix;
 use super::metrics::Counters;
 
 /// A connection with no message for this long is closed (longer than the default 10-minute
@@ -40,13 +41,22 @@ pub struct StreamConn<S> {
     peer: SocketAddr,
     transport: &'static str,
     counters: Arc<Counters>,
+    /// 401 instead of the crate's 400 for wrong credentials (see `auth_fix.rs`).
+    auth_fix: AuthFix,
     /// Becomes `true` when the stream has ended (read error, EOF, idle, bad framing).
     ended: watch::Sender<bool>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> StreamConn<S> {
     /// Wraps `stream`; `transport` (`tcp`/`tls`) labels the message counters.
-    pub fn new(stream: S, local: SocketAddr, peer: SocketAddr, transport: &'static str, counters: Arc<Counters>) -> StreamConn<S> {
+    pub fn new(
+        stream: S,
+        local: SocketAddr,
+        peer: SocketAddr,
+        transport: &'static str,
+        counters: Arc<Counters>,
+        auth_fix: AuthFix,
+    ) -> StreamConn<S> {
         let (r, w) = tokio::io::split(stream);
         StreamConn {
             reader: Mutex::new(r),
@@ -55,6 +65,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> StreamConn<S> {
             peer,
             transport,
             counters,
+            auth_fix,
             ended: watch::channel(false).0,
         }
     }
@@ -84,7 +95,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> StreamConn<S> {
         let mut msg = vec![0u8; total];
         msg[..4].copy_from_slice(&head);
         r.read_exact(&mut msg[4..]).await?;
-        super::turn::count_message(&self.counters, self.transport, &msg);
+        let method = super::turn::count_message(&self.counters, self.transport, &msg);
+        if !matches!(method, "channel_data" | "send" | "binding") {
+            self.auth_fix.inspect(&msg, self.peer);
+        }
         let n = total.min(buf.len());
         buf[..n].copy_from_slice(&msg[..n]);
         Ok(n)
@@ -131,9 +145,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn for StreamConn<S> {
         if *self.ended.borrow() {
             return Err(util_err(std::io::ErrorKind::NotConnected.into()));
         }
+        let fixed = self.auth_fix.rewrite(buf);
+        let out = fixed.as_deref().unwrap_or(buf);
         let mut w = self.writer.lock().await;
         let write = async {
-            w.write_all(buf).await?;
+            w.write_all(out).await?;
             w.flush().await
         };
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {

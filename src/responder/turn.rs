@@ -33,6 +33,7 @@ use turn::server::Server;
 use webrtc_util::vnet::net::Net;
 use webrtc_util::Conn;
 
+use super::auth_fix::AuthFix;
 use super::config::PortRange;
 use super::metrics::{Counters, OpenGuard};
 use super::stream_conn::StreamConn;
@@ -163,6 +164,8 @@ pub fn count_message(counters: &Counters, transport: &str, msg: &[u8]) -> &'stat
 struct CountingUdp {
     socket: UdpSocket,
     counters: Arc<Counters>,
+    /// 401 instead of the crate's 400 for wrong credentials (see `auth_fix.rs`).
+    auth_fix: AuthFix,
 }
 
 #[async_trait]
@@ -176,6 +179,9 @@ impl Conn for CountingUdp {
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
         let (n, from) = self.socket.recv_from(buf).await?;
         let m = count_message(&self.counters, "udp", &buf[..n]);
+        if !matches!(m, "channel_data" | "send" | "binding") {
+            self.auth_fix.inspect(&buf[..n], from);
+        }
         if !matches!(m, "channel_data" | "send") {
             tracing::debug!(peer = %from, method = m, "STUN/TURN over UDP");
         }
@@ -185,6 +191,10 @@ impl Conn for CountingUdp {
         Ok(self.socket.send(buf).await?)
     }
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if let Some(fixed) = self.auth_fix.rewrite(buf) {
+            self.socket.send_to(&fixed, target).await?;
+            return Ok(buf.len());
+        }
         Ok(self.socket.send_to(buf, target).await?)
     }
     fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
@@ -250,6 +260,7 @@ pub async fn start_udp(sockets: Vec<UdpSocket>, settings: &TurnSettings, servers
             conn: Arc::new(CountingUdp {
                 socket,
                 counters: settings.counters.clone(),
+                auth_fix: AuthFix::new(settings.auth.clone()),
             }),
             relay_addr_generator: settings.relay_generator(),
         })
@@ -304,7 +315,14 @@ pub async fn serve_stream(
             let _ = tcp.set_nodelay(true);
             match tls {
                 None => {
-                    let conn = Arc::new(StreamConn::new(tcp, local, peer, transport, settings.counters.clone()));
+                    let conn = Arc::new(StreamConn::new(
+                        tcp,
+                        local,
+                        peer,
+                        transport,
+                        settings.counters.clone(),
+                        AuthFix::new(settings.auth.clone()),
+                    ));
                     run_stream_server(conn, transport, &settings, &servers, &shutdown, notify).await;
                 }
                 Some(acceptor) => {
@@ -324,7 +342,14 @@ pub async fn serve_stream(
                         },
                         _ = shutdown.wait() => return,
                     };
-                    let conn = Arc::new(StreamConn::new(stream, local, peer, transport, settings.counters.clone()));
+                    let conn = Arc::new(StreamConn::new(
+                        stream,
+                        local,
+                        peer,
+                        transport,
+                        settings.counters.clone(),
+                        AuthFix::new(settings.auth.clone()),
+                    ));
                     run_stream_server(conn, transport, &settings, &servers, &shutdown, notify).await;
                 }
             }

@@ -1,7 +1,11 @@
 //! The one way a probe runs once. The daemon's loops (`schedule`), `/probe` (`server`) and
 //! `check` (`commands::check`) all start runs through a [`Launcher`], so what a run needs is
 //! resolved in one place: the timeout (`ProbeConfig::timeout`), the proxy in effect
-//! (`probe::effective_proxy`), the deadline, and a permit of the shared concurrency limit.
+//! (`probe::effective_proxy`), the deadline, a permit of the shared concurrency limit, and
+//! (in the daemon) a slot per target host ([`HostLimiter`], at most 2 runs in flight to one
+//! host across the schedule and `/probe`). A scheduled run waits for its host slot before its
+//! deadline starts (its ticks are skipped and counted meanwhile); `/probe` must get it before
+//! its deadline, else [`Busy`].
 //!
 //! Each run is its own task ([`Launch`]): a panic in a probe ends that run as `internal/panic`
 //! instead of taking the caller (a scheduler loop, an HTTP handler) with it, a task cancelled
@@ -20,7 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
+use crate::config::web::target_hosts;
 use crate::config::{Config, Defaults, ProbeConfig, ProxySetting};
+use crate::net::host_limit::{HostLimiter, HostSlots};
 use crate::outcome::{Failure, Outcome, Phase, Reason};
 use crate::probe::{self, ProbeContext};
 
@@ -55,9 +61,10 @@ pub mod fault {
     }
 }
 
-/// No concurrency permit came before the run's deadline (`/probe` under load).
+/// No concurrency permit (or no slot at the target's host) came before the run's deadline
+/// (`/probe` under load).
 #[derive(Clone, Copy, Debug, thiserror::Error)]
-#[error("every concurrency slot stayed busy until the probe's timeout")]
+#[error("every concurrency slot (or every slot at the target's host) stayed busy until the probe's timeout")]
 pub struct Busy;
 
 /// The one way a probe runs once: the daemon's loops, `/probe` and `check` all start runs
@@ -68,6 +75,7 @@ pub struct Launcher {
     proxy: Option<ProxySetting>,
     permits: Arc<Semaphore>,
     runner: Runner,
+    hosts: Option<Arc<HostLimiter>>,
 }
 
 impl Launcher {
@@ -79,7 +87,15 @@ impl Launcher {
             proxy: config.proxy.clone(),
             permits: Arc::new(Semaphore::new(config.defaults.concurrency.max(1))),
             runner: probe_runner(),
+            hosts: None,
         }
+    }
+
+    /// Runs also take a slot per target host from `hosts` (shared by every generation of the
+    /// daemon and by `/probe`); `check` runs without.
+    pub fn with_host_limiter(mut self, hosts: Arc<HostLimiter>) -> Launcher {
+        self.hosts = Some(hosts);
+        self
     }
 
     /// Replaces how a probe is run (tests use synthetic runners to check timing and faults).
@@ -101,11 +117,15 @@ impl Launcher {
         Launch::new(
             name,
             tokio::spawn(async move {
+                let slots = match &this.hosts {
+                    Some(h) => Some(h.wait(&target_hosts(&probe.spec)).await),
+                    None => None,
+                };
                 let Ok(permit) = this.permits.clone().acquire_owned().await else {
                     return cancelled("the scheduler is shutting down");
                 };
                 let deadline = Instant::now() + this.timeout(&probe);
-                this.run(probe, deadline, permit).await
+                this.run(probe, deadline, permit, slots).await
             }),
         )
     }
@@ -121,6 +141,13 @@ impl Launcher {
     pub async fn launch_within(&self, probe: Arc<ProbeConfig>, cap: Option<Duration>) -> Result<Outcome, Busy> {
         let timeout = cap.map_or(self.timeout(&probe), |c| self.timeout(&probe).min(c));
         let deadline = Instant::now() + timeout;
+        let slots = match &self.hosts {
+            Some(h) => match h.acquire(&target_hosts(&probe.spec), deadline).await {
+                Some(s) => Some(s),
+                None => return Err(Busy),
+            },
+            None => None,
+        };
         let permit = match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Ok(cancelled("the scheduler is shutting down")),
@@ -128,10 +155,10 @@ impl Launcher {
         };
         let this = self.clone();
         let name = probe.name.clone();
-        Ok(Launch::new(name, tokio::spawn(async move { this.run(probe, deadline, permit).await })).await)
+        Ok(Launch::new(name, tokio::spawn(async move { this.run(probe, deadline, permit, slots).await })).await)
     }
 
-    async fn run(&self, probe: Arc<ProbeConfig>, deadline: Instant, _permit: OwnedSemaphorePermit) -> Outcome {
+    async fn run(&self, probe: Arc<ProbeConfig>, deadline: Instant, _permit: OwnedSemaphorePermit, _slots: Option<HostSlots>) -> Outcome {
         let proxy = probe::effective_proxy(self.proxy.as_ref(), probe.proxy.as_ref());
         (self.runner)(probe, ProbeContext { deadline, proxy }).await
     }

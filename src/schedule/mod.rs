@@ -65,22 +65,28 @@ pub struct LogSink;
 impl Sink for LogSink {
     fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
         match &outcome.failure {
+            // Every string field is recorded as a `&str`: quoted in text logs (`probe="a b"`
+            // stays one field), a plain JSON string with `--log-format json`. Times in ms with
+            // µs precision (`total_ms=0.154`), like the JSON report.
             Some(f) => tracing::warn!(
-                probe = %probe.name,
+                probe = probe.name.as_str(),
                 kind = probe.spec.kind(),
                 phase = f.phase.as_str(),
-                reason = %f.reason,
-                total_ms = outcome.total.as_millis() as u64,
-                error = %f.message,
+                reason = f.reason.label().as_str(),
+                total_ms = crate::outcome::ms(outcome.total),
+                error = f.message.as_str(),
                 "probe failed"
             ),
-            None => {
-                tracing::debug!(probe = %probe.name, kind = probe.spec.kind(), total_ms = outcome.total.as_millis() as u64, "probe passed")
-            }
+            None => tracing::debug!(
+                probe = probe.name.as_str(),
+                kind = probe.spec.kind(),
+                total_ms = crate::outcome::ms(outcome.total),
+                "probe passed"
+            ),
         }
     }
     fn skipped(&self, probe: &ProbeConfig) {
-        tracing::warn!(probe = %probe.name, "previous run still in flight; tick skipped");
+        tracing::warn!(probe = probe.name.as_str(), "previous run still in flight; tick skipped");
     }
 }
 
@@ -127,6 +133,9 @@ pub fn first_offset(interval: Duration, jitter: f64, u: f64) -> Duration {
     interval.mul_f64((jitter * u).clamp(0.0, 1.0))
 }
 
+/// Stands in for a grid point too far away to represent (a year: beyond any validated interval).
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The first grid point `tick + k·interval` (k ≥ 0) that is not before `t`.
 pub fn grid_at_or_after(tick: Instant, interval: Duration, t: Instant) -> Instant {
     if tick >= t {
@@ -135,7 +144,10 @@ pub fn grid_at_or_after(tick: Instant, interval: Duration, t: Instant) -> Instan
     let behind = t.duration_since(tick).as_nanos();
     let step = interval.as_nanos().max(1);
     let steps = behind.div_ceil(step);
-    tick + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+    // Checked all the way: a grid point beyond what `Instant` can hold is "never" (far future),
+    // not a panic in the probe's loop.
+    let ahead = u64::try_from(steps.saturating_mul(step)).unwrap_or(u64::MAX);
+    tick.checked_add(Duration::from_nanos(ahead)).unwrap_or_else(|| t + FAR_FUTURE)
 }
 
 /// Every probe's loop plus what they share.
@@ -157,6 +169,13 @@ impl Scheduler {
             sinks,
             backoff: Some(Backoff::default()),
         }
+    }
+
+    /// Runs take a slot per target host from `hosts` (shared with `/probe`); the daemon sets
+    /// it, `check` does not.
+    pub fn with_host_limiter(mut self, hosts: Arc<crate::net::host_limit::HostLimiter>) -> Scheduler {
+        self.launcher = self.launcher.with_host_limiter(hosts);
+        self
     }
 
     /// Replaces how a probe is run (tests use a synthetic runner to check timing).
@@ -260,7 +279,12 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
             }
             Err(_) => {
                 drop(run);
-                tracing::info!(probe = %p.name, phase = "internal", reason = "cancelled", "in-flight run cancelled at shutdown");
+                tracing::info!(
+                    probe = p.name.as_str(),
+                    phase = "internal",
+                    reason = "cancelled",
+                    "in-flight run cancelled at shutdown"
+                );
             }
         }
     }
@@ -525,5 +549,12 @@ mod tests {
         assert_eq!(grid_at_or_after(t, ms(100), t + ms(201)), t + ms(300));
         assert_eq!(grid_at_or_after(t + ms(500), ms(100), t), t + ms(500));
         assert_eq!(first_offset(ms(1000), 0.1, 0.999).as_millis(), 99);
+    }
+
+    #[test]
+    fn a_grid_point_beyond_what_an_instant_holds_is_far_future_not_a_panic() {
+        let t = Instant::now();
+        let next = grid_at_or_after(t, Duration::MAX, t + Duration::from_millis(1));
+        assert!(next >= t + FAR_FUTURE);
     }
 }

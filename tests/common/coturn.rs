@@ -171,7 +171,7 @@ impl Coturn {
 }
 
 /// Whether coturn answers a STUN Binding on UDP `port` (its UDP listener starts after TCP).
-fn udp_answers(ip: std::net::Ipv4Addr, port: u16) -> bool {
+pub fn udp_answers(ip: std::net::Ipv4Addr, port: u16) -> bool {
     let Ok(sock) = std::net::UdpSocket::bind((ip, 0)) else {
         return false;
     };

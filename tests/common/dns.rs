@@ -38,7 +38,7 @@ pub struct Counts {
     pub tcp: AtomicUsize,
 }
 
-struct Zone {
+pub struct Zone {
     records: HashMap<String, Vec<Record>>,
     counts: Arc<Counts>,
 }
@@ -159,6 +159,35 @@ impl DnsServer {
         let tcp = std::net::TcpListener::bind(addr).expect("bind dns tcp");
         let udp = std::net::UdpSocket::bind(addr).expect("bind dns udp");
         Self::serve(tcp, udp, true)
+    }
+
+    /// Starts the zone on UDP only; nothing listens on TCP at that port, so TCP/53 is refused
+    /// (a firewall that REJECTs TCP/53). Truncated answers then cannot be completed.
+    pub async fn start_udp_only() -> DnsServer {
+        let counts = Arc::new(Counts::default());
+        let mut server = Server::new(Zone::new(counts.clone()));
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind dns udp");
+        let addr = sock.local_addr().expect("addr");
+        sock.set_nonblocking(true).expect("nonblocking");
+        server.register_socket(tokio::net::UdpSocket::from_std(sock).expect("tokio udp"));
+        DnsServer {
+            addr,
+            counts,
+            _server: server,
+            _silent_udp: None,
+        }
+    }
+
+    /// Serves the zone on `tcp` only, counting into `counts` (nothing on UDP).
+    pub fn serve_tcp(tcp: std::net::TcpListener, counts: Arc<Counts>) -> Server<Zone> {
+        let mut server = Server::new(Zone::new(counts));
+        tcp.set_nonblocking(true).expect("nonblocking");
+        server.register_listener(
+            tokio::net::TcpListener::from_std(tcp).expect("tokio tcp"),
+            Duration::from_secs(5),
+            4096,
+        );
+        server
     }
 
     async fn start_with(udp: bool) -> DnsServer {

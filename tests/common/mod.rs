@@ -41,3 +41,10 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 pub fn bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_egress-probe"))
 }
+
+/// The `UDP reflexive addr: IP:PORT` that `turnutils_stunclient` prints from the server's
+/// Binding response (XOR-MAPPED-ADDRESS).
+pub fn stunclient_reflexive(output: &str) -> Option<std::net::SocketAddr> {
+    let line = output.lines().find(|l| l.contains("UDP reflexive addr: "))?;
+    line.rsplit("UDP reflexive addr: ").next()?.trim().parse().ok()
+}

@@ -192,3 +192,169 @@ impl Drop for NetPair {
         }
     }
 }
+
+/// Address of the client (`inside`) in a [`Routed`] network.
+pub const INSIDE_IP: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 2);
+/// The router's address towards `inside` (the client's default gateway; proxies listen here).
+pub const FW_INSIDE_IP: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 1);
+/// The router's address towards `outside` (every connection from inside is NATed to it).
+pub const FW_OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
+/// First server address in `outside` (signalling: HTTPS, WSS, DNS).
+pub const SIGNALLING_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
+/// Second server address in `outside` (media: STUN/TURN, relayed addresses).
+pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 3);
+
+/// Three namespaces with a router in the middle, as a customer network looks from a softphone:
+/// `inside` (10.202.0.2, default route via the router) — `fw` (10.202.0.1 / 10.203.0.1, IP
+/// forwarding on, source NAT to 10.203.0.1 towards outside) — `outside` (10.203.0.2 and
+/// 10.203.0.3, the servers). The policy goes into `fw`'s **forward** chain ([`Routed::policy`]),
+/// where a `drop` is a silent drop on the wire and `reject` sends a real RST/ICMP, as a
+/// network firewall does. Proxies run on `fw` itself (its input chain is open to inside).
+///
+/// On drop every process still running in the three namespaces is killed (they can only be
+/// processes this test started: the names are unique per test and pid), then the namespaces
+/// are deleted.
+pub struct Routed {
+    pub inside: String,
+    pub fw: String,
+    pub outside: String,
+}
+
+impl Routed {
+    /// Creates `ep-<test>-<pid>-{in,fw,out}`, links, addresses, routes, forwarding and NAT.
+    pub fn new(test: &str) -> Routed {
+        let base = format!("ep-{test}-{}", std::process::id());
+        let net = Routed {
+            inside: format!("{base}-in"),
+            fw: format!("{base}-fw"),
+            outside: format!("{base}-out"),
+        };
+        for ns in [&net.inside, &net.fw, &net.outside] {
+            kill_all_in(ns);
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "-n",
+            &net.inside,
+            "link",
+            "add",
+            "in0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "fwi0",
+            "netns",
+            &net.fw,
+        ]);
+        ip(&[
+            "-n",
+            &net.fw,
+            "link",
+            "add",
+            "fwo0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "out0",
+            "netns",
+            &net.outside,
+        ]);
+        ip(&["-n", &net.inside, "addr", "add", &format!("{INSIDE_IP}/24"), "dev", "in0"]);
+        ip(&["-n", &net.fw, "addr", "add", &format!("{FW_INSIDE_IP}/24"), "dev", "fwi0"]);
+        ip(&["-n", &net.fw, "addr", "add", &format!("{FW_OUTSIDE_IP}/24"), "dev", "fwo0"]);
+        ip(&["-n", &net.outside, "addr", "add", &format!("{SIGNALLING_IP}/24"), "dev", "out0"]);
+        ip(&["-n", &net.outside, "addr", "add", &format!("{RELAY_IP}/24"), "dev", "out0"]);
+        ip(&["-n", &net.inside, "link", "set", "in0", "up"]);
+        ip(&["-n", &net.fw, "link", "set", "fwi0", "up"]);
+        ip(&["-n", &net.fw, "link", "set", "fwo0", "up"]);
+        ip(&["-n", &net.outside, "link", "set", "out0", "up"]);
+        ip(&["-n", &net.inside, "route", "add", "default", "via", &FW_INSIDE_IP.to_string()]);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.fw, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            .output()
+            .expect("run sysctl");
+        assert!(out.status.success(), "ip_forward: {}", String::from_utf8_lossy(&out.stderr));
+        // Outside never learns inside's addresses: everything leaves the router as 10.203.0.1.
+        net.nft_in(
+            &net.fw,
+            "table ip nat {\n  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n    oifname \"fwo0\" masquerade\n  }\n}\n",
+        );
+        net
+    }
+
+    /// Replaces the router's filter table (`table inet filter`) with one whose forward chain
+    /// has `policy` (`accept`/`drop`) and `rules` (one per line, before the policy applies).
+    /// Established/related traffic is always accepted, so answers come back.
+    pub fn policy(&self, policy: &str, rules: &[&str]) {
+        let mut text = String::from("table inet filter {}\ndelete table inet filter\ntable inet filter {\n");
+        text.push_str(&format!(
+            "  chain forward {{\n    type filter hook forward priority 0; policy {policy};\n"
+        ));
+        text.push_str("    ct state established,related accept\n");
+        for r in rules {
+            text.push_str(&format!("    {r}\n"));
+        }
+        text.push_str("  }\n}\n");
+        self.nft_in(&self.fw, &text);
+    }
+
+    /// Loads an nftables script (text for `nft -f -`) into namespace `ns`.
+    pub fn nft_in(&self, ns: &str, script: &str) {
+        use std::io::Write;
+        let mut child = Command::new("timeout")
+            .args(["10", "ip", "netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes()).expect("write nft script");
+        }
+        let out = child.wait_with_output().expect("wait for nft");
+        assert!(out.status.success(), "nft: {}\n{script}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `nft ARGS` in namespace `ns`, bounded; returns stdout.
+    pub fn nft_cmd(&self, ns: &str, args: &[&str]) -> String {
+        let out = Command::new("timeout")
+            .args(["10", "ip", "netns", "exec", ns, "nft"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nft");
+        assert!(
+            out.status.success(),
+            "nft {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// SIGKILLs every process running in namespace `ns` (`ip netns pids`).
+pub fn kill_all_in(ns: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).stderr(Stdio::null()).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if let Ok(pid) = pid.parse::<i32>() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        for ns in [&self.inside, &self.fw, &self.outside] {
+            kill_all_in(ns);
+        }
+        for ns in [&self.inside, &self.fw, &self.outside] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+    }
+}

@@ -89,7 +89,7 @@ pub const KINDS: &[Kind] = &[
     Kind {
         name: "ice",
         own: &["servers", "policy", "network_types", "expect", "connectivity"],
-        tls: false,
+        tls: true,
         build: ice,
     },
 ];
@@ -356,12 +356,14 @@ fn ice(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
             }
         }
     }
+    let tls = tls_options(f, p);
     Some(ProbeSpec::Ice(IceSpec {
         servers: servers?,
         policy: policy?,
         network_types: network_types?,
         expect: expect?,
         connectivity: connectivity?,
+        tls: tls?,
     }))
 }
 

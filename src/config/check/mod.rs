@@ -31,7 +31,7 @@ pub use node::Problems;
 // ---------------------------------------------------------------------------------------------
 // Field lists (also the "allowed:" part of unknown-field messages).
 
-const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "push"];
+const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "push", "web"];
 const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
 /// Keys every probe takes, whatever its kind (`kinds::KINDS` lists the rest).
 const COMMON: &[&str] = &["name", "kind", "interval", "timeout", "labels", "proxy"];
@@ -237,6 +237,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
     let defaults = or_default(&f, "defaults", Defaults::default(), p, defaults);
     let top_proxy = optional(&f, "proxy", p, |v, p| proxy(v, "proxy", p));
     let push = or_default(&f, "push", Vec::new(), p, push::push_section);
+    let web = or_default(&f, "web", Default::default(), p, crate::config::web::web);
     let d = defaults.clone().unwrap_or_default();
 
     let mut probes = Vec::new();
@@ -270,6 +271,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
         proxy: top_proxy?,
         probes,
         push: push?,
+        web: web?,
     })
 }
 

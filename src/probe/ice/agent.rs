@@ -161,18 +161,39 @@ fn arrival(c: &(dyn Candidate + Send + Sync), at: Duration) -> Option<Arrival> {
     })
 }
 
+/// What [`Gathering::next`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    Candidate,
+    Complete,
+    Deadline,
+}
+
 impl Gathering {
     /// Collects candidates until gathering completes or `deadline`; returns whether it completed.
     pub async fn collect(&mut self, deadline: Instant) -> bool {
-        while !self.complete {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(Some(a))) => self.arrivals.push(a),
-                // `None` candidate: complete. A closed channel means the agent went away.
-                Ok(Some(None)) | Ok(None) => self.complete = true,
-                Err(_) => break,
-            }
-        }
+        while self.next(deadline).await == Step::Candidate {}
         self.complete
+    }
+
+    /// Waits for the next candidate (recorded in `arrivals`), completion, or `deadline`.
+    /// Cancel-safe: a cancelled call loses no candidate.
+    pub async fn next(&mut self, deadline: Instant) -> Step {
+        if self.complete {
+            return Step::Complete;
+        }
+        match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            Ok(Some(Some(a))) => {
+                self.arrivals.push(a);
+                Step::Candidate
+            }
+            // `None` candidate: complete. A closed channel means the agent went away.
+            Ok(Some(None)) | Ok(None) => {
+                self.complete = true;
+                Step::Complete
+            }
+            Err(_) => Step::Deadline,
+        }
     }
 
     /// How many candidates of `kind` arrived.

@@ -14,11 +14,11 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use webrtc_util::Conn;
 
-use super::servers::TurnUdp;
+use super::servers::TurnServer;
 
 /// What the server said to a fresh Allocate, as a line for `detail.ice.server_errors`
 /// (never containing the credentials).
-pub(crate) async fn allocate_error(server: &TurnUdp, deadline: Instant) -> String {
+pub(crate) async fn allocate_error(server: &TurnServer, deadline: Instant) -> String {
     match tokio::time::timeout_at(deadline, ask(server)).await {
         Ok(Ok(())) => format!(
             "{}: a second Allocate outside the agent succeeded (released at once): the agent's allocation failed for another reason",
@@ -29,7 +29,7 @@ pub(crate) async fn allocate_error(server: &TurnUdp, deadline: Instant) -> Strin
     }
 }
 
-async fn ask(server: &TurnUdp) -> Result<(), String> {
+async fn ask(server: &TurnServer) -> Result<(), String> {
     let v6 = server.url.host.parse::<IpAddr>().map(|ip| ip.is_ipv6()).unwrap_or(false);
     let bind: SocketAddr = if v6 {
         (Ipv6Addr::UNSPECIFIED, 0).into()

@@ -1,44 +1,56 @@
-//! `kind: ice`: the candidate gathering a WebRTC stack runs, with the webrtc-rs `webrtc-ice`
-//! agent, against the configured STUN/TURN servers. Phases `gather` and, with
-//! `connectivity: true`, `connectivity`.
+//! `kind: ice`: the candidate gathering a browser's WebRTC stack runs, against the configured
+//! STUN/TURN servers. Phases `gather` and, with `connectivity: true`, `connectivity`.
 //!
 //! What a softphone experiences with UDP blocked is a gathering that yields only host
-//! candidates, or times out, and a call that fails without a clear error. This probe says which
+//! candidates, or a relay over TURN/TLS on 443 and nothing else. This probe says which
 //! candidate types appeared (`detail.ice.candidates`), after how long (`first_arrival`), which
-//! TURN server produced each relay candidate, and fails `gather/no_srflx`, `gather/no_relay` or
-//! `gather/no_host` when an expected type is missing when gathering completes, or at the
-//! deadline at the latest (never after it).
+//! TURN server produced each relay candidate and over which relay protocol (`relays`,
+//! `relay_protocols`, `first_relay`: `udp`, `tcp`, `tls`, as Chromium's `relayProtocol`), and
+//! fails `gather/no_srflx`, `gather/no_relay` or `gather/no_host` when an expected type is
+//! missing when gathering completes, or at the deadline at the latest (never after it).
 //!
-//! Limits of webrtc-ice 0.17.2, reported rather than hidden (`detail.ice.unsupported`):
-//! relay candidates only from `turn:` over UDP (not `turns:` nor `?transport=tcp`: use the
-//! `turn` probe for TCP/TLS allocation), no ICE-TCP candidates, relay sockets IPv4 only, and a
-//! failed allocation is only logged, so the probe re-asks the server once to learn its error
-//! (`diagnose`). mDNS is disabled. Every agent is closed at the end of every run (`agent`).
+//! Host, srflx and TURN/UDP relay candidates come from the webrtc-rs `webrtc-ice` 0.17.2 agent.
+//! That agent cannot allocate over TURN/TCP or TURN/TLS, so relay candidates over `turn:
+//! ...?transport=tcp` and `turns:` servers come from the project's own TURN client, started at
+//! the same instant and reported alongside (`stream`, where the choice is argued); with
+//! `connectivity: true` the check runs through every relay protocol that gave a candidate: the
+//! agent-to-agent ICE check for UDP, a relayed STUN Binding transaction between two allocations
+//! for TCP/TLS; it passes when one relay path carries it, as a browser's call does.
 //!
-//! Submodules: `servers` (what the agent can use), `agent` (build, gather, release),
-//! `connect` (the two-agent check through the relay), `diagnose` (the server's TURN error).
+//! Other limits of webrtc-ice, reported rather than hidden (`detail.ice.unsupported`): no
+//! ICE-TCP candidates, relay sockets IPv4 only, no srflx over `stuns:`/TCP, and a failed UDP
+//! allocation is only logged, so the probe re-asks the server once to learn its error
+//! (`diagnose`). mDNS is disabled. Every agent is closed and every TCP/TLS allocation released
+//! with Refresh(lifetime 0) at the end of every run, failures and deadlines included.
+//!
+//! Submodules: `servers` (who gathers what), `agent` (build, gather, release), `stream` (relays
+//! over TURN/TCP and TURN/TLS), `connect` (the two-agent check through a UDP relay),
+//! `diagnose` (the server's TURN error).
 
 mod agent;
 mod connect;
 mod diagnose;
 mod servers;
+mod stream;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use webrtc_ice::agent::Agent;
 
 use crate::config::{CandidateKind, IcePolicy, IceSpec};
 
 use super::ProbeContext;
-use crate::outcome::details::IceDetails;
-use crate::outcome::{Failure, Outcome, Phase, Reason, Run};
+use crate::outcome::details::{IceDetails, IceRelay};
+use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 pub use agent::HostInterfaces;
 use agent::{AgentSetup, Gathering};
-use servers::{ServerPlan, TurnUdp};
+use servers::{ServerPlan, TurnServer};
+use stream::{Attempt, Dial, Remote};
 
 const KINDS: [CandidateKind; 4] = [
     CandidateKind::Host,
@@ -64,8 +76,13 @@ pub async fn probe_with(spec: &IceSpec, ctx: &ProbeContext, opts: IceOptions) ->
     let mut run = Run::new(ctx.deadline);
     let mut ice = IceDetails::default();
     let mut agents = Agents::default();
-    let result = gather_and_check(&mut run, &mut ice, &mut agents, spec, opts).await;
-    ice.released = agents.release_all(ctx.deadline).await;
+    let mut streams = Streams::default();
+    let result = gather_and_check(&mut run, &mut ice, &mut agents, &mut streams, spec, ctx, opts).await;
+    let (agents_released, streams_released) = futures::join!(
+        agents.release_all(ctx.deadline),
+        stream::release(streams.take_clients(), ctx.deadline)
+    );
+    ice.released = agents_released && streams_released;
     run.detail.ice = Some(ice);
     run.finish(result)
 }
@@ -92,11 +109,42 @@ impl Agents {
     }
 }
 
+/// The TURN/TCP and TURN/TLS clients of one run (gathering and the remote sides of checks),
+/// kept here so every allocation is released whatever cut the run short.
+#[derive(Default)]
+struct Streams {
+    attempts: Vec<Attempt>,
+    remotes: Vec<Remote>,
+}
+
+impl Streams {
+    /// Every client opened so far (leaving none behind).
+    fn take_clients(&mut self) -> Vec<crate::probe::turn::TurnClient> {
+        let gathered = std::mem::take(&mut self.attempts).into_iter().filter_map(|a| a.client);
+        let remotes = std::mem::take(&mut self.remotes).into_iter().filter_map(|r| r.client);
+        gathered.chain(remotes).collect()
+    }
+}
+
+impl Drop for Streams {
+    /// A run dropped before its release (the daemon cancelling it at shutdown) still releases
+    /// its allocations, in the background.
+    fn drop(&mut self) {
+        let clients = self.take_clients();
+        if clients.iter().any(|c| c.needs_deallocate()) && tokio::runtime::Handle::try_current().is_ok() {
+            drop(stream::spawn_release(clients)); // nobody waits for the answer
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn gather_and_check(
     run: &mut Run,
     ice: &mut IceDetails,
     agents: &mut Agents,
+    streams: &mut Streams,
     spec: &IceSpec,
+    ctx: &ProbeContext,
     opts: IceOptions,
 ) -> Result<(), Failure> {
     let deadline = run.deadline();
@@ -104,6 +152,11 @@ async fn gather_and_check(
     let network_types = servers::network_types(&spec.network_types, &mut plan.unsupported);
     ice.unsupported = plan.unsupported.clone();
     let expect = expected(spec, &plan);
+    streams.attempts = plan.turn_stream.iter().cloned().map(Attempt::new).collect();
+    let dial = Dial {
+        tls: &spec.tls,
+        proxy: None,
+    };
 
     let setup = AgentSetup {
         urls: plan.agent_urls.clone(),
@@ -113,7 +166,8 @@ async fn gather_and_check(
     };
     let local = agent::build(setup, deadline).await.map_err(|f| f.at(Phase::Gather))?;
     agents.add(&local);
-    let remote = if spec.connectivity {
+    // The remote agent checks UDP relays; it is only needed when a TURN/UDP server is there.
+    let remote = if spec.connectivity && !plan.turn_udp.is_empty() {
         let setup = AgentSetup {
             urls: plan.agent_urls.iter().filter(|u| !u.username.is_empty()).cloned().collect(),
             network_types: vec![webrtc_ice::network_type::NetworkType::Udp4],
@@ -127,7 +181,8 @@ async fn gather_and_check(
         None
     };
 
-    // Gather. The remote (if any) gathers alongside; its wait belongs to `connectivity`.
+    // Gather: the agent (host, srflx, relay over UDP) and our TURN/TCP/TLS allocations start
+    // together. The remote (if any) gathers alongside; its wait belongs to `connectivity`.
     let mut gathering = agent::start(&local).map_err(|f| f.at(Phase::Gather))?;
     agents.gathering(&local, &gathering);
     let mut remote_gathering = match &remote {
@@ -138,27 +193,173 @@ async fn gather_and_check(
         }
         None => None,
     };
-    let complete = gathering.collect(deadline).await;
-    let gather_time = gathering.started.elapsed();
+    let started = gathering.started;
+    let proxies: Vec<_> = streams.attempts.iter().map(|a| ctx.proxy_for(&a.server.url.host_port())).collect();
+    let (granted, mut granted_rx) = mpsc::unbounded_channel();
+    let (mut agent_done, mut streams_done, mut stream_relays) = (false, false, 0usize);
+    {
+        let stream_gathering = stream::gather(&mut streams.attempts, &proxies, &spec.tls, started, deadline, granted);
+        tokio::pin!(stream_gathering);
+        // With connectivity, checks start once every expected type is there and the rest had
+        // SETTLE to arrive (trickle ICE, as browsers do), so a dropped UDP allocation that
+        // retransmits until the deadline does not eat the time the checks need.
+        let mut settle_at: Option<Instant> = None;
+        while !(agent_done && streams_done) {
+            if spec.connectivity && settle_at.is_none() && satisfied(&expect, &gathering, stream_relays) {
+                settle_at = Some(Instant::now() + SETTLE);
+            }
+            let stop = settle_at.map_or(deadline, |s| s.min(deadline));
+            tokio::select! {
+                () = &mut stream_gathering, if !streams_done => streams_done = true,
+                Some(()) = granted_rx.recv() => stream_relays += 1,
+                step = gathering.next(stop), if !agent_done => {
+                    match step {
+                        agent::Step::Candidate => {}
+                        agent::Step::Complete => agent_done = true,
+                        agent::Step::Deadline => break,
+                    }
+                }
+                () = tokio::time::sleep_until(stop) => break,
+            }
+        }
+    }
+    let agent_complete = gathering.complete;
+    let gather_time = started.elapsed();
     run.record(Phase::Gather, gather_time);
-    record(ice, &gathering, complete);
-    ice.relay_servers = attribute_relays(&gathering, &plan.turn_udp, deadline).await;
+    let complete = agent_complete && streams.attempts.iter().all(|a| a.result.is_some());
+    let udp_relays = attribute_relays(&gathering, &plan.turn_udp, deadline).await;
+    record(ice, &gathering, &udp_relays, &streams.attempts, &plan, complete);
 
     let silent = silent_turn_servers(&gathering, &plan.turn_udp, &ice.relay_servers);
-    if complete {
+    if agent_complete {
         for s in silent {
             ice.server_errors.push(diagnose::allocate_error(s, deadline).await);
         }
     }
-    check_expected(ice, &gathering, &expect, &plan, complete, gather_time)?;
+    for a in &streams.attempts {
+        match &a.result {
+            Some(Err(f)) => ice.server_errors.push(format!("{}: {}: {}", a.server.url, f.code(), f.message)),
+            None => ice
+                .server_errors
+                .push(format!("{}: no answer to Allocate before gathering ended", a.server.url)),
+            Some(Ok(_)) => {}
+        }
+    }
+    check_expected(ice, &expect, &plan, complete, gather_time)?;
 
-    if let (Some(remote), Some(rg)) = (remote, remote_gathering.as_mut()) {
-        let check = connect::check(&local, &gathering.arrivals, &remote, rg, deadline);
-        let connected = run.phase(Phase::Connectivity, check).await?;
+    if spec.connectivity {
+        let run_agent = gathering.count(CandidateKind::Relay) > 0 || !streams.attempts.iter().any(|a| a.relay().is_some());
+        // One check per relay protocol: the first server of that protocol that gave a relay.
+        let mut seen: Vec<&'static str> = Vec::new();
+        let chosen: Vec<&mut Attempt> = streams
+            .attempts
+            .iter_mut()
+            .filter(|a| {
+                let first = a.relay().is_some() && !seen.contains(&a.protocol);
+                if first {
+                    seen.push(a.protocol);
+                }
+                first
+            })
+            .collect();
+        streams.remotes = chosen.iter().map(|_| Remote::default()).collect();
+        let remotes = streams.remotes.iter_mut();
+        let local_arrivals = &gathering.arrivals;
+        let checks = async {
+            let agent_check = async {
+                match (&remote, remote_gathering.as_mut()) {
+                    (Some(r), Some(rg)) if run_agent => Some(connect::check(&local, local_arrivals, r, rg, deadline).await),
+                    _ => None,
+                }
+            };
+            let stream_checks = futures::future::join_all(chosen.into_iter().zip(remotes).map(|(a, r)| async {
+                let proxy = if a.peer.is_some() {
+                    None
+                } else {
+                    ctx.proxy_for(&a.server.url.host_port())
+                };
+                let protocol = a.protocol;
+                (protocol, stream::check(a, r, Dial { proxy, ..dial }, deadline).await)
+            }));
+            let (agent_result, stream_results) = futures::join!(agent_check, stream_checks);
+            combine(agent_result, stream_results)
+        };
+        let connected = run.phase(Phase::Connectivity, checks).await?;
         ice.connected_after = Some(connected.after);
         ice.selected_pair = connected.selected_pair;
+        ice.connected_via = connected.via;
     }
     Ok(())
+}
+
+/// How long, with connectivity, gathering goes on once every expected type arrived.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Whether every expected candidate type has arrived (relays: the agent's or ours).
+fn satisfied(expect: &[CandidateKind], g: &Gathering, stream_relays: usize) -> bool {
+    expect.iter().all(|k| match k {
+        CandidateKind::Relay => g.count(*k) + stream_relays > 0,
+        _ => g.count(*k) > 0,
+    })
+}
+
+/// What the connectivity phase established over all relay paths.
+struct Connectivity {
+    after: Duration,
+    selected_pair: Option<String>,
+    via: BTreeMap<String, Duration>,
+}
+
+/// Passes when one relay path connected (a call needs one); otherwise fails with the first
+/// path's reason and every path's message.
+fn combine(
+    agent: Option<Result<connect::Connected, Fault>>,
+    streams: Vec<(&'static str, Result<Duration, Fault>)>,
+) -> Result<Connectivity, Fault> {
+    let mut via = BTreeMap::new();
+    let mut faults: Vec<(&'static str, Fault)> = Vec::new();
+    let mut selected_pair = None;
+    let mut after: Option<Duration> = None;
+    match agent {
+        Some(Ok(c)) => {
+            via.insert("udp".to_string(), c.after);
+            selected_pair = c.selected_pair;
+            after = Some(c.after);
+        }
+        Some(Err(f)) => faults.push(("udp", f)),
+        None => {}
+    }
+    for (protocol, r) in streams {
+        match r {
+            Ok(d) => {
+                via.insert(protocol.to_string(), d);
+                if after.is_none_or(|a| d < a) && selected_pair.is_none() {
+                    after = Some(d);
+                }
+            }
+            Err(f) => faults.push((protocol, f)),
+        }
+    }
+    if let Some(after) = after {
+        if selected_pair.is_none() {
+            selected_pair = Some("relay -> relay".to_string());
+        }
+        return Ok(Connectivity { after, selected_pair, via });
+    }
+    let Some((_, first)) = faults.first() else {
+        return Err(Fault::new(Reason::NoRelay, "no relay candidate to check connectivity through"));
+    };
+    let reason = first.reason.clone();
+    let message = if faults.len() == 1 {
+        first.message.clone()
+    } else {
+        faults
+            .iter()
+            .map(|(p, f)| format!("through the {p} relay: {}", f.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Err(Fault::new(reason, message))
 }
 
 /// `expect` as configured; when empty: `relay` under `policy: relay`, else `srflx` if a server
@@ -167,7 +368,7 @@ fn expected(spec: &IceSpec, plan: &ServerPlan) -> Vec<CandidateKind> {
     if !spec.expect.is_empty() {
         return spec.expect.clone();
     }
-    let any_turn = !plan.turn_udp.is_empty() || plan.unsupported_turn > 0;
+    let any_turn = !plan.turn_udp.is_empty() || !plan.turn_stream.is_empty();
     match spec.policy {
         IcePolicy::Relay => vec![CandidateKind::Relay],
         IcePolicy::All => {
@@ -183,20 +384,64 @@ fn expected(spec: &IceSpec, plan: &ServerPlan) -> Vec<CandidateKind> {
     }
 }
 
-fn record(ice: &mut IceDetails, g: &Gathering, complete: bool) {
+/// Counts and first arrivals per candidate type (relay: the agent's UDP relays and ours over
+/// TCP/TLS), and per relay protocol.
+fn record(ice: &mut IceDetails, g: &Gathering, udp_relays: &[(String, String)], attempts: &[Attempt], plan: &ServerPlan, complete: bool) {
     ice.complete = complete;
     for kind in KINDS {
-        ice.candidates.insert(kind.as_str().to_string(), g.count(kind) as u32);
-        if let Some(first) = g.arrivals.iter().filter(|a| a.kind == kind).map(|a| a.at).min() {
+        let mut count = g.count(kind) as u32;
+        let mut first = g.arrivals.iter().filter(|a| a.kind == kind).map(|a| a.at).min();
+        if kind == CandidateKind::Relay {
+            for (_, at) in attempts.iter().filter_map(Attempt::relay) {
+                count += 1;
+                first = Some(first.map_or(at, |f| f.min(at)));
+            }
+        }
+        ice.candidates.insert(kind.as_str().to_string(), count);
+        if let Some(first) = first {
             ice.first_arrival.insert(kind.as_str().to_string(), first);
+        }
+    }
+    let agent_relays = g.arrivals.iter().filter(|a| a.kind == CandidateKind::Relay);
+    for (a, (address, server)) in agent_relays.zip(udp_relays) {
+        ice.relays.push(IceRelay {
+            protocol: "udp".into(),
+            address: address.clone(),
+            server: server.clone(),
+            at: a.at,
+        });
+    }
+    for a in attempts {
+        if let Some((alloc, at)) = a.relay() {
+            ice.relays.push(IceRelay {
+                protocol: a.protocol.into(),
+                address: alloc.relayed.to_string(),
+                server: a.server.url.to_string(),
+                at,
+            });
+        }
+    }
+    ice.relays.sort_by_key(|r| r.at);
+    ice.relay_servers = ice.relays.iter().map(|r| format!("{} via {}", r.address, r.server)).collect();
+    let mut protocols: Vec<&str> = Vec::new();
+    if !plan.turn_udp.is_empty() {
+        protocols.push("udp");
+    }
+    protocols.extend(attempts.iter().map(|a| a.protocol));
+    for p in protocols {
+        let n = ice.relays.iter().filter(|r| r.protocol == p).count() as u32;
+        ice.relay_protocols.insert(p.to_string(), n);
+        if let Some(first) = ice.relays.iter().filter(|r| r.protocol == p).map(|r| r.at).min() {
+            ice.first_relay.insert(p.to_string(), first);
         }
     }
 }
 
-/// Which TURN server produced each relay candidate: the only one configured, else the one
-/// whose address is the relayed address's IP (webrtc-ice does not say; the candidate's related
-/// address is the agent's own `0.0.0.0:port` socket).
-async fn attribute_relays(g: &Gathering, turn: &[TurnUdp], deadline: Instant) -> Vec<String> {
+/// Which TURN server produced each of the agent's relay candidates, as (relayed address,
+/// server): the only one configured, else the one whose address is the relayed address's IP
+/// (webrtc-ice does not say; the candidate's related address is the agent's own `0.0.0.0:port`
+/// socket).
+async fn attribute_relays(g: &Gathering, turn: &[TurnServer], deadline: Instant) -> Vec<(String, String)> {
     let relays: Vec<_> = g.arrivals.iter().filter(|a| a.kind == CandidateKind::Relay).collect();
     if relays.is_empty() {
         return Vec::new();
@@ -217,7 +462,7 @@ async fn attribute_relays(g: &Gathering, turn: &[TurnUdp], deadline: Instant) ->
         .map(|r| {
             let addr = format!("{}:{}", r.address, r.port);
             if turn.len() == 1 {
-                return format!("{addr} via {}", turn[0].url);
+                return (addr, turn[0].url.to_string());
             }
             let ip = r.address.parse::<IpAddr>().ok();
             let matching: Vec<String> = turn
@@ -226,17 +471,18 @@ async fn attribute_relays(g: &Gathering, turn: &[TurnUdp], deadline: Instant) ->
                 .filter(|(_, ips)| ip.is_some_and(|ip| ips.contains(&ip)))
                 .map(|(s, _)| s.url.to_string())
                 .collect();
-            match matching.len() {
-                0 => format!("{addr} via an unidentified TURN server (relayed address is on none of their addresses)"),
-                1 => format!("{addr} via {}", matching[0]),
-                _ => format!("{addr} via one of {}", matching.join(", ")),
-            }
+            let server = match matching.len() {
+                0 => "an unidentified TURN server (relayed address is on none of their addresses)".to_string(),
+                1 => matching[0].clone(),
+                _ => format!("one of {}", matching.join(", ")),
+            };
+            (addr, server)
         })
         .collect()
 }
 
 /// TURN/UDP servers that produced no relay candidate.
-fn silent_turn_servers<'a>(g: &Gathering, turn: &'a [TurnUdp], relay_servers: &[String]) -> Vec<&'a TurnUdp> {
+fn silent_turn_servers<'a>(g: &Gathering, turn: &'a [TurnServer], relay_servers: &[String]) -> Vec<&'a TurnServer> {
     let relays = g.count(CandidateKind::Relay);
     if relays >= turn.len() {
         return Vec::new();
@@ -251,19 +497,19 @@ fn silent_turn_servers<'a>(g: &Gathering, turn: &'a [TurnUdp], relay_servers: &[
 
 fn check_expected(
     ice: &IceDetails,
-    g: &Gathering,
     expect: &[CandidateKind],
     plan: &ServerPlan,
     complete: bool,
     gather_time: Duration,
 ) -> Result<(), Failure> {
-    let missing: Vec<CandidateKind> = expect.iter().copied().filter(|k| g.count(*k) == 0).collect();
-    let Some(&first) = missing.first() else {
+    let count = |k: CandidateKind| ice.candidates.get(k.as_str()).copied().unwrap_or(0);
+    let missing: Vec<CandidateKind> = expect.iter().copied().filter(|k| count(*k) == 0).collect();
+    let Some(&kind) = missing.first() else {
         return Ok(());
     };
     let counts = KINDS
         .iter()
-        .map(|k| format!("{}={}", k.as_str(), g.count(*k)))
+        .map(|k| format!("{}={}", k.as_str(), count(*k)))
         .collect::<Vec<_>>()
         .join(" ");
     let when = if complete {
@@ -274,25 +520,16 @@ fn check_expected(
             gather_time.as_millis()
         )
     };
-    let relay_unsupported = missing.contains(&CandidateKind::Relay) && plan.turn_udp.is_empty() && plan.unsupported_turn > 0;
-    let (kind, reason) = if relay_unsupported {
-        (CandidateKind::Relay, Reason::UnsupportedTransport)
-    } else {
-        let reason = match first {
-            CandidateKind::Host => Reason::NoHost,
-            CandidateKind::Srflx => Reason::NoSrflx,
-            CandidateKind::Relay => Reason::NoRelay,
-            // Peer-reflexive candidates appear only during connectivity checks.
-            CandidateKind::Prflx => Reason::ExpectFailed,
-        };
-        (first, reason)
+    let reason = match kind {
+        CandidateKind::Host => Reason::NoHost,
+        CandidateKind::Srflx => Reason::NoSrflx,
+        CandidateKind::Relay => Reason::NoRelay,
+        // Peer-reflexive candidates appear only during connectivity checks.
+        CandidateKind::Prflx => Reason::ExpectFailed,
     };
+    let no_turn = plan.turn_udp.is_empty() && plan.turn_stream.is_empty();
     let why = match kind {
-        CandidateKind::Relay if relay_unsupported => format!(
-            "only servers webrtc-ice cannot allocate on could provide one: {}",
-            ice.unsupported.join("; ")
-        ),
-        CandidateKind::Relay if plan.turn_udp.is_empty() => "no usable turn: server (UDP, with credentials) is configured".to_string(),
+        CandidateKind::Relay if no_turn => "no usable TURN server (with credentials) is configured".to_string(),
         CandidateKind::Relay if !ice.server_errors.is_empty() => {
             format!("TURN server configured but no relay; server said: {}", ice.server_errors.join("; "))
         }
@@ -307,12 +544,7 @@ fn check_expected(
     let also = if missing.len() > 1 {
         format!(
             "; also missing: {}",
-            missing
-                .iter()
-                .filter(|k| **k != kind)
-                .map(|k| k.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            missing[1..].iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
         )
     } else {
         String::new()

@@ -1,10 +1,13 @@
-//! Which configured servers the webrtc-ice agent can use, and which it cannot (said out loud).
+//! Which configured servers go to the webrtc-ice agent, which to the probe's own TURN/TCP and
+//! TURN/TLS gathering (`stream`), and which nobody can use (said out loud).
 //!
 //! webrtc-ice 0.17.2 gathers relay candidates only from `turn:` over UDP: `turns:` and
 //! `turn:...?transport=tcp` are skipped with a log line, and it sends srflx Binding requests over
 //! UDP to *every* URL it is given, TLS ports included. So the probe hands the agent only the
-//! servers it really uses over UDP and lists the others in `detail.ice.unsupported`, where the
-//! `turn` probe is the tool that covers TCP/TLS allocation.
+//! servers it really uses over UDP; TURN over TCP/TLS servers are allocated on by the probe's
+//! own TURN client (as a browser does), and only `stuns:`/STUN over TCP (which browsers do not
+//! use for srflx either) and TURN servers without credentials are listed in
+//! `detail.ice.unsupported`.
 
 use std::time::SystemTime;
 
@@ -12,9 +15,9 @@ use webrtc_ice::url::{ProtoType, SchemeType, Url};
 
 use crate::config::{IceScheme, IceServer, IceTransport, IceUrl, NetworkType};
 
-/// A TURN/UDP server the agent will allocate on, kept with its credentials for diagnosis.
+/// A TURN server with its credentials resolved (REST credentials minted at plan time).
 #[derive(Clone)]
-pub(crate) struct TurnUdp {
+pub(crate) struct TurnServer {
     pub url: IceUrl,
     pub username: String,
     pub password: String,
@@ -25,12 +28,13 @@ pub(crate) struct TurnUdp {
 pub(crate) struct ServerPlan {
     /// Handed to the agent (with credentials for TURN).
     pub agent_urls: Vec<Url>,
-    /// TURN/UDP servers that can produce relay candidates.
-    pub turn_udp: Vec<TurnUdp>,
+    /// TURN/UDP servers the agent allocates on.
+    pub turn_udp: Vec<TurnServer>,
+    /// TURN over TCP (`turn:...?transport=tcp`) and TLS (`turns:`) servers, allocated on by the
+    /// probe's own TURN client.
+    pub turn_stream: Vec<TurnServer>,
     /// Human-readable entries: server or network type, and why it is not used.
     pub unsupported: Vec<String>,
-    /// TURN servers that would offer relay but cannot be used by webrtc-ice.
-    pub unsupported_turn: usize,
     /// Servers usable for srflx (stun: over UDP and turn: over UDP).
     pub srflx_servers: usize,
 }
@@ -41,14 +45,17 @@ pub(crate) fn plan(servers: &[IceServer], now: SystemTime) -> ServerPlan {
     for s in servers {
         let url = &s.url;
         match (url.scheme, url.transport) {
-            (IceScheme::Turns, _) | (IceScheme::Turn, IceTransport::Tcp) => {
-                p.unsupported_turn += 1;
-                p.unsupported.push(format!(
-                    "{url}: webrtc-ice 0.17.2 allocates relays only with turn: over UDP (TURN over {} is skipped); \
-                     the turn probe covers TCP/TLS allocation",
-                    url.transport_label().to_uppercase()
-                ));
-            }
+            (IceScheme::Turns, _) | (IceScheme::Turn, IceTransport::Tcp) => match &s.credentials {
+                Some(c) => {
+                    let (username, password) = c.resolve(now);
+                    p.turn_stream.push(TurnServer {
+                        url: url.clone(),
+                        username,
+                        password,
+                    });
+                }
+                None => p.unsupported.push(format!("{url}: TURN server without credentials: no relay")),
+            },
             (IceScheme::Stuns, _) | (IceScheme::Stun, IceTransport::Tcp) => {
                 p.unsupported.push(format!(
                     "{url}: webrtc-ice 0.17.2 sends STUN Binding requests over UDP only (STUN over {} is not supported)",
@@ -66,7 +73,7 @@ pub(crate) fn plan(servers: &[IceServer], now: SystemTime) -> ServerPlan {
                         let (username, password) = c.resolve(now);
                         p.agent_urls
                             .push(agent_url(url, SchemeType::Turn, username.clone(), password.clone()));
-                        p.turn_udp.push(TurnUdp {
+                        p.turn_udp.push(TurnServer {
                             url: url.clone(),
                             username,
                             password,
@@ -142,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_and_tcp_servers_are_listed_not_given_to_the_agent() {
+    fn tls_and_tcp_turn_servers_go_to_the_stream_gathering_not_the_agent() {
         let p = plan(
             &[
                 server("stun:127.0.0.1:3478", false),
@@ -155,12 +162,11 @@ mod tests {
         );
         assert_eq!(p.agent_urls.len(), 3);
         assert_eq!(p.turn_udp.len(), 1);
-        assert_eq!(p.unsupported_turn, 2);
-        assert_eq!(p.unsupported.len(), 3);
-        assert!(p
-            .unsupported
-            .iter()
-            .any(|u| u.starts_with("turns:127.0.0.1:5349") && u.contains("TLS")));
+        let stream: Vec<&str> = p.turn_stream.iter().map(|s| s.url.transport_label()).collect();
+        assert_eq!(stream, ["tls", "tcp"]);
+        // Only the credential-less TURN server is listed (it still serves srflx).
+        assert_eq!(p.unsupported.len(), 1, "{:?}", p.unsupported);
+        assert!(p.unsupported[0].starts_with("turn:127.0.0.1:3479"));
     }
 
     #[test]

@@ -1,12 +1,21 @@
 //! Plain-language verdicts derived from a check's outcomes, for the network team reading a
-//! `check`: "UDP to 3478 is dropped (stun/timeout) but TURN over TLS on 443 works: softphones
-//! will connect through the relay with higher latency".
+//! `check`: "UDP to 3478 is dropped (allocate/timeout, stun/timeout); TURN/TLS on 443 works, so
+//! calls will relay over it with higher latency".
 //!
 //! All rules live in ONE ordered table, [`RULES`]: a condition on the facts of a failed probe
 //! (and, for cross-probe rules, on the other probes) and a sentence template with `{holes}`.
 //! Each failed probe gets the sentence of the first rule that matches (the table ends with a
 //! catch-all); rules of [`Scope::Whole`] look at the check as a whole ("all paths work").
-//! Identical sentences from several probes are merged.
+//!
+//! One sentence per finding: sentences of the same rule that differ only in `{code}` are one
+//! finding ("UDP to 3478 is dropped (allocate/timeout, stun/timeout)"), codes and probe names
+//! listed sorted, and lists inside a sentence (the services a TLS problem breaks) come in a
+//! fixed order, so the output does not depend on probe order. Rules weigh each other: a relay
+//! that works over TURN/TCP or TURN/TLS (a passing `turn` probe, or a relay an `ice` probe
+//! gathered over TCP/TLS) turns "UDP is dropped" into "calls will relay over TURN/TLS on 443"
+//! and "ICE gathered no relay" into "give softphones that server", never "no media path". Each
+//! rule declares what it claims about the relay ([`Claim`]); [`contradictions`] checks a
+//! verdict list for repeated sentences and opposite claims (tests run it on every case).
 //!
 //! Facts come only from the typed result: the port and transport from the target (`host:port`,
 //! an [`IceUrl`], a URL), `detail.relay`/`detail.stun` transports, `detail.peer`,
@@ -51,46 +60,118 @@ pub fn verdicts(results: &[ProbeResult]) -> Vec<String> {
 }
 
 /// The full verdicts: every failed probe explained by the first matching rule, then the
-/// whole-check rules; identical sentences merged; ordered by severity (stable otherwise).
+/// whole-check rules; one sentence per finding; ordered by severity (stable otherwise).
 pub fn assess(results: &[ProbeResult]) -> Vec<Verdict> {
     let facts: Vec<Facts> = results.iter().map(Facts::of).collect();
-    let mut out: Vec<Verdict> = Vec::new();
+    let mut found: Vec<Finding> = Vec::new();
     for subject in facts.iter().filter(|f| !f.success) {
         let matched = RULES.iter().find_map(|rule| match rule.when {
             Scope::Failure(cond) => cond(subject, &facts).map(|vars| (rule, vars)),
             Scope::Whole(_) => None,
         });
         if let Some((rule, vars)) = matched {
-            push_merged(
-                &mut out,
-                rule,
-                render(rule.template, &subject.common_vars(), &vars),
-                Some(subject.name),
-            );
+            let mut common = subject.common_vars();
+            common.retain(|(k, _)| *k != "code");
+            common.push(("code", CODE_MARK.to_string()));
+            let text = render(rule.template, &common, &vars);
+            merge(&mut found, rule, text, Some((subject.name, subject.code())));
         }
     }
     for rule in RULES {
         if let Scope::Whole(cond) = rule.when {
             if let Some(vars) = cond(&facts) {
-                push_merged(&mut out, rule, render(rule.template, &[], &vars), None);
+                merge(&mut found, rule, render(rule.template, &[], &vars), None);
             }
         }
     }
+    let mut out: Vec<Verdict> = found.into_iter().map(Finding::into_verdict).collect();
     out.sort_by_key(|v| std::cmp::Reverse(v.severity));
     out
 }
 
-fn push_merged(out: &mut Vec<Verdict>, rule: &Rule, text: String, probe: Option<&str>) {
-    if let Some(v) = out.iter_mut().find(|v| v.text == text) {
-        v.probes.extend(probe.map(str::to_string));
-        return;
+/// Stands for `{code}` until a finding's codes are all known.
+const CODE_MARK: &str = "\u{0}code\u{0}";
+
+/// One finding: a rule's sentence with `{code}` still open, the codes and probes it covers.
+struct Finding {
+    rule: &'static Rule,
+    text: String,
+    codes: Vec<String>,
+    probes: Vec<String>,
+}
+
+impl Finding {
+    fn into_verdict(mut self) -> Verdict {
+        self.codes.sort();
+        self.codes.dedup();
+        self.probes.sort();
+        self.probes.dedup();
+        Verdict {
+            rule: self.rule.id,
+            severity: self.rule.severity,
+            text: self.text.replace(CODE_MARK, &self.codes.join(", ")),
+            probes: self.probes,
+        }
     }
-    out.push(Verdict {
-        rule: rule.id,
-        severity: rule.severity,
-        text,
-        probes: probe.map(str::to_string).into_iter().collect(),
-    });
+}
+
+fn merge(found: &mut Vec<Finding>, rule: &'static Rule, text: String, probe: Option<(&str, String)>) {
+    let i = match found.iter().position(|f| f.rule.id == rule.id && f.text == text) {
+        Some(i) => i,
+        None => {
+            found.push(Finding {
+                rule,
+                text,
+                codes: Vec::new(),
+                probes: Vec::new(),
+            });
+            found.len() - 1
+        }
+    };
+    if let Some((name, code)) = probe {
+        found[i].probes.push(name.to_string());
+        found[i].codes.push(code);
+    }
+}
+
+/// What a verdict says about the relay (the media path of last resort).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Nothing about the relay as a whole.
+    None,
+    /// A relay path works (calls will connect, maybe through TURN over TCP/TLS).
+    RelayWorks,
+    /// No relay path works (calls have no media path / cannot fall back to the relay).
+    NoRelay,
+    /// The relay fallback was not checked (and needs checking).
+    RelayUnchecked,
+}
+
+/// Problems in a verdict list: a sentence given twice, or two sentences that contradict each
+/// other (a working relay and no relay; a working relay and an unchecked one; "all paths work"
+/// beside a failure). Empty when the list is consistent.
+pub fn contradictions(verdicts: &[Verdict]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, v) in verdicts.iter().enumerate() {
+        if verdicts[..i].iter().any(|w| w.text == v.text) {
+            problems.push(format!("said twice: {:?}", v.text));
+        }
+    }
+    let claim = |v: &Verdict| RULES.iter().find(|r| r.id == v.rule).map_or(Claim::None, |r| r.claim);
+    for a in verdicts.iter().filter(|v| claim(v) == Claim::RelayWorks) {
+        for b in verdicts
+            .iter()
+            .filter(|v| matches!(claim(v), Claim::NoRelay | Claim::RelayUnchecked))
+        {
+            problems.push(format!("contradiction: {:?} versus {:?}", a.text, b.text));
+        }
+    }
+    if let Some(all) = verdicts.iter().find(|v| v.rule == "all_pass") {
+        for v in verdicts.iter().filter(|v| v.severity != Severity::Ok) {
+            problems.push(format!("contradiction: {:?} versus {:?}", all.text, v.text));
+        }
+    }
+    problems
 }
 
 /// Template values: `("port", "443")` fills `{port}`.
@@ -112,8 +193,11 @@ pub struct Rule {
     pub severity: Severity,
     pub when: Scope,
     /// Sentence with `{holes}`. Failure rules can always use `{name}`, `{host}`, `{port}`,
-    /// `{proto}` (UDP/TCP/TLS), `{code}` (`phase/reason`) and `{phase}`.
+    /// `{proto}` (UDP/TCP/TLS), `{code}` (`phase/reason`; the sorted codes of every probe the
+    /// finding covers) and `{phase}`.
     pub template: &'static str,
+    /// What the sentence says about the relay, for [`contradictions`].
+    pub claim: Claim,
 }
 
 /// The rule table, in priority order. The last failure rule matches everything.
@@ -122,187 +206,246 @@ pub static RULES: &[Rule] = &[
         id: "udp_dropped_relay_works",
         severity: Severity::Degraded,
         when: Scope::Failure(udp_dropped_relay_works),
-        template: "UDP to {port} is dropped ({code}) but TURN over {fallback} on {fallback_port} works: softphones will connect through the relay with higher latency",
+        template: "UDP to {port} is dropped ({code}); TURN/{fallback} on {fallback_port} works, so calls will relay over it with higher latency",
+        claim: Claim::RelayWorks,
     },
     Rule {
         id: "udp_dropped_relay_fails",
         severity: Severity::Broken,
         when: Scope::Failure(udp_dropped_relay_fails),
         template: "UDP to {port} is dropped ({code}) and TURN over TCP/TLS fails too: calls will have no media path",
+        claim: Claim::NoRelay,
     },
     Rule {
         id: "udp_dropped",
         severity: Severity::Broken,
         when: Scope::Failure(udp_dropped),
         template: "UDP to {port} is dropped ({code}): media needs TURN over TLS (e.g. on 443); add a turns: probe to check that fallback",
+        claim: Claim::RelayUnchecked,
     },
     Rule {
         id: "tls_intercepted",
         severity: Severity::Broken,
         when: Scope::Failure(tls_intercepted),
         template: "TLS on {port} is intercepted (pin mismatch, issuer '{issuer}'): {impact}",
+        claim: Claim::None,
     },
     Rule {
         id: "tls_untrusted",
         severity: Severity::Broken,
         when: Scope::Failure(tls_untrusted),
         template: "TLS on {port} presents a certificate from an untrusted issuer '{issuer}' ({code}), likely an intercepting proxy: {impact}",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "tls_untrusted_configured",
+        severity: Severity::Broken,
+        when: Scope::Failure(tls_untrusted_configured),
+        template: "TLS on {port} presents a certificate that the configured ca_file does not validate, although its issuer '{issuer}' is one you configured ({code}): check the ca_file and the server's chain; {impact}",
+        claim: Claim::None,
     },
     Rule {
         id: "tls_expired",
         severity: Severity::Broken,
         when: Scope::Failure(tls_expired),
         template: "The certificate on {host}:{port} has expired ({code}): {impact}",
+        claim: Claim::None,
     },
     Rule {
         id: "tls_name_mismatch",
         severity: Severity::Broken,
         when: Scope::Failure(tls_name_mismatch),
         template: "The certificate on {port} is not for {server_name} ({code}), issuer '{issuer}': a wrong endpoint or an intercepting proxy; {impact}",
+        claim: Claim::None,
     },
     Rule {
         id: "tls_failed",
         severity: Severity::Broken,
         when: Scope::Failure(tls_failed),
         template: "TLS on {port} fails during the handshake ({code}): a middlebox may be interfering; {impact}",
+        claim: Claim::None,
     },
     Rule {
         id: "dns_nxdomain",
         severity: Severity::Broken,
         when: Scope::Failure(dns_nxdomain),
         template: "DNS for {qname} does not resolve ({code})",
+        claim: Claim::None,
     },
     Rule {
         id: "dns_failed",
         severity: Severity::Broken,
         when: Scope::Failure(dns_failed),
         template: "DNS for {qname} fails ({code}): the resolver is broken, refuses, or is blocked",
+        claim: Claim::None,
     },
     Rule {
         id: "dns_no_answer",
         severity: Severity::Broken,
         when: Scope::Failure(dns_no_answer),
         template: "DNS for {qname} has no record of the asked type ({code})",
+        claim: Claim::None,
     },
     Rule {
         id: "proxy_auth",
         severity: Severity::Broken,
         when: Scope::Failure(proxy_auth),
         template: "The HTTP proxy demands authentication for {host}:{port} ({code}): configure proxy credentials",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "proxy_upstream_failed",
+        severity: Severity::Broken,
+        when: Scope::Failure(proxy_upstream_failed),
+        template: "The HTTP proxy could not reach the target {host}:{port} ({code}): the target is down or unreachable from the proxy (not a policy block)",
+        claim: Claim::None,
     },
     Rule {
         id: "proxy_denied",
         severity: Severity::Broken,
         when: Scope::Failure(proxy_denied),
         template: "The HTTP proxy does not let {host}:{port} through ({code})",
+        claim: Claim::None,
     },
     Rule {
         id: "rate_limited",
         severity: Severity::Degraded,
         when: Scope::Failure(rate_limited),
         template: "429 from {host}: clients are retrying too fast{retry_after}",
+        claim: Claim::None,
     },
     Rule {
         id: "ws_upgrade_timeout",
         severity: Severity::Broken,
         when: Scope::Failure(ws_upgrade_timeout),
         template: "WebSocket signalling on {port} times out during upgrade ({code}): a proxy or firewall holds the Upgrade request",
+        claim: Claim::None,
     },
     Rule {
         id: "ws_not_upgraded",
         severity: Severity::Broken,
         when: Scope::Failure(ws_not_upgraded),
         template: "WebSocket signalling on {port} is not upgraded ({code}): a proxy strips the Upgrade header or the server refuses it",
+        claim: Claim::None,
     },
     Rule {
         id: "turn_auth",
         severity: Severity::Broken,
         when: Scope::Failure(turn_auth),
         template: "TURN on {port} rejects the credentials ({code}): check the username/password or REST secret and the clock",
+        claim: Claim::None,
     },
     Rule {
         id: "turn_forbidden",
         severity: Severity::Broken,
         when: Scope::Failure(turn_forbidden),
         template: "TURN on {port} refuses the request ({code}): the server's policy forbids it",
+        claim: Claim::None,
     },
     Rule {
         id: "turn_capacity",
         severity: Severity::Broken,
         when: Scope::Failure(turn_capacity),
         template: "TURN on {port} has no allocation to give ({code}): the relay is full or the user's quota is used up",
+        claim: Claim::None,
     },
     Rule {
         id: "relay_no_echo",
         severity: Severity::Broken,
         when: Scope::Failure(relay_no_echo),
         template: "TURN over {proto} on {port} allocates but relayed packets do not come back ({code}): the relay cannot reach the peer",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "ice_no_relay_fallback",
+        severity: Severity::Degraded,
+        when: Scope::Failure(ice_no_relay_fallback),
+        template: "ICE gathered no relay candidate{tried} ({code}), but TURN/{fallback} on {fallback_port} works: give softphones that server ({fallback_uri}) and calls will relay over it",
+        claim: Claim::RelayWorks,
     },
     Rule {
         id: "ice_no_relay",
         severity: Severity::Broken,
         when: Scope::Failure(ice_no_relay),
-        template: "ICE gathered no relay candidate ({code}): softphones cannot fall back to the relay",
+        template: "ICE gathered no relay candidate{tried} ({code}): softphones cannot fall back to the relay",
+        claim: Claim::NoRelay,
     },
     Rule {
         id: "ice_no_srflx",
         severity: Severity::Degraded,
         when: Scope::Failure(ice_no_srflx),
         template: "ICE gathered no server-reflexive candidate ({code}): STUN over UDP is blocked, direct media will not work",
+        claim: Claim::None,
     },
     Rule {
         id: "rejected",
         severity: Severity::Broken,
         when: Scope::Failure(rejected),
         template: "{proto} to {port} on {host} is rejected ({code}): a firewall rejects it or nothing listens there",
+        claim: Claim::None,
     },
     Rule {
         id: "dropped",
         severity: Severity::Broken,
         when: Scope::Failure(dropped),
         template: "{proto} to {port} on {host} is silently dropped ({code}): a firewall DROP rule",
+        claim: Claim::None,
     },
     Rule {
         id: "unreachable",
         severity: Severity::Broken,
         when: Scope::Failure(unreachable),
         template: "{host} is unreachable ({code}): no route from this network",
+        claim: Claim::None,
     },
     Rule {
         id: "reset",
         severity: Severity::Broken,
         when: Scope::Failure(reset),
         template: "{proto} to {port} on {host} is cut by a reset ({code}): a middlebox ends the connection",
+        claim: Claim::None,
     },
     Rule {
         id: "blocked_locally",
         severity: Severity::Broken,
         when: Scope::Failure(blocked_locally),
         template: "This host's own firewall blocks {proto} to {port} ({code})",
+        claim: Claim::None,
     },
     Rule {
         id: "http_status",
         severity: Severity::Broken,
         when: Scope::Failure(http_status),
         template: "{host} answers HTTP {status} on {port} ({code})",
+        claim: Claim::None,
     },
     Rule {
         id: "other_failure",
         severity: Severity::Broken,
-        when: Scope::Failure(|_, _| Some(Vec::new())),
-        template: "{name} ({kind} to {host}:{port}) fails ({code})",
+        when: Scope::Failure(|f, _| Some(vec![("probe", f.probe_phrase())])),
+        template: "{probe} fails ({code})",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "ice_relay_only_over_stream",
+        severity: Severity::Degraded,
+        when: Scope::Whole(ice_relay_only_over_stream),
+        template: "ICE got no relay over TURN/UDP, only over TURN/{fallback} on {fallback_port}: calls will relay over {fallback} with higher latency (is UDP to the TURN server blocked?)",
+        claim: Claim::RelayWorks,
     },
     Rule {
         id: "all_pass",
         severity: Severity::Ok,
         when: Scope::Whole(all_pass),
         template: "all paths work ({count} probes passed)",
+        claim: Claim::None,
     },
     Rule {
         id: "some_pass",
         severity: Severity::Ok,
         when: Scope::Whole(some_pass),
         template: "{passed} of {count} probes pass",
+        claim: Claim::None,
     },
 ];
 
@@ -321,8 +464,15 @@ pub struct Facts<'a> {
     pub transport: &'static str,
     /// Common name of the leaf certificate's issuer (else the whole issuer DN).
     pub issuer: Option<String>,
+    /// The issuer (or the leaf itself) is a certificate from the probe's own `ca_file`.
+    pub issuer_configured: bool,
     pub server_name: Option<String>,
     pub retry_after: Option<Duration>,
+    /// Relays this probe showed working, as (client-to-server transport, server port): a
+    /// passing `turn` probe's own, every relay an `ice` probe gathered (with its protocol).
+    pub relays: Vec<WorkingRelay>,
+    /// Relay transports this probe tried (`turn`: its own; `ice`: every configured protocol).
+    pub relay_tried: Vec<&'static str>,
     pub outcome: &'a Outcome,
 }
 
@@ -343,6 +493,7 @@ impl<'a> Facts<'a> {
             transport = t;
         }
         let tls = o.detail.tls.as_ref();
+        let (relays, relay_tried) = relay_facts(&r.kind, o, &host, transport, port);
         Facts {
             name: &r.name,
             kind: &r.kind,
@@ -353,14 +504,34 @@ impl<'a> Facts<'a> {
             port,
             transport,
             issuer: tls.map(|t| issuer_name(&t.issuer)).filter(|s| !s.is_empty()),
+            issuer_configured: tls.is_some_and(|t| t.issuer_configured),
             server_name: tls.map(|t| t.server_name.clone()).filter(|s| !s.is_empty()),
             retry_after: o.detail.retry_after,
+            relays,
+            relay_tried,
             outcome: o,
         }
     }
 
     fn reason_is(&self, r: &Reason) -> bool {
         self.reason == Some(r)
+    }
+
+    /// The probe and its target for a sentence: `probe ice (ice to 127.0.0.1:3478)` would read
+    /// twice, so a probe named after its kind is `the ice probe to 127.0.0.1:3478`, another
+    /// `probe odd (tcp to not:5060)`; a target without a port (a DNS name) has none.
+    fn probe_phrase(&self) -> String {
+        let target = match self.port {
+            Some(p) if self.host.contains(':') => format!("[{}]:{p}", self.host),
+            Some(p) => format!("{}:{p}", self.host),
+            None => self.host.clone(),
+        };
+        let to = if self.kind == "dns" { "for" } else { "to" };
+        if self.name == self.kind {
+            format!("the {} probe {to} {target}", self.kind)
+        } else {
+            format!("probe {} ({} {to} {target})", self.name, self.kind)
+        }
     }
 
     fn port_str(&self) -> String {
@@ -391,6 +562,49 @@ impl<'a> Facts<'a> {
             ("code", self.code()),
             ("phase", self.phase.map(|p| p.to_string()).unwrap_or_default()),
         ]
+    }
+}
+
+/// A relay a probe showed working.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkingRelay {
+    /// How the client reaches the TURN server: `udp`, `tcp` or `tls`.
+    pub transport: &'static str,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+/// Working relays and tried relay transports of one probe (see [`Facts::relays`]).
+fn relay_facts(kind: &str, o: &Outcome, host: &str, transport: &'static str, port: Option<u16>) -> (Vec<WorkingRelay>, Vec<&'static str>) {
+    match kind {
+        "turn" => {
+            let works = o.success.then(|| WorkingRelay {
+                transport,
+                host: host.to_string(),
+                port,
+            });
+            (works.into_iter().collect(), vec![transport])
+        }
+        "ice" => {
+            let Some(ice) = &o.detail.ice else {
+                return (Vec::new(), Vec::new());
+            };
+            let relays = ice
+                .relays
+                .iter()
+                .filter_map(|r| {
+                    let url = IceUrl::parse(&r.server).ok()?;
+                    Some(WorkingRelay {
+                        transport: transport_word(&r.protocol)?,
+                        host: url.host.clone(),
+                        port: Some(url.port),
+                    })
+                })
+                .collect();
+            let tried = ice.relay_protocols.keys().filter_map(|p| transport_word(p)).collect();
+            (relays, tried)
+        }
+        _ => (Vec::new(), Vec::new()),
     }
 }
 
@@ -453,49 +667,74 @@ fn is_udp_drop(f: &Facts) -> bool {
         && matches!(f.phase, Some(Phase::Stun | Phase::Allocate | Phase::Connect))
 }
 
-/// TURN over a stream transport (the fallback when UDP is blocked).
-fn is_stream_turn(f: &Facts) -> bool {
-    f.kind == "turn" && matches!(f.transport, "tls" | "tcp")
+/// The best working relay over TURN/TCP or TURN/TLS anywhere in the check (TLS and port 443
+/// preferred: it passes DPI-less proxies and port-443-only firewalls).
+fn stream_fallback<'f>(all: &'f [Facts]) -> Option<&'f WorkingRelay> {
+    all.iter()
+        .flat_map(|f| f.relays.iter())
+        .filter(|r| matches!(r.transport, "tcp" | "tls"))
+        .max_by_key(|r| {
+            (
+                r.transport == "tls",
+                r.port == Some(443),
+                std::cmp::Reverse(r.port),
+                std::cmp::Reverse(&r.host),
+            )
+        })
+}
+
+fn fallback_vars(r: &WorkingRelay) -> Vars {
+    let port = r.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+    let host = if r.host.contains(':') {
+        format!("[{}]", r.host)
+    } else {
+        r.host.clone()
+    };
+    let uri = if r.transport == "tls" {
+        format!("turns:{host}:{port}")
+    } else {
+        format!("turn:{host}:{port}?transport=tcp")
+    };
+    vec![
+        ("fallback", r.transport.to_ascii_uppercase()),
+        ("fallback_port", port),
+        ("fallback_uri", uri),
+    ]
 }
 
 fn udp_dropped_relay_works(f: &Facts, all: &[Facts]) -> Option<Vars> {
     if !is_udp_drop(f) {
         return None;
     }
-    // Prefer the TLS fallback (it passes DPI-less proxies and port-443-only firewalls).
-    let fallback = all
-        .iter()
-        .filter(|o| o.success && is_stream_turn(o))
-        .max_by_key(|o| (o.transport == "tls", o.port == Some(443)))?;
-    Some(vec![
-        ("fallback", fallback.transport.to_ascii_uppercase()),
-        ("fallback_port", fallback.port_str()),
-    ])
+    stream_fallback(all).map(fallback_vars)
 }
 
 fn udp_dropped_relay_fails(f: &Facts, all: &[Facts]) -> Option<Vars> {
-    (is_udp_drop(f) && all.iter().any(is_stream_turn)).then(Vec::new)
+    let stream_tried = all.iter().any(|o| o.relay_tried.iter().any(|t| matches!(*t, "tcp" | "tls")));
+    (is_udp_drop(f) && stream_tried).then(Vec::new)
 }
 
 fn udp_dropped(f: &Facts, _: &[Facts]) -> Option<Vars> {
     is_udp_drop(f).then(Vec::new)
 }
 
-/// What breaks when TLS on this port is broken: the services probed on the same port.
+/// What breaks when TLS on this port is broken: the services of this probe and of the other
+/// probes that failed over TLS on the same port, in a fixed order (a passing probe on that
+/// port is not broken, and saying so would contradict it).
 fn tls_impact(f: &Facts, all: &[Facts]) -> Vars {
-    let mut services: Vec<&str> = Vec::new();
-    for o in std::iter::once(f).chain(all.iter().filter(|o| o.port == f.port && o.transport == "tls")) {
-        let s = match o.kind {
-            "turn" => "TURN over TLS",
-            "websocket" => "WebSocket signalling",
-            "http" => "HTTPS",
-            "stun" => "STUN over TLS",
-            _ => continue,
-        };
-        if !services.contains(&s) {
-            services.push(s);
-        }
-    }
+    const ORDER: [(&str, &str); 4] = [
+        ("turn", "TURN over TLS"),
+        ("websocket", "WebSocket signalling"),
+        ("http", "HTTPS"),
+        ("stun", "STUN over TLS"),
+    ];
+    let affected = |kind: &str| {
+        f.kind == kind
+            || all
+                .iter()
+                .any(|o| !o.success && o.kind == kind && o.port == f.port && o.transport == "tls")
+    };
+    let services: Vec<&str> = ORDER.iter().filter(|(k, _)| affected(k)).map(|(_, s)| *s).collect();
     let impact = if services.is_empty() {
         "clients that verify the certificate (TURN over TLS, WebSocket signalling) will fail".to_string()
     } else {
@@ -513,8 +752,15 @@ fn tls_intercepted(f: &Facts, all: &[Facts]) -> Option<Vars> {
     f.reason_is(&Reason::PinMismatch).then(|| with_issuer(f, tls_impact(f, all)))
 }
 
+/// An untrusted issuer that is not one the user configured: the interception suspicion.
 fn tls_untrusted(f: &Facts, all: &[Facts]) -> Option<Vars> {
-    f.reason_is(&Reason::UntrustedIssuer).then(|| with_issuer(f, tls_impact(f, all)))
+    (f.reason_is(&Reason::UntrustedIssuer) && !f.issuer_configured).then(|| with_issuer(f, tls_impact(f, all)))
+}
+
+/// An untrusted chain whose issuer (or leaf) is in the probe's own `ca_file`: a configuration
+/// or server-chain problem, never worded as interception.
+fn tls_untrusted_configured(f: &Facts, all: &[Facts]) -> Option<Vars> {
+    (f.reason_is(&Reason::UntrustedIssuer) && f.issuer_configured).then(|| with_issuer(f, tls_impact(f, all)))
 }
 
 fn tls_expired(f: &Facts, all: &[Facts]) -> Option<Vars> {
@@ -543,7 +789,7 @@ fn dns_nxdomain(f: &Facts, _: &[Facts]) -> Option<Vars> {
 }
 
 fn dns_failed(f: &Facts, _: &[Facts]) -> Option<Vars> {
-    let resolver_trouble = matches!(f.reason, Some(Reason::Servfail | Reason::DnsRefused))
+    let resolver_trouble = matches!(f.reason, Some(Reason::Servfail | Reason::DnsRefused | Reason::TruncatedTcpRefused))
         || (f.phase == Some(Phase::Resolve) && f.reason_is(&Reason::Timeout))
         || (f.kind == "dns" && f.reason_is(&Reason::Timeout));
     resolver_trouble.then(|| qname(f))
@@ -555,6 +801,10 @@ fn dns_no_answer(f: &Facts, _: &[Facts]) -> Option<Vars> {
 
 fn proxy_auth(f: &Facts, _: &[Facts]) -> Option<Vars> {
     (f.phase == Some(Phase::Proxy) && matches!(f.reason, Some(Reason::Auth | Reason::Status(407)))).then(Vec::new)
+}
+
+fn proxy_upstream_failed(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    (f.phase == Some(Phase::Proxy) && matches!(f.reason, Some(Reason::Status(502..=504)))).then(Vec::new)
 }
 
 fn proxy_denied(f: &Facts, _: &[Facts]) -> Option<Vars> {
@@ -598,8 +848,31 @@ fn relay_no_echo(f: &Facts, _: &[Facts]) -> Option<Vars> {
     (f.kind == "turn" && matches!(f.phase, Some(Phase::Relay | Phase::Permission)) && f.reason_is(&Reason::Timeout)).then(Vec::new)
 }
 
+/// ` over UDP and TLS`: the relay transports an ice probe tried (empty when unknown).
+fn tried(f: &Facts) -> Vars {
+    let mut t: Vec<String> = f.relay_tried.iter().map(|t| t.to_ascii_uppercase()).collect();
+    t.sort();
+    t.dedup();
+    let text = match t.len() {
+        0 => String::new(),
+        1 => format!(" over {}", t[0]),
+        n => format!(" over {} and {}", t[..n - 1].join(", "), t[n - 1]),
+    };
+    vec![("tried", text)]
+}
+
+fn ice_no_relay_fallback(f: &Facts, all: &[Facts]) -> Option<Vars> {
+    if !f.reason_is(&Reason::NoRelay) {
+        return None;
+    }
+    let fallback = stream_fallback(all)?;
+    let mut vars = tried(f);
+    vars.extend(fallback_vars(fallback));
+    Some(vars)
+}
+
 fn ice_no_relay(f: &Facts, _: &[Facts]) -> Option<Vars> {
-    f.reason_is(&Reason::NoRelay).then(Vec::new)
+    f.reason_is(&Reason::NoRelay).then(|| tried(f))
 }
 
 fn ice_no_srflx(f: &Facts, _: &[Facts]) -> Option<Vars> {
@@ -633,13 +906,31 @@ fn http_status(f: &Facts, _: &[Facts]) -> Option<Vars> {
     }
 }
 
+/// An ice probe whose TURN/UDP servers gave no relay while a TCP/TLS server did, when no
+/// failed probe already says UDP is dropped (`udp_dropped_relay_works` covers that).
+fn ice_relay_only_over_stream(all: &[Facts]) -> Option<Vars> {
+    if all.iter().any(|f| !f.success && is_udp_drop(f)) {
+        return None;
+    }
+    all.iter()
+        .filter(|f| f.kind == "ice")
+        .filter(|f| {
+            let udp = f.outcome.detail.ice.as_ref().and_then(|i| i.relay_protocols.get("udp"));
+            udp == Some(&0)
+        })
+        .find_map(|f| stream_fallback(std::slice::from_ref(f)))
+        .map(fallback_vars)
+}
+
 fn all_pass(all: &[Facts]) -> Option<Vars> {
-    (!all.is_empty() && all.iter().all(|f| f.success)).then(|| vec![("count", all.len().to_string())])
+    let every = !all.is_empty() && all.iter().all(|f| f.success);
+    // A degraded relay is not "all paths work".
+    (every && ice_relay_only_over_stream(all).is_none()).then(|| vec![("count", all.len().to_string())])
 }
 
 fn some_pass(all: &[Facts]) -> Option<Vars> {
     let passed = all.iter().filter(|f| f.success).count();
-    (passed > 0 && passed < all.len()).then(|| vec![("passed", passed.to_string()), ("count", all.len().to_string())])
+    (passed > 0 && all_pass(all).is_none()).then(|| vec![("passed", passed.to_string()), ("count", all.len().to_string())])
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::outcome::details::{Details, RelayDetails, TlsDetails};
+use crate::outcome::details::{Details, IceDetails, IceRelay, RelayDetails, TlsDetails};
 use crate::outcome::{Failure, PhaseTiming};
 
 fn pass(name: &str, kind: &str, target: &str) -> ProbeResult {
@@ -52,8 +52,15 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
     let stun3478 = "stun:relay.example.com:3478?transport=udp";
     let mut intercepted = fail("tls-443", "tls", "relay.example.com:443", Phase::Tls, Reason::PinMismatch);
     tls_detail(&mut intercepted, "C=US, O=Corp, CN=Corp Proxy CA", "relay.example.com");
+    let mut intercepted_turn = fail("turn-tls", "turn", turns443, Phase::Tls, Reason::PinMismatch);
+    tls_detail(&mut intercepted_turn, "CN=Corp Proxy CA", "relay.example.com");
     let mut untrusted = fail("turn-tls", "turn", turns443, Phase::Tls, Reason::UntrustedIssuer);
     tls_detail(&mut untrusted, "CN=Corp Proxy CA", "relay.example.com");
+    let mut untrusted_configured = fail("turn-tls", "turn", turns443, Phase::Tls, Reason::UntrustedIssuer);
+    tls_detail(&mut untrusted_configured, "CN=Our Relay CA", "relay.example.com");
+    if let Some(t) = untrusted_configured.outcome.detail.tls.as_mut() {
+        t.issuer_configured = true;
+    }
     let mut mismatch = fail("wss", "websocket", "wss://sig.example.com/", Phase::Tls, Reason::NameMismatch);
     tls_detail(&mut mismatch, "CN=Corp Proxy CA", "sig.example.com");
     let mut limited = fail("api", "http", "https://api.example.com/health", Phase::Request, Reason::Status(429));
@@ -69,6 +76,12 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
         transport: "udp".into(),
         ..Default::default()
     });
+    let ice_udp_only = ice_fail(&[("udp", 0)], &[]);
+    let mut ice_tls_only = pass("ice", "ice", "turn:relay.example.com:3478?transport=udp");
+    ice_tls_only.outcome.detail.ice = Some(ice_detail(
+        &[("udp", 0), ("tls", 1)],
+        &[("tls", "turns:relay.example.com:443?transport=tcp")],
+    ));
     let mut peer_only = fail("odd", "tcp", "not a target", Phase::Close, Reason::Io);
     peer_only.outcome.detail.peer = Some("10.0.0.1:5060".parse::<SocketAddr>().unwrap());
     vec![
@@ -79,7 +92,7 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                 pass("turn-tcp", "turn", "turn:relay.example.com:3478?transport=tcp"),
                 pass("turn-tls", "turn", turns443),
             ],
-            "UDP to 3478 is dropped (stun/timeout) but TURN over TLS on 443 works: softphones will connect through the relay with higher latency".into(),
+            "UDP to 3478 is dropped (stun/timeout); TURN/TLS on 443 works, so calls will relay over it with higher latency".into(),
         ),
         (
             "udp_dropped_relay_fails",
@@ -96,13 +109,18 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
         ),
         (
             "tls_intercepted",
-            vec![intercepted, pass("turn-tls", "turn", turns443)],
+            vec![intercepted, intercepted_turn],
             "TLS on 443 is intercepted (pin mismatch, issuer 'Corp Proxy CA'): TURN over TLS will fail".into(),
         ),
         (
             "tls_untrusted",
             vec![untrusted],
             "TLS on 443 presents a certificate from an untrusted issuer 'Corp Proxy CA' (tls/untrusted_issuer), likely an intercepting proxy: TURN over TLS will fail".into(),
+        ),
+        (
+            "tls_untrusted_configured",
+            vec![untrusted_configured],
+            "TLS on 443 presents a certificate that the configured ca_file does not validate, although its issuer 'Our Relay CA' is one you configured (tls/untrusted_issuer): check the ca_file and the server's chain; TURN over TLS will fail".into(),
         ),
         (
             "tls_expired",
@@ -138,6 +156,11 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "proxy_auth",
             vec![fail("wss", "websocket", "wss://sig.example.com/ws", Phase::Proxy, Reason::Auth)],
             "The HTTP proxy demands authentication for sig.example.com:443 (proxy/auth): configure proxy credentials".into(),
+        ),
+        (
+            "proxy_upstream_failed",
+            vec![fail("wss", "websocket", "wss://sig.example.com/ws", Phase::Proxy, Reason::Status(503))],
+            "The HTTP proxy could not reach the target sig.example.com:443 (proxy/status_503): the target is down or unreachable from the proxy (not a policy block)".into(),
         ),
         (
             "proxy_denied",
@@ -180,9 +203,14 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "TURN over UDP on 3478 allocates but relayed packets do not come back (relay/timeout): the relay cannot reach the peer".into(),
         ),
         (
+            "ice_no_relay_fallback",
+            vec![ice_udp_only.clone(), pass("turn-tls", "turn", turns443)],
+            "ICE gathered no relay candidate over UDP (gather/no_relay), but TURN/TLS on 443 works: give softphones that server (turns:relay.example.com:443) and calls will relay over it".into(),
+        ),
+        (
             "ice_no_relay",
-            vec![fail("ice", "ice", "turn:relay.example.com:3478?transport=udp", Phase::Gather, Reason::NoRelay)],
-            "ICE gathered no relay candidate (gather/no_relay): softphones cannot fall back to the relay".into(),
+            vec![ice_udp_only, fail("turn-tls", "turn", turns443, Phase::Connect, Reason::Timeout)],
+            "ICE gathered no relay candidate over UDP (gather/no_relay): softphones cannot fall back to the relay".into(),
         ),
         (
             "ice_no_srflx",
@@ -219,7 +247,12 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             vec![fail("api", "http", "https://api.example.com/health", Phase::Request, Reason::Status(503))],
             "api.example.com answers HTTP 503 on 443 (request/status_503)".into(),
         ),
-        ("other_failure", vec![peer_only], "odd (tcp to not:5060) fails (close/io)".into()),
+        ("other_failure", vec![peer_only], "probe odd (tcp to not:5060) fails (close/io)".into()),
+        (
+            "ice_relay_only_over_stream",
+            vec![ice_tls_only.clone(), pass("tcp", "tcp", "relay.example.com:443")],
+            "ICE got no relay over TURN/UDP, only over TURN/TLS on 443: calls will relay over TLS with higher latency (is UDP to the TURN server blocked?)".into(),
+        ),
         (
             "all_pass",
             vec![pass("tcp", "tcp", "relay.example.com:443"), pass("turn-tls", "turn", turns443)],
@@ -236,6 +269,31 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
     ]
 }
 
+/// A failed ice probe (`gather/no_relay` unless it gathered relays) with these relay protocol
+/// counts and relays (protocol, server).
+fn ice_fail(protocols: &[(&str, u32)], relays: &[(&str, &str)]) -> ProbeResult {
+    let reason = if relays.is_empty() { Reason::NoRelay } else { Reason::NoSrflx };
+    let mut r = fail("ice", "ice", "turn:relay.example.com:3478?transport=udp", Phase::Gather, reason);
+    r.outcome.detail.ice = Some(ice_detail(protocols, relays));
+    r
+}
+
+fn ice_detail(protocols: &[(&str, u32)], relays: &[(&str, &str)]) -> IceDetails {
+    IceDetails {
+        relay_protocols: protocols.iter().map(|(p, n)| (p.to_string(), *n)).collect(),
+        relays: relays
+            .iter()
+            .map(|(p, server)| IceRelay {
+                protocol: p.to_string(),
+                address: "198.51.100.7:50000".into(),
+                server: server.to_string(),
+                at: Duration::from_millis(72),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 fn check(rule: &str) {
     let (_, results, expected) = cases().into_iter().find(|(id, _, _)| *id == rule).expect("case for rule");
     let verdicts = assess(&results);
@@ -246,8 +304,9 @@ fn check(rule: &str) {
     assert_eq!(v.text, expected);
     for v in &verdicts {
         assert!(!v.text.contains("hunter2"), "message leaked into {v:?}");
-        assert!(!v.text.contains('{'), "unfilled hole in {v:?}");
+        assert!(!v.text.contains('{') && !v.text.contains('\u{0}'), "unfilled hole in {v:?}");
     }
+    assert_eq!(contradictions(&verdicts), Vec::<String>::new(), "{verdicts:#?}");
 }
 
 #[test]
@@ -281,6 +340,10 @@ fn tls_intercepted() {
 #[test]
 fn tls_untrusted() {
     check("tls_untrusted");
+}
+#[test]
+fn tls_untrusted_configured() {
+    check("tls_untrusted_configured");
 }
 #[test]
 fn tls_expired() {
@@ -343,6 +406,14 @@ fn relay_no_echo() {
     check("relay_no_echo");
 }
 #[test]
+fn ice_no_relay_fallback() {
+    check("ice_no_relay_fallback");
+}
+#[test]
+fn proxy_upstream_failed() {
+    check("proxy_upstream_failed");
+}
+#[test]
 fn ice_no_relay() {
     check("ice_no_relay");
 }
@@ -377,6 +448,34 @@ fn http_status() {
 #[test]
 fn other_failure() {
     check("other_failure");
+}
+#[test]
+fn ice_relay_only_over_stream() {
+    check("ice_relay_only_over_stream");
+    // Every probe passed, yet the relay is degraded: not "all paths work" but "2 of 2".
+    let (_, results, _) = cases()
+        .into_iter()
+        .find(|(id, _, _)| *id == "ice_relay_only_over_stream")
+        .expect("case");
+    assert_eq!(verdicts(&results).last().map(String::as_str), Some("2 of 2 probes pass"));
+}
+#[test]
+fn other_failure_names_a_probe_called_after_its_kind_once_and_its_target_readably() {
+    let ice = fail("ice", "ice", "stun:127.0.0.1:1", Phase::Gather, Reason::NoSrflx);
+    let dns = fail("dns", "dns", "relay.example.test", Phase::Resolve, Reason::Mismatch);
+    let v6 = fail("v6", "tcp", "[2001:db8::1]:5060", Phase::Close, Reason::Reset);
+    for (r, want) in [
+        (&ice, "the ice probe to 127.0.0.1:1 fails"),
+        (&dns, "the dns probe for relay.example.test fails"),
+        (&v6, "probe v6 (tcp to [2001:db8::1]:5060) fails"),
+    ] {
+        let f = Facts::of(r);
+        let rule = RULES.iter().find(|x| x.id == "other_failure").unwrap();
+        let Scope::Failure(when) = rule.when else { panic!() };
+        let vars = when(&f, std::slice::from_ref(&f)).unwrap();
+        let text = render(rule.template, &f.common_vars(), &vars);
+        assert!(text.starts_with(want), "{text}");
+    }
 }
 #[test]
 fn all_pass() {
@@ -422,4 +521,128 @@ fn relay_transport_from_details_wins_over_target() {
 #[test]
 fn no_results_give_no_verdict() {
     assert!(assess(&[]).is_empty());
+}
+
+/// The issue's strict-egress row (UDP dropped, TCP only to 443): before, the verdicts said both
+/// "TURN over TLS on 443 works" and "ICE ... cannot fall back to the relay", and "UDP to 3478
+/// is dropped" once per probe.
+#[test]
+fn strict_egress_is_one_sentence_per_finding_without_contradiction() {
+    let turns443 = "turns:relay.example.com:443?transport=tcp";
+    let stun = fail("stun-udp", "stun", "stun:relay.example.com:3478", Phase::Stun, Reason::Timeout);
+    let turn_udp = fail("turn-udp", "turn", "turn:relay.example.com:3478", Phase::Allocate, Reason::Timeout);
+    let turn_tls = pass("turn-tls-443", "turn", turns443);
+    // An ice probe with UDP-only TURN servers (what webrtc-ice alone could gather).
+    let ice_udp = ice_fail(&[("udp", 0)], &[]);
+    let results = vec![stun.clone(), turn_udp.clone(), turn_tls.clone(), ice_udp];
+    assert_eq!(
+        verdicts(&results),
+        [
+            "UDP to 3478 is dropped (allocate/timeout, stun/timeout); TURN/TLS on 443 works, so calls will relay over it with higher latency",
+            "ICE gathered no relay candidate over UDP (gather/no_relay), but TURN/TLS on 443 works: give softphones that server (turns:relay.example.com:443) and calls will relay over it",
+            "1 of 4 probes pass",
+        ]
+    );
+    assert_eq!(contradictions(&assess(&results)), Vec::<String>::new());
+    let udp = &assess(&results)[0];
+    assert_eq!(udp.probes, ["stun-udp", "turn-udp"]);
+
+    // The ice probe now gathers over TURN/TLS itself and passes; it alone is evidence enough.
+    let mut ice_tls = pass("ice", "ice", "turn:relay.example.com:3478?transport=udp");
+    ice_tls.outcome.detail.ice = Some(ice_detail(&[("udp", 0), ("tls", 1)], &[("tls", turns443)]));
+    let results = vec![stun, turn_udp, ice_tls];
+    assert_eq!(
+        verdicts(&results),
+        [
+            "UDP to 3478 is dropped (allocate/timeout, stun/timeout); TURN/TLS on 443 works, so calls will relay over it with higher latency",
+            "1 of 3 probes pass",
+        ]
+    );
+    assert_eq!(contradictions(&assess(&results)), Vec::<String>::new());
+}
+
+#[test]
+fn an_ice_probe_that_tried_tls_and_got_no_relay_means_no_media_path() {
+    let results = vec![
+        fail("stun-udp", "stun", "stun:relay.example.com:3478", Phase::Stun, Reason::Timeout),
+        ice_fail(&[("udp", 0), ("tls", 0)], &[]),
+    ];
+    let v = assess(&results);
+    let rules: Vec<&str> = v.iter().map(|v| v.rule).collect();
+    assert_eq!(rules, ["udp_dropped_relay_fails", "ice_no_relay"], "{v:#?}");
+    assert_eq!(
+        v[1].text,
+        "ICE gathered no relay candidate over TLS and UDP (gather/no_relay): softphones cannot fall back to the relay"
+    );
+    assert_eq!(contradictions(&v), Vec::<String>::new());
+}
+
+#[test]
+fn interception_is_one_sentence_whatever_the_probe_order() {
+    let mut wss = fail("wss", "websocket", "wss://sig.example.com/", Phase::Tls, Reason::UntrustedIssuer);
+    tls_detail(&mut wss, "CN=Corp Proxy CA", "sig.example.com");
+    let mut turn = fail(
+        "turn-tls",
+        "turn",
+        "turns:relay.example.com:443",
+        Phase::Tls,
+        Reason::UntrustedIssuer,
+    );
+    tls_detail(&mut turn, "CN=Corp Proxy CA", "relay.example.com");
+    let one = verdicts(&[wss.clone(), turn.clone()]);
+    let other = verdicts(&[turn, wss]);
+    assert_eq!(one, other);
+    assert_eq!(
+        one[0],
+        "TLS on 443 presents a certificate from an untrusted issuer 'Corp Proxy CA' (tls/untrusted_issuer), likely an intercepting proxy: TURN over TLS and WebSocket signalling will fail"
+    );
+    assert_eq!(one.len(), 1, "{one:#?}");
+}
+
+#[test]
+fn a_passing_service_on_the_intercepted_port_is_not_said_to_fail() {
+    let mut pinned = fail("tls-443", "tls", "relay.example.com:443", Phase::Tls, Reason::PinMismatch);
+    tls_detail(&mut pinned, "CN=Corp Proxy CA", "relay.example.com");
+    let v = verdicts(&[pinned, pass("turn-tls", "turn", "turns:relay.example.com:443")]);
+    assert!(!v[0].contains("TURN over TLS will fail"), "{v:#?}");
+}
+
+#[test]
+fn contradictions_finds_repeats_and_opposite_claims() {
+    let v = |rule: &'static str, severity, text: &str| Verdict {
+        rule,
+        severity,
+        text: text.into(),
+        probes: vec![],
+    };
+    let works = v("udp_dropped_relay_works", Severity::Degraded, "relay works");
+    let none = v("ice_no_relay", Severity::Broken, "cannot fall back");
+    let unchecked = v("udp_dropped", Severity::Broken, "add a turns: probe");
+    let all = v("all_pass", Severity::Ok, "all paths work");
+    assert_eq!(contradictions(&[works.clone(), none.clone()]).len(), 1);
+    assert_eq!(contradictions(&[works.clone(), unchecked]).len(), 1);
+    assert_eq!(contradictions(&[none.clone(), none.clone()]).len(), 1);
+    assert_eq!(contradictions(&[all.clone(), none]).len(), 1);
+    assert_eq!(
+        contradictions(&[all, works.clone()]).len(),
+        1,
+        "all paths work beside a degraded finding"
+    );
+    assert!(contradictions(&[works, v("some_pass", Severity::Ok, "1 of 2 probes pass")]).is_empty());
+}
+
+#[test]
+fn truncated_answer_with_tcp_refused_is_a_resolver_path_problem() {
+    let v = assess(&[fail(
+        "dns",
+        "dns",
+        "relay.example.com A",
+        Phase::Resolve,
+        Reason::TruncatedTcpRefused,
+    )]);
+    assert!(
+        v.iter()
+            .any(|v| v.rule == "dns_failed" && v.text.contains("resolve/truncated_tcp_refused")),
+        "{v:#?}"
+    );
 }

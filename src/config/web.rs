@@ -1,0 +1,354 @@
+//! `web:` — what the HTTP endpoint's `/probe` may be pointed at, and the one rule that decides
+//! it ([`probe_request`]).
+//!
+//! `/probe?module=M&target=T` runs module M's settings against T. Those settings can hold
+//! secrets (a bearer header, TURN credentials), so the default is the strictest useful one: a
+//! module probes only its own configured target (the same host and port; an http path may
+//! differ), keeps its own scheme (an `https` module is never sent to `http://`), and its
+//! secrets go only to the host(s) it was configured for. Other targets need an explicit
+//! allow-list:
+//!
+//! ```yaml
+//! web:
+//!   probe_targets: [10.20.0.0/16, "*.media.example.com", turn1.example.net]
+//! ```
+//!
+//! CIDRs match IP-literal targets; host globs (`*` matches any run of characters, case
+//! insensitive) match names — a name is not resolved to be matched against a CIDR, so DNS
+//! cannot widen the list. An allowed foreign target gets the module's settings *without* its
+//! secrets: credential headers (`Authorization`, `Proxy-Authorization`, `Cookie`, and every
+//! header given as `env:`/`file:`) are dropped; a module whose credentials are required
+//! (turn, ice with TURN servers) is refused for any host but its own. The proxy is unchanged:
+//! its credentials go to the configured proxy, whatever the target.
+//!
+//! This file holds the schema, its parser (called from `check` for the `web` key) and the
+//! decision; the server only maps [`Refusal`] to `403` and counts it.
+
+use std::net::IpAddr;
+
+use super::check::Problems;
+use super::types::ProbeSpec;
+use super::yaml::{Node, Val};
+
+/// The `web:` section.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WebSettings {
+    /// Extra targets `/probe` may be pointed at; empty = each module's own target only.
+    pub probe_targets: Vec<TargetRule>,
+}
+
+/// One allow-list entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TargetRule {
+    /// `10.0.0.0/8`, `2001:db8::/32`, or a single address.
+    Cidr(ipnet::IpNet),
+    /// `*.example.com`, `turn?.example.com` is not special: only `*` is.
+    Glob(String),
+}
+
+impl TargetRule {
+    /// Parses one entry: a CIDR or address, else a host glob of DNS characters and `*`.
+    pub fn parse(s: &str) -> Result<TargetRule, String> {
+        let t = s.trim();
+        if let Ok(net) = t.parse::<ipnet::IpNet>() {
+            return Ok(TargetRule::Cidr(net.trunc()));
+        }
+        if let Ok(ip) = t.parse::<IpAddr>() {
+            return Ok(TargetRule::Cidr(ipnet::IpNet::from(ip)));
+        }
+        let ok = !t.is_empty() && t.len() <= 253 && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'));
+        if !ok || t.chars().all(|c| c == '*' || c == '.') {
+            return Err(format!(
+                "{s:?} is neither a CIDR (10.0.0.0/8) nor a host glob (*.example.com); a bare `*` would allow every host"
+            ));
+        }
+        Ok(TargetRule::Glob(t.to_ascii_lowercase()))
+    }
+
+    /// Whether `host` (a name or an IP literal, without port or brackets) is allowed.
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match self {
+            TargetRule::Cidr(net) => host.parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip)),
+            TargetRule::Glob(g) => host.parse::<IpAddr>().is_err() && glob(g, &host.trim_end_matches('.').to_ascii_lowercase()),
+        }
+    }
+}
+
+/// `*` matches any (possibly empty) run of characters; everything else literally.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Why `/probe` refuses a target (answered `403` with this one line, and counted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// A small label word: `scheme`, `not_allowed`, `credentials`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What `/probe` asked for, decided: the spec to run, or why not.
+#[derive(Debug)]
+pub enum ProbeRequest {
+    /// Run this spec (the module's own target, or an allowed one with secrets removed).
+    Run(Box<ProbeSpec>),
+    /// The target is not a target at all (unparsable): `400`.
+    BadTarget(String),
+    /// Not allowed: `403`.
+    Refused(Refusal),
+}
+
+/// Decides a `/probe` request for module `name` with `spec`, pointed at `target`.
+pub fn probe_request(name: &str, spec: &ProbeSpec, target: &str, web: &WebSettings) -> ProbeRequest {
+    let new = match spec.with_target(target) {
+        Ok(s) => s,
+        Err(e) => return ProbeRequest::BadTarget(e),
+    };
+    if let (Some(old), Some(now)) = (scheme(spec), scheme(&new)) {
+        if old != now {
+            return refused(
+                "scheme",
+                format!("module {name:?} is {old}; a target may not change its scheme to {now}"),
+            );
+        }
+    }
+    let own = endpoints(spec);
+    let asked = endpoints(&new);
+    if asked.iter().all(|e| own.contains(e)) {
+        return ProbeRequest::Run(Box::new(new));
+    }
+    let foreign: Vec<&(String, u16)> = asked.iter().filter(|e| !own.contains(e)).collect();
+    if web.probe_targets.is_empty() {
+        return refused(
+            "not_allowed",
+            format!(
+                "module {name:?} may probe only its own target {}; list other targets in web.probe_targets",
+                own.first().map(|(h, p)| format!("{h}:{p}")).unwrap_or_default()
+            ),
+        );
+    }
+    if let Some((host, _)) = foreign.iter().find(|(h, _)| !web.probe_targets.iter().any(|r| r.matches(h))) {
+        return refused("not_allowed", format!("target {host} is not in web.probe_targets"));
+    }
+    let own_hosts: Vec<&String> = own.iter().map(|(h, _)| h).collect();
+    let new_host_is_own = |h: &String| own_hosts.contains(&h);
+    match strip_secrets(new, foreign.iter().all(|(h, _)| new_host_is_own(h))) {
+        Ok(s) => ProbeRequest::Run(Box::new(s)),
+        Err(what) => refused(
+            "credentials",
+            format!("module {name:?} carries {what} for its own server only; it is not sent to another host"),
+        ),
+    }
+}
+
+fn refused(reason: &'static str, message: String) -> ProbeRequest {
+    ProbeRequest::Refused(Refusal { reason, message })
+}
+
+/// The URL scheme of URL-based kinds, the ICE scheme of stun/turn.
+fn scheme(spec: &ProbeSpec) -> Option<String> {
+    match spec {
+        ProbeSpec::Http(s) => Some(s.url.scheme().to_string()),
+        ProbeSpec::Websocket(s) => Some(s.url.scheme().to_string()),
+        ProbeSpec::Stun(s) => Some(format!("{:?}/{:?}", s.server.scheme, s.server.transport)),
+        ProbeSpec::Turn(s) => Some(format!("{:?}/{:?}", s.server.scheme, s.server.transport)),
+        _ => None,
+    }
+}
+
+/// The hosts a spec sends traffic to (for the per-host concurrency limit). A dns probe
+/// talks to its resolver, not to the name it asks about: its host is the resolver's address
+/// (none for the system resolver).
+pub fn target_hosts(spec: &ProbeSpec) -> Vec<String> {
+    match spec {
+        ProbeSpec::Dns(s) => s.resolver.map(|a| a.ip().to_string()).into_iter().collect(),
+        other => endpoints(other).into_iter().map(|(h, _)| h).collect(),
+    }
+}
+
+/// Every (lower-case host, port) the spec sends traffic to (for dns: the query name, port 0).
+fn endpoints(spec: &ProbeSpec) -> Vec<(String, u16)> {
+    let norm = |h: &str| {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase()
+    };
+    let url = |u: &url::Url| (norm(u.host_str().unwrap_or_default()), u.port_or_known_default().unwrap_or(0));
+    match spec {
+        ProbeSpec::Tcp(s) => vec![(norm(&s.target.host), s.target.port)],
+        ProbeSpec::Tls(s) => vec![(norm(&s.target.host), s.target.port)],
+        ProbeSpec::Http(s) => vec![url(&s.url)],
+        ProbeSpec::Websocket(s) => vec![url(&s.url)],
+        ProbeSpec::Stun(s) => vec![(norm(&s.server.host), s.server.port)],
+        ProbeSpec::Turn(s) => vec![(norm(&s.server.host), s.server.port)],
+        ProbeSpec::Ice(s) => s.servers.iter().map(|x| (norm(&x.url.host), x.url.port)).collect(),
+        ProbeSpec::Dns(s) => vec![(norm(&s.query), 0)],
+    }
+}
+
+/// Headers that are credentials whatever their source.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// Removes what must not leave for another host; `Err(what)` when the probe cannot run
+/// without it. `same_hosts`: only the port differs (credentials then stay: same server).
+fn strip_secrets(mut spec: ProbeSpec, same_hosts: bool) -> Result<ProbeSpec, &'static str> {
+    if same_hosts {
+        return Ok(spec);
+    }
+    let drop_secret_headers = |h: &mut std::collections::BTreeMap<String, super::values::Secret>| {
+        h.retain(|k, v| !CREDENTIAL_HEADERS.contains(&k.to_ascii_lowercase().as_str()) && v.source() == "literal")
+    };
+    match &mut spec {
+        ProbeSpec::Http(s) => drop_secret_headers(&mut s.headers),
+        ProbeSpec::Websocket(s) => drop_secret_headers(&mut s.headers),
+        ProbeSpec::Turn(_) => return Err("TURN credentials"),
+        ProbeSpec::Ice(s) if s.servers.iter().any(|x| x.credentials.is_some()) => return Err("TURN credentials"),
+        _ => {}
+    }
+    Ok(spec)
+}
+
+/// Parses the `web:` mapping, recording problems at their positions.
+pub(super) fn web(v: &Node, p: &mut Problems) -> Option<WebSettings> {
+    let Val::Map(entries) = &v.val else {
+        p.at(v.pos, format!("web must be a mapping, found {}", v.describe()));
+        return None;
+    };
+    let mut out = WebSettings::default();
+    let mut ok = true;
+    for (k, val) in entries {
+        match k.scalar() {
+            Some("probe_targets") => {
+                let Val::Seq(items) = &val.val else {
+                    p.at(val.pos, format!("web.probe_targets must be a list, found {}", val.describe()));
+                    ok = false;
+                    continue;
+                };
+                for item in items {
+                    match item.scalar().map(TargetRule::parse) {
+                        Some(Ok(rule)) => out.probe_targets.push(rule),
+                        Some(Err(e)) => {
+                            p.at(item.pos, format!("web.probe_targets: {e}"));
+                            ok = false;
+                        }
+                        None => {
+                            p.at(
+                                item.pos,
+                                format!("web.probe_targets: expected a CIDR or host glob, found {}", item.describe()),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            _ => {
+                p.at(
+                    k.pos,
+                    format!("unknown field {:?} in web (allowed: probe_targets)", k.scalar().unwrap_or("?")),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    fn module(yaml: &str) -> ProbeSpec {
+        parse_str(&format!("probes:\n  - name: m\n{yaml}"), "t.yaml")
+            .unwrap()
+            .probes
+            .remove(0)
+            .spec
+    }
+
+    fn allow(rules: &[&str]) -> WebSettings {
+        WebSettings {
+            probe_targets: rules.iter().map(|r| TargetRule::parse(r).unwrap()).collect(),
+        }
+    }
+
+    fn decide(spec: &ProbeSpec, target: &str, web: &WebSettings) -> Result<ProbeSpec, String> {
+        match probe_request("m", spec, target, web) {
+            ProbeRequest::Run(s) => Ok(*s),
+            ProbeRequest::BadTarget(e) => Err(format!("bad: {e}")),
+            ProbeRequest::Refused(r) => Err(r.reason.to_string()),
+        }
+    }
+
+    #[test]
+    fn own_target_runs_and_others_are_refused_without_an_allow_list() {
+        let tcp = module("    kind: tcp\n    target: relay.example.com:443\n");
+        assert!(decide(&tcp, "relay.example.com:443", &WebSettings::default()).is_ok());
+        assert!(decide(&tcp, "RELAY.example.com.:443", &WebSettings::default()).is_ok());
+        assert_eq!(decide(&tcp, "10.0.0.5:22", &WebSettings::default()).unwrap_err(), "not_allowed");
+        assert_eq!(
+            decide(&tcp, "relay.example.com:22", &WebSettings::default()).unwrap_err(),
+            "not_allowed"
+        );
+    }
+
+    #[test]
+    fn a_module_keeps_its_scheme() {
+        let https = module("    kind: http\n    url: https://api.example.com/health\n");
+        assert_eq!(
+            decide(&https, "http://api.example.com/x", &WebSettings::default()).unwrap_err(),
+            "scheme"
+        );
+        assert!(decide(&https, "https://api.example.com/other", &WebSettings::default()).is_ok());
+    }
+
+    #[test]
+    fn allow_list_matches_cidrs_for_addresses_and_globs_for_names() {
+        let tcp = module("    kind: tcp\n    target: relay.example.com:443\n");
+        let web = allow(&["10.20.0.0/16", "*.media.example.com"]);
+        assert!(decide(&tcp, "10.20.3.4:443", &web).is_ok());
+        assert!(decide(&tcp, "a.media.example.com:3478", &web).is_ok());
+        assert_eq!(decide(&tcp, "10.21.0.1:443", &web).unwrap_err(), "not_allowed");
+        assert_eq!(decide(&tcp, "media.example.com.evil.net:443", &web).unwrap_err(), "not_allowed");
+        assert_eq!(decide(&tcp, "evil-media.example.com:443", &web).unwrap_err(), "not_allowed");
+        assert!(TargetRule::parse("*").is_err());
+        assert!(TargetRule::parse("a b").is_err());
+    }
+
+    #[test]
+    fn secrets_are_dropped_for_allowed_foreign_hosts_and_turn_is_refused() {
+        std::env::set_var("WEB_RS_TEST_TOKEN", "Bearer t0k");
+        let https = module(
+            "    kind: http\n    url: https://api.example.com/\n    headers: { Authorization: env:WEB_RS_TEST_TOKEN, X-Key: env:WEB_RS_TEST_TOKEN, Origin: https://app.example.com }\n",
+        );
+        let web = allow(&["*.example.net"]);
+        let ProbeSpec::Http(s) = decide(&https, "https://x.example.net/", &web).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.headers.keys().collect::<Vec<_>>(), vec!["Origin"]);
+        let ProbeSpec::Http(own) = decide(&https, "https://api.example.com/", &web).unwrap() else {
+            panic!()
+        };
+        assert_eq!(own.headers.len(), 3, "its own host keeps every header");
+        let turn = module("    kind: turn\n    server: turn:turn.example.com:3478\n    credentials: { username: u, password: p }\n");
+        assert_eq!(decide(&turn, "t.example.net:3478", &web).unwrap_err(), "credentials");
+        assert!(decide(&turn, "turn.example.com:3478", &web).is_ok());
+    }
+}
