@@ -750,7 +750,10 @@ fn push_secrets_never_reach_logs_metrics_status_or_check_output() {
     assert!(metrics.contains("egress_probe_push_samples_total"), "{metrics}");
     assert_eq!(d.guard.terminate(Duration::from_secs(3)).map(|s| s.code()), Some(Some(0)));
     let log = d.log();
-    assert!(log.contains("DEBUG") && log.contains("remote_write accepted"), "the log ran at trace level:\n{log}");
+    assert!(
+        log.contains("DEBUG") && log.contains("remote_write accepted"),
+        "the log ran at trace level:\n{log}"
+    );
 
     let check = Command::new("timeout")
         .arg("30")

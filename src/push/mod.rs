@@ -60,6 +60,9 @@ pub struct Pusher {
 struct State {
     queue: Queue,
     interner: Interner,
+    /// Timestamp of the previous gather: the next one is always later, so a wall clock stepped
+    /// back (NTP) cannot make the receiver refuse the batch as out of order.
+    last_ms: i64,
 }
 
 fn unix_ms() -> i64 {
@@ -81,6 +84,7 @@ impl Pusher {
             state: Mutex::new(State {
                 queue: Queue::new(cfg.queue),
                 interner: Interner::default(),
+                last_ms: 0,
             }),
             notify: Notify::new(),
         })
@@ -107,8 +111,10 @@ impl Pusher {
         let now = unix_ms();
         let (dropped, queued) = {
             let mut st = self.state();
-            let State { queue, interner } = &mut *st;
-            let snap = wire::snapshot(&families, &self.cfg.external_labels, now, interner);
+            let State { queue, interner, last_ms } = &mut *st;
+            let ts = now.max(*last_ms + 1);
+            *last_ms = ts;
+            let snap = wire::snapshot(&families, &self.cfg.external_labels, ts, interner);
             let dropped = queue.push(snap) + queue.expire(now);
             (dropped, queue.samples())
         };
