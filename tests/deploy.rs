@@ -159,8 +159,31 @@ fn every_family_a_real_daemon_and_responder_export_is_in_metrics_md() {
         "the demo daemon never became ready"
     );
     let daemon = http_get(&listen, "/metrics").expect("daemon /metrics");
+    // A failing /probe run: `/probe` only takes other targets from `web.probe_targets`, so a
+    // second daemon allows loopback and points its module at a closed port.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let one_run = http_get(&listen, &format!("/probe?module=demo-tcp&target={closed}")).expect("/probe");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("probe.yaml");
+    std::fs::write(
+        &cfg,
+        format!("web: {{ probe_targets: [\"127.0.0.1/32\"] }}\nprobes:\n  - {{ name: t, kind: tcp, target: \"127.0.0.1:{}\" }}\n", closed.port()),
+    )
+    .unwrap();
+    let listen2 = format!("127.0.0.1:{}", common::free_port());
+    let _probe_daemon = ChildGuard::spawn(
+        "egress-probe run (probe targets)",
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .args(["--listen", &listen2])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || http_get(&listen2, "/healthz").is_some()),
+        "the second daemon never answered /healthz"
+    );
+    let one_run = http_get(&listen2, &format!("/probe?module=t&target={closed}")).expect("/probe");
     assert!(one_run.contains("probe_success 0"), "{one_run}");
 
     // The responder with every endpoint on (ephemeral ports) and its own /metrics.
