@@ -8,6 +8,7 @@
 pub mod classify;
 pub mod dial;
 pub mod host_limit;
+pub mod http;
 pub mod proxy;
 pub mod stun_conn;
 pub mod tls;
