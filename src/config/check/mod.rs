@@ -15,7 +15,7 @@
 // `kinds` and the key tables are also read by `config::schema` (one source for both).
 pub(in crate::config) mod kinds;
 mod node;
-mod push;
+pub(in crate::config) mod push;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -12,7 +12,7 @@ use super::node::*;
 use super::{headers, proxy, tls_options};
 
 const PUSH_KINDS: &[&str] = &["remote_write"];
-const REMOTE_WRITE: &[&str] = &[
+pub(in crate::config) const REMOTE_WRITE: &[&str] = &[
     "url",
     "interval",
     "timeout",
@@ -26,8 +26,8 @@ const REMOTE_WRITE: &[&str] = &[
 ];
 /// Shortest accepted `interval`.
 const MIN_PUSH_INTERVAL: Duration = Duration::from_secs(1);
-const BASIC_AUTH: &[&str] = &["username", "password"];
-const QUEUE: &[&str] = &["max_samples", "max_age"];
+pub(in crate::config) const BASIC_AUTH: &[&str] = &["username", "password"];
+pub(in crate::config) const QUEUE: &[&str] = &["max_samples", "max_age"];
 
 /// `push:`: a list of `- remote_write: {...}`.
 pub fn push_section(v: &Node, p: &mut Problems) -> Option<Vec<RemoteWriteConfig>> {
