@@ -125,6 +125,9 @@ probes:
       - stun:{udp}
       - url: turn:{udp}?transport=udp
         credentials: {{ username: {user}, password: {pass} }}
+      - url: turns:{tls}?transport=tcp
+        credentials: {{ username: {user}, password: {pass} }}
+    ca_file: {ca}
     expect: [srflx, relay]
 "#,
         dns_ip = udp.ip(),
