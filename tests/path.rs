@@ -25,6 +25,8 @@ fn chain(test: &str) -> Chain {
 struct Run {
     results: Value,
     table: String,
+    /// The verdict lines `check --output json` prints on stderr.
+    verdicts: String,
     wall: Duration,
 }
 
@@ -47,20 +49,22 @@ fn check(c: &Chain, yaml: &str, prefix: &[&str]) -> Run {
             .output()
             .expect("run check");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
             matches!(out.status.code(), Some(0) | Some(1)),
             "check exited {:?}\nstdout: {stdout}\nstderr: {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr)
+            stderr
         );
-        (stdout, clock.elapsed())
+        (stdout, stderr, clock.elapsed())
     };
-    let (json, wall) = run("json");
+    let (json, verdicts, wall) = run("json");
     let report: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("check JSON: {e}\n{json}"));
-    let (table, _) = run("table");
+    let (table, _, _) = run("table");
     Run {
         results: report["results"].clone(),
         table,
+        verdicts,
         wall,
     }
 }
@@ -241,4 +245,55 @@ fn udp_3478_dropped_on_r1_while_tcp_443_passes() {
     assert_eq!(p["end"], "silence");
     assert_eq!(p["last_answered"], 1);
     assert_eq!(hop_addresses(udp)[0], CHAIN_R1_IP.to_string());
+}
+
+fn tcp_probe(name: &str, target: &str) -> String {
+    format!("  - name: {name}\n    kind: tcp\n    target: {target}\n")
+}
+
+#[test]
+fn tcp_connect_refused_by_r2_names_r2_not_the_server() {
+    let c = chain("orig");
+    let _l = c.listen_target(443);
+    c.forward(&c.r2, &["tcp dport 443 reject with icmpx port-unreachable"]);
+    let r = check(&c, &config(&[tcp_probe("t443", &format!("{CHAIN_TARGET_IP}:443"))]), &[]);
+    let o = outcome(&r, "t443");
+    assert_eq!(code(o), "connect/refused", "{o}");
+    let origin = &o["detail"]["reject_origin"];
+    assert_eq!(origin["address"], CHAIN_R2_IP.to_string(), "{o}");
+    assert_eq!(origin["is_target"], false);
+    assert_eq!(origin["answer"], "port_unreachable");
+    let msg = o["failure"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&format!("refused by {CHAIN_R2_IP} (not the server")), "{msg}");
+    assert!(
+        r.verdicts.contains(&format!(
+            "the reject comes from {CHAIN_R2_IP}, not the server: a firewall before it"
+        )),
+        "{}",
+        r.verdicts
+    );
+}
+
+#[test]
+fn tcp_connect_to_a_closed_port_is_refused_with_the_servers_own_address() {
+    let c = chain("origt");
+    let r = check(&c, &config(&[tcp_probe("t443", &format!("{CHAIN_TARGET_IP}:443"))]), &[]);
+    let o = outcome(&r, "t443");
+    assert_eq!(code(o), "connect/refused", "{o}");
+    let origin = &o["detail"]["reject_origin"];
+    assert_eq!(origin["address"], CHAIN_TARGET_IP.to_string(), "{o}");
+    assert_eq!(origin["is_target"], true);
+    assert_eq!(origin["answer"], "rst");
+    let msg = o["failure"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("refused with a RST from the server's own address {CHAIN_TARGET_IP}")),
+        "{msg}"
+    );
+    // A RST always carries the server's address: the verdict cannot tell a closed port from a
+    // firewall resetting in its name, and says both.
+    assert!(
+        r.verdicts.contains("a firewall rejects it or nothing listens there"),
+        "{}",
+        r.verdicts
+    );
 }

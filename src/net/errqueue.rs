@@ -87,6 +87,24 @@ pub fn enable(fd: RawFd, v6: bool) -> std::io::Result<()> {
     }
 }
 
+/// Stops queueing ICMP errors on `fd` (a connected TCP socket must not keep `IP_RECVERR`: it
+/// turns transient ICMP errors on an established connection into resets).
+pub fn disable(fd: RawFd, v6: bool) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        if v6 {
+            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 0)
+        } else {
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 0)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, v6);
+        Ok(())
+    }
+}
+
 /// Sets the TTL (`IP_TTL`) or hop limit (`IPV6_UNICAST_HOPS`) of packets sent on `fd`.
 pub fn set_ttl(fd: RawFd, v6: bool, ttl: u8) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]

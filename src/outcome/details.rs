@@ -289,9 +289,15 @@ pub struct RejectOrigin {
 }
 
 impl RejectOrigin {
-    /// "refused by 10.0.0.1 (not the server)" / "refused by the server itself (10.0.0.2)".
+    /// "refused by 10.0.0.1 (not the server, port_unreachable)"; for a RST, which always carries
+    /// the server's address, "refused with a RST from the server's own address 10.0.0.2 (...)".
     pub fn phrase(&self, verb: &str) -> String {
-        if self.is_target {
+        if self.is_target && self.answer == "rst" {
+            format!(
+                "{verb} with a RST from the server's own address {} (nothing listens there, or a firewall resets in its name)",
+                self.address
+            )
+        } else if self.is_target {
             format!("{verb} by the server itself ({}, {})", self.address, self.answer)
         } else {
             match self.hop {

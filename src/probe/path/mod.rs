@@ -154,10 +154,7 @@ async fn trace(run: &mut Run, spec: &PathSpec) -> Result<(), Failure> {
                 path.end = "rejected".into();
                 path.end_hop = o.hop.unwrap_or(path.hops.len() as u32);
                 let msg = if o.is_target {
-                    format!(
-                        "{proto} to {target} {}: the path is open up to the server, which refuses the port",
-                        o.phrase("refused")
-                    )
+                    format!("{proto} to {target} {}: the path is open up to the server", o.phrase("refused"))
                 } else {
                     format!("{proto} to {target} {}: a firewall before the server", o.phrase("rejected"))
                 };
