@@ -172,6 +172,8 @@ mod tests {
     }
 
     const STATIC_HEADER: &str = "\
+# yaml-language-server: $schema=../docs/config.schema.json
+#
 # The demo probe set (what `check --demo` runs) for a responder started by hand on loopback
 # with the default STUN/TURN ports and the non-root alternates (no root needed):
 #

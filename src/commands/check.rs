@@ -24,7 +24,11 @@ use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
     // Keep the demo's responder alive until every probe has run.
-    let (config, _demo) = match super::load_config("check", args.demo, args.config.as_deref()).await? {
+    let loaded = match args.preset.request() {
+        Some(req) => super::load_preset(&req),
+        None => super::load_config("check", args.demo, args.config.as_deref()).await?,
+    };
+    let (config, _demo) = match loaded {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };

@@ -100,9 +100,9 @@ pub const KINDS: &[Kind] = &[
     },
 ];
 
-const ICE_SERVER: &[&str] = &["url", "credentials"];
-const DNS_EXPECT: &[&str] = &["contains", "rcode"];
-const RCODES: &[&str] = &["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused"];
+pub(in crate::config) const ICE_SERVER: &[&str] = &["url", "credentials"];
+pub(in crate::config) const DNS_EXPECT: &[&str] = &["contains", "rcode"];
+pub(in crate::config) const RCODES: &[&str] = &["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused"];
 
 impl Kind {
     /// The kind called `name`.

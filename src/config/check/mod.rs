@@ -12,7 +12,8 @@
 //! are present. Enum words (`record: AAAA`, `min_version: "1.3"` ...) go through serde_norway and
 //! the `Deserialize` derives in `types.rs`, so the accepted words are defined in one place.
 
-mod kinds;
+// `kinds` and the key tables are also read by `config::schema` (one source for both).
+pub(in crate::config) mod kinds;
 mod node;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,13 +31,13 @@ pub use node::Problems;
 // ---------------------------------------------------------------------------------------------
 // Field lists (also the "allowed:" part of unknown-field messages).
 
-const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "web"];
-const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
+pub(in crate::config) const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "web"];
+pub(in crate::config) const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
 /// Keys every probe takes, whatever its kind (`kinds::KINDS` lists the rest).
 const COMMON: &[&str] = &["name", "kind", "interval", "timeout", "labels", "proxy"];
 /// The shared TLS option group, flat on the probe or under `tls:`.
-const TLS_OPTS: &[&str] = &["server_name", "alpn", "ca_file", "pin_sha256", "min_version"];
-const CREDENTIALS: &[&str] = &["username", "password", "rest_secret", "rest_user", "ttl"];
+pub(in crate::config) const TLS_OPTS: &[&str] = &["server_name", "alpn", "ca_file", "pin_sha256", "min_version"];
+pub(in crate::config) const CREDENTIALS: &[&str] = &["username", "password", "rest_secret", "rest_user", "ttl"];
 /// Label names the exporter sets itself.
 const RESERVED_LABELS: &[&str] = &["probe", "kind", "target", "phase", "reason", "result", "transport", "type", "le"];
 
