@@ -297,3 +297,22 @@ fn tcp_connect_to_a_closed_port_is_refused_with_the_servers_own_address() {
         r.verdicts
     );
 }
+
+#[test]
+fn a_trace_longer_than_its_timeout_ends_at_the_deadline_with_the_hops_it_saw() {
+    let c = chain("dl");
+    c.forward(&c.r1, &["tcp dport 443 drop"]);
+    // 1 answering hop, then silent hops of 2 x 1 s each: far more than the 1.5 s timeout.
+    let yaml = format!(
+        "probes:\n  - name: slow\n    kind: path\n    target: {CHAIN_TARGET_IP}:443\n    timeout: 1500ms\n    probes_per_hop: 2\n    hop_timeout: 1s\n"
+    );
+    let r = check(&c, &yaml, &[]);
+    let all = r.results.as_array().expect("results");
+    let o = &all[0]["outcome"];
+    let total = o["total_ms"].as_f64().expect("total_ms");
+    assert!((1400.0..1800.0).contains(&total), "ended after {total} ms, the timeout is 1500 ms");
+    assert_eq!(code(o), "trace/timeout", "{o}");
+    assert_eq!(o["detail"]["path"]["last_answered"], 1);
+    assert_eq!(hop_addresses(o)[0], CHAIN_R1_IP.to_string());
+    assert!(r.wall < Duration::from_secs(5), "{:?}", r.wall);
+}
