@@ -242,4 +242,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[tokio::test]
+    async fn ipv6_answers_come_from_the_error_queue_too() {
+        let tcp_port = std::net::TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap();
+        let (a, _) = tcp(tcp_port, 64, Instant::now() + Duration::from_secs(2)).await;
+        assert!(matches!(a, HopAnswer::Reset), "{a:?}");
+        let udp_port = std::net::UdpSocket::bind("[::1]:0").unwrap().local_addr().unwrap();
+        let (a, _) = udp(udp_port, 64, b"x", Instant::now() + Duration::from_secs(2)).await;
+        match a {
+            HopAnswer::Icmp(e) => {
+                assert!(e.v6);
+                assert_eq!(e.word(), "port_unreachable");
+                assert_eq!(e.offender, Some(udp_port.ip()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
