@@ -139,6 +139,9 @@ pub struct CheckArgs {
     /// No progress line and no verdicts; only the table (or JSON).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write the families once to every `push:` receiver, reported as a row per receiver.
+    #[arg(long)]
+    pub push: bool,
 }
 
 /// `egress-probe validate`.

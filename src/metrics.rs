@@ -332,6 +332,80 @@ pub struct Metrics {
     skipped: IntCounterVec,
     reload_success: Gauge,
     reload_timestamp: Gauge,
+    push: PushFamilies,
+}
+
+/// The push delivery's own families (`egress_probe_push_*`), one series set per receiver
+/// (`remote` = the receiver's `host:port`). Served on `/metrics` and pushed like the rest.
+#[derive(Clone)]
+pub struct PushFamilies {
+    samples: IntCounterVec,
+    failures: IntCounterVec,
+    queue: GaugeVec,
+    last_success: GaugeVec,
+}
+
+/// `result` words of `egress_probe_push_samples_total`.
+pub const PUSH_RESULTS: &[&str] = &["sent", "failed", "dropped"];
+
+impl PushFamilies {
+    fn register(reg: &Registry) -> Result<PushFamilies, MetricsError> {
+        Ok(PushFamilies {
+            samples: counter(
+                reg,
+                "egress_probe_push_samples_total",
+                "Samples handled by remote_write push: sent (accepted), failed (refused by the receiver with a 4xx, not retried), dropped (queue full, too old, or still queued at stop).",
+                &["remote", "result"],
+            )?,
+            failures: counter(
+                reg,
+                "egress_probe_push_failures_total",
+                "Failed remote_write requests by phase and reason, with the probes' words (proxy/auth, tls/pin_mismatch, request/status_429, connect/timeout).",
+                &["remote", "phase", "reason"],
+            )?,
+            queue: gauge(
+                reg,
+                "egress_probe_push_queue_samples",
+                "Samples waiting in the push queue.",
+                &["remote"],
+            )?,
+            last_success: gauge(
+                reg,
+                "egress_probe_push_last_success_timestamp_seconds",
+                "Unix time of the last write the receiver accepted (0 until the first).",
+                &["remote"],
+            )?,
+        })
+    }
+
+    /// Creates the series of one receiver at 0.
+    pub fn init(&self, remote: &str) {
+        for r in PUSH_RESULTS {
+            self.samples.with_label_values(&[remote, r]);
+        }
+        self.queue.with_label_values(&[remote]).set(0.0);
+        self.last_success.with_label_values(&[remote]).set(0.0);
+    }
+
+    /// Counts `n` samples with `result` (one of [`PUSH_RESULTS`]).
+    pub fn samples(&self, remote: &str, result: &str, n: usize) {
+        self.samples.with_label_values(&[remote, result]).inc_by(n as u64);
+    }
+
+    /// Counts one failed request at `phase`/`reason` (the label words of `outcome`).
+    pub fn failure(&self, remote: &str, phase: &str, reason: &str) {
+        self.failures.with_label_values(&[remote, phase, reason]).inc();
+    }
+
+    /// Sets the queue length in samples.
+    pub fn queue(&self, remote: &str, samples: usize) {
+        self.queue.with_label_values(&[remote]).set(samples as f64);
+    }
+
+    /// Records an accepted write now.
+    pub fn success(&self, remote: &str) {
+        self.last_success.with_label_values(&[remote]).set(unix_now());
+    }
 }
 
 impl Metrics {
@@ -377,6 +451,7 @@ impl Metrics {
             "egress_probe_config_last_reload_timestamp_seconds",
             "Unix time of the last successful config load or reload.",
         )?;
+        let push = PushFamilies::register(&registry)?;
         let m = Metrics {
             registry,
             runs,
@@ -385,9 +460,13 @@ impl Metrics {
             skipped,
             reload_success,
             reload_timestamp,
+            push,
         };
         for p in &config.probes {
             m.init_probe(p);
+        }
+        for rw in &config.push {
+            m.push.init(&rw.remote_label());
         }
         m.config_loaded(true);
         Ok(m)
@@ -425,6 +504,16 @@ impl Metrics {
     /// The text exposition format for `/metrics`.
     pub fn render(&self) -> Result<String, MetricsError> {
         encode(&self.registry)
+    }
+
+    /// Every family as `/metrics` serves it, for the push delivery.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
+    /// The push delivery's own families.
+    pub fn push_families(&self) -> &PushFamilies {
+        &self.push
     }
 }
 

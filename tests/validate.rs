@@ -60,7 +60,7 @@ fn unknown_top_level_field_is_named_with_a_hint() {
             ("1:1", "missing required field `probes`"),
             (
                 "2:1",
-                "unknown field `probe` in the top level (did you mean `probes`?); allowed: listen, defaults, proxy, probes",
+                "unknown field `probe` in the top level (did you mean `probes`?); allowed: listen, defaults, proxy, probes, push",
             ),
         ],
     );

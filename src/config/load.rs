@@ -88,20 +88,27 @@ pub async fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+impl ConfigErrors {
+    /// The errors found in `origin`, each at its position.
+    fn at(origin: &str, list: Vec<(yaml::Pos, String)>) -> ConfigErrors {
+        ConfigErrors {
+            origin: origin.to_string(),
+            errors: list
+                .into_iter()
+                .map(|(p, message)| ConfigError {
+                    line: p.line,
+                    column: p.column,
+                    message,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Parses and validates config text; `origin` names it in error messages.
 /// Never panics, whatever the input; every problem found is returned, sorted by position.
 pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
-    let errors = |list: Vec<(yaml::Pos, String)>| ConfigErrors {
-        origin: origin.to_string(),
-        errors: list
-            .into_iter()
-            .map(|(p, message)| ConfigError {
-                line: p.line,
-                column: p.column,
-                message,
-            })
-            .collect(),
-    };
+    let errors = |list: Vec<(yaml::Pos, String)>| ConfigErrors::at(origin, list);
     let mut root = match yaml::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
@@ -122,17 +129,7 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
 /// is `preset NAME`.
 pub fn load_preset(req: &preset::PresetRequest) -> Result<Config, ConfigErrors> {
     let origin = format!("preset {}", req.name);
-    let errors = |list: Vec<(yaml::Pos, String)>| ConfigErrors {
-        origin: origin.clone(),
-        errors: list
-            .into_iter()
-            .map(|(p, message)| ConfigError {
-                line: p.line,
-                column: p.column,
-                message,
-            })
-            .collect(),
-    };
+    let errors = |list: Vec<(yaml::Pos, String)>| ConfigErrors::at(&origin, list);
     match preset::tree(req) {
         Ok(root) => check_tree(&root, check::Problems::default(), errors),
         Err(messages) => Err(ConfigErrors {

@@ -20,6 +20,8 @@ pub struct Config {
     /// Default proxy for every TCP-based probe; probes may override.
     pub proxy: Option<ProxySetting>,
     pub probes: Vec<ProbeConfig>,
+    /// `push:` — remote_write receivers the daemon sends its families to.
+    pub push: Vec<super::push::RemoteWriteConfig>,
     /// `web:`: what `/probe` may be pointed at (see `config::web`).
     pub web: super::web::WebSettings,
 }

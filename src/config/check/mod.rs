@@ -15,6 +15,7 @@
 // `kinds` and the key tables are also read by `config::schema` (one source for both).
 pub(in crate::config) mod kinds;
 mod node;
+pub(in crate::config) mod push;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ pub use node::Problems;
 // ---------------------------------------------------------------------------------------------
 // Field lists (also the "allowed:" part of unknown-field messages).
 
-pub(in crate::config) const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "web"];
+pub(in crate::config) const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "push", "web"];
 pub(in crate::config) const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
 /// Keys every probe takes, whatever its kind (`kinds::KINDS` lists the rest).
 const COMMON: &[&str] = &["name", "kind", "interval", "timeout", "labels", "proxy"];
@@ -236,6 +237,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
     let listen = optional(&f, "listen", p, |v, p| socket_addr(v, "listen", None, p));
     let defaults = or_default(&f, "defaults", Defaults::default(), p, defaults);
     let top_proxy = optional(&f, "proxy", p, |v, p| proxy(v, "proxy", p));
+    let push = or_default(&f, "push", Vec::new(), p, push::push_section);
     let web = or_default(&f, "web", Default::default(), p, crate::config::web::web);
     let d = defaults.clone().unwrap_or_default();
 
@@ -269,6 +271,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
         defaults: defaults?,
         proxy: top_proxy?,
         probes,
+        push: push?,
         web: web?,
     })
 }

@@ -118,6 +118,50 @@ fn credentials() -> Value {
     )
 }
 
+/// One `remote_write:` receiver, keyed by the push checker's tables.
+fn remote_write() -> Value {
+    use super::check::push::{BASIC_AUTH, QUEUE, REMOTE_WRITE};
+    let mut v = object(
+        REMOTE_WRITE,
+        |k| match k {
+            "url" => string("the receiver's remote_write URL (http or https)"),
+            "interval" => duration("how often the families are gathered and queued (default 15s)"),
+            "timeout" => duration("deadline of one write request (default 10s)"),
+            "external_labels" => {
+                json!({ "type": "object", "additionalProperties": { "type": "string" }, "description": "labels added to every pushed series" })
+            }
+            "headers" => {
+                json!({ "type": "object", "additionalProperties": { "type": "string" }, "description": "extra request headers; values may be env:NAME or file:/path" })
+            }
+            "basic_auth" => object(
+                BASIC_AUTH,
+                |k| match k {
+                    "username" => string("basic auth user"),
+                    "password" => secret("basic auth password"),
+                    other => gap(format!("basic_auth key {other}")),
+                },
+                "HTTP basic auth for the receiver",
+            ),
+            "bearer_token" => secret("bearer token for the receiver"),
+            "tls" => object(TLS_OPTS, |k| key_schema("http", k), "TLS options for the receiver"),
+            "proxy" => string("none, env, or http://[user:pass@]host:port (default: the top-level proxy)"),
+            "queue" => object(
+                QUEUE,
+                |k| match k {
+                    "max_samples" => int(1, 100_000_000, "most samples held while the receiver is away (default 100000)"),
+                    "max_age" => duration("oldest sample kept (default 2h)"),
+                    other => gap(format!("queue key {other}")),
+                },
+                "the bounded queue",
+            ),
+            other => gap(format!("remote_write key {other}")),
+        },
+        "a Prometheus remote_write 1.0 receiver",
+    );
+    v["required"] = json!(["url"]);
+    v
+}
+
 /// The schema of one probe key. Panics for a key the checker's table has and this does not.
 fn key_schema(kind: &str, key: &str) -> Value {
     match (kind, key) {
@@ -270,13 +314,12 @@ pub fn schema() -> Value {
                 "additionalProperties": false,
                 "description": "settings of the HTTP endpoints (see docs/running.md)",
             }),
-            // The push delivery's section (engineer "push"; its key tables live in
-            // check/push.rs): typed loosely here until it is on main beside this module.
+            // From the push checker's own key tables (check/push.rs).
             "push" => json!({
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": { "remote_write": { "type": "object", "required": ["url"], "properties": { "url": { "type": "string" } } } },
+                    "properties": { "remote_write": remote_write() },
                     "required": ["remote_write"],
                     "additionalProperties": false,
                 },

@@ -634,7 +634,7 @@ fn parse_target(kind: &str, target: &str) -> (String, Option<u16>, &'static str)
             Ok(u) => (u.host.clone(), Some(u.port), u.transport_label()),
             Err(_) => (first.to_string(), None, "udp"),
         },
-        "http" | "websocket" => match url::Url::parse(first) {
+        "http" | "websocket" | "remote_write" => match url::Url::parse(first) {
             Ok(u) => {
                 let tls = matches!(u.scheme(), "https" | "wss");
                 (
