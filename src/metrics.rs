@@ -59,6 +59,8 @@ struct RunFamilies {
     ice_relays: GaugeVec,
     ws_ping_rtt: HistogramVec,
     address_success: GaugeVec,
+    path_hops: GaugeVec,
+    path_reached: GaugeVec,
     /// Server addresses last exported per probe, so addresses that left the DNS answer are
     /// removed instead of reporting a stale value forever.
     last_addresses: Mutex<HashMap<String, BTreeSet<String>>>,
@@ -150,6 +152,18 @@ impl RunFamilies {
                 "egress_probe_nat_mapping",
                 "NAT mapping behaviour seen in the last run (1 for the observed behaviour, 0 for the other).",
                 &["probe", "behavior"],
+            )?,
+            path_hops: gauge(
+                reg,
+                "egress_probe_path_hops",
+                "kind path: hops to the target, to the hop that rejected, or to the last hop that answered, in the last run.",
+                &["probe"],
+            )?,
+            path_reached: gauge(
+                reg,
+                "egress_probe_path_reached",
+                "kind path: 1 if the last trace reached the target, 0 if it was rejected or went silent on the way.",
+                &["probe"],
             )?,
             ice_candidates: gauge(
                 reg,
@@ -256,6 +270,11 @@ impl RunFamilies {
                     self.ice_relays.with_label_values(&[probe, p]).set(f64::from(*n));
                 }
             }
+        }
+        if let Some(path) = &d.path {
+            self.path_hops.with_label_values(&[probe]).set(f64::from(path.end_hop));
+            let reached = if path.end == "reached" { 1.0 } else { 0.0 };
+            self.path_reached.with_label_values(&[probe]).set(reached);
         }
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
             observe_samples(&self.ws_ping_rtt, &[probe], rtt);
@@ -714,6 +733,30 @@ mod tests {
             Some(2.0)
         );
         assert!(!after.contains("secret-ish"), "failure messages must never become labels");
+    }
+
+    #[test]
+    fn a_trace_exports_its_hop_count_and_whether_it_reached_never_hop_addresses() {
+        let mut o = Outcome {
+            success: false,
+            total: ms(40),
+            ..Default::default()
+        };
+        o.detail.path = Some(crate::outcome::details::PathDetails {
+            end: "silence".into(),
+            end_hop: 2,
+            hops: vec![crate::outcome::details::PathHop {
+                ttl: 1,
+                address: Some("10.210.0.1".parse().unwrap()),
+                answer: "time_exceeded".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let text = render_single_run("p", "path", "tcp:198.51.100.1:443", &o).unwrap();
+        assert!(text.contains(r#"egress_probe_path_hops{probe="p"} 2"#), "{text}");
+        assert!(text.contains(r#"egress_probe_path_reached{probe="p"} 0"#), "{text}");
+        assert!(!text.contains("10.210.0.1"), "hop addresses must never become labels");
     }
 
     #[test]

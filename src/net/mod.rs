@@ -7,6 +7,8 @@
 
 pub mod classify;
 pub mod dial;
+pub mod errqueue;
+pub mod hop;
 pub mod host_limit;
 pub mod http;
 pub mod proxy;

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use super::check::kinds::{DNS_EXPECT, ICE_SERVER, KINDS, RCODES};
 use super::check::{CREDENTIALS, DEFAULTS, TLS_OPTS, TOP};
 use super::preset;
-use super::types::{AddressMode, CandidateKind, HttpMethod, IcePolicy, NetworkType, RecordKind, TlsVersion};
+use super::types::{AddressMode, CandidateKind, HttpMethod, IcePolicy, NetworkType, PathProtocol, RecordKind, TlsVersion};
 
 /// Where the schema is published (its `$id`); files point at a copy with a relative path.
 pub const ID: &str = "https://github.com/egress-probe/egress-probe/blob/main/docs/config.schema.json";
@@ -203,7 +203,11 @@ fn key_schema(kind: &str, key: &str) -> Value {
             },
             "what the answer must hold",
         ),
-        ("tcp" | "tls", "target") => string("host:port"),
+        ("tcp" | "tls" | "path", "target") => string("host:port"),
+        ("path", "protocol") => words(variants::<PathProtocol>(), "tcp (SYNs) or udp (STUN Binding requests)"),
+        ("path", "max_hops") => int(1, 64, "highest TTL tried (default 16)"),
+        ("path", "probes_per_hop") => int(1, 5, "attempts while a TTL stays silent (default 2)"),
+        ("path", "hop_timeout") => duration("how long one attempt waits, 10ms..30s (default 1s)"),
         ("http" | "websocket", "url") => string("the URL to request"),
         ("http", "method") => words(any_case(variants::<HttpMethod>()), "HTTP method"),
         ("http", "body") => string("request body"),
