@@ -69,6 +69,11 @@ impl ProbeConfig {
     pub fn timeout(&self, d: &Defaults) -> Duration {
         self.timeout.unwrap_or(d.timeout)
     }
+    /// How long one run may take: the timeout, plus the `hold` of a websocket probe (the
+    /// socket is kept open that long on top of the work the timeout bounds).
+    pub fn run_time(&self, d: &Defaults) -> Duration {
+        self.timeout(d) + self.spec.hold()
+    }
 }
 
 /// Kind-specific settings. The variant name is the YAML `kind`.
@@ -96,6 +101,14 @@ impl ProbeSpec {
             ProbeSpec::Stun(_) => "stun",
             ProbeSpec::Turn(_) => "turn",
             ProbeSpec::Ice(_) => "ice",
+        }
+    }
+
+    /// How long the probe keeps a connection open on purpose (`hold:`); zero for most kinds.
+    pub fn hold(&self) -> Duration {
+        match self {
+            ProbeSpec::Websocket(s) => s.hold.map_or(Duration::ZERO, |h| h.duration),
+            _ => Duration::ZERO,
         }
     }
 
@@ -251,6 +264,8 @@ pub struct HttpSpec {
     /// Maximum redirects followed; 0 = do not follow.
     pub follow_redirects: u32,
     pub tls: TlsOptions,
+    /// `auth: {oauth2: ...}`: a bearer token obtained first (phase `auth`).
+    pub auth: Option<OAuth2Spec>,
 }
 
 /// `kind: websocket`.
@@ -265,6 +280,65 @@ pub struct WebsocketSpec {
     /// ...and the regex its answer must match.
     pub expect: Option<regex::Regex>,
     pub tls: TlsOptions,
+    /// `auth: {oauth2: ...}`: a bearer token obtained first (phase `auth`), sent on the upgrade.
+    pub auth: Option<OAuth2Spec>,
+    /// `hold:` keeps the WebSocket open after the exchange (phase `hold`).
+    pub hold: Option<HoldSpec>,
+}
+
+/// `hold: DURATION` with `ping_interval` / `idle` on a websocket probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldSpec {
+    /// How long to keep the socket open.
+    pub duration: Duration,
+    /// A ping every this often while holding; `None` (with `idle: true`) = no traffic at all.
+    pub ping_interval: Option<Duration>,
+}
+
+/// OAuth 2.0 client credentials grant (RFC 6749 §4.4): where and as whom to ask for a token.
+#[derive(Clone, Debug)]
+pub struct OAuth2Spec {
+    pub token_url: url::Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    /// Further form parameters of the token request (e.g. `resource`).
+    pub extra_params: BTreeMap<String, String>,
+    /// This probe's token, reused until shortly before it expires. Built once per probe at
+    /// load, so two probes never share one (clones of one probe's spec do).
+    pub cache: TokenCache,
+}
+
+/// One probe's cached access token. `Debug` shows only whether a token is held.
+#[derive(Clone, Default)]
+pub struct TokenCache(std::sync::Arc<std::sync::Mutex<Option<CachedToken>>>);
+
+/// A token and when to stop using it (before its `expires_in` ran out).
+#[derive(Clone, Debug)]
+pub struct CachedToken {
+    pub token: Secret,
+    pub use_until: tokio::time::Instant,
+}
+
+impl TokenCache {
+    /// The cached token if it may still be used at `now`.
+    pub fn get(&self, now: tokio::time::Instant) -> Option<Secret> {
+        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|c| now < c.use_until).map(|c| c.token.clone())
+    }
+
+    /// Keeps `token` until `use_until`; `None` forgets any cached token.
+    pub fn put(&self, token: Option<CachedToken>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = self.0.lock().map(|g| g.is_some()).unwrap_or(false);
+        write!(f, "TokenCache({})", if held { "held" } else { "empty" })
+    }
 }
 
 /// `kind: stun`.

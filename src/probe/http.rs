@@ -12,13 +12,17 @@
 //! `detail.retry_after` for the scheduler's backoff. `expect_body` failing is
 //! `body/expect_failed`.
 //!
+//! With `auth: {oauth2: ...}` a bearer token is obtained first (phase `auth`, see
+//! [`super::oauth2`]) and sent as `Authorization: Bearer` on every hop; a 401 from the target
+//! drops the probe's cached token so the next run asks for a fresh one.
+//!
 //! Plain `http://` through a proxy also uses CONNECT (one dial path for every probe); a proxy
 //! that only forwards absolute-form GETs on port 80 reports `proxy/status_403` then.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, HOST, LOCATION, RETRY_AFTER, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -26,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
-use crate::config::{redact_url, HostPort, HttpMethod, HttpSpec};
+use crate::config::{redact_url, HostPort, HttpMethod, HttpSpec, Secret};
 use crate::net::{self, classify::fault_from_io, TlsClient};
 
 use super::ProbeContext;
@@ -45,6 +49,10 @@ pub async fn probe(spec: &HttpSpec, ctx: &ProbeContext) -> Outcome {
 
 /// One request per hop, following up to `follow_redirects` redirects.
 async fn follow(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext) -> Result<(), Failure> {
+    let bearer = match &spec.auth {
+        Some(a) => Some(super::oauth2::bearer(run, a, &spec.tls, ctx).await?),
+        None => None,
+    };
     let mut hop = Hop {
         url: spec.url.clone(),
         method: match spec.method {
@@ -57,7 +65,10 @@ async fn follow(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext) -> Result<()
     let mut redirects = 0u32;
     loop {
         let follow_more = redirects < spec.follow_redirects;
-        let answer = fetch(run, spec, ctx, &hop, follow_more).await;
+        let answer = fetch(run, spec, ctx, &hop, follow_more, bearer.as_ref()).await;
+        if let (Some(a), Some(401)) = (&spec.auth, run.detail.http.as_ref().map(|d| d.status)) {
+            super::oauth2::forget(a);
+        }
         let details = run.detail.http.get_or_insert_with(HttpDetails::default);
         details.redirects = redirects;
         details.final_url = redact_url(&hop.url);
@@ -83,9 +94,16 @@ enum Answer {
     Redirect(Hop),
 }
 
-async fn fetch(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext, hop: &Hop, follow_more: bool) -> Result<Answer, Failure> {
+async fn fetch(
+    run: &mut Run,
+    spec: &HttpSpec,
+    ctx: &ProbeContext,
+    hop: &Hop,
+    follow_more: bool,
+    bearer: Option<&Secret>,
+) -> Result<Answer, Failure> {
     let target = HostPort::of_url(&hop.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
-    let request = build_request(spec, hop, &target).map_err(|f| f.at(Phase::Request))?;
+    let request = build_request(spec, hop, &target, bearer).map_err(|f| f.at(Phase::Request))?;
     let tls = match hop.url.scheme() {
         "https" => Some(TlsClient::new(&spec.tls, &target.host, &["http/1.1"]).map_err(|f| f.at(Phase::Tls))?),
         _ => None,
@@ -100,7 +118,7 @@ async fn fetch(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext, hop: &Hop, fo
     }
 }
 
-fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort) -> Result<Request<Full<Bytes>>, Fault> {
+fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort, bearer: Option<&Secret>) -> Result<Request<Full<Bytes>>, Fault> {
     let path = match hop.url.query() {
         Some(q) => format!("{}?{q}", hop.url.path()),
         None => hop.url.path().to_string(),
@@ -127,6 +145,12 @@ fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort) -> Result<Reques
         v.set_sensitive(true);
         headers.insert(n, v);
     }
+    if let Some(token) = bearer {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| bad("the OAuth2 access token is not a valid header value".into()))?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+    }
     let body = Bytes::from(hop.body.clone().unwrap_or_default());
     let mut req = Request::builder()
         .method(hop.method.clone())
@@ -138,7 +162,7 @@ fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort) -> Result<Reques
 }
 
 /// Aborts hyper's connection task when dropped, so the socket is closed on every path.
-struct Driver(JoinHandle<()>);
+pub(crate) struct Driver(pub(crate) JoinHandle<()>);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -282,7 +306,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// hyper error → reason: the connection closing early is `closed`, unparsable answers
 /// `bad_response`, socket errors as classified by `net::classify`.
-fn hyper_fault(doing: &str, e: &hyper::Error) -> Fault {
+pub(crate) fn hyper_fault(doing: &str, e: &hyper::Error) -> Fault {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {

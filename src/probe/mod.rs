@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod dns;
 pub mod http;
 pub mod ice;
+pub mod oauth2;
 pub mod stun;
 pub mod tcp;
 pub mod tls;

@@ -11,6 +11,17 @@
 //! timer); a 2xx, or a 101 without `Upgrade: websocket`, is `upgrade/not_upgraded` (a
 //! middlebox stripped the Upgrade header); silence is `upgrade/timeout`.
 //!
+//! With `auth: {oauth2: ...}` a bearer token is obtained first (phase `auth`, see
+//! [`super::oauth2`]) and sent as `Authorization: Bearer` on the upgrade; a 401 there drops the
+//! probe's cached token.
+//!
+//! With `hold: DURATION` the socket is then kept open (phase `hold`), with a ping every
+//! `ping_interval` or, with `idle: true`, no traffic at all: what an idle timer in a proxy or
+//! firewall cuts. A cut is `hold/closed` (close frame or EOF) or `hold/reset` (RST), its
+//! lifetime in the message and in `detail.websocket.hold`. The run's deadline is the timeout
+//! plus the hold (see `ProbeConfig::run_time`); a hold that would pass the deadline is
+//! shortened to it, with a note.
+//!
 //! Every opened WebSocket is ended with a close frame, and we wait (bounded by the deadline,
 //! at most [`CLOSE_WAIT`]) for the server's close frame: also after a failed ping or exchange.
 //! A WebSocket left open is how clients exhaust per-tenant connection pools.
@@ -28,11 +39,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::config::{redact_url, HostPort, WebsocketSpec};
+use crate::config::{redact_url, HoldSpec, HostPort, Secret, WebsocketSpec};
 use crate::net::{self, classify::fault_from_io, TlsClient};
 
 use super::ProbeContext;
-use crate::outcome::details::{RttStats, WebsocketDetails};
+use crate::outcome::details::{HoldDetails, RttStats, WebsocketDetails};
 use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 
 /// Longest wait for the server's close frame after ours.
@@ -51,7 +62,12 @@ pub async fn probe(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
 async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext) -> Result<(), Failure> {
     let target = HostPort::of_url(&spec.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
     // Config problems (bad header, unreadable ca_file) before touching the network.
-    let request = build_request(spec).map_err(|f| f.at(Phase::Upgrade))?;
+    build_request(spec, None).map_err(|f| f.at(Phase::Upgrade))?;
+    let bearer = match &spec.auth {
+        Some(a) => Some(super::oauth2::bearer(run, a, &spec.tls, ctx).await?),
+        None => None,
+    };
+    let request = build_request(spec, bearer.as_ref()).map_err(|f| f.at(Phase::Upgrade))?;
     let tls = match spec.url.scheme() {
         "wss" => Some(TlsClient::new(&spec.tls, &target.host, &["http/1.1"]).map_err(|f| f.at(Phase::Tls))?),
         _ => None,
@@ -69,7 +85,7 @@ async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext) -> Res
 /// The Upgrade request: the URL plus configured headers (Origin, Authorization,
 /// Sec-WebSocket-Protocol...). Header values may come from secret refs; they are marked
 /// sensitive and never appear in messages.
-fn build_request(spec: &WebsocketSpec) -> Result<Request, Fault> {
+fn build_request(spec: &WebsocketSpec, bearer: Option<&Secret>) -> Result<Request, Fault> {
     let mut url = spec.url.clone();
     let _ = url.set_username("");
     let _ = url.set_password(None);
@@ -88,6 +104,14 @@ fn build_request(spec: &WebsocketSpec) -> Result<Request, Fault> {
         })?;
         v.set_sensitive(true);
         request.headers_mut().insert(n, v);
+    }
+    if let Some(token) = bearer {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| Fault::new(Reason::Config, "the OAuth2 access token is not a valid header value"))?;
+        v.set_sensitive(true);
+        request
+            .headers_mut()
+            .insert(tokio_tungstenite::tungstenite::http::header::AUTHORIZATION, v);
     }
     Ok(request)
 }
@@ -117,6 +141,9 @@ where
     let (mut ws, response) = match upgraded {
         Ok(ok) => ok,
         Err(f) => {
+            if let (Some(a), Some(401)) = (&spec.auth, status) {
+                super::oauth2::forget(a);
+            }
             run.detail.websocket = Some(WebsocketDetails {
                 status,
                 ..Default::default()
@@ -135,7 +162,10 @@ where
     });
 
     let mut peer_closed = false;
-    let result = exchange(run, spec, &mut ws, &mut peer_closed).await;
+    let mut result = exchange(run, spec, &mut ws, &mut peer_closed).await;
+    if let (Ok(()), Some(h)) = (&result, spec.hold) {
+        result = hold(run, h, &mut ws, &mut peer_closed).await;
+    }
 
     let started = Instant::now();
     let clean = close(&mut ws, run.deadline(), peer_closed).await;
@@ -214,6 +244,86 @@ where
         .await?;
     }
     Ok(())
+}
+
+/// Keeps the socket open for `h.duration` (to the deadline at most), pinging every
+/// `h.ping_interval` if set; records phase `hold` and `detail.websocket.hold`.
+async fn hold<S>(run: &mut Run, h: HoldSpec, ws: &mut WebSocketStream<S>, peer_closed: &mut bool) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let mut end = start + h.duration;
+    if end > run.deadline() {
+        end = run.deadline();
+        run.detail.notes.push(format!(
+            "hold shortened to {} ms: the probe's deadline comes first (give the run hold + timeout)",
+            end.saturating_duration_since(start).as_millis()
+        ));
+    }
+    let mut pings = 0u32;
+    let mut next_ping = h.ping_interval.map(|i| start + i);
+    let cut: Option<Fault> = loop {
+        let wake = next_ping.map_or(end, |p| p.min(end));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= end {
+                    break None;
+                }
+                if let (Some(at), Some(i)) = (next_ping.as_mut(), h.ping_interval) {
+                    *at += i;
+                }
+                let payload = format!("egress-probe hold {pings}").into_bytes();
+                // Bounded: a socket whose send buffer never drains is cut too.
+                match tokio::time::timeout_at(end, ws.send(Message::Ping(payload.into()))).await {
+                    Ok(Ok(())) => pings += 1,
+                    Ok(Err(e)) => break Some(ws_fault("sending a keepalive ping", e)),
+                    Err(_) => break None,
+                }
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Close(frame))) => {
+                    *peer_closed = true;
+                    let why = frame
+                        .map(|f| format!(" (code {}, {:?})", u16::from(f.code), f.reason.as_str()))
+                        .unwrap_or_default();
+                    break Some(Fault::new(Reason::Closed, format!("the server or a middlebox sent a close frame{why}")));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break Some(ws_fault("holding the socket", e)),
+                None => break Some(Fault::new(Reason::Closed, "the connection was closed (EOF) by the server or a middlebox")),
+            },
+        }
+    };
+    let lifetime = start.elapsed();
+    run.record(Phase::Hold, lifetime);
+    if let Some(d) = run.detail.websocket.as_mut() {
+        d.hold = Some(HoldDetails {
+            planned: h.duration,
+            lifetime,
+            pings,
+            survived: cut.is_none(),
+        });
+    }
+    match cut {
+        None => Ok(()),
+        Some(f) => {
+            let mode = match h.ping_interval {
+                Some(i) => format!("pinging every {}", humantime::format_duration(i)),
+                None => "idle".to_string(),
+            };
+            Err(Failure::new(
+                Phase::Hold,
+                f.reason,
+                format!(
+                    "socket cut after {:.1} s of a {} hold ({mode}): {}",
+                    lifetime.as_secs_f64(),
+                    humantime::format_duration(h.duration),
+                    f.message
+                ),
+            ))
+        }
+    }
 }
 
 /// The next message; the server closing (frame or EOF) is `closed`.

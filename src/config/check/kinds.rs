@@ -12,7 +12,7 @@ use super::super::types::*;
 use super::super::values::{IceUrl, StatusRange};
 use super::super::yaml::{Node, Val};
 use super::node::*;
-use super::{credentials, headers, tls_options, COMMON, TLS_OPTS};
+use super::{auth, credentials, headers, hold, tls_options, COMMON, TLS_OPTS};
 
 /// A probe kind's definition.
 pub struct Kind {
@@ -64,13 +64,14 @@ pub const KINDS: &[Kind] = &[
             "expect_status",
             "expect_body",
             "follow_redirects",
+            "auth",
         ],
         tls: true,
         build: http,
     },
     Kind {
         name: "websocket",
-        own: &["url", "headers", "ping", "send", "expect"],
+        own: &["url", "headers", "ping", "send", "expect", "auth", "hold", "ping_interval", "idle"],
         tls: true,
         build: websocket,
     },
@@ -174,6 +175,7 @@ fn http(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         uint(v, "follow_redirects", 0, 20, p).map(|n| n as u32)
     });
     let tls = tls_options(f, p);
+    let auth = optional(f, "auth", p, |v, p| auth(v, &c.what, p));
     Some(ProbeSpec::Http(HttpSpec {
         url: u?,
         method: method?,
@@ -183,6 +185,7 @@ fn http(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         expect_body: expect_body?,
         follow_redirects: follow?,
         tls: tls?,
+        auth: auth?,
     }))
 }
 
@@ -199,6 +202,8 @@ fn websocket(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         );
     }
     let tls = tls_options(f, p);
+    let auth = optional(f, "auth", p, |v, p| auth(v, &c.what, p));
+    let hold = hold(f, &c.what, p);
     Some(ProbeSpec::Websocket(WebsocketSpec {
         url: u?,
         headers: headers?,
@@ -206,6 +211,8 @@ fn websocket(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         send: send?,
         expect: expect?,
         tls: tls?,
+        auth: auth?,
+        hold: hold?,
     }))
 }
 
