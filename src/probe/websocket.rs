@@ -403,6 +403,11 @@ fn ws_fault(doing: &str, e: WsError) -> Fault {
     match e {
         WsError::Io(io) => fault_from_io(doing, &io),
         WsError::ConnectionClosed | WsError::AlreadyClosed => Fault::new(Reason::Closed, format!("connection closed while {doing}")),
+        // EOF without a close frame: the peer or a middlebox (an idle timer) dropped the TCP
+        // connection with FIN. An RST arrives as an I/O error (`reset`).
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            Fault::new(Reason::Closed, format!("connection closed (EOF, no close frame) while {doing}"))
+        }
         WsError::Capacity(c) => Fault::new(Reason::BadResponse, format!("{doing}: {c}")),
         other => Fault::new(Reason::BadResponse, format!("{doing}: {other}")),
     }
