@@ -65,6 +65,7 @@ fn main() {
         let spec = |ping: u32| {
             ProbeSpec::Websocket(WebsocketSpec {
                 auth: None,
+                concurrent: 1,
                 hold: None,
                 url: url::Url::parse(&url).expect("url"),
                 headers: Default::default(),

@@ -59,6 +59,7 @@ struct RunFamilies {
     ice_relays: GaugeVec,
     ws_ping_rtt: HistogramVec,
     ws_hold: HistogramVec,
+    concurrent_established: GaugeVec,
     address_success: GaugeVec,
     /// Server addresses last exported per probe, so addresses that left the DNS answer are
     /// removed instead of reporting a stale value forever.
@@ -188,6 +189,12 @@ impl RunFamilies {
                 reg.register(Box::new(h.clone()))?;
                 h
             },
+            concurrent_established: gauge(
+                reg,
+                "egress_probe_concurrent_established",
+                "With concurrent: N, how many of the N connections the last run established at once (a cap shows up as this number).",
+                &["probe"],
+            )?,
             address_success: gauge(
                 reg,
                 "egress_probe_address_success",
@@ -272,6 +279,11 @@ impl RunFamilies {
         }
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
             observe_samples(&self.ws_ping_rtt, &[probe], rtt);
+        }
+        if let Some(c) = &d.concurrent {
+            self.concurrent_established
+                .with_label_values(&[probe])
+                .set(f64::from(c.established));
         }
         if let Some(h) = d.websocket.as_ref().and_then(|w| w.hold.as_ref()) {
             let result = if h.survived { "survived" } else { "cut" };

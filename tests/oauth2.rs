@@ -193,6 +193,7 @@ fn ws_spec(port: u16, auth: OAuth2Spec) -> ProbeSpec {
         expect: None,
         tls: TlsOptions::default(),
         auth: Some(auth),
+        concurrent: 1,
         hold: None,
     })
 }

@@ -43,6 +43,7 @@ fn https(server: &Server, path: &str) -> ProbeSpec {
 fn wss(server: &Server) -> ProbeSpec {
     ProbeSpec::Websocket(WebsocketSpec {
         auth: None,
+        concurrent: 1,
         hold: None,
         url: url::Url::parse(&format!("wss://127.0.0.1:{}/", server.port)).unwrap(),
         headers: BTreeMap::new(),

@@ -364,6 +364,7 @@ fn http(port: u16, path: &str) -> ProbeSpec {
 fn ws(port: u16) -> ProbeSpec {
     ProbeSpec::Websocket(WebsocketSpec {
         auth: None,
+        concurrent: 1,
         hold: None,
         url: url::Url::parse(&format!("ws://127.0.0.1:{port}/signalling")).unwrap(),
         headers: Default::default(),

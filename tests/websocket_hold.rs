@@ -23,6 +23,7 @@ async fn hold_through_tinyproxy(ping_interval: Option<Duration>) -> (Outcome, Du
         expect: None,
         tls: TlsOptions::default(),
         auth: None,
+        concurrent: 1,
         hold: Some(HoldSpec {
             duration: Duration::from_secs(6),
             ping_interval,

@@ -81,6 +81,9 @@ pub fn build_config(args: &ResponderArgs) -> anyhow::Result<ResponderConfig> {
             cfg.dns = None;
         }
     }
+    if let Some(c) = args.websocket_cap {
+        cfg.websocket_cap = Some(c);
+    }
     if let Some(m) = &args.metrics {
         cfg.metrics = match m.as_str() {
             "none" => None,

@@ -284,6 +284,8 @@ pub struct WebsocketSpec {
     pub auth: Option<OAuth2Spec>,
     /// `hold:` keeps the WebSocket open after the exchange (phase `hold`).
     pub hold: Option<HoldSpec>,
+    /// WebSockets opened at once (1–64, default 1): a connection cap shows up as a number.
+    pub concurrent: u32,
 }
 
 /// `hold: DURATION` with `ping_interval` / `idle` on a websocket probe.

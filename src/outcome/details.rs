@@ -30,6 +30,9 @@ pub struct Details {
     pub http: Option<HttpDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<WebsocketDetails>,
+    /// With `concurrent: N`: how many of the N connections were established.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent: Option<ConcurrentDetails>,
     /// The OAuth2 token request (`auth:`), never the token itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthDetails>,
@@ -135,6 +138,14 @@ pub struct AuthDetails {
     /// `expires_in` of the token in use, in seconds (absent when the server gave none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_s: Option<u64>,
+}
+
+/// `concurrent: N`: connections asked for and established at once. The run's failure (if
+/// any) is the first refusal, e.g. `upgrade/status_429` from a per-client cap.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrentDetails {
+    pub requested: u32,
+    pub established: u32,
 }
 
 /// How long a held WebSocket lived and how the hold ended.

@@ -22,14 +22,23 @@
 //! plus the hold (see `ProbeConfig::run_time`); a hold that would pass the deadline is
 //! shortened to it, with a note.
 //!
+//! With `concurrent: N` (1–64) the probe opens N WebSockets at once, each on its own
+//! connection (and, with `auth`, its own token: every client of a tenant has one), holds every
+//! established one until all N upgrades are decided, then runs each to its close. It reports
+//! `detail.concurrent` (requested, established) and, when fewer than N got through, the first
+//! refusal as the run's failure (`upgrade/status_429` from a per-client cap, `proxy/status_503`
+//! from a proxy's `MaxClients`...), the connection's number in the message.
+//!
 //! Every opened WebSocket is ended with a close frame, and we wait (bounded by the deadline,
 //! at most [`CLOSE_WAIT`]) for the server's close frame: also after a failed ping or exchange.
 //! A WebSocket left open is how clients exhaust per-tenant connection pools.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
@@ -43,7 +52,8 @@ use crate::config::{redact_url, HoldSpec, HostPort, Secret, WebsocketSpec};
 use crate::net::{self, classify::fault_from_io, TlsClient};
 
 use super::ProbeContext;
-use crate::outcome::details::{HoldDetails, RttStats, WebsocketDetails};
+use crate::config::TokenCache;
+use crate::outcome::details::{ConcurrentDetails, HoldDetails, RttStats, WebsocketDetails};
 use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 
 /// Longest wait for the server's close frame after ours.
@@ -54,12 +64,99 @@ const MAX_MESSAGE: usize = 1 << 20;
 
 /// Runs one websocket probe.
 pub async fn probe(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
+    if spec.concurrent > 1 {
+        return concurrent(spec, ctx).await;
+    }
     let mut run = Run::new(ctx.deadline);
-    let result = session(&mut run, spec, ctx).await;
+    let result = session(&mut run, spec, ctx, None).await;
     run.finish(result)
 }
 
-async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext) -> Result<(), Failure> {
+/// Waits for all N upgrades of a `concurrent` run to be decided, so the established sockets
+/// are open at the same time (else a fast one could close before a slow one upgrades).
+struct Gate {
+    left: AtomicUsize,
+    all: Notify,
+}
+
+/// One connection's place at the [`Gate`]; arrives exactly once (at the latest on drop).
+struct Ticket<'a> {
+    gate: &'a Gate,
+    arrived: bool,
+}
+
+impl Ticket<'_> {
+    fn arrive(&mut self) {
+        if !self.arrived {
+            self.arrived = true;
+            if self.gate.left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.gate.all.notify_waiters();
+            }
+        }
+    }
+
+    /// Arrives, then waits (until `deadline`) for every other connection to arrive.
+    async fn wait_all(&mut self, deadline: Instant) {
+        self.arrive();
+        let notified = self.gate.all.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.gate.left.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.arrive();
+    }
+}
+
+/// `concurrent: N`: N sessions at once; the outcome of the first failing one (or the first),
+/// with `detail.concurrent`.
+async fn concurrent(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
+    let started = Instant::now();
+    let n = spec.concurrent;
+    let gate = Gate {
+        left: AtomicUsize::new(n as usize),
+        all: Notify::new(),
+    };
+    let specs: Vec<WebsocketSpec> = (0..n)
+        .map(|i| {
+            let mut s = spec.clone();
+            // The first connection uses the probe's cached token; the others each get their own.
+            if let (true, Some(a)) = (i > 0, s.auth.as_mut()) {
+                a.cache = TokenCache::default();
+            }
+            s
+        })
+        .collect();
+    let gate = &gate;
+    let attempts = futures::future::join_all(specs.iter().map(|s| async move {
+        let mut run = Run::new(ctx.deadline);
+        let mut ticket = Ticket { gate, arrived: false };
+        let result = session(&mut run, s, ctx, Some(&mut ticket)).await;
+        drop(ticket);
+        run.finish(result)
+    }))
+    .await;
+    let established = attempts
+        .iter()
+        .filter(|o| o.detail.websocket.as_ref().and_then(|w| w.status) == Some(101))
+        .count() as u32;
+    let first_failure = attempts.iter().position(|o| !o.success);
+    let mut out = attempts[first_failure.unwrap_or(0)].clone();
+    if let (Some(i), Some(f)) = (first_failure, out.failure.as_mut()) {
+        f.message = format!("connection {} of {n}: {} ({established} of {n} established)", i + 1, f.message);
+    }
+    out.detail.concurrent = Some(ConcurrentDetails { requested: n, established });
+    out.total = started.elapsed();
+    out
+}
+
+async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext, gate: Option<&mut Ticket<'_>>) -> Result<(), Failure> {
     let target = HostPort::of_url(&spec.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
     // Config problems (bad header, unreadable ca_file) before touching the network.
     build_request(spec, None).map_err(|f| f.at(Phase::Upgrade))?;
@@ -76,9 +173,9 @@ async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext) -> Res
     match tls {
         Some(client) => {
             let stream = net::handshake(run, &client, dialed.stream).await?;
-            converse(run, spec, request, stream).await
+            converse(run, spec, request, stream, gate).await
         }
-        None => converse(run, spec, request, dialed.stream).await,
+        None => converse(run, spec, request, dialed.stream, gate).await,
     }
 }
 
@@ -117,7 +214,7 @@ fn build_request(spec: &WebsocketSpec, bearer: Option<&Secret>) -> Result<Reques
 }
 
 /// Upgrade, then pings and the exchange, then always the close handshake.
-async fn converse<S>(run: &mut Run, spec: &WebsocketSpec, request: Request, stream: S) -> Result<(), Failure>
+async fn converse<S>(run: &mut Run, spec: &WebsocketSpec, request: Request, stream: S, gate: Option<&mut Ticket<'_>>) -> Result<(), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -125,6 +222,7 @@ where
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let mut status = None;
+    let mut retry = None;
     let upgraded = run
         .phase(Phase::Upgrade, async {
             match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
@@ -132,6 +230,7 @@ where
                 Err(e) => {
                     if let WsError::Http(resp) = &e {
                         status = Some(resp.status().as_u16());
+                        retry = super::http::retry_after(resp.headers());
                     }
                     Err(upgrade_fault(e))
                 }
@@ -144,6 +243,7 @@ where
             if let (Some(a), Some(401)) = (&spec.auth, status) {
                 super::oauth2::forget(a);
             }
+            run.detail.retry_after = retry;
             run.detail.websocket = Some(WebsocketDetails {
                 status,
                 ..Default::default()
@@ -160,6 +260,9 @@ where
             .map(str::to_string),
         ..Default::default()
     });
+    if let Some(t) = gate {
+        t.wait_all(run.deadline()).await;
+    }
 
     let mut peer_closed = false;
     let mut result = exchange(run, spec, &mut ws, &mut peer_closed).await;

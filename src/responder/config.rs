@@ -220,6 +220,11 @@ pub struct ResponderConfig {
     /// Optional DNS answerer for one test name (off by default).
     #[serde(default)]
     pub dns: Option<super::dns::DnsZone>,
+    /// Per-client (source IP) cap on open WebSockets, like a platform's per-tenant limit:
+    /// upgrades beyond it are answered `429 Too Many Requests` with `Retry-After: 5`.
+    /// Default: no cap.
+    #[serde(default)]
+    pub websocket_cap: Option<u32>,
 }
 
 impl Default for ResponderConfig {
@@ -237,6 +242,7 @@ impl Default for ResponderConfig {
             metrics: default_metrics(),
             tls: TlsSource::default(),
             dns: None,
+            websocket_cap: None,
         }
     }
 }

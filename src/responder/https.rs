@@ -3,7 +3,8 @@
 //!
 //! Routes: `GET /` → 200 with a short text; `/status/NNN` → status NNN (100..=599), with
 //! `Retry-After: 5` on 429/503 so probes can show it; any request with `Upgrade: websocket` →
-//! the echo endpoint; anything else → 404. Bodies are tiny: this measures reachability, not
+//! the echo endpoint (429 + `Retry-After: 5` past the per-client `websocket_cap`); anything
+//! else → 404. Bodies are tiny: this measures reachability, not
 //! throughput.
 
 use std::convert::Infallible;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::metrics::{Counters, OpenGuard};
+use super::websocket::WsCap;
 use super::Shutdown;
 
 /// A TLS handshake must finish within this.
@@ -27,7 +29,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Accepts HTTPS/WSS connections until shutdown.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, counters: Arc<Counters>, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, counters: Arc<Counters>, cap: Arc<WsCap>, shutdown: Shutdown) {
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -42,7 +44,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, counters: Arc<C
         };
         tracing::debug!(%peer, "HTTPS/WSS connection");
         let guard = OpenGuard::connection(&counters, "web");
-        let (acceptor, counters, shutdown) = (acceptor.clone(), counters.clone(), shutdown.clone());
+        let (acceptor, counters, cap, shutdown) = (acceptor.clone(), counters.clone(), cap.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _guard = guard;
             let _ = tcp.set_nodelay(true);
@@ -61,20 +63,20 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, counters: Arc<C
                 },
                 _ = shutdown.wait() => return,
             };
-            serve_connection(tls, peer, counters, shutdown).await;
+            serve_connection(tls, peer, counters, cap, shutdown).await;
         });
     }
 }
 
-async fn serve_connection<S>(stream: S, peer: SocketAddr, counters: Arc<Counters>, shutdown: Shutdown)
+async fn serve_connection<S>(stream: S, peer: SocketAddr, counters: Arc<Counters>, cap: Arc<WsCap>, shutdown: Shutdown)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let svc = {
         let (counters, shutdown) = (counters.clone(), shutdown.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (counters, shutdown) = (counters.clone(), shutdown.clone());
-            async move { Ok::<_, Infallible>(route(req, peer, counters, shutdown)) }
+            let (counters, cap, shutdown) = (counters.clone(), cap.clone(), shutdown.clone());
+            async move { Ok::<_, Infallible>(route(req, peer, counters, cap, shutdown)) }
         })
     };
     let conn = hyper::server::conn::http1::Builder::new()
@@ -96,9 +98,9 @@ where
     }
 }
 
-fn route(req: Request<Incoming>, peer: SocketAddr, counters: Arc<Counters>, shutdown: Shutdown) -> Response<Full<Bytes>> {
+fn route(req: Request<Incoming>, peer: SocketAddr, counters: Arc<Counters>, cap: Arc<WsCap>, shutdown: Shutdown) -> Response<Full<Bytes>> {
     if super::websocket::is_upgrade(&req) {
-        let resp = super::websocket::upgrade(req, peer, counters.clone(), shutdown);
+        let resp = super::websocket::upgrade(req, peer, counters.clone(), &cap, shutdown);
         counters.http_responses_total.with_label_values(&[resp.status().as_str()]).inc();
         return resp;
     }

@@ -234,8 +234,15 @@ impl Responder {
         }
         if !web.is_empty() {
             let acceptor = TlsAcceptor::from(tls.server_config(certs::WEB_ALPN)?);
+            let cap = Arc::new(websocket::WsCap::new(cfg.websocket_cap));
             for l in web {
-                tasks.push(tokio::spawn(https::serve(l, acceptor.clone(), counters.clone(), shutdown.clone())));
+                tasks.push(tokio::spawn(https::serve(
+                    l,
+                    acceptor.clone(),
+                    counters.clone(),
+                    cap.clone(),
+                    shutdown.clone(),
+                )));
             }
         }
         if let Some(z) = &cfg.dns {

@@ -71,7 +71,18 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "websocket",
-        own: &["url", "headers", "ping", "send", "expect", "auth", "hold", "ping_interval", "idle"],
+        own: &[
+            "url",
+            "headers",
+            "ping",
+            "send",
+            "expect",
+            "auth",
+            "hold",
+            "ping_interval",
+            "idle",
+            "concurrent",
+        ],
         tls: true,
         build: websocket,
     },
@@ -204,6 +215,7 @@ fn websocket(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     let tls = tls_options(f, p);
     let auth = optional(f, "auth", p, |v, p| auth(v, &c.what, p));
     let hold = hold(f, &c.what, p);
+    let concurrent = or_default(f, "concurrent", 1, p, |v, p| uint(v, "concurrent", 1, 64, p).map(|n| n as u32));
     Some(ProbeSpec::Websocket(WebsocketSpec {
         url: u?,
         headers: headers?,
@@ -213,6 +225,7 @@ fn websocket(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         tls: tls?,
         auth: auth?,
         hold: hold?,
+        concurrent: concurrent?,
     }))
 }
 
