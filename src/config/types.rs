@@ -87,6 +87,7 @@ pub enum ProbeSpec {
     Stun(StunSpec),
     Turn(TurnSpec),
     Ice(IceSpec),
+    Session(SessionSpec),
 }
 
 impl ProbeSpec {
@@ -101,6 +102,7 @@ impl ProbeSpec {
             ProbeSpec::Stun(_) => "stun",
             ProbeSpec::Turn(_) => "turn",
             ProbeSpec::Ice(_) => "ice",
+            ProbeSpec::Session(_) => "session",
         }
     }
 
@@ -108,6 +110,14 @@ impl ProbeSpec {
     pub fn hold(&self) -> Duration {
         match self {
             ProbeSpec::Websocket(s) => s.hold.map_or(Duration::ZERO, |h| h.duration),
+            ProbeSpec::Session(s) => s
+                .steps
+                .iter()
+                .map(|st| match &st.action {
+                    StepAction::Websocket(w) => w.hold.map_or(Duration::ZERO, |h| h.duration),
+                    StepAction::Http(_) => Duration::ZERO,
+                })
+                .sum(),
             _ => Duration::ZERO,
         }
     }
@@ -123,6 +133,7 @@ impl ProbeSpec {
             ProbeSpec::Stun(s) => s.server.to_string(),
             ProbeSpec::Turn(s) => s.server.to_string(),
             ProbeSpec::Ice(s) => s.servers.iter().map(|s| s.url.to_string()).collect::<Vec<_>>().join(","),
+            ProbeSpec::Session(s) => s.steps.first().map(|st| st.display_url()).unwrap_or_default(),
         }
     }
 }
@@ -286,6 +297,47 @@ pub struct WebsocketSpec {
     pub hold: Option<HoldSpec>,
     /// WebSockets opened at once (1–64, default 1): a connection cap shows up as a number.
     pub concurrent: u32,
+}
+
+/// Most steps a `kind: session` probe may have.
+pub const MAX_SESSION_STEPS: usize = 8;
+
+/// `kind: session`: ordered http and websocket steps under one deadline, sharing one OAuth2
+/// token and the TLS options; later steps use values earlier ones extracted (`${var}`).
+#[derive(Clone, Debug)]
+pub struct SessionSpec {
+    pub steps: Vec<SessionStep>,
+    pub auth: Option<OAuth2Spec>,
+    pub tls: TlsOptions,
+}
+
+/// One step of a session.
+#[derive(Clone, Debug)]
+pub struct SessionStep {
+    /// The request; when [`SessionStep::url`] names variables its `url` is a placeholder,
+    /// replaced at run time (and `tls`/`auth` come from the session).
+    pub action: StepAction,
+    /// The URL as written; `${var}` is replaced at run time.
+    pub url: String,
+    /// Variable name → JSON pointer (RFC 6901) into this step's response body (http steps).
+    pub extract: BTreeMap<String, String>,
+}
+
+impl SessionStep {
+    /// The URL for tables and labels: without userinfo, query or fragment when it parses.
+    pub fn display_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(u) if !self.url.contains("${") => redact_url(&u),
+            _ => self.url.split(['?', '#']).next().unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// What a session step does.
+#[derive(Clone, Debug)]
+pub enum StepAction {
+    Http(HttpSpec),
+    Websocket(WebsocketSpec),
 }
 
 /// `hold: DURATION` with `ping_interval` / `idle` on a websocket probe.

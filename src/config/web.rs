@@ -200,6 +200,14 @@ fn endpoints(spec: &ProbeSpec) -> Vec<(String, u16)> {
         ProbeSpec::Turn(s) => vec![(norm(&s.server.host), s.server.port)],
         ProbeSpec::Ice(s) => s.servers.iter().map(|x| (norm(&x.url.host), x.url.port)).collect(),
         ProbeSpec::Dns(s) => vec![(norm(&s.query), 0)],
+        // Steps with a literal URL; a `${var}` URL comes from a server at run time.
+        ProbeSpec::Session(s) => s
+            .steps
+            .iter()
+            .filter(|st| !st.url.contains("${"))
+            .filter_map(|st| url::Url::parse(&st.url).ok())
+            .map(|u| url(&u))
+            .collect(),
     }
 }
 
@@ -218,6 +226,7 @@ fn strip_secrets(mut spec: ProbeSpec, same_hosts: bool) -> Result<ProbeSpec, &'s
     match &mut spec {
         // The bearer would go to the new host: an OAuth2 probe runs only against its own.
         ProbeSpec::Http(s) if s.auth.is_some() => return Err("an OAuth2 bearer token"),
+        ProbeSpec::Session(_) => return Err("a session's steps and token"),
         ProbeSpec::Websocket(s) if s.auth.is_some() => return Err("an OAuth2 bearer token"),
         ProbeSpec::Http(s) => drop_secret_headers(&mut s.headers),
         ProbeSpec::Websocket(s) => drop_secret_headers(&mut s.headers),

@@ -30,6 +30,9 @@ pub struct Details {
     pub http: Option<HttpDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<WebsocketDetails>,
+    /// `kind: session`: how far the steps got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionDetails>,
     /// With `concurrent: N`: how many of the N connections were established.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrent: Option<ConcurrentDetails>,
@@ -138,6 +141,21 @@ pub struct AuthDetails {
     /// `expires_in` of the token in use, in seconds (absent when the server gave none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_s: Option<u64>,
+}
+
+/// A session's progress. The failing step's number is also at the start of the failure
+/// message (`step 2 (websocket): ...`); phases and reasons stay the fixed label words.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionDetails {
+    pub steps: u32,
+    /// Steps that finished successfully.
+    pub completed: u32,
+    /// 1-based number of the step that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<u32>,
+    /// Names of the variables extracted so far (never their values: they may hold tokens).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extracted: Vec<String>,
 }
 
 /// `concurrent: N`: connections asked for and established at once. The run's failure (if

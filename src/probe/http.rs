@@ -53,6 +53,12 @@ async fn follow(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext) -> Result<()
         Some(a) => Some(super::oauth2::bearer(run, a, &spec.tls, ctx).await?),
         None => None,
     };
+    follow_with(run, spec, ctx, bearer.as_ref()).await.map(|_| ())
+}
+
+/// The request (and redirects) with an already obtained bearer; returns the final body (at
+/// most [`MAX_BODY`] bytes; empty for HEAD). Session steps call this.
+pub(crate) async fn follow_with(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext, bearer: Option<&Secret>) -> Result<Vec<u8>, Failure> {
     let mut hop = Hop {
         url: spec.url.clone(),
         method: match spec.method {
@@ -65,7 +71,7 @@ async fn follow(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext) -> Result<()
     let mut redirects = 0u32;
     loop {
         let follow_more = redirects < spec.follow_redirects;
-        let answer = fetch(run, spec, ctx, &hop, follow_more, bearer.as_ref()).await;
+        let answer = fetch(run, spec, ctx, &hop, follow_more, bearer).await;
         if let (Some(a), Some(401)) = (&spec.auth, run.detail.http.as_ref().map(|d| d.status)) {
             super::oauth2::forget(a);
         }
@@ -73,7 +79,7 @@ async fn follow(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext) -> Result<()
         details.redirects = redirects;
         details.final_url = redact_url(&hop.url);
         match answer? {
-            Answer::Done => return Ok(()),
+            Answer::Done(body) => return Ok(body),
             Answer::Redirect(next) => {
                 redirects += 1;
                 hop = next;
@@ -90,7 +96,8 @@ struct Hop {
 }
 
 enum Answer {
-    Done,
+    /// The final answer, with its body.
+    Done(Vec<u8>),
     Redirect(Hop),
 }
 
@@ -219,7 +226,7 @@ where
         return Err(Failure::new(Phase::Request, Reason::Status(code), msg));
     }
     if hop.method == Method::HEAD {
-        return Ok(Answer::Done);
+        return Ok(Answer::Done(Vec::new()));
     }
 
     let mut body = Vec::new();
@@ -246,7 +253,7 @@ where
             ));
         }
     }
-    Ok(Answer::Done)
+    Ok(Answer::Done(body))
 }
 
 /// Reads at most [`MAX_BODY`] bytes into `out`.

@@ -80,7 +80,7 @@ struct Gate {
 }
 
 /// One connection's place at the [`Gate`]; arrives exactly once (at the latest on drop).
-struct Ticket<'a> {
+pub(crate) struct Ticket<'a> {
     gate: &'a Gate,
     arrived: bool,
 }
@@ -157,14 +157,26 @@ async fn concurrent(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
 }
 
 async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext, gate: Option<&mut Ticket<'_>>) -> Result<(), Failure> {
-    let target = HostPort::of_url(&spec.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
+    HostPort::of_url(&spec.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
     // Config problems (bad header, unreadable ca_file) before touching the network.
     build_request(spec, None).map_err(|f| f.at(Phase::Upgrade))?;
     let bearer = match &spec.auth {
         Some(a) => Some(super::oauth2::bearer(run, a, &spec.tls, ctx).await?),
         None => None,
     };
-    let request = build_request(spec, bearer.as_ref()).map_err(|f| f.at(Phase::Upgrade))?;
+    open(run, spec, ctx, gate, bearer.as_ref()).await
+}
+
+/// Dial, upgrade (with `bearer`), converse and close. Session steps call this.
+pub(crate) async fn open(
+    run: &mut Run,
+    spec: &WebsocketSpec,
+    ctx: &ProbeContext,
+    gate: Option<&mut Ticket<'_>>,
+    bearer: Option<&Secret>,
+) -> Result<(), Failure> {
+    let target = HostPort::of_url(&spec.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
+    let request = build_request(spec, bearer).map_err(|f| f.at(Phase::Upgrade))?;
     let tls = match spec.url.scheme() {
         "wss" => Some(TlsClient::new(&spec.tls, &target.host, &["http/1.1"]).map_err(|f| f.at(Phase::Tls))?),
         _ => None,

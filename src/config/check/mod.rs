@@ -433,17 +433,6 @@ fn defaults(v: &Node, p: &mut Problems) -> Option<Defaults> {
     })
 }
 
-/// The `hold:` written on a probe (zero when absent or invalid), for the interval check.
-fn hold_of(f: &Fields) -> Duration {
-    // Read from the entries, not `get`: only websocket probes declare (and ask for) `hold`.
-    f.entries
-        .iter()
-        .find(|(k, _, _)| *k == "hold")
-        .and_then(|(_, _, n)| n.scalar())
-        .and_then(|s| super::values::parse_duration(s).ok())
-        .unwrap_or(Duration::ZERO)
-}
-
 fn too_long(timeout: Duration, interval: Duration, prefix: &str) -> String {
     format!(
         "{prefix}timeout {} is longer than interval {}; runs of one probe must not overlap",
@@ -503,12 +492,14 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
     let labels = f.get("labels").map(|n| labels(n, p));
     let proxy = f.get("proxy").map(|n| proxy(n, "proxy", p));
 
-    // Timeout vs interval after defaults; reported where the offending value was written.
+    let spec = kind.and_then(|k| k.build(&f, &what, p));
+    // Timeout (plus any hold) vs interval after defaults; reported where the offending value
+    // was written.
     if let (Some(iv), Some(to)) = (
         interval.map_or(Some(d.interval), |(x, _)| x),
         timeout.map_or(Some(d.timeout), |(x, _)| x),
     ) {
-        let held = hold_of(&f);
+        let held = spec.as_ref().map_or(Duration::ZERO, ProbeSpec::hold);
         if to + held > iv {
             // Both defaulted is impossible here: `defaults` was checked already.
             let pos = timeout.map(|t| t.1).or(interval.map(|i| i.1)).unwrap_or(f.pos);
@@ -529,7 +520,6 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
         }
     }
 
-    let spec = kind.and_then(|k| k.build(&f, &what, p));
     Some(ProbeConfig {
         name: name?,
         interval: match interval {
