@@ -149,6 +149,10 @@ pub struct ResponderArgs {
     /// Retry-After: 5 (default: no cap).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub websocket_cap: Option<u32>,
+    /// OAuth2 client ID:SECRET for /oauth/token (SECRET may be env:NAME or file:/path);
+    /// repeatable. With one, /api/channels requires a bearer token.
+    #[arg(long = "oauth2-client")]
+    pub oauth2_clients: Vec<String>,
     /// Plain-HTTP address of the responder's own /metrics (default 127.0.0.1:9470), or `none`.
     #[arg(long)]
     pub metrics: Option<String>,

@@ -207,3 +207,50 @@ fn session_config_is_bounded_and_variables_must_come_from_earlier_steps() {
     .to_string();
     assert!(e.contains("hold 15s plus timeout 10s is longer than interval 20s"), "{e}");
 }
+
+async fn responder_with_client(secret: &str) -> egress_probe::responder::Responder {
+    let mut cfg = egress_probe::responder::ResponderConfig::loopback_ephemeral();
+    cfg.oauth2_clients = std::collections::BTreeMap::from([("softphone".to_string(), egress_probe::config::Secret::literal(secret))]);
+    egress_probe::responder::Responder::start(&cfg).await.expect("responder starts")
+}
+
+fn responder_session(r: &egress_probe::responder::Responder, secret: &str) -> String {
+    let web = r.addrs.web[0].port();
+    format!(
+        "probes:
+  - name: responder-session
+    kind: session
+    timeout: 5s
+    ca_file: {ca}
+    auth: {{oauth2: {{token_url: https://127.0.0.1:{web}/oauth/token, client_id: softphone, client_secret: '{secret}'}}}}
+    steps:
+      - http: {{method: POST, url: https://127.0.0.1:{web}/api/channels, expect_status: 200}}
+        extract: {{ws_url: /connectUri}}
+      - websocket: {{url: '${{ws_url}}', ping: 1, send: hello, expect: hello}}
+",
+        ca = r.tls.ca_file.as_ref().unwrap().display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_walks_the_responders_token_channel_and_websocket_endpoints() {
+    let r = responder_with_client("rsp-61c0-secret").await;
+    let out = run_yaml(&responder_session(&r, "rsp-61c0-secret")).await;
+    assert_eq!(code(&out), "ok", "{out:?}");
+    assert_eq!(out.detail.session.as_ref().map(|s| s.completed), Some(2));
+    let text = r.metrics_text().await;
+    assert!(text.contains("egress_responder_websockets_total 1"), "{text}");
+
+    // The channel endpoint wants the bearer; a wrong client secret is auth/status_401.
+    let out = run_yaml(&responder_session(&r, "not-it")).await;
+    assert_eq!(code(&out), "auth/status_401", "{out:?}");
+    assert!(out.failure.unwrap().message.contains("invalid_client"));
+    let bare = run_yaml(&format!(
+        "probes:\n  - {{name: b, kind: http, method: POST, url: 'https://127.0.0.1:{}/api/channels', ca_file: {}}}\n",
+        r.addrs.web[0].port(),
+        r.tls.ca_file.as_ref().unwrap().display()
+    ))
+    .await;
+    assert_eq!(code(&bare), "request/status_401");
+    r.shutdown().await;
+}

@@ -94,3 +94,45 @@ fn hold_config_needs_a_keepalive_choice_and_an_interval_covering_hold_plus_timeo
         assert!(e.contains(says), "{bad}: {e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_responders_idle_cut_ends_an_idle_hold_with_a_close_frame_and_pings_keep_it_open() {
+    let mut cfg = egress_probe::responder::ResponderConfig::loopback_ephemeral();
+    cfg.websocket_idle_timeout = 2;
+    let r = egress_probe::responder::Responder::start(&cfg).await.expect("responder starts");
+    let spec = |ping_interval: Option<Duration>| {
+        ProbeSpec::Websocket(WebsocketSpec {
+            url: url::Url::parse(&format!("wss://127.0.0.1:{}/signalling", r.addrs.web[0].port())).unwrap(),
+            headers: BTreeMap::new(),
+            ping: 0,
+            send: None,
+            expect: None,
+            tls: TlsOptions {
+                ca_file: r.tls.ca_file.clone(),
+                ..Default::default()
+            },
+            auth: None,
+            concurrent: 1,
+            hold: Some(HoldSpec {
+                duration: Duration::from_secs(4),
+                ping_interval,
+            }),
+        })
+    };
+    let (idle_spec, pinged_spec) = (spec(None), spec(Some(Duration::from_millis(500))));
+    let (c1, c2) = (
+        ProbeContext::with_timeout(Duration::from_secs(4 + 5), None),
+        ProbeContext::with_timeout(Duration::from_secs(4 + 5), None),
+    );
+    let (idle, pinged) = tokio::join!(probe::run(&idle_spec, &c1), probe::run(&pinged_spec, &c2));
+    let f = idle.failure.as_ref().expect("cut");
+    assert_eq!(f.code(), "hold/closed", "{f:?}");
+    assert!(f.message.contains("1001") && f.message.contains("idle"), "{}", f.message);
+    let lifetime = idle.detail.websocket.as_ref().and_then(|w| w.hold.as_ref()).unwrap().lifetime;
+    assert!(
+        lifetime >= Duration::from_millis(1800) && lifetime < Duration::from_secs(3),
+        "{lifetime:?}"
+    );
+    assert!(pinged.success, "{:?}", pinged.failure);
+    r.shutdown().await;
+}

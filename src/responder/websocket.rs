@@ -3,7 +3,7 @@
 //! The upgrade is answered by hyper (so HTTPS and WSS share one port), then the upgraded
 //! stream becomes a server-side `WebSocketStream`: text and binary messages are echoed, pings
 //! answered with pongs, a client's close frame answered with a close frame (clean close), and
-//! at shutdown or after [`WS_IDLE_TIMEOUT`] the server closes with 1001 "going away". The
+//! at shutdown or after the idle timeout ([`WS_IDLE_TIMEOUT`] unless configured) the server closes with 1001 "going away". The
 //! first offered subprotocol (e.g. `sip`) is accepted, as strict clients require one back.
 //!
 //! With `websocket_cap: N` a client (source IP) may hold at most N sessions at once; further
@@ -33,7 +33,8 @@ use tokio_tungstenite::WebSocketStream;
 use super::metrics::{Counters, OpenGuard};
 use super::Shutdown;
 
-/// A session with no message for this long is closed by the server.
+/// By default a session with no message for this long is closed by the server
+/// (`websocket_idle_timeout`).
 pub const WS_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Seconds a refused client is told to wait (`Retry-After`).
@@ -103,6 +104,7 @@ pub fn upgrade(
     peer: SocketAddr,
     counters: Arc<Counters>,
     cap: &Arc<WsCap>,
+    idle: Duration,
     shutdown: Shutdown,
 ) -> Response<Full<Bytes>> {
     let key = match req.headers().get(SEC_WEBSOCKET_KEY) {
@@ -137,7 +139,7 @@ pub fn upgrade(
             }
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        echo(ws, peer, counters, shutdown).await;
+        echo(ws, peer, counters, idle, shutdown).await;
     });
     let mut resp = plain(StatusCode::SWITCHING_PROTOCOLS, "");
     let h = resp.headers_mut();
@@ -153,7 +155,7 @@ pub fn upgrade(
 }
 
 /// Echoes until the client closes, the session idles out, or shutdown.
-async fn echo<S>(mut ws: WebSocketStream<S>, peer: SocketAddr, counters: Arc<Counters>, shutdown: Shutdown)
+async fn echo<S>(mut ws: WebSocketStream<S>, peer: SocketAddr, counters: Arc<Counters>, idle: Duration, shutdown: Shutdown)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -162,7 +164,7 @@ where
     tracing::debug!(%peer, "WebSocket session open");
     loop {
         let next = tokio::select! {
-            m = tokio::time::timeout(WS_IDLE_TIMEOUT, ws.next()) => m,
+            m = tokio::time::timeout(idle, ws.next()) => m,
             _ = shutdown.wait() => {
                 going_away(&mut ws, "responder shutting down").await;
                 break;
