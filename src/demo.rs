@@ -125,6 +125,9 @@ probes:
       - stun:{udp}
       - url: turn:{udp}?transport=udp
         credentials: {{ username: {user}, password: {pass} }}
+      - url: turns:{tls}?transport=tcp
+        credentials: {{ username: {user}, password: {pass} }}
+    ca_file: {ca}
     expect: [srflx, relay]
 "#,
         dns_ip = udp.ip(),
@@ -172,6 +175,8 @@ mod tests {
     }
 
     const STATIC_HEADER: &str = "\
+# yaml-language-server: $schema=../docs/config.schema.json
+#
 # The demo probe set (what `check --demo` runs) for a responder started by hand on loopback
 # with the default STUN/TURN ports and the non-root alternates (no root needed):
 #

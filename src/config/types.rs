@@ -20,6 +20,8 @@ pub struct Config {
     /// Default proxy for every TCP-based probe; probes may override.
     pub proxy: Option<ProxySetting>,
     pub probes: Vec<ProbeConfig>,
+    /// `push:` — remote_write receivers the daemon sends its families to.
+    pub push: Vec<super::push::RemoteWriteConfig>,
     /// `web:`: what `/probe` may be pointed at (see `config::web`).
     pub web: super::web::WebSettings,
 }
@@ -88,6 +90,7 @@ pub enum ProbeSpec {
     Turn(TurnSpec),
     Ice(IceSpec),
     Session(SessionSpec),
+    Path(PathSpec),
 }
 
 impl ProbeSpec {
@@ -103,6 +106,7 @@ impl ProbeSpec {
             ProbeSpec::Turn(_) => "turn",
             ProbeSpec::Ice(_) => "ice",
             ProbeSpec::Session(_) => "session",
+            ProbeSpec::Path(_) => "path",
         }
     }
 
@@ -134,6 +138,7 @@ impl ProbeSpec {
             ProbeSpec::Turn(s) => s.server.to_string(),
             ProbeSpec::Ice(s) => s.servers.iter().map(|s| s.url.to_string()).collect::<Vec<_>>().join(","),
             ProbeSpec::Session(s) => s.steps.first().map(|st| st.display_url()).unwrap_or_default(),
+            ProbeSpec::Path(s) => format!("{}:{}", s.protocol.as_str(), s.target),
         }
     }
 }
@@ -239,6 +244,39 @@ pub enum TlsVersion {
 pub struct TcpSpec {
     pub target: HostPort,
     pub addresses: AddressMode,
+}
+
+/// Which packets a `path` trace sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathProtocol {
+    /// TCP SYNs (a connect per attempt), as a softphone's TLS/WebSocket connection.
+    #[default]
+    Tcp,
+    /// UDP datagrams (a STUN Binding request), as a softphone's STUN/TURN/media.
+    Udp,
+}
+
+impl PathProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathProtocol::Tcp => "tcp",
+            PathProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// `kind: path`: a TTL-stepped trace towards `target` (see `probe::path`).
+#[derive(Clone, Debug)]
+pub struct PathSpec {
+    pub target: HostPort,
+    pub protocol: PathProtocol,
+    /// Highest TTL tried (default 16).
+    pub max_hops: u32,
+    /// Attempts per TTL while it stays silent (default 2).
+    pub probes_per_hop: u32,
+    /// How long one attempt waits for an answer (default 1 s).
+    pub hop_timeout: Duration,
 }
 
 /// `kind: tls`.

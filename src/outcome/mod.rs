@@ -44,6 +44,8 @@ pub enum Phase {
     Relay,
     Gather,
     Connectivity,
+    /// `kind: path`: the TTL-stepped trace towards the target.
+    Trace,
     Close,
     /// Not the network: the program itself failed the run (a panic in the probe task, a probe
     /// that overran its deadline, a run cancelled by the scheduler stopping). A bug to report,
@@ -71,6 +73,7 @@ impl Phase {
             Phase::Relay => "relay",
             Phase::Gather => "gather",
             Phase::Connectivity => "connectivity",
+            Phase::Trace => "trace",
             Phase::Close => "close",
             Phase::Internal => "internal",
         }

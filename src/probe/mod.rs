@@ -12,6 +12,7 @@ pub mod dns;
 pub mod http;
 pub mod ice;
 pub mod oauth2;
+pub mod path;
 pub mod session;
 pub mod stun;
 pub mod tcp;
@@ -82,6 +83,7 @@ pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
             ProbeSpec::Turn(s) => turn::probe(s, ctx).await,
             ProbeSpec::Ice(s) => ice::probe(s, ctx).await,
             ProbeSpec::Session(s) => session::probe(s, ctx).await,
+            ProbeSpec::Path(s) => path::probe(s, ctx).await,
         }
     };
     bounded(ctx.deadline, fut).await

@@ -26,7 +26,6 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -36,8 +35,8 @@ use crate::net::{self, TlsClient};
 use crate::outcome::details::AuthDetails;
 use crate::outcome::{Failure, Fault, Phase, Reason, Run};
 
-use super::http::{hyper_fault, Driver};
 use super::ProbeContext;
+use crate::net::http::{hyper_fault, send};
 
 /// Most bytes of a token response read; a token answer is a few hundred bytes.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
@@ -212,19 +211,10 @@ async fn post<S>(sub: &mut Run, req: Request<Full<Bytes>>, stream: S, status: &m
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    sub.phase(Phase::Request, async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|e| hyper_fault("HTTP handshake", &e))?;
-        let _driver = Driver(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        let response = sender
-            .send_request(req)
-            .await
-            .map_err(|e| hyper_fault("waiting for the token response", &e))?;
-        let code = response.status().as_u16();
-        *status = Some(code);
+    let (response, _driver) = send(sub, req, stream).await?;
+    let code = response.status().as_u16();
+    *status = Some(code);
+    sub.phase(Phase::Body, async {
         let mut body = response.into_body();
         let mut bytes = Vec::new();
         while let Some(frame) = body.frame().await {

@@ -242,7 +242,7 @@ where
                 Err(e) => {
                     if let WsError::Http(resp) = &e {
                         status = Some(resp.status().as_u16());
-                        retry = super::http::retry_after(resp.headers());
+                        retry = crate::net::http::retry_after(resp.headers());
                     }
                     Err(upgrade_fault(e))
                 }

@@ -159,9 +159,38 @@ pub fn render_failures(results: &[ProbeResult]) -> String {
     for r in results {
         if let Some(f) = &r.outcome.failure {
             out.push_str(&format!("{}: {}: {}\n", r.name, f.code(), f.message));
+            if let Some(path) = &r.outcome.detail.path {
+                out.push_str(&render_path(path));
+            }
         }
     }
     out
+}
+
+/// A trace that did not reach, as a short indented hop table (TTL, who answered, RTT, what).
+pub fn render_path(path: &crate::outcome::details::PathDetails) -> String {
+    use table::Align::{Left, Right};
+    let rows: Vec<[String; 4]> = path
+        .hops
+        .iter()
+        .map(|h| {
+            [
+                h.ttl.to_string(),
+                h.address.map(|a| a.to_string()).unwrap_or_else(|| "*".into()),
+                h.rtt
+                    .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+                h.answer.clone(),
+            ]
+        })
+        .collect();
+    let text = table::render(
+        ["HOP", "ADDRESS", "RTT ms", "ANSWER"],
+        [Right, Left, Right, Left],
+        &rows,
+        |_, _, s| s.to_string(),
+    );
+    text.lines().map(|l| format!("    {l}\n")).collect()
 }
 
 #[cfg(test)]

@@ -12,8 +12,10 @@
 //! are present. Enum words (`record: AAAA`, `min_version: "1.3"` ...) go through serde_norway and
 //! the `Deserialize` derives in `types.rs`, so the accepted words are defined in one place.
 
-mod kinds;
+// `kinds` and the key tables are also read by `config::schema` (one source for both).
+pub(in crate::config) mod kinds;
 mod node;
+pub(in crate::config) mod push;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,15 +32,15 @@ pub use node::Problems;
 // ---------------------------------------------------------------------------------------------
 // Field lists (also the "allowed:" part of unknown-field messages).
 
-const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "web"];
-const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
+pub(in crate::config) const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "push", "web"];
+pub(in crate::config) const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
 /// Keys every probe takes, whatever its kind (`kinds::KINDS` lists the rest).
 const COMMON: &[&str] = &["name", "kind", "interval", "timeout", "labels", "proxy"];
 /// The shared TLS option group, flat on the probe or under `tls:`.
-const TLS_OPTS: &[&str] = &["server_name", "alpn", "ca_file", "pin_sha256", "min_version"];
-const AUTH: &[&str] = &["oauth2"];
-const OAUTH2: &[&str] = &["token_url", "client_id", "client_secret", "scopes", "audience", "extra_params"];
-const CREDENTIALS: &[&str] = &["username", "password", "rest_secret", "rest_user", "ttl"];
+pub(in crate::config) const TLS_OPTS: &[&str] = &["server_name", "alpn", "ca_file", "pin_sha256", "min_version"];
+pub(in crate::config) const CREDENTIALS: &[&str] = &["username", "password", "rest_secret", "rest_user", "ttl"];
+pub(in crate::config) const AUTH: &[&str] = &["oauth2"];
+pub(in crate::config) const OAUTH2: &[&str] = &["token_url", "client_id", "client_secret", "scopes", "audience", "extra_params"];
 /// Label names the exporter sets itself.
 const RESERVED_LABELS: &[&str] = &["probe", "kind", "target", "phase", "reason", "result", "transport", "type", "le"];
 
@@ -349,6 +351,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
     let listen = optional(&f, "listen", p, |v, p| socket_addr(v, "listen", None, p));
     let defaults = or_default(&f, "defaults", Defaults::default(), p, defaults);
     let top_proxy = optional(&f, "proxy", p, |v, p| proxy(v, "proxy", p));
+    let push = or_default(&f, "push", Vec::new(), p, push::push_section);
     let web = or_default(&f, "web", Default::default(), p, crate::config::web::web);
     let d = defaults.clone().unwrap_or_default();
 
@@ -382,6 +385,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
         defaults: defaults?,
         proxy: top_proxy?,
         probes,
+        push: push?,
         web: web?,
     })
 }

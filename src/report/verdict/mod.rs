@@ -378,6 +378,20 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "rejected_before_server",
+        severity: Severity::Broken,
+        when: Scope::Failure(rejected_before_server),
+        template: "{proto} to {port} on {host} is rejected ({code}), and the reject comes from {origin}{hops_out}, not the server: a firewall before it",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "path_silent_after_hop",
+        severity: Severity::Broken,
+        when: Scope::Failure(path_silent_after_hop),
+        template: "{proto} to {port} on {host} goes silent after hop {hop} ({hop_address}) ({code}): packets are dropped after that hop",
+        claim: Claim::None,
+    },
+    Rule {
         id: "rejected",
         severity: Severity::Broken,
         when: Scope::Failure(rejected),
@@ -620,7 +634,7 @@ fn parse_target(kind: &str, target: &str) -> (String, Option<u16>, &'static str)
             Ok(u) => (u.host.clone(), Some(u.port), u.transport_label()),
             Err(_) => (first.to_string(), None, "udp"),
         },
-        "http" | "websocket" => match url::Url::parse(first) {
+        "http" | "websocket" | "remote_write" => match url::Url::parse(first) {
             Ok(u) => {
                 let tls = matches!(u.scheme(), "https" | "wss");
                 (
@@ -632,6 +646,17 @@ fn parse_target(kind: &str, target: &str) -> (String, Option<u16>, &'static str)
             Err(_) => (first.to_string(), None, "tcp"),
         },
         "dns" => (first.trim_end_matches('.').to_string(), None, "udp"),
+        "path" => {
+            let (t, rest) = match first.split_once(':') {
+                Some(("udp", rest)) => ("udp", rest),
+                Some(("tcp", rest)) => ("tcp", rest),
+                _ => ("tcp", first),
+            };
+            match HostPort::parse(rest, None) {
+                Ok(hp) => (hp.host, Some(hp.port), t),
+                Err(_) => (rest.to_string(), None, t),
+            }
+        }
         other => match HostPort::parse(first, None) {
             Ok(hp) => (hp.host, Some(hp.port), if other == "tls" { "tls" } else { "tcp" }),
             Err(_) => (first.to_string(), None, "tcp"),
@@ -877,6 +902,30 @@ fn ice_no_relay(f: &Facts, _: &[Facts]) -> Option<Vars> {
 
 fn ice_no_srflx(f: &Facts, _: &[Facts]) -> Option<Vars> {
     f.reason_is(&Reason::NoSrflx).then(Vec::new)
+}
+
+/// Who rejected, from a connect's `reject_origin` or a trace's `rejected_by`.
+fn reject_origin<'f>(f: &Facts<'f>) -> Option<&'f crate::outcome::details::RejectOrigin> {
+    if !matches!(f.reason, Some(Reason::Refused | Reason::Unreachable)) {
+        return None;
+    }
+    let d = &f.outcome.detail;
+    d.reject_origin
+        .as_ref()
+        .or_else(|| d.path.as_ref().and_then(|p| p.rejected_by.as_ref()))
+}
+
+fn rejected_before_server(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let o = reject_origin(f).filter(|o| !o.is_target)?;
+    let hops_out = o.hop.map(|h| format!(", {h} hops out")).unwrap_or_default();
+    Some(vec![("origin", o.address.to_string()), ("hops_out", hops_out)])
+}
+
+fn path_silent_after_hop(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let p = f.outcome.detail.path.as_ref().filter(|p| p.end == "silence")?;
+    let n = p.last_answered?;
+    let addr = p.hops.iter().find(|h| h.ttl == n).and_then(|h| h.address)?;
+    Some(vec![("hop", n.to_string()), ("hop_address", addr.to_string())])
 }
 
 fn rejected(f: &Facts, _: &[Facts]) -> Option<Vars> {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::outcome::details::{Details, IceDetails, IceRelay, RelayDetails, TlsDetails};
+use crate::outcome::details::{Details, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails, TlsDetails};
 use crate::outcome::{Failure, PhaseTiming};
 
 fn pass(name: &str, kind: &str, target: &str) -> ProbeResult {
@@ -218,6 +218,64 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "ICE gathered no server-reflexive candidate (gather/no_srflx): STUN over UDP is blocked, direct media will not work".into(),
         ),
         (
+            "rejected_before_server",
+            vec![{
+                let mut r = fail("tcp-443", "tcp", "relay.example.com:443", Phase::Connect, Reason::Refused);
+                r.outcome.detail.reject_origin = Some(RejectOrigin {
+                    address: "10.0.0.1".parse().unwrap(),
+                    is_target: false,
+                    answer: "port_unreachable".into(),
+                    hop: None,
+                });
+                r
+            }],
+            "TCP to 443 on relay.example.com is rejected (connect/refused), and the reject comes from 10.0.0.1, not the server: a firewall before it".into(),
+        ),
+        (
+            "rejected_before_server",
+            vec![{
+                let mut r = fail("path-443", "path", "tcp:relay.example.com:443", Phase::Trace, Reason::Refused);
+                r.outcome.detail.path = Some(PathDetails {
+                    end: "rejected".into(),
+                    rejected_by: Some(RejectOrigin {
+                        address: "10.0.0.1".parse().unwrap(),
+                        is_target: false,
+                        answer: "admin_prohibited".into(),
+                        hop: Some(2),
+                    }),
+                    ..Default::default()
+                });
+                r
+            }],
+            "TCP to 443 on relay.example.com is rejected (trace/refused), and the reject comes from 10.0.0.1, 2 hops out, not the server: a firewall before it".into(),
+        ),
+        (
+            "path_silent_after_hop",
+            vec![{
+                let mut r = fail("path-3478", "path", "udp:relay.example.com:3478", Phase::Trace, Reason::Timeout);
+                r.outcome.detail.path = Some(PathDetails {
+                    end: "silence".into(),
+                    last_answered: Some(1),
+                    hops: vec![
+                        PathHop {
+                            ttl: 1,
+                            address: Some("10.0.0.1".parse().unwrap()),
+                            answer: "time_exceeded".into(),
+                            ..Default::default()
+                        },
+                        PathHop {
+                            ttl: 2,
+                            answer: "silence".into(),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                });
+                r
+            }],
+            "UDP to 3478 on relay.example.com goes silent after hop 1 (10.0.0.1) (trace/timeout): packets are dropped after that hop".into(),
+        ),
+        (
             "rejected",
             vec![fail("tcp-8443", "tcp", "relay.example.com:8443", Phase::Connect, Reason::Refused)],
             "TCP to 8443 on relay.example.com is rejected (connect/refused): a firewall rejects it or nothing listens there".into(),
@@ -307,6 +365,28 @@ fn check(rule: &str) {
         assert!(!v.text.contains('{') && !v.text.contains('\u{0}'), "unfilled hole in {v:?}");
     }
     assert_eq!(contradictions(&verdicts), Vec::<String>::new(), "{verdicts:#?}");
+}
+
+#[test]
+fn rejected_before_server() {
+    check("rejected_before_server");
+}
+#[test]
+fn rejected_before_server_on_a_trace_says_how_many_hops_out() {
+    let (_, results, expected) = cases()
+        .into_iter()
+        .filter(|(id, _, _)| *id == "rejected_before_server")
+        .nth(1)
+        .expect("the trace case");
+    let verdicts = assess(&results);
+    assert_eq!(
+        verdicts.first().map(|v| (v.rule, v.text.clone())),
+        Some(("rejected_before_server", expected))
+    );
+}
+#[test]
+fn path_silent_after_hop() {
+    check("path_silent_after_hop");
 }
 
 #[test]
