@@ -234,12 +234,7 @@ async fn real_reports_from_a_port_that_closed_show_the_regression() {
         schema: SCHEMA_VERSION,
         started_at: "2025-06-01T10:00:00Z".into(),
         wall_ms: None,
-        results: vec![ProbeResult {
-            name: "tcp-lab".into(),
-            kind: spec.kind().into(),
-            target: spec.target(),
-            outcome,
-        }],
+        results: vec![ProbeResult::of("tcp-lab", &spec, outcome)],
     };
     let ctx = || ProbeContext::with_timeout(Duration::from_secs(2), None);
     let before = report(probe::run(&spec, &ctx()).await);

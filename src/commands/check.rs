@@ -109,6 +109,7 @@ async fn push_rows(config: &Config, probes: &[ProbeConfig], results: &[ProbeResu
             name: row.name,
             kind: "remote_write".into(),
             target: row.target,
+            endpoint: row.endpoint,
             outcome: row.outcome,
         })
         .collect())
@@ -165,12 +166,7 @@ async fn run_all(config: &Config, probes: &[ProbeConfig], progress: &ProgressBar
             let verdict = if outcome.success { "ok" } else { "FAIL" };
             progress.set_message(format!("{} {verdict}", p.name));
             progress.inc(1);
-            ProbeResult {
-                name: p.name.clone(),
-                kind: p.spec.kind().to_string(),
-                target: p.spec.target(),
-                outcome,
-            }
+            ProbeResult::of(&p.name, &p.spec, outcome)
         }
     });
     futures::future::join_all(runs).await

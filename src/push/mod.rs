@@ -32,9 +32,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::{redact_url, Config, ProxySetting, RemoteWriteConfig};
+use crate::config::{endpoint_of_url, redact_url, Config, ProxySetting, RemoteWriteConfig};
 use crate::metrics::Metrics;
-use crate::outcome::{Failure, Outcome, Phase, Reason};
+use crate::outcome::{Endpoint, Failure, Outcome, Phase, Reason};
 use crate::shutdown::Shutdown;
 
 use queue::{Batch, Queue};
@@ -311,6 +311,8 @@ pub struct CheckRow {
     pub name: String,
     /// The receiver URL without credentials or query.
     pub target: String,
+    /// The receiver's host, port and transport.
+    pub endpoint: Endpoint,
     pub outcome: Outcome,
 }
 
@@ -326,6 +328,7 @@ pub async fn check(config: &Config, metrics: &Arc<Metrics>) -> Vec<CheckRow> {
         rows.push(CheckRow {
             name: format!("push {}", cfg.remote_label()),
             target: redact_url(&cfg.url),
+            endpoint: endpoint_of_url(&cfg.url),
             outcome,
         });
     }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::Outcome;
+use crate::config::ProbeSpec;
+use crate::outcome::{Endpoint, Outcome};
 
 /// Version of the JSON report format; bump on incompatible changes.
 ///
@@ -51,8 +52,25 @@ fn micro_rounded<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S
 pub struct ProbeResult {
     pub name: String,
     pub kind: String,
+    /// For humans: the target as the config wrote it (URLs without credentials or query).
     pub target: String,
+    /// The same target typed, for verdicts (absent in reports written before schema 2).
+    #[serde(default)]
+    pub endpoint: Endpoint,
     pub outcome: Outcome,
+}
+
+impl ProbeResult {
+    /// The result of probe `name` running `spec`.
+    pub fn of(name: &str, spec: &ProbeSpec, outcome: Outcome) -> ProbeResult {
+        ProbeResult {
+            name: name.to_string(),
+            kind: spec.kind().to_string(),
+            target: spec.target(),
+            endpoint: spec.endpoint(),
+            outcome,
+        }
+    }
 }
 
 impl Report {
@@ -204,6 +222,7 @@ mod tests {
             name: name.into(),
             kind: "tcp".into(),
             target: target.into(),
+            endpoint: Default::default(),
             outcome: Outcome {
                 success: failure.is_none(),
                 failure,

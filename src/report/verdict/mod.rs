@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{HostPort, IceUrl};
+use crate::config::IceUrl;
 use crate::outcome::{Outcome, Phase, Reason, Transport};
 use crate::report::ProbeResult;
 
@@ -494,7 +494,9 @@ impl<'a> Facts<'a> {
     /// Digests one result: target parsed per kind, transport refined by the details.
     pub fn of(r: &'a ProbeResult) -> Facts<'a> {
         let o = &r.outcome;
-        let (host, mut port, mut transport) = parse_target(&r.kind, &r.target);
+        let host = r.endpoint.host.clone();
+        let mut port = r.endpoint.port;
+        let mut transport = r.endpoint.transport.as_str();
         if port.is_none() {
             port = o.detail.peer.map(|p| p.port());
         }
@@ -624,44 +626,6 @@ fn relay_facts(kind: &str, o: &Outcome, host: &str, transport: &'static str, por
 
 fn transport_word(s: &str) -> Option<&'static str> {
     Transport::parse(s).map(Transport::as_str)
-}
-
-/// Host, port and transport from a `target` string as `ProbeSpec::target` writes it.
-fn parse_target(kind: &str, target: &str) -> (String, Option<u16>, &'static str) {
-    let first = target.split([',', ' ']).next().unwrap_or_default();
-    match kind {
-        "stun" | "turn" | "ice" => match IceUrl::parse(first) {
-            Ok(u) => (u.host.clone(), Some(u.port), u.transport_label()),
-            Err(_) => (first.to_string(), None, "udp"),
-        },
-        "http" | "websocket" | "remote_write" => match url::Url::parse(first) {
-            Ok(u) => {
-                let tls = matches!(u.scheme(), "https" | "wss");
-                (
-                    u.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string(),
-                    u.port_or_known_default(),
-                    if tls { "tls" } else { "tcp" },
-                )
-            }
-            Err(_) => (first.to_string(), None, "tcp"),
-        },
-        "dns" => (first.trim_end_matches('.').to_string(), None, "udp"),
-        "path" => {
-            let (t, rest) = match first.split_once(':') {
-                Some(("udp", rest)) => ("udp", rest),
-                Some(("tcp", rest)) => ("tcp", rest),
-                _ => ("tcp", first),
-            };
-            match HostPort::parse(rest, None) {
-                Ok(hp) => (hp.host, Some(hp.port), t),
-                Err(_) => (rest.to_string(), None, t),
-            }
-        }
-        other => match HostPort::parse(first, None) {
-            Ok(hp) => (hp.host, Some(hp.port), if other == "tls" { "tls" } else { "tcp" }),
-            Err(_) => (first.to_string(), None, "tcp"),
-        },
-    }
 }
 
 /// `CN=Corp Proxy CA, O=Corp` → `Corp Proxy CA`; a DN without CN is kept whole.

@@ -6,13 +6,51 @@ use std::time::Duration;
 
 use super::*;
 use crate::outcome::details::{Details, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails, TlsDetails};
-use crate::outcome::{Failure, PhaseTiming};
+use crate::outcome::{Endpoint, Failure, PhaseTiming};
+
+/// The typed endpoint a real check would carry for `target` of `kind` (the cases below are
+/// written as the display target, for readability).
+fn endpoint(kind: &str, target: &str) -> Endpoint {
+    use crate::config::{endpoint_of_url, HostPort};
+    let first = target.split([',', ' ']).next().unwrap_or_default();
+    let host_only = |transport| Endpoint {
+        host: first.trim_end_matches('.').to_string(),
+        port: None,
+        transport,
+    };
+    match kind {
+        "stun" | "turn" | "ice" => IceUrl::parse(first)
+            .map(|u| u.endpoint())
+            .unwrap_or_else(|_| host_only(Transport::Udp)),
+        "http" | "websocket" | "remote_write" => url::Url::parse(first)
+            .map(|u| endpoint_of_url(&u))
+            .unwrap_or_else(|_| host_only(Transport::Tcp)),
+        "dns" => host_only(Transport::Udp),
+        other => {
+            let (transport, rest) = match first.split_once(':') {
+                Some(("udp", rest)) if other == "path" => (Transport::Udp, rest),
+                Some(("tcp", rest)) if other == "path" => (Transport::Tcp, rest),
+                _ if other == "tls" => (Transport::Tls, first),
+                _ => (Transport::Tcp, first),
+            };
+            match HostPort::parse(rest, None) {
+                Ok(hp) => Endpoint {
+                    host: hp.host,
+                    port: Some(hp.port),
+                    transport,
+                },
+                Err(_) => host_only(transport),
+            }
+        }
+    }
+}
 
 fn pass(name: &str, kind: &str, target: &str) -> ProbeResult {
     ProbeResult {
         name: name.into(),
         kind: kind.into(),
         target: target.into(),
+        endpoint: endpoint(kind, target),
         outcome: Outcome {
             success: true,
             phases: vec![PhaseTiming {
