@@ -117,6 +117,14 @@ impl ProbeSpec {
             ProbeSpec::Stun(s) => s.server.endpoint(),
             ProbeSpec::Turn(s) => s.server.endpoint(),
             ProbeSpec::Ice(s) => s.servers.first().map(|s| s.url.endpoint()).unwrap_or_default(),
+            // The first step written with a literal URL (a `${var}` URL is only known at run time).
+            ProbeSpec::Session(s) => s
+                .steps
+                .iter()
+                .filter(|st| !st.url.contains("${"))
+                .find_map(|st| url::Url::parse(&st.url).ok())
+                .map(|u| endpoint_of_url(&u))
+                .unwrap_or_default(),
             ProbeSpec::Path(s) => host_port(
                 &s.target,
                 match s.protocol {
