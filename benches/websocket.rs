@@ -64,6 +64,9 @@ fn main() {
         let url = format!("ws://127.0.0.1:{port}/");
         let spec = |ping: u32| {
             ProbeSpec::Websocket(WebsocketSpec {
+                auth: None,
+                concurrent: 1,
+                hold: None,
                 url: url::Url::parse(&url).expect("url"),
                 headers: Default::default(),
                 ping,

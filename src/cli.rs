@@ -198,6 +198,14 @@ pub struct ResponderArgs {
     /// The name the DNS answerer knows (default relay.egress-probe.test).
     #[arg(long)]
     pub dns_name: Option<String>,
+    /// At most this many open WebSockets per client IP; more are answered 429 with
+    /// Retry-After: 5 (default: no cap).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub websocket_cap: Option<u32>,
+    /// OAuth2 client ID:SECRET for /oauth/token (SECRET may be env:NAME or file:/path);
+    /// repeatable. With one, /api/channels requires a bearer token.
+    #[arg(long = "oauth2-client")]
+    pub oauth2_clients: Vec<String>,
     /// Plain-HTTP address of the responder's own /metrics (default 127.0.0.1:9470), or `none`.
     #[arg(long)]
     pub metrics: Option<String>,

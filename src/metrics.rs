@@ -58,6 +58,8 @@ struct RunFamilies {
     ice_first: HistogramVec,
     ice_relays: GaugeVec,
     ws_ping_rtt: HistogramVec,
+    ws_hold: HistogramVec,
+    concurrent_established: GaugeVec,
     address_success: GaugeVec,
     path_hops: GaugeVec,
     path_reached: GaugeVec,
@@ -189,6 +191,24 @@ impl RunFamilies {
                 "Round-trip time of WebSocket ping/pong after the upgrade (one observation per sample).",
                 &["probe"],
             )?,
+            ws_hold: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "egress_probe_websocket_hold_seconds",
+                        "How long held WebSockets (hold:) lived, by whether they lasted the hold (survived) or were cut; cut lifetimes clustering at one value is an idle timer.",
+                    )
+                    .buckets(HOLD_BUCKETS.to_vec()),
+                    &["probe", "result"],
+                )?;
+                reg.register(Box::new(h.clone()))?;
+                h
+            },
+            concurrent_established: gauge(
+                reg,
+                "egress_probe_concurrent_established",
+                "With concurrent: N, how many of the N connections the last run established at once (a cap shows up as this number).",
+                &["probe"],
+            )?,
             address_success: gauge(
                 reg,
                 "egress_probe_address_success",
@@ -279,6 +299,15 @@ impl RunFamilies {
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
             observe_samples(&self.ws_ping_rtt, &[probe], rtt);
         }
+        if let Some(c) = &d.concurrent {
+            self.concurrent_established
+                .with_label_values(&[probe])
+                .set(f64::from(c.established));
+        }
+        if let Some(h) = d.websocket.as_ref().and_then(|w| w.hold.as_ref()) {
+            let result = if h.survived { "survived" } else { "cut" };
+            self.ws_hold.with_label_values(&[probe, result]).observe(h.lifetime.as_secs_f64());
+        }
         if !d.per_address.is_empty() {
             let now: BTreeSet<String> = d.per_address.iter().map(|a| a.address.ip().to_string()).collect();
             for a in &d.per_address {
@@ -297,6 +326,9 @@ impl RunFamilies {
         }
     }
 }
+
+/// Buckets of WebSocket hold lifetimes: proxy idle timers sit at 3 s to 1 h.
+const HOLD_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
 
 fn observe_samples(h: &HistogramVec, labels: &[&str], rtt: &RttStats) {
     let h = h.with_label_values(labels);

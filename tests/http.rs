@@ -14,6 +14,7 @@ use egress_probe::probe::{self, ProbeContext};
 
 fn spec(server: &Server, scheme: &str, path: &str) -> HttpSpec {
     HttpSpec {
+        auth: None,
         url: url::Url::parse(&format!("{scheme}://127.0.0.1:{}{path}", server.port)).unwrap(),
         method: HttpMethod::Get,
         headers: BTreeMap::new(),
@@ -186,6 +187,7 @@ async fn head_reads_no_body() {
 async fn closed_port_is_connect_refused() {
     let port = common::free_port();
     let s = HttpSpec {
+        auth: None,
         url: url::Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap(),
         method: HttpMethod::Get,
         headers: BTreeMap::new(),

@@ -25,6 +25,7 @@ fn proxy(url: &str) -> ProxyUrl {
 
 fn https(server: &Server, path: &str) -> ProbeSpec {
     ProbeSpec::Http(HttpSpec {
+        auth: None,
         url: url::Url::parse(&format!("https://127.0.0.1:{}{path}", server.port)).unwrap(),
         method: HttpMethod::Get,
         headers: BTreeMap::new(),
@@ -41,6 +42,9 @@ fn https(server: &Server, path: &str) -> ProbeSpec {
 
 fn wss(server: &Server) -> ProbeSpec {
     ProbeSpec::Websocket(WebsocketSpec {
+        auth: None,
+        concurrent: 1,
+        hold: None,
         url: url::Url::parse(&format!("wss://127.0.0.1:{}/", server.port)).unwrap(),
         headers: BTreeMap::new(),
         ping: 3,

@@ -23,6 +23,7 @@ fn https_proxy_from_env_and_no_proxy_bypass() {
         assert_eq!(proxy.as_ref().map(|p| p.port), Some(tp.port));
         let spec = |host: &str| {
             ProbeSpec::Http(HttpSpec {
+                auth: None,
                 url: url::Url::parse(&format!("https://{host}:{}/ok", server.port)).unwrap(),
                 method: HttpMethod::Get,
                 headers: BTreeMap::new(),

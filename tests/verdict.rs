@@ -339,6 +339,7 @@ async fn ice_without_relay_or_srflx() {
 
 fn http(port: u16, path: &str) -> ProbeSpec {
     ProbeSpec::Http(HttpSpec {
+        auth: None,
         url: url::Url::parse(&format!("http://127.0.0.1:{port}{path}")).unwrap(),
         method: HttpMethod::Get,
         headers: Default::default(),
@@ -352,6 +353,9 @@ fn http(port: u16, path: &str) -> ProbeSpec {
 
 fn ws(port: u16) -> ProbeSpec {
     ProbeSpec::Websocket(WebsocketSpec {
+        auth: None,
+        concurrent: 1,
+        hold: None,
         url: url::Url::parse(&format!("ws://127.0.0.1:{port}/signalling")).unwrap(),
         headers: Default::default(),
         ping: 1,

@@ -17,6 +17,9 @@ use egress_probe::probe::{self, ProbeContext};
 fn spec(server: &Server) -> WebsocketSpec {
     let scheme = if server.pki.is_some() { "wss" } else { "ws" };
     WebsocketSpec {
+        auth: None,
+        concurrent: 1,
+        hold: None,
         url: url::Url::parse(&format!("{scheme}://127.0.0.1:{}/signalling", server.port)).unwrap(),
         headers: BTreeMap::new(),
         ping: 3,

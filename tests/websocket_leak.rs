@@ -15,6 +15,9 @@ use egress_probe::probe::{self, ProbeContext};
 async fn two_hundred_websocket_probes_leave_nothing_open() {
     let server = ws_server(WsMode::Good, true).await;
     let spec = ProbeSpec::Websocket(WebsocketSpec {
+        auth: None,
+        concurrent: 1,
+        hold: None,
         url: url::Url::parse(&format!("wss://127.0.0.1:{}/", server.port)).unwrap(),
         headers: BTreeMap::new(),
         ping: 2,

@@ -81,6 +81,14 @@ pub fn build_config(args: &ResponderArgs) -> anyhow::Result<ResponderConfig> {
             cfg.dns = None;
         }
     }
+    for c in &args.oauth2_clients {
+        let (id, secret) = c.split_once(':').context("--oauth2-client must be ID:SECRET")?;
+        let secret = Secret::resolve(secret).map_err(anyhow::Error::msg)?;
+        cfg.oauth2_clients.insert(id.to_string(), secret);
+    }
+    if let Some(c) = args.websocket_cap {
+        cfg.websocket_cap = Some(c);
+    }
     if let Some(m) = &args.metrics {
         cfg.metrics = match m.as_str() {
             "none" => None,

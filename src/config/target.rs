@@ -31,6 +31,7 @@ impl ProbeSpec {
                 }
             }
             ProbeSpec::Dns(s) => s.query = dns_name(target)?,
+            ProbeSpec::Session(_) => return Err("a session probe walks its own URLs and cannot be pointed at another target".into()),
         }
         Ok(spec)
     }

@@ -73,6 +73,11 @@ impl ProbeConfig {
     pub fn timeout(&self, d: &Defaults) -> Duration {
         self.timeout.unwrap_or(d.timeout)
     }
+    /// How long one run may take: the timeout, plus the `hold` of a websocket probe (the
+    /// socket is kept open that long on top of the work the timeout bounds).
+    pub fn run_time(&self, d: &Defaults) -> Duration {
+        self.timeout(d) + self.spec.hold()
+    }
 }
 
 /// Kind-specific settings. The variant name is the YAML `kind`.
@@ -86,6 +91,7 @@ pub enum ProbeSpec {
     Stun(StunSpec),
     Turn(TurnSpec),
     Ice(IceSpec),
+    Session(SessionSpec),
     Path(PathSpec),
 }
 
@@ -111,6 +117,14 @@ impl ProbeSpec {
             ProbeSpec::Stun(s) => s.server.endpoint(),
             ProbeSpec::Turn(s) => s.server.endpoint(),
             ProbeSpec::Ice(s) => s.servers.first().map(|s| s.url.endpoint()).unwrap_or_default(),
+            // The first step written with a literal URL (a `${var}` URL is only known at run time).
+            ProbeSpec::Session(s) => s
+                .steps
+                .iter()
+                .filter(|st| !st.url.contains("${"))
+                .find_map(|st| url::Url::parse(&st.url).ok())
+                .map(|u| endpoint_of_url(&u))
+                .unwrap_or_default(),
             ProbeSpec::Path(s) => host_port(
                 &s.target,
                 match s.protocol {
@@ -132,7 +146,24 @@ impl ProbeSpec {
             ProbeSpec::Stun(_) => "stun",
             ProbeSpec::Turn(_) => "turn",
             ProbeSpec::Ice(_) => "ice",
+            ProbeSpec::Session(_) => "session",
             ProbeSpec::Path(_) => "path",
+        }
+    }
+
+    /// How long the probe keeps a connection open on purpose (`hold:`); zero for most kinds.
+    pub fn hold(&self) -> Duration {
+        match self {
+            ProbeSpec::Websocket(s) => s.hold.map_or(Duration::ZERO, |h| h.duration),
+            ProbeSpec::Session(s) => s
+                .steps
+                .iter()
+                .map(|st| match &st.action {
+                    StepAction::Websocket(w) => w.hold.map_or(Duration::ZERO, |h| h.duration),
+                    StepAction::Http(_) => Duration::ZERO,
+                })
+                .sum(),
+            _ => Duration::ZERO,
         }
     }
 
@@ -147,6 +178,7 @@ impl ProbeSpec {
             ProbeSpec::Stun(s) => s.server.to_string(),
             ProbeSpec::Turn(s) => s.server.to_string(),
             ProbeSpec::Ice(s) => s.servers.iter().map(|s| s.url.to_string()).collect::<Vec<_>>().join(","),
+            ProbeSpec::Session(s) => s.steps.first().map(|st| st.display_url()).unwrap_or_default(),
             ProbeSpec::Path(s) => format!("{}:{}", s.protocol.as_str(), s.target),
         }
     }
@@ -335,6 +367,8 @@ pub struct HttpSpec {
     /// Maximum redirects followed; 0 = do not follow.
     pub follow_redirects: u32,
     pub tls: TlsOptions,
+    /// `auth: {oauth2: ...}`: a bearer token obtained first (phase `auth`).
+    pub auth: Option<OAuth2Spec>,
 }
 
 /// `kind: websocket`.
@@ -349,6 +383,108 @@ pub struct WebsocketSpec {
     /// ...and the regex its answer must match.
     pub expect: Option<regex::Regex>,
     pub tls: TlsOptions,
+    /// `auth: {oauth2: ...}`: a bearer token obtained first (phase `auth`), sent on the upgrade.
+    pub auth: Option<OAuth2Spec>,
+    /// `hold:` keeps the WebSocket open after the exchange (phase `hold`).
+    pub hold: Option<HoldSpec>,
+    /// WebSockets opened at once (1–64, default 1): a connection cap shows up as a number.
+    pub concurrent: u32,
+}
+
+/// Most steps a `kind: session` probe may have.
+pub const MAX_SESSION_STEPS: usize = 8;
+
+/// `kind: session`: ordered http and websocket steps under one deadline, sharing one OAuth2
+/// token and the TLS options; later steps use values earlier ones extracted (`${var}`).
+#[derive(Clone, Debug)]
+pub struct SessionSpec {
+    pub steps: Vec<SessionStep>,
+    pub auth: Option<OAuth2Spec>,
+    pub tls: TlsOptions,
+}
+
+/// One step of a session.
+#[derive(Clone, Debug)]
+pub struct SessionStep {
+    /// The request; when [`SessionStep::url`] names variables its `url` is a placeholder,
+    /// replaced at run time (and `tls`/`auth` come from the session).
+    pub action: StepAction,
+    /// The URL as written; `${var}` is replaced at run time.
+    pub url: String,
+    /// Variable name → JSON pointer (RFC 6901) into this step's response body (http steps).
+    pub extract: BTreeMap<String, String>,
+}
+
+impl SessionStep {
+    /// The URL for tables and labels: without userinfo, query or fragment when it parses.
+    pub fn display_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(u) if !self.url.contains("${") => redact_url(&u),
+            _ => self.url.split(['?', '#']).next().unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// What a session step does.
+#[derive(Clone, Debug)]
+pub enum StepAction {
+    Http(HttpSpec),
+    Websocket(WebsocketSpec),
+}
+
+/// `hold: DURATION` with `ping_interval` / `idle` on a websocket probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldSpec {
+    /// How long to keep the socket open.
+    pub duration: Duration,
+    /// A ping every this often while holding; `None` (with `idle: true`) = no traffic at all.
+    pub ping_interval: Option<Duration>,
+}
+
+/// OAuth 2.0 client credentials grant (RFC 6749 §4.4): where and as whom to ask for a token.
+#[derive(Clone, Debug)]
+pub struct OAuth2Spec {
+    pub token_url: url::Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    /// Further form parameters of the token request (e.g. `resource`).
+    pub extra_params: BTreeMap<String, String>,
+    /// This probe's token, reused until shortly before it expires. Built once per probe at
+    /// load, so two probes never share one (clones of one probe's spec do).
+    pub cache: TokenCache,
+}
+
+/// One probe's cached access token. `Debug` shows only whether a token is held.
+#[derive(Clone, Default)]
+pub struct TokenCache(std::sync::Arc<std::sync::Mutex<Option<CachedToken>>>);
+
+/// A token and when to stop using it (before its `expires_in` ran out).
+#[derive(Clone, Debug)]
+pub struct CachedToken {
+    pub token: Secret,
+    pub use_until: tokio::time::Instant,
+}
+
+impl TokenCache {
+    /// The cached token if it may still be used at `now`.
+    pub fn get(&self, now: tokio::time::Instant) -> Option<Secret> {
+        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|c| now < c.use_until).map(|c| c.token.clone())
+    }
+
+    /// Keeps `token` until `use_until`; `None` forgets any cached token.
+    pub fn put(&self, token: Option<CachedToken>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = self.0.lock().map(|g| g.is_some()).unwrap_or(false);
+        write!(f, "TokenCache({})", if held { "held" } else { "empty" })
+    }
 }
 
 /// `kind: stun`.

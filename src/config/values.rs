@@ -240,6 +240,14 @@ impl Secret {
         }
     }
 
+    /// A value obtained at run time (an OAuth2 access token), `source` saying from where.
+    pub fn obtained(value: impl Into<String>, source: impl Into<String>) -> Secret {
+        Secret {
+            value: value.into(),
+            source: source.into(),
+        }
+    }
+
     /// Resolves `env:NAME` / `file:/path` references; anything else is a literal.
     pub fn resolve(raw: &str) -> Result<Secret, String> {
         if let Some(name) = raw.strip_prefix("env:") {

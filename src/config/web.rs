@@ -201,6 +201,14 @@ fn endpoints(spec: &ProbeSpec) -> Vec<(String, u16)> {
         ProbeSpec::Turn(s) => vec![(norm(&s.server.host), s.server.port)],
         ProbeSpec::Ice(s) => s.servers.iter().map(|x| (norm(&x.url.host), x.url.port)).collect(),
         ProbeSpec::Dns(s) => vec![(norm(&s.query), 0)],
+        // Steps with a literal URL; a `${var}` URL comes from a server at run time.
+        ProbeSpec::Session(s) => s
+            .steps
+            .iter()
+            .filter(|st| !st.url.contains("${"))
+            .filter_map(|st| url::Url::parse(&st.url).ok())
+            .map(|u| url(&u))
+            .collect(),
     }
 }
 
@@ -217,6 +225,10 @@ fn strip_secrets(mut spec: ProbeSpec, same_hosts: bool) -> Result<ProbeSpec, &'s
         h.retain(|k, v| !CREDENTIAL_HEADERS.contains(&k.to_ascii_lowercase().as_str()) && v.source() == "literal")
     };
     match &mut spec {
+        // The bearer would go to the new host: an OAuth2 probe runs only against its own.
+        ProbeSpec::Http(s) if s.auth.is_some() => return Err("an OAuth2 bearer token"),
+        ProbeSpec::Session(_) => return Err("a session's steps and token"),
+        ProbeSpec::Websocket(s) if s.auth.is_some() => return Err("an OAuth2 bearer token"),
         ProbeSpec::Http(s) => drop_secret_headers(&mut s.headers),
         ProbeSpec::Websocket(s) => drop_secret_headers(&mut s.headers),
         ProbeSpec::Turn(_) => return Err("TURN credentials"),
@@ -351,5 +363,11 @@ mod tests {
         let turn = module("    kind: turn\n    server: turn:turn.example.com:3478\n    credentials: { username: u, password: p }\n");
         assert_eq!(decide(&turn, "t.example.net:3478", &web).unwrap_err(), "credentials");
         assert!(decide(&turn, "turn.example.com:3478", &web).is_ok());
+        // An OAuth2 bearer never goes to an allowed foreign host either.
+        let oauth = module(
+            "    kind: websocket\n    url: wss://ws.example.com/\n    auth: {oauth2: {token_url: https://idp.example.com/t, client_id: c, client_secret: s}}\n",
+        );
+        assert_eq!(decide(&oauth, "wss://x.example.net/", &web).unwrap_err(), "credentials");
+        assert!(decide(&oauth, "wss://ws.example.com/other", &web).is_ok());
     }
 }

@@ -30,6 +30,15 @@ pub struct Details {
     pub http: Option<HttpDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<WebsocketDetails>,
+    /// `kind: session`: how far the steps got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionDetails>,
+    /// With `concurrent: N`: how many of the N connections were established.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent: Option<ConcurrentDetails>,
+    /// The OAuth2 token request (`auth:`), never the token itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stun: Option<StunDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +129,63 @@ pub struct WebsocketDetails {
     pub ping_rtt: Option<RttStats>,
     /// True when the server answered our close frame with its own (a clean close).
     pub clean_close: bool,
+    /// With `hold:`: how long the socket lived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldDetails>,
+}
+
+/// OAuth2 client-credentials facts: whether the token came from this probe's cache and how
+/// long the token server said it lives. The token and the secret never appear here.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuthDetails {
+    /// The token endpoint, without userinfo or query.
+    pub token_url: String,
+    /// True when this run reused the probe's cached token (no token request).
+    pub cached: bool,
+    /// Status of the token request (absent when cached or when it got no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `expires_in` of the token in use, in seconds (absent when the server gave none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<u64>,
+}
+
+/// A session's progress. The failing step's number is also at the start of the failure
+/// message (`step 2 (websocket): ...`); phases and reasons stay the fixed label words.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionDetails {
+    pub steps: u32,
+    /// Steps that finished successfully.
+    pub completed: u32,
+    /// 1-based number of the step that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<u32>,
+    /// Names of the variables extracted so far (never their values: they may hold tokens).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extracted: Vec<String>,
+}
+
+/// `concurrent: N`: connections asked for and established at once. The run's failure (if
+/// any) is the first refusal, e.g. `upgrade/status_429` from a per-client cap.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrentDetails {
+    pub requested: u32,
+    pub established: u32,
+}
+
+/// How long a held WebSocket lived and how the hold ended.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HoldDetails {
+    /// The configured hold.
+    #[serde(rename = "planned_ms", with = "duration_ms")]
+    pub planned: Duration,
+    /// How long the socket stayed open once the hold began.
+    #[serde(rename = "lifetime_ms", with = "duration_ms")]
+    pub lifetime: Duration,
+    /// Keepalive pings sent (and answered) during the hold.
+    pub pings: u32,
+    /// False when the peer or a middlebox cut the socket before the hold ended.
+    pub survived: bool,
 }
 
 /// Round-trip statistics of a series of request/response pairs.

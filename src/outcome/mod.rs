@@ -25,6 +25,9 @@ pub use details::Details;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// The OAuth2 token request made before the probe's own request (its own dial, TLS and
+    /// POST, reported as one phase so a token server's failure never reads as the target's).
+    Auth,
     Resolve,
     Connect,
     Proxy,
@@ -33,6 +36,8 @@ pub enum Phase {
     Body,
     Upgrade,
     Ping,
+    /// A WebSocket kept open for `hold:`; a cut reads `hold/closed` or `hold/reset`.
+    Hold,
     Stun,
     Allocate,
     Permission,
@@ -52,6 +57,7 @@ impl Phase {
     /// The label value used in metrics and reports.
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Auth => "auth",
             Phase::Resolve => "resolve",
             Phase::Connect => "connect",
             Phase::Proxy => "proxy",
@@ -60,6 +66,7 @@ impl Phase {
             Phase::Body => "body",
             Phase::Upgrade => "upgrade",
             Phase::Ping => "ping",
+            Phase::Hold => "hold",
             Phase::Stun => "stun",
             Phase::Allocate => "allocate",
             Phase::Permission => "permission",

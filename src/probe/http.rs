@@ -12,17 +12,21 @@
 //! `detail.retry_after` for the scheduler's backoff. `expect_body` failing is
 //! `body/expect_failed`.
 //!
+//! With `auth: {oauth2: ...}` a bearer token is obtained first (phase `auth`, see
+//! [`super::oauth2`]) and sent as `Authorization: Bearer` on every hop; a 401 from the target
+//! drops the probe's cached token so the next run asks for a fresh one.
+//!
 //! Plain `http://` through a proxy also uses CONNECT (one dial path for every probe); a proxy
 //! that only forwards absolute-form GETs on port 80 reports `proxy/status_403` then.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION, USER_AGENT};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, HOST, LOCATION, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::{redact_url, HostPort, HttpMethod, HttpSpec};
+use crate::config::{redact_url, HostPort, HttpMethod, HttpSpec, Secret};
 use crate::net::http::{hyper_fault, retry_after};
 use crate::net::{self, TlsClient};
 
@@ -42,6 +46,16 @@ pub async fn probe(spec: &HttpSpec, ctx: &ProbeContext) -> Outcome {
 
 /// One request per hop, following up to `follow_redirects` redirects.
 async fn follow(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext) -> Result<(), Failure> {
+    let bearer = match &spec.auth {
+        Some(a) => Some(super::oauth2::bearer(run, a, &spec.tls, ctx).await?),
+        None => None,
+    };
+    follow_with(run, spec, ctx, bearer.as_ref()).await.map(|_| ())
+}
+
+/// The request (and redirects) with an already obtained bearer; returns the final body (at
+/// most [`MAX_BODY`] bytes; empty for HEAD). Session steps call this.
+pub(crate) async fn follow_with(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext, bearer: Option<&Secret>) -> Result<Vec<u8>, Failure> {
     let mut hop = Hop {
         url: spec.url.clone(),
         method: match spec.method {
@@ -54,12 +68,15 @@ async fn follow(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext) -> Result<()
     let mut redirects = 0u32;
     loop {
         let follow_more = redirects < spec.follow_redirects;
-        let answer = fetch(run, spec, ctx, &hop, follow_more).await;
+        let answer = fetch(run, spec, ctx, &hop, follow_more, bearer).await;
+        if let (Some(a), Some(401)) = (&spec.auth, run.detail.http.as_ref().map(|d| d.status)) {
+            super::oauth2::forget(a);
+        }
         let details = run.detail.http.get_or_insert_with(HttpDetails::default);
         details.redirects = redirects;
         details.final_url = redact_url(&hop.url);
         match answer? {
-            Answer::Done => return Ok(()),
+            Answer::Done(body) => return Ok(body),
             Answer::Redirect(next) => {
                 redirects += 1;
                 hop = next;
@@ -76,13 +93,21 @@ struct Hop {
 }
 
 enum Answer {
-    Done,
+    /// The final answer, with its body.
+    Done(Vec<u8>),
     Redirect(Hop),
 }
 
-async fn fetch(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext, hop: &Hop, follow_more: bool) -> Result<Answer, Failure> {
+async fn fetch(
+    run: &mut Run,
+    spec: &HttpSpec,
+    ctx: &ProbeContext,
+    hop: &Hop,
+    follow_more: bool,
+    bearer: Option<&Secret>,
+) -> Result<Answer, Failure> {
     let target = HostPort::of_url(&hop.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
-    let request = build_request(spec, hop, &target).map_err(|f| f.at(Phase::Request))?;
+    let request = build_request(spec, hop, &target, bearer).map_err(|f| f.at(Phase::Request))?;
     let tls = match hop.url.scheme() {
         "https" => Some(TlsClient::new(&spec.tls, &target.host, &["http/1.1"]).map_err(|f| f.at(Phase::Tls))?),
         _ => None,
@@ -97,7 +122,7 @@ async fn fetch(run: &mut Run, spec: &HttpSpec, ctx: &ProbeContext, hop: &Hop, fo
     }
 }
 
-fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort) -> Result<Request<Full<Bytes>>, Fault> {
+fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort, bearer: Option<&Secret>) -> Result<Request<Full<Bytes>>, Fault> {
     let path = match hop.url.query() {
         Some(q) => format!("{}?{q}", hop.url.path()),
         None => hop.url.path().to_string(),
@@ -123,6 +148,12 @@ fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort) -> Result<Reques
             .map_err(|_| bad(format!("header {name}: value from {} is not a valid header value", value.source())))?;
         v.set_sensitive(true);
         headers.insert(n, v);
+    }
+    if let Some(token) = bearer {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| bad("the OAuth2 access token is not a valid header value".into()))?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
     }
     let body = Bytes::from(hop.body.clone().unwrap_or_default());
     let mut req = Request::builder()
@@ -168,7 +199,7 @@ where
         return Err(Failure::new(Phase::Request, Reason::Status(code), msg));
     }
     if hop.method == Method::HEAD {
-        return Ok(Answer::Done);
+        return Ok(Answer::Done(Vec::new()));
     }
 
     let mut body = Vec::new();
@@ -195,7 +226,7 @@ where
             ));
         }
     }
-    Ok(Answer::Done)
+    Ok(Answer::Done(body))
 }
 
 /// Reads at most [`MAX_BODY`] bytes into `out`.

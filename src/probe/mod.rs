@@ -11,7 +11,9 @@ pub mod cleanup;
 pub mod dns;
 pub mod http;
 pub mod ice;
+pub mod oauth2;
 pub mod path;
+pub mod session;
 pub mod stun;
 pub mod tcp;
 pub mod tls;
@@ -80,6 +82,7 @@ pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
             ProbeSpec::Stun(s) => stun::probe(s, ctx).await,
             ProbeSpec::Turn(s) => turn::probe(s, ctx).await,
             ProbeSpec::Ice(s) => ice::probe(s, ctx).await,
+            ProbeSpec::Session(s) => session::probe(s, ctx).await,
             ProbeSpec::Path(s) => path::probe(s, ctx).await,
         }
     };

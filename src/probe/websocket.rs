@@ -11,14 +11,34 @@
 //! timer); a 2xx, or a 101 without `Upgrade: websocket`, is `upgrade/not_upgraded` (a
 //! middlebox stripped the Upgrade header); silence is `upgrade/timeout`.
 //!
+//! With `auth: {oauth2: ...}` a bearer token is obtained first (phase `auth`, see
+//! [`super::oauth2`]) and sent as `Authorization: Bearer` on the upgrade; a 401 there drops the
+//! probe's cached token.
+//!
+//! With `hold: DURATION` the socket is then kept open (phase `hold`), with a ping every
+//! `ping_interval` or, with `idle: true`, no traffic at all: what an idle timer in a proxy or
+//! firewall cuts. A cut is `hold/closed` (close frame or EOF) or `hold/reset` (RST), its
+//! lifetime in the message and in `detail.websocket.hold`. The run's deadline is the timeout
+//! plus the hold (see `ProbeConfig::run_time`); a hold that would pass the deadline is
+//! shortened to it, with a note.
+//!
+//! With `concurrent: N` (1–64) the probe opens N WebSockets at once, each on its own
+//! connection (and, with `auth`, its own token: every client of a tenant has one), holds every
+//! established one until all N upgrades are decided, then runs each to its close. It reports
+//! `detail.concurrent` (requested, established) and, when fewer than N got through, the first
+//! refusal as the run's failure (`upgrade/status_429` from a per-client cap, `proxy/status_503`
+//! from a proxy's `MaxClients`...), the connection's number in the message.
+//!
 //! Every opened WebSocket is ended with a close frame, and we wait (bounded by the deadline,
 //! at most [`CLOSE_WAIT`]) for the server's close frame: also after a failed ping or exchange.
 //! A WebSocket left open is how clients exhaust per-tenant connection pools.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
@@ -28,11 +48,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::config::{redact_url, HostPort, WebsocketSpec};
+use crate::config::{redact_url, HoldSpec, HostPort, Secret, WebsocketSpec};
 use crate::net::{self, classify::fault_from_io, TlsClient};
 
 use super::ProbeContext;
-use crate::outcome::details::{RttStats, WebsocketDetails};
+use crate::config::TokenCache;
+use crate::outcome::details::{ConcurrentDetails, HoldDetails, RttStats, WebsocketDetails};
 use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 
 /// Longest wait for the server's close frame after ours.
@@ -43,15 +64,119 @@ const MAX_MESSAGE: usize = 1 << 20;
 
 /// Runs one websocket probe.
 pub async fn probe(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
+    if spec.concurrent > 1 {
+        return concurrent(spec, ctx).await;
+    }
     let mut run = Run::new(ctx.deadline);
-    let result = session(&mut run, spec, ctx).await;
+    let result = session(&mut run, spec, ctx, None).await;
     run.finish(result)
 }
 
-async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext) -> Result<(), Failure> {
-    let target = HostPort::of_url(&spec.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
+/// Waits for all N upgrades of a `concurrent` run to be decided, so the established sockets
+/// are open at the same time (else a fast one could close before a slow one upgrades).
+struct Gate {
+    left: AtomicUsize,
+    all: Notify,
+}
+
+/// One connection's place at the [`Gate`]; arrives exactly once (at the latest on drop).
+pub(crate) struct Ticket<'a> {
+    gate: &'a Gate,
+    arrived: bool,
+}
+
+impl Ticket<'_> {
+    fn arrive(&mut self) {
+        if !self.arrived {
+            self.arrived = true;
+            if self.gate.left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.gate.all.notify_waiters();
+            }
+        }
+    }
+
+    /// Arrives, then waits (until `deadline`) for every other connection to arrive.
+    async fn wait_all(&mut self, deadline: Instant) {
+        self.arrive();
+        let notified = self.gate.all.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.gate.left.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.arrive();
+    }
+}
+
+/// `concurrent: N`: N sessions at once; the outcome of the first failing one (or the first),
+/// with `detail.concurrent`.
+async fn concurrent(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
+    let started = Instant::now();
+    let n = spec.concurrent;
+    let gate = Gate {
+        left: AtomicUsize::new(n as usize),
+        all: Notify::new(),
+    };
+    let specs: Vec<WebsocketSpec> = (0..n)
+        .map(|i| {
+            let mut s = spec.clone();
+            // The first connection uses the probe's cached token; the others each get their own.
+            if let (true, Some(a)) = (i > 0, s.auth.as_mut()) {
+                a.cache = TokenCache::default();
+            }
+            s
+        })
+        .collect();
+    let gate = &gate;
+    let attempts = futures::future::join_all(specs.iter().map(|s| async move {
+        let mut run = Run::new(ctx.deadline);
+        let mut ticket = Ticket { gate, arrived: false };
+        let result = session(&mut run, s, ctx, Some(&mut ticket)).await;
+        drop(ticket);
+        run.finish(result)
+    }))
+    .await;
+    let established = attempts
+        .iter()
+        .filter(|o| o.detail.websocket.as_ref().and_then(|w| w.status) == Some(101))
+        .count() as u32;
+    let first_failure = attempts.iter().position(|o| !o.success);
+    let mut out = attempts[first_failure.unwrap_or(0)].clone();
+    if let (Some(i), Some(f)) = (first_failure, out.failure.as_mut()) {
+        f.message = format!("connection {} of {n}: {} ({established} of {n} established)", i + 1, f.message);
+    }
+    out.detail.concurrent = Some(ConcurrentDetails { requested: n, established });
+    out.total = started.elapsed();
+    out
+}
+
+async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext, gate: Option<&mut Ticket<'_>>) -> Result<(), Failure> {
+    HostPort::of_url(&spec.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
     // Config problems (bad header, unreadable ca_file) before touching the network.
-    let request = build_request(spec).map_err(|f| f.at(Phase::Upgrade))?;
+    build_request(spec, None).map_err(|f| f.at(Phase::Upgrade))?;
+    let bearer = match &spec.auth {
+        Some(a) => Some(super::oauth2::bearer(run, a, &spec.tls, ctx).await?),
+        None => None,
+    };
+    open(run, spec, ctx, gate, bearer.as_ref()).await
+}
+
+/// Dial, upgrade (with `bearer`), converse and close. Session steps call this.
+pub(crate) async fn open(
+    run: &mut Run,
+    spec: &WebsocketSpec,
+    ctx: &ProbeContext,
+    gate: Option<&mut Ticket<'_>>,
+    bearer: Option<&Secret>,
+) -> Result<(), Failure> {
+    let target = HostPort::of_url(&spec.url).map_err(|m| Fault::new(Reason::Config, m).at(Phase::Resolve))?;
+    let request = build_request(spec, bearer).map_err(|f| f.at(Phase::Upgrade))?;
     let tls = match spec.url.scheme() {
         "wss" => Some(TlsClient::new(&spec.tls, &target.host, &["http/1.1"]).map_err(|f| f.at(Phase::Tls))?),
         _ => None,
@@ -60,16 +185,16 @@ async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext) -> Res
     match tls {
         Some(client) => {
             let stream = net::handshake(run, &client, dialed.stream).await?;
-            converse(run, spec, request, stream).await
+            converse(run, spec, request, stream, gate).await
         }
-        None => converse(run, spec, request, dialed.stream).await,
+        None => converse(run, spec, request, dialed.stream, gate).await,
     }
 }
 
 /// The Upgrade request: the URL plus configured headers (Origin, Authorization,
 /// Sec-WebSocket-Protocol...). Header values may come from secret refs; they are marked
 /// sensitive and never appear in messages.
-fn build_request(spec: &WebsocketSpec) -> Result<Request, Fault> {
+fn build_request(spec: &WebsocketSpec, bearer: Option<&Secret>) -> Result<Request, Fault> {
     let mut url = spec.url.clone();
     let _ = url.set_username("");
     let _ = url.set_password(None);
@@ -89,11 +214,19 @@ fn build_request(spec: &WebsocketSpec) -> Result<Request, Fault> {
         v.set_sensitive(true);
         request.headers_mut().insert(n, v);
     }
+    if let Some(token) = bearer {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| Fault::new(Reason::Config, "the OAuth2 access token is not a valid header value"))?;
+        v.set_sensitive(true);
+        request
+            .headers_mut()
+            .insert(tokio_tungstenite::tungstenite::http::header::AUTHORIZATION, v);
+    }
     Ok(request)
 }
 
 /// Upgrade, then pings and the exchange, then always the close handshake.
-async fn converse<S>(run: &mut Run, spec: &WebsocketSpec, request: Request, stream: S) -> Result<(), Failure>
+async fn converse<S>(run: &mut Run, spec: &WebsocketSpec, request: Request, stream: S, gate: Option<&mut Ticket<'_>>) -> Result<(), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -101,6 +234,7 @@ where
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let mut status = None;
+    let mut retry = None;
     let upgraded = run
         .phase(Phase::Upgrade, async {
             match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
@@ -108,6 +242,7 @@ where
                 Err(e) => {
                     if let WsError::Http(resp) = &e {
                         status = Some(resp.status().as_u16());
+                        retry = crate::net::http::retry_after(resp.headers());
                     }
                     Err(upgrade_fault(e))
                 }
@@ -117,6 +252,10 @@ where
     let (mut ws, response) = match upgraded {
         Ok(ok) => ok,
         Err(f) => {
+            if let (Some(a), Some(401)) = (&spec.auth, status) {
+                super::oauth2::forget(a);
+            }
+            run.detail.retry_after = retry;
             run.detail.websocket = Some(WebsocketDetails {
                 status,
                 ..Default::default()
@@ -133,9 +272,15 @@ where
             .map(str::to_string),
         ..Default::default()
     });
+    if let Some(t) = gate {
+        t.wait_all(run.deadline()).await;
+    }
 
     let mut peer_closed = false;
-    let result = exchange(run, spec, &mut ws, &mut peer_closed).await;
+    let mut result = exchange(run, spec, &mut ws, &mut peer_closed).await;
+    if let (Ok(()), Some(h)) = (&result, spec.hold) {
+        result = hold(run, h, &mut ws, &mut peer_closed).await;
+    }
 
     let started = Instant::now();
     let clean = close(&mut ws, run.deadline(), peer_closed).await;
@@ -216,6 +361,86 @@ where
     Ok(())
 }
 
+/// Keeps the socket open for `h.duration` (to the deadline at most), pinging every
+/// `h.ping_interval` if set; records phase `hold` and `detail.websocket.hold`.
+async fn hold<S>(run: &mut Run, h: HoldSpec, ws: &mut WebSocketStream<S>, peer_closed: &mut bool) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let mut end = start + h.duration;
+    if end > run.deadline() {
+        end = run.deadline();
+        run.detail.notes.push(format!(
+            "hold shortened to {} ms: the probe's deadline comes first (give the run hold + timeout)",
+            end.saturating_duration_since(start).as_millis()
+        ));
+    }
+    let mut pings = 0u32;
+    let mut next_ping = h.ping_interval.map(|i| start + i);
+    let cut: Option<Fault> = loop {
+        let wake = next_ping.map_or(end, |p| p.min(end));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= end {
+                    break None;
+                }
+                if let (Some(at), Some(i)) = (next_ping.as_mut(), h.ping_interval) {
+                    *at += i;
+                }
+                let payload = format!("egress-probe hold {pings}").into_bytes();
+                // Bounded: a socket whose send buffer never drains is cut too.
+                match tokio::time::timeout_at(end, ws.send(Message::Ping(payload.into()))).await {
+                    Ok(Ok(())) => pings += 1,
+                    Ok(Err(e)) => break Some(ws_fault("sending a keepalive ping", e)),
+                    Err(_) => break None,
+                }
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Close(frame))) => {
+                    *peer_closed = true;
+                    let why = frame
+                        .map(|f| format!(" (code {}, {:?})", u16::from(f.code), f.reason.as_str()))
+                        .unwrap_or_default();
+                    break Some(Fault::new(Reason::Closed, format!("the server or a middlebox sent a close frame{why}")));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break Some(ws_fault("holding the socket", e)),
+                None => break Some(Fault::new(Reason::Closed, "the connection was closed (EOF) by the server or a middlebox")),
+            },
+        }
+    };
+    let lifetime = start.elapsed();
+    run.record(Phase::Hold, lifetime);
+    if let Some(d) = run.detail.websocket.as_mut() {
+        d.hold = Some(HoldDetails {
+            planned: h.duration,
+            lifetime,
+            pings,
+            survived: cut.is_none(),
+        });
+    }
+    match cut {
+        None => Ok(()),
+        Some(f) => {
+            let mode = match h.ping_interval {
+                Some(i) => format!("pinging every {}", humantime::format_duration(i)),
+                None => "idle".to_string(),
+            };
+            Err(Failure::new(
+                Phase::Hold,
+                f.reason,
+                format!(
+                    "socket cut after {:.1} s of a {} hold ({mode}): {}",
+                    lifetime.as_secs_f64(),
+                    humantime::format_duration(h.duration),
+                    f.message
+                ),
+            ))
+        }
+    }
+}
+
 /// The next message; the server closing (frame or EOF) is `closed`.
 async fn next_message<S>(ws: &mut WebSocketStream<S>, peer_closed: &mut bool, doing: &str) -> Result<Message, Fault>
 where
@@ -293,6 +518,11 @@ fn ws_fault(doing: &str, e: WsError) -> Fault {
     match e {
         WsError::Io(io) => fault_from_io(doing, &io),
         WsError::ConnectionClosed | WsError::AlreadyClosed => Fault::new(Reason::Closed, format!("connection closed while {doing}")),
+        // EOF without a close frame: the peer or a middlebox (an idle timer) dropped the TCP
+        // connection with FIN. An RST arrives as an I/O error (`reset`).
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            Fault::new(Reason::Closed, format!("connection closed (EOF, no close frame) while {doing}"))
+        }
         WsError::Capacity(c) => Fault::new(Reason::BadResponse, format!("{doing}: {c}")),
         other => Fault::new(Reason::BadResponse, format!("{doing}: {other}")),
     }

@@ -220,6 +220,30 @@ pub struct ResponderConfig {
     /// Optional DNS answerer for one test name (off by default).
     #[serde(default)]
     pub dns: Option<super::dns::DnsZone>,
+    /// Per-client (source IP) cap on open WebSockets, like a platform's per-tenant limit:
+    /// upgrades beyond it are answered `429 Too Many Requests` with `Retry-After: 5`.
+    /// Default: no cap.
+    #[serde(default)]
+    pub websocket_cap: Option<u32>,
+    /// WebSocket sessions with no message for this many seconds are closed by the responder
+    /// (close frame 1001 "idle"): a proxy's idle cut to test `hold:` against. Default 300.
+    #[serde(default = "default_ws_idle")]
+    pub websocket_idle_timeout: u64,
+    /// OAuth2 clients `client_id: secret` (values may be `env:NAME` / `file:/path`) for the
+    /// `/oauth/token` endpoint; when set, `/api/channels` requires their bearer tokens.
+    #[serde(default)]
+    pub oauth2_clients: BTreeMap<String, Secret>,
+    /// Lifetime of issued tokens in seconds (`expires_in`). Default 3600.
+    #[serde(default = "default_token_ttl")]
+    pub oauth2_token_ttl: u64,
+}
+
+fn default_ws_idle() -> u64 {
+    300
+}
+
+fn default_token_ttl() -> u64 {
+    3600
 }
 
 impl Default for ResponderConfig {
@@ -237,6 +261,10 @@ impl Default for ResponderConfig {
             metrics: default_metrics(),
             tls: TlsSource::default(),
             dns: None,
+            websocket_cap: None,
+            websocket_idle_timeout: default_ws_idle(),
+            oauth2_clients: BTreeMap::new(),
+            oauth2_token_ttl: default_token_ttl(),
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Routes: `GET /` → 200 with a short text; `/status/NNN` → status NNN (100..=599), with
 //! `Retry-After: 5` on 429/503 so probes can show it; any request with `Upgrade: websocket` →
-//! the echo endpoint; anything else → 404. Bodies are tiny: this measures reachability, not
+//! the echo endpoint (429 + `Retry-After: 5` past the per-client `websocket_cap`);
+//! `/oauth/token` and `/api/channels` → the signalling set-up (`signalling.rs`); anything else
+//! → 404. Bodies are tiny: this measures reachability, not
 //! throughput.
 
 use std::convert::Infallible;
@@ -19,6 +21,17 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::metrics::{Counters, OpenGuard};
+use super::websocket::WsCap;
+
+/// What the HTTPS/WSS endpoint shares between connections.
+pub struct WebState {
+    /// Per-client WebSocket cap (`websocket_cap`).
+    pub cap: Arc<WsCap>,
+    /// Idle cut of WebSocket sessions (`websocket_idle_timeout`).
+    pub idle: Duration,
+    /// OAuth2 token endpoint and the REST channel endpoint (`oauth2_clients`).
+    pub issuer: super::signalling::Issuer,
+}
 use super::Shutdown;
 
 /// A TLS handshake must finish within this.
@@ -27,7 +40,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Accepts HTTPS/WSS connections until shutdown.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, counters: Arc<Counters>, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, counters: Arc<Counters>, web: Arc<WebState>, shutdown: Shutdown) {
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -42,7 +55,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, counters: Arc<C
         };
         tracing::debug!(%peer, "HTTPS/WSS connection");
         let guard = OpenGuard::connection(&counters, "web");
-        let (acceptor, counters, shutdown) = (acceptor.clone(), counters.clone(), shutdown.clone());
+        let (acceptor, counters, web, shutdown) = (acceptor.clone(), counters.clone(), web.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _guard = guard;
             let _ = tcp.set_nodelay(true);
@@ -61,20 +74,20 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, counters: Arc<C
                 },
                 _ = shutdown.wait() => return,
             };
-            serve_connection(tls, peer, counters, shutdown).await;
+            serve_connection(tls, peer, counters, web, shutdown).await;
         });
     }
 }
 
-async fn serve_connection<S>(stream: S, peer: SocketAddr, counters: Arc<Counters>, shutdown: Shutdown)
+async fn serve_connection<S>(stream: S, peer: SocketAddr, counters: Arc<Counters>, web: Arc<WebState>, shutdown: Shutdown)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let svc = {
         let (counters, shutdown) = (counters.clone(), shutdown.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (counters, shutdown) = (counters.clone(), shutdown.clone());
-            async move { Ok::<_, Infallible>(route(req, peer, counters, shutdown)) }
+            let (counters, web, shutdown) = (counters.clone(), web.clone(), shutdown.clone());
+            async move { Ok::<_, Infallible>(route(req, peer, counters, web, shutdown).await) }
         })
     };
     let conn = hyper::server::conn::http1::Builder::new()
@@ -96,9 +109,20 @@ where
     }
 }
 
-fn route(req: Request<Incoming>, peer: SocketAddr, counters: Arc<Counters>, shutdown: Shutdown) -> Response<Full<Bytes>> {
+async fn route(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    counters: Arc<Counters>,
+    web: Arc<WebState>,
+    shutdown: Shutdown,
+) -> Response<Full<Bytes>> {
     if super::websocket::is_upgrade(&req) {
-        let resp = super::websocket::upgrade(req, peer, counters.clone(), shutdown);
+        let resp = super::websocket::upgrade(req, peer, counters.clone(), &web.cap, web.idle, shutdown);
+        counters.http_responses_total.with_label_values(&[resp.status().as_str()]).inc();
+        return resp;
+    }
+    if super::signalling::handles(req.uri().path()) {
+        let resp = super::signalling::route(req, &web.issuer).await;
         counters.http_responses_total.with_label_values(&[resp.status().as_str()]).inc();
         return resp;
     }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod dns;
 pub mod https;
 pub mod metrics;
+pub mod signalling;
 pub mod stream_conn;
 pub mod turn;
 pub mod udp_echo;
@@ -234,8 +235,22 @@ impl Responder {
         }
         if !web.is_empty() {
             let acceptor = TlsAcceptor::from(tls.server_config(certs::WEB_ALPN)?);
+            let state = Arc::new(https::WebState {
+                cap: Arc::new(websocket::WsCap::new(cfg.websocket_cap)),
+                idle: std::time::Duration::from_secs(cfg.websocket_idle_timeout.clamp(1, 86_400)),
+                issuer: signalling::Issuer::new(
+                    cfg.oauth2_clients.clone(),
+                    std::time::Duration::from_secs(cfg.oauth2_token_ttl.clamp(1, 86_400)),
+                ),
+            });
             for l in web {
-                tasks.push(tokio::spawn(https::serve(l, acceptor.clone(), counters.clone(), shutdown.clone())));
+                tasks.push(tokio::spawn(https::serve(
+                    l,
+                    acceptor.clone(),
+                    counters.clone(),
+                    state.clone(),
+                    shutdown.clone(),
+                )));
             }
         }
         if let Some(z) = &cfg.dns {

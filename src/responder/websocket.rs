@@ -3,11 +3,17 @@
 //! The upgrade is answered by hyper (so HTTPS and WSS share one port), then the upgraded
 //! stream becomes a server-side `WebSocketStream`: text and binary messages are echoed, pings
 //! answered with pongs, a client's close frame answered with a close frame (clean close), and
-//! at shutdown or after [`WS_IDLE_TIMEOUT`] the server closes with 1001 "going away". The
+//! at shutdown or after the idle timeout ([`WS_IDLE_TIMEOUT`] unless configured) the server closes with 1001 "going away". The
 //! first offered subprotocol (e.g. `sip`) is accepted, as strict clients require one back.
+//!
+//! With `websocket_cap: N` a client (source IP) may hold at most N sessions at once; further
+//! upgrades get `429 Too Many Requests` with `Retry-After: 5`, as per-tenant platform limits
+//! answer. A slot is taken before the 101 and given back when the session ends (also when the
+//! upgrade never completes), so a client that closes its sockets is never refused for long.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -27,8 +33,56 @@ use tokio_tungstenite::WebSocketStream;
 use super::metrics::{Counters, OpenGuard};
 use super::Shutdown;
 
-/// A session with no message for this long is closed by the server.
+/// By default a session with no message for this long is closed by the server
+/// (`websocket_idle_timeout`).
 pub const WS_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Seconds a refused client is told to wait (`Retry-After`).
+pub const CAP_RETRY_AFTER: &str = "5";
+
+/// The per-client cap on open WebSocket sessions (`websocket_cap`).
+pub struct WsCap {
+    cap: Option<usize>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client's session slot, given back on drop.
+pub struct CapSlot {
+    owner: Arc<WsCap>,
+    ip: IpAddr,
+}
+
+impl WsCap {
+    pub fn new(cap: Option<u32>) -> WsCap {
+        WsCap {
+            cap: cap.map(|c| c as usize),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `ip`, or `None` when it holds `cap` sessions already.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<CapSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if self.cap.is_some_and(|cap| *n >= cap) {
+            return None;
+        }
+        *n += 1;
+        Some(CapSlot { owner: self.clone(), ip })
+    }
+}
+
+impl Drop for CapSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Whether `req` asks for a WebSocket upgrade.
 pub fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -44,8 +98,15 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-/// Answers the upgrade (101 or 400) and, on 101, spawns the echo session.
-pub fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, counters: Arc<Counters>, shutdown: Shutdown) -> Response<Full<Bytes>> {
+/// Answers the upgrade (101, 400, or 429 past the cap) and, on 101, spawns the echo session.
+pub fn upgrade(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    counters: Arc<Counters>,
+    cap: &Arc<WsCap>,
+    idle: Duration,
+    shutdown: Shutdown,
+) -> Response<Full<Bytes>> {
     let key = match req.headers().get(SEC_WEBSOCKET_KEY) {
         Some(k) => derive_accept_key(k.as_bytes()),
         None => return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n"),
@@ -60,8 +121,16 @@ pub fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, counters: Arc<Count
         .and_then(|v| v.split(',').next())
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty());
+    let Some(slot) = cap.take(peer.ip()) else {
+        tracing::debug!(%peer, "WebSocket refused: per-client cap reached");
+        let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "too many open WebSockets for this client\n");
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static(CAP_RETRY_AFTER));
+        return r;
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -70,7 +139,7 @@ pub fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, counters: Arc<Count
             }
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        echo(ws, peer, counters, shutdown).await;
+        echo(ws, peer, counters, idle, shutdown).await;
     });
     let mut resp = plain(StatusCode::SWITCHING_PROTOCOLS, "");
     let h = resp.headers_mut();
@@ -86,7 +155,7 @@ pub fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, counters: Arc<Count
 }
 
 /// Echoes until the client closes, the session idles out, or shutdown.
-async fn echo<S>(mut ws: WebSocketStream<S>, peer: SocketAddr, counters: Arc<Counters>, shutdown: Shutdown)
+async fn echo<S>(mut ws: WebSocketStream<S>, peer: SocketAddr, counters: Arc<Counters>, idle: Duration, shutdown: Shutdown)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -95,7 +164,7 @@ where
     tracing::debug!(%peer, "WebSocket session open");
     loop {
         let next = tokio::select! {
-            m = tokio::time::timeout(WS_IDLE_TIMEOUT, ws.next()) => m,
+            m = tokio::time::timeout(idle, ws.next()) => m,
             _ = shutdown.wait() => {
                 going_away(&mut ws, "responder shutting down").await;
                 break;

@@ -104,9 +104,10 @@ impl Launcher {
         self
     }
 
-    /// The timeout of one run of `probe` (its own, else the default).
+    /// The time one run of `probe` may take: its timeout (its own, else the default) plus
+    /// any `hold:` (see [`ProbeConfig::run_time`]).
     pub fn timeout(&self, probe: &ProbeConfig) -> Duration {
-        probe.timeout(&self.defaults)
+        probe.run_time(&self.defaults)
     }
 
     /// Starts a run of `probe` now, as its own task: it waits for a concurrency permit, then

@@ -343,12 +343,18 @@ impl Tinyproxy {
     /// `auth`: Basic credentials the proxy requires; `connect_ports`: the only ports CONNECT
     /// may reach (empty = any).
     pub fn start(auth: Option<(&str, &str)>, connect_ports: &[u16]) -> Tinyproxy {
+        Tinyproxy::start_with_timeout(auth, connect_ports, 10)
+    }
+
+    /// As [`Tinyproxy::start`], with tinyproxy's `Timeout` (its idle timeout: a tunnel with no
+    /// traffic either way for this many seconds is closed).
+    pub fn start_with_timeout(auth: Option<(&str, &str)>, connect_ports: &[u16], idle_secs: u32) -> Tinyproxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = super::free_port();
         let mut conf = vec![
             format!("Port {port}"),
             "Listen 127.0.0.1".into(),
-            "Timeout 10".into(),
+            format!("Timeout {idle_secs}"),
             "MaxClients 100".into(),
             "LogLevel Info".into(),
             format!("LogFile \"{}\"", dir.path().join("tinyproxy.log").display()),

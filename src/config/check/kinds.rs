@@ -12,7 +12,7 @@ use super::super::types::*;
 use super::super::values::{IceUrl, StatusRange};
 use super::super::yaml::{Node, Val};
 use super::node::*;
-use super::{credentials, headers, tls_options, COMMON, TLS_OPTS};
+use super::{auth, credentials, headers, hold, tls_options, COMMON, TLS_OPTS};
 
 /// A probe kind's definition.
 pub struct Kind {
@@ -64,13 +64,25 @@ pub const KINDS: &[Kind] = &[
             "expect_status",
             "expect_body",
             "follow_redirects",
+            "auth",
         ],
         tls: true,
         build: http,
     },
     Kind {
         name: "websocket",
-        own: &["url", "headers", "ping", "send", "expect"],
+        own: &[
+            "url",
+            "headers",
+            "ping",
+            "send",
+            "expect",
+            "auth",
+            "hold",
+            "ping_interval",
+            "idle",
+            "concurrent",
+        ],
         tls: true,
         build: websocket,
     },
@@ -98,7 +110,17 @@ pub const KINDS: &[Kind] = &[
         tls: false,
         build: path,
     },
+    Kind {
+        name: "session",
+        own: &["steps", "auth"],
+        tls: true,
+        build: session,
+    },
 ];
+
+pub(in crate::config) const STEP: &[&str] = &["http", "websocket", "extract"];
+pub(in crate::config) const HTTP_STEP: &[&str] = &["url", "method", "headers", "body", "expect_status", "expect_body"];
+pub(in crate::config) const WS_STEP: &[&str] = &["url", "headers", "ping", "send", "expect", "hold", "ping_interval", "idle"];
 
 pub(in crate::config) const ICE_SERVER: &[&str] = &["url", "credentials"];
 pub(in crate::config) const DNS_EXPECT: &[&str] = &["contains", "rcode"];
@@ -204,6 +226,7 @@ fn http(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         uint(v, "follow_redirects", 0, 20, p).map(|n| n as u32)
     });
     let tls = tls_options(f, p);
+    let auth = optional(f, "auth", p, |v, p| auth(v, &c.what, p));
     Some(ProbeSpec::Http(HttpSpec {
         url: u?,
         method: method?,
@@ -213,6 +236,7 @@ fn http(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         expect_body: expect_body?,
         follow_redirects: follow?,
         tls: tls?,
+        auth: auth?,
     }))
 }
 
@@ -229,6 +253,9 @@ fn websocket(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         );
     }
     let tls = tls_options(f, p);
+    let auth = optional(f, "auth", p, |v, p| auth(v, &c.what, p));
+    let hold = hold(f, &c.what, p);
+    let concurrent = or_default(f, "concurrent", 1, p, |v, p| uint(v, "concurrent", 1, 64, p).map(|n| n as u32));
     Some(ProbeSpec::Websocket(WebsocketSpec {
         url: u?,
         headers: headers?,
@@ -236,6 +263,9 @@ fn websocket(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         send: send?,
         expect: expect?,
         tls: tls?,
+        auth: auth?,
+        hold: hold?,
+        concurrent: concurrent?,
     }))
 }
 
@@ -395,6 +425,186 @@ fn ice(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         connectivity: connectivity?,
         tls: tls?,
     }))
+}
+
+fn session(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let tls = tls_options(f, p);
+    let auth = optional(f, "auth", p, |v, p| auth(v, &c.what, p));
+    let steps = f.need("steps", &c.need_what, p).and_then(|v| {
+        let items = list(v, "steps", p)?;
+        if items.is_empty() || items.len() > MAX_SESSION_STEPS {
+            p.at(
+                v.pos,
+                format!("{}: steps: give 1 to {MAX_SESSION_STEPS} steps, found {}", c.what, items.len()),
+            );
+            return None;
+        }
+        let mut known = Vec::new();
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match step(item, &format!("{} step {}", c.what, i + 1), &mut known, p) {
+                Some(s) => out.push(s),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    });
+    Some(ProbeSpec::Session(SessionSpec {
+        steps: steps?,
+        auth: auth?,
+        tls: tls?,
+    }))
+}
+
+/// The `${name}`s in `text`.
+fn vars(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        out.push(after[..end].to_string());
+        rest = &after[end + 1..];
+    }
+    out
+}
+
+fn is_var_name(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Every `${var}` in `text` must have been extracted by an earlier step.
+fn check_vars(v: &Node, key: &str, text: &str, known: &[String], what: &str, p: &mut Problems) -> bool {
+    let mut ok = true;
+    for name in vars(text) {
+        if !known.contains(&name) {
+            p.at(
+                v.pos,
+                format!("{what}: {key}: ${{{name}}} is not extracted by an earlier step (extract: {{{name}: /json/pointer}})"),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// One step: `{http: {...}, extract: {var: /pointer}}` or `{websocket: {...}}`.
+fn step(v: &Node, what: &str, known: &mut Vec<String>, p: &mut Problems) -> Option<SessionStep> {
+    let f = Fields::of(v, what, p)?;
+    f.reject_unknown(STEP, what, p);
+    let (node, is_http) = match (f.get("http"), f.get("websocket")) {
+        (Some(h), None) => (h, true),
+        (None, Some(w)) => (w, false),
+        _ => {
+            p.at(f.pos, format!("{what}: give exactly one of `http:` or `websocket:`"));
+            return None;
+        }
+    };
+    let s = Fields::of(node, what, p)?;
+    s.reject_unknown(if is_http { HTTP_STEP } else { WS_STEP }, what, p);
+    let schemes: &[&str] = if is_http { &["http", "https"] } else { &["ws", "wss"] };
+    let url_text = s.need("url", what, p).and_then(|n| {
+        let text = non_empty(n, "url", p)?;
+        if text.contains("${") {
+            check_vars(n, "url", &text, known, what, p).then_some((text, None))
+        } else {
+            url(n, "url", schemes, p).map(|u| (text, Some(u)))
+        }
+    });
+    let placeholder = url::Url::parse(if is_http {
+        "http://session-step.invalid/"
+    } else {
+        "ws://session-step.invalid/"
+    })
+    .ok()?;
+    let headers = or_default(&s, "headers", BTreeMap::new(), p, headers);
+    let action = if is_http {
+        let method = or_default(&s, "method", HttpMethod::Get, p, |v, p| upper_word(v, "method", p));
+        let body = optional(&s, "body", p, |v, p| {
+            let b = string(v, "body", p)?;
+            check_vars(v, "body", &b, known, what, p).then_some(b)
+        });
+        let expect_status = or_default(&s, "expect_status", vec![StatusRange { low: 200, high: 399 }], p, status_ranges);
+        let expect_body = optional(&s, "expect_body", p, |v, p| regex(v, "expect_body", p));
+        Some(StepAction::Http(HttpSpec {
+            url: placeholder,
+            method: method?,
+            headers: headers?,
+            body: body?,
+            expect_status: expect_status?,
+            expect_body: expect_body?,
+            follow_redirects: 0,
+            tls: TlsOptions::default(),
+            auth: None,
+        }))
+    } else {
+        let ping = or_default(&s, "ping", 3, p, |v, p| uint(v, "ping", 0, 100, p).map(|n| n as u32));
+        let send = optional(&s, "send", p, |v, p| string(v, "send", p));
+        let expect = optional(&s, "expect", p, |v, p| regex(v, "expect", p));
+        let hold = hold(&s, what, p);
+        Some(StepAction::Websocket(WebsocketSpec {
+            url: placeholder,
+            headers: headers?,
+            ping: ping?,
+            send: send?,
+            expect: expect?,
+            tls: TlsOptions::default(),
+            auth: None,
+            hold: hold?,
+            concurrent: 1,
+        }))
+    };
+    let extract = or_default(&f, "extract", BTreeMap::new(), p, |v, p| {
+        if !is_http {
+            p.at(
+                v.pos,
+                format!("{what}: `extract` reads a JSON response body: only http steps have one"),
+            );
+            return None;
+        }
+        let e = Fields::of(v, "extract", p)?;
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (name, k, val) in &e.entries {
+            if !is_var_name(name) {
+                p.at(k.pos, format!("extract: {name:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+                ok = false;
+                continue;
+            }
+            match string(val, name, p) {
+                Some(ptr) if ptr.is_empty() || ptr.starts_with('/') => {
+                    out.insert(name.to_string(), ptr);
+                }
+                Some(ptr) => {
+                    p.at(
+                        val.pos,
+                        format!("extract: {name}: {ptr:?} is not a JSON pointer (it starts with /, e.g. /connectUri)"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    });
+    let (url_text, _) = url_text?;
+    let mut action = action?;
+    let extract = extract?;
+    if let Ok(u) = url::Url::parse(&url_text) {
+        if !url_text.contains("${") {
+            match &mut action {
+                StepAction::Http(h) => h.url = u,
+                StepAction::Websocket(w) => w.url = u,
+            }
+        }
+    }
+    known.extend(extract.keys().cloned());
+    Some(SessionStep {
+        action,
+        url: url_text,
+        extract,
+    })
 }
 
 /// An ICE server: `stun:host` or `{url: turn:host, credentials: {...}}`.

@@ -39,6 +39,8 @@ const COMMON: &[&str] = &["name", "kind", "interval", "timeout", "labels", "prox
 /// The shared TLS option group, flat on the probe or under `tls:`.
 pub(in crate::config) const TLS_OPTS: &[&str] = &["server_name", "alpn", "ca_file", "pin_sha256", "min_version"];
 pub(in crate::config) const CREDENTIALS: &[&str] = &["username", "password", "rest_secret", "rest_user", "ttl"];
+pub(in crate::config) const AUTH: &[&str] = &["oauth2"];
+pub(in crate::config) const OAUTH2: &[&str] = &["token_url", "client_id", "client_secret", "scopes", "audience", "extra_params"];
 /// Label names the exporter sets itself.
 const RESERVED_LABELS: &[&str] = &["probe", "kind", "target", "phase", "reason", "result", "transport", "type", "le"];
 
@@ -224,6 +226,118 @@ fn credentials(v: &Node, what: &str, p: &mut Problems) -> Option<Credentials> {
     })
 }
 
+/// `auth: {oauth2: {token_url, client_id, client_secret, scopes?, audience?, extra_params?}}`
+/// (http and websocket probes). The secret is a secret reference like any other.
+fn auth(v: &Node, what: &str, p: &mut Problems) -> Option<OAuth2Spec> {
+    let what = format!("{what} auth");
+    let f = Fields::of(v, &what, p)?;
+    f.reject_unknown(AUTH, &what, p);
+    let node = f.need("oauth2", &what, p)?;
+    let what = format!("{what} oauth2");
+    let o = Fields::of(node, &what, p)?;
+    o.reject_unknown(OAUTH2, &what, p);
+    let token_url = o
+        .need("token_url", &what, p)
+        .and_then(|v| url(v, "token_url", &["http", "https"], p));
+    let client_id = o.need("client_id", &what, p).and_then(|v| non_empty(v, "client_id", p));
+    let client_secret = o.need("client_secret", &what, p).and_then(|v| secret(v, "client_secret", p));
+    let scopes = or_default(&o, "scopes", Vec::new(), p, |v, p| {
+        list_of(v, "scopes", p, |i, p| {
+            let s = non_empty(i, "scopes", p)?;
+            if s.contains(' ') {
+                p.at(i.pos, format!("scopes: {s:?} contains a space; give one scope per list item"));
+                return None;
+            }
+            Some(s)
+        })
+    });
+    let audience = optional(&o, "audience", p, |v, p| non_empty(v, "audience", p));
+    let extra = or_default(&o, "extra_params", BTreeMap::new(), p, |v, p| {
+        let e = Fields::of(v, "extra_params", p)?;
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (name, k, val) in &e.entries {
+            if ["grant_type", "client_id", "client_secret", "scope", "audience"].contains(name) {
+                p.at(k.pos, format!("extra_params: `{name}` is set from the oauth2 keys; remove it here"));
+                ok = false;
+                continue;
+            }
+            match string(val, name, p) {
+                Some(s) => {
+                    out.insert(name.to_string(), s);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    });
+    Some(OAuth2Spec {
+        token_url: token_url?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        scopes: scopes?,
+        audience: audience?,
+        extra_params: extra?,
+        cache: TokenCache::default(),
+    })
+}
+
+/// `hold: DURATION` with `ping_interval: DURATION` (pings while holding) or `idle: true` (no
+/// traffic at all: what an idle timer cuts). Without `hold`, neither may be given.
+fn hold(f: &Fields, what: &str, p: &mut Problems) -> Option<Option<HoldSpec>> {
+    let hold = optional(f, "hold", p, |v, p| {
+        let d = duration(v, "hold", p)?;
+        if d.is_zero() {
+            p.at(v.pos, "hold: must be longer than 0s (omit it for no hold)");
+            return None;
+        }
+        Some(d)
+    });
+    let interval = optional(f, "ping_interval", p, |v, p| {
+        let d = duration(v, "ping_interval", p)?;
+        if d < Duration::from_millis(100) {
+            p.at(v.pos, "ping_interval: at least 100ms");
+            return None;
+        }
+        Some(d)
+    });
+    let idle = optional(f, "idle", p, |v, p| boolean(v, "idle", p));
+    let (hold, interval, idle) = (hold?, interval?, idle?);
+    let Some(duration) = hold else {
+        for k in ["ping_interval", "idle"] {
+            if let Some(n) = f.get(k) {
+                p.at(n.pos, format!("{what}: `{k}` only applies with `hold`"));
+            }
+        }
+        return if f.get("ping_interval").is_some() || f.get("idle").is_some() {
+            None
+        } else {
+            Some(None)
+        };
+    };
+    match (interval, idle) {
+        (Some(_), Some(true)) => {
+            if let Some(n) = f.get("idle") {
+                p.at(
+                    n.pos,
+                    format!("{what}: `idle: true` means no pings; drop `ping_interval` or `idle`"),
+                );
+            }
+            None
+        }
+        (None, Some(false) | None) => {
+            if let Some(n) = f.get("hold") {
+                p.at(
+                    n.pos,
+                    format!("{what}: `hold` needs `ping_interval: DURATION` (keepalive pings) or `idle: true` (no traffic)"),
+                );
+            }
+            None
+        }
+        (ping_interval, _) => Some(Some(HoldSpec { duration, ping_interval })),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The file.
 
@@ -382,20 +496,34 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
     let labels = f.get("labels").map(|n| labels(n, p));
     let proxy = f.get("proxy").map(|n| proxy(n, "proxy", p));
 
-    // Timeout vs interval after defaults; reported where the offending value was written.
+    let spec = kind.and_then(|k| k.build(&f, &what, p));
+    // Timeout (plus any hold) vs interval after defaults; reported where the offending value
+    // was written.
     if let (Some(iv), Some(to)) = (
         interval.map_or(Some(d.interval), |(x, _)| x),
         timeout.map_or(Some(d.timeout), |(x, _)| x),
     ) {
-        if to > iv {
+        let held = spec.as_ref().map_or(Duration::ZERO, ProbeSpec::hold);
+        if to + held > iv {
             // Both defaulted is impossible here: `defaults` was checked already.
             let pos = timeout.map(|t| t.1).or(interval.map(|i| i.1)).unwrap_or(f.pos);
             let pfx = format!("{what}: ");
-            p.at(pos, too_long(to, iv, &pfx));
+            if held.is_zero() {
+                p.at(pos, too_long(to, iv, &pfx));
+            } else {
+                p.at(
+                    pos,
+                    format!(
+                        "{pfx}hold {} plus timeout {} is longer than interval {}; runs of one probe must not overlap",
+                        humantime::format_duration(held),
+                        humantime::format_duration(to),
+                        humantime::format_duration(iv)
+                    ),
+                );
+            }
         }
     }
 
-    let spec = kind.and_then(|k| k.build(&f, &what, p));
     Some(ProbeConfig {
         name: name?,
         interval: match interval {

@@ -18,8 +18,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::check::kinds::{DNS_EXPECT, ICE_SERVER, KINDS, RCODES};
-use super::check::{CREDENTIALS, DEFAULTS, TLS_OPTS, TOP};
+use super::check::kinds::{DNS_EXPECT, HTTP_STEP, ICE_SERVER, KINDS, RCODES, STEP, WS_STEP};
+use super::check::{AUTH, CREDENTIALS, DEFAULTS, OAUTH2, TLS_OPTS, TOP};
 use super::preset;
 use super::types::{AddressMode, CandidateKind, HttpMethod, IcePolicy, NetworkType, PathProtocol, RecordKind, TlsVersion};
 
@@ -249,6 +249,54 @@ fn key_schema(kind: &str, key: &str) -> Value {
             json!({ "type": "array", "items": words(variants::<CandidateKind>(), "candidate type"), "description": "candidate types that must be gathered" })
         }
         ("ice", "connectivity") => boolean("run a connectivity check through the relay"),
+        ("http" | "websocket" | "session", "auth") => object(
+            AUTH,
+            |k| match k {
+                "oauth2" => {
+                    let mut v = object(
+                        OAUTH2,
+                        |k| match k {
+                            "token_url" => string("the token endpoint (http or https)"),
+                            "client_id" => string("the OAuth2 client id"),
+                            "client_secret" => string("the client secret: env:NAME, file:/path or literal"),
+                            "scopes" => strings("scopes to ask for (sent space-joined)"),
+                            "audience" => string("the `audience` parameter"),
+                            "extra_params" => {
+                                json!({ "type": "object", "additionalProperties": { "type": "string" }, "description": "further form parameters of the token request" })
+                            }
+                            other => gap(format!("oauth2 key {other}")),
+                        },
+                        "OAuth 2.0 client credentials grant",
+                    );
+                    v["required"] = json!(["token_url", "client_id", "client_secret"]);
+                    v
+                }
+                other => gap(format!("auth key {other}")),
+            },
+            "how to obtain the bearer token sent on the request/upgrade",
+        ),
+        ("websocket", "hold") => duration("keep the socket open this long after the exchange (needs ping_interval or idle)"),
+        ("websocket", "ping_interval") => duration("with hold: a ping this often (>= 100ms)"),
+        ("websocket", "idle") => boolean("with hold: no traffic at all while holding"),
+        ("websocket", "concurrent") => int(1, 64, "WebSockets opened at once (default 1)"),
+        ("session", "steps") => json!({
+            "type": "array",
+            "minItems": 1,
+            "maxItems": super::types::MAX_SESSION_STEPS,
+            "items": object(
+                STEP,
+                |k| match k {
+                    "http" => object(HTTP_STEP, |k| key_schema("http", k), "an HTTP request (url/body may use ${var})"),
+                    "websocket" => object(WS_STEP, |k| key_schema("websocket", k), "a WebSocket (url may use ${var})"),
+                    "extract" => {
+                        json!({ "type": "object", "additionalProperties": { "type": "string" }, "description": "variable name -> JSON pointer into the response body" })
+                    }
+                    other => gap(format!("session step key {other}")),
+                },
+                "one step: http or websocket",
+            ),
+            "description": "ordered steps under one deadline",
+        }),
         (kind, key) => gap(format!("key {key} of kind {kind}")),
     }
 }
