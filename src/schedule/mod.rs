@@ -54,6 +54,12 @@ pub trait Sink: Send + Sync {
     fn skipped(&self, probe: &ProbeConfig) {
         let _ = probe;
     }
+    /// A scheduled run of `probe` started `lag` after its grid point (waiting for a
+    /// concurrency slot included). On-demand runs (`/probe`, `check`) have no plan and do not
+    /// report here.
+    fn started(&self, probe: &ProbeConfig, lag: Duration) {
+        let _ = (probe, lag);
+    }
 }
 
 /// Logs one line per failed run (probe, kind, phase, reason, the failure's message as `error`)
@@ -237,6 +243,8 @@ struct Plan {
 async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdown: Shutdown) {
     let mut tick = Instant::now() + plan.offset;
     let mut in_flight: Option<Launch> = None;
+    // The grid point the run in flight was planned for (its schedule lag is measured from it).
+    let mut planned = tick;
     let mut failures: u32 = 0;
     loop {
         tokio::select! {
@@ -248,8 +256,11 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
                     None => std::future::pending().await,
                 }
             }, if in_flight.is_some() => {
-                in_flight = None;
+                let started = in_flight.take().and_then(|run| run.started());
                 for s in &shared.sinks {
+                    if let Some(at) = started {
+                        s.started(&p, at.saturating_duration_since(planned));
+                    }
                     s.record(&p, &outcome);
                 }
                 failures = if outcome.success { 0 } else { failures.saturating_add(1) };
@@ -264,6 +275,7 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
                         s.skipped(&p);
                     }
                 } else {
+                    planned = tick;
                     in_flight = Some(shared.launcher.spawn(p.clone()));
                 }
                 tick = grid_at_or_after(tick + plan.interval, plan.interval, Instant::now());
