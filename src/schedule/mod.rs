@@ -350,6 +350,8 @@ mod tests {
         outcomes: Mutex<Vec<String>>,
         /// (probe, `phase/reason` or `pass`) of every recorded run.
         codes: Mutex<Vec<(String, String)>>,
+        /// (probe, schedule lag) of every started run.
+        lags: Mutex<Vec<(String, Duration)>>,
     }
 
     impl Log {
@@ -367,6 +369,9 @@ mod tests {
         }
         fn skipped(&self, probe: &ProbeConfig) {
             self.skipped.lock().unwrap().push(probe.name.clone());
+        }
+        fn started(&self, probe: &ProbeConfig, lag: Duration) {
+            self.lags.lock().unwrap().push((probe.name.clone(), lag));
         }
     }
 
@@ -399,6 +404,24 @@ mod tests {
         tokio::time::sleep(d).await;
         stop.trigger();
         h.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_waiting_for_a_concurrency_slot_reports_that_wait_as_schedule_lag() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        // One slot, two probes due at the same grid point: the second starts 30 ms late.
+        let s = Scheduler::new(&config(vec![probe("a"), probe("b")], 100, 0.0, 1), vec![log.clone()]).with_runner(sleeper(
+            log.clone(),
+            t0,
+            Duration::from_millis(30),
+            false,
+        ));
+        run_for(s, Duration::from_millis(280)).await;
+        let mut lags: Vec<u128> = log.lags.lock().unwrap().iter().map(|(_, d)| d.as_millis()).collect();
+        lags.sort();
+        // Three grid points (0, 100, 200 ms): each has one run on time and one 30 ms late.
+        assert_eq!(lags, [0, 0, 0, 30, 30, 30]);
     }
 
     #[tokio::test(start_paused = true)]
