@@ -46,7 +46,7 @@ def check_runs():
         if p.returncode != 0:
             sys.exit(f"check --demo failed (exit {p.returncode}): {stderr.decode()[-400:]}")
         report = json.loads(stdout)
-        slowest.append(max(r["outcome"]["total"] for r in report["results"]) / 1000)
+        slowest.append(max(r["outcome"]["total_ms"] for r in report["results"]) / 1000)
         probing.append(report.get("wall_ms", 0) / 1000)
         peaks.append(usage.ru_maxrss)
     peak_kb = max(peaks)

@@ -29,6 +29,54 @@ pub enum Command {
     Responder(Box<ResponderArgs>),
     /// Compare two `check --output json` reports; exit 1 if anything regressed.
     Diff(DiffArgs),
+    /// Print the JSON Schema of the config file (for editors and CI validators).
+    Schema,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), as installed by the Debian package.
+    #[command(hide = true)]
+    Man,
+}
+
+/// `egress-probe completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `--preset NAME [--region R] [--input K=V]...`: run a vendor preset instead of a config file.
+#[derive(Debug, Args)]
+pub struct PresetArgs {
+    /// Vendor preset to run (probes/presets/NAME.yaml, embedded).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::config::preset::names()), conflicts_with_all = ["config", "demo"])]
+    pub preset: Option<String>,
+    /// The preset's region (default: the preset's default region).
+    #[arg(long, requires = "preset")]
+    pub region: Option<String>,
+    /// A preset input, NAME=VALUE (repeatable); credentials as env:NAME or file:/path.
+    #[arg(long = "input", requires = "preset", value_parser = key_value)]
+    pub inputs: Vec<(String, String)>,
+}
+
+impl PresetArgs {
+    /// The request for `config::load_preset`, when `--preset` was given.
+    pub fn request(&self) -> Option<crate::config::PresetRequest> {
+        self.preset.as_ref().map(|name| crate::config::PresetRequest {
+            name: name.clone(),
+            region: self.region.clone(),
+            inputs: self.inputs.iter().cloned().collect(),
+        })
+    }
+}
+
+/// `NAME=VALUE`.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected NAME=VALUE")),
+    }
 }
 
 /// `--log-format`.
@@ -69,10 +117,10 @@ pub struct RunArgs {
 }
 
 /// `egress-probe check`.
-// One of the two is required: a bare `run`/`check` then says "<--config <CONFIG>|--demo>",
-// so a new user learns about the demo from the error.
+// One source is required: a bare `check` then says "<--config <CONFIG>|--demo|--preset
+// <PRESET>>", so a new user learns about the demo and the presets from the error.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "demo"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "demo", "preset"])))]
 pub struct CheckArgs {
     /// Probe config (YAML).
     #[arg(long, short)]
@@ -80,6 +128,8 @@ pub struct CheckArgs {
     /// Start the built-in responder on loopback and probe it (no network needed).
     #[arg(long, conflicts_with = "config")]
     pub demo: bool,
+    #[command(flatten)]
+    pub preset: PresetArgs,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -89,6 +139,9 @@ pub struct CheckArgs {
     /// No progress line and no verdicts; only the table (or JSON).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write the families once to every `push:` receiver, reported as a row per receiver.
+    #[arg(long)]
+    pub push: bool,
 }
 
 /// `egress-probe validate`.
@@ -212,5 +265,6 @@ mod tests {
             assert!(Cli::try_parse_from(["egress-probe", sub, "--demo"]).is_ok());
             assert!(Cli::try_parse_from(["egress-probe", sub, "--demo", "--config", "x"]).is_err());
         }
+        assert!(Cli::try_parse_from(["egress-probe", "check", "--preset", "generic-webrtc"]).is_ok());
     }
 }

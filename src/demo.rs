@@ -72,6 +72,8 @@ pub fn render_yaml(e: &Endpoints, header: &str) -> String {
     let (udp, tcp, tls, web, dns) = (e.turn_udp, e.turn_tcp, e.turn_tls, e.web, e.dns);
     format!(
         r#"{header}defaults: {{ interval: 30s, timeout: 5s }}
+# The demo shows every family, the opt-in per-phase and RTT histograms included.
+metrics: {{ histograms: per_phase }}
 probes:
   - name: demo-dns
     kind: dns
@@ -125,6 +127,9 @@ probes:
       - stun:{udp}
       - url: turn:{udp}?transport=udp
         credentials: {{ username: {user}, password: {pass} }}
+      - url: turns:{tls}?transport=tcp
+        credentials: {{ username: {user}, password: {pass} }}
+    ca_file: {ca}
     expect: [srflx, relay]
 "#,
         dns_ip = udp.ip(),
@@ -172,6 +177,8 @@ mod tests {
     }
 
     const STATIC_HEADER: &str = "\
+# yaml-language-server: $schema=../docs/config.schema.json
+#
 # The demo probe set (what `check --demo` runs) for a responder started by hand on loopback
 # with the default STUN/TURN ports and the non-root alternates (no root needed):
 #

@@ -13,6 +13,7 @@
 //!    │
 //!    ├── server.rs         /metrics /probe /healthz /ready /status
 //!    ├── metrics.rs        Outcome → Prometheus families; implements schedule::Sink
+//!    ├── push/             remote_write delivery of those families (over net/, like a probe)
 //!    ├── report/           JSON report + loader, the table renderer, verdicts, diff
 //!    ├── demo.rs ─→ responder/   the embedded responder / the endpoints outside the firewall
 //!    │
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod net;
 pub mod outcome;
 pub mod probe;
+pub mod push;
 pub mod report;
 pub mod responder;
 pub mod schedule;

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
             Command::Validate(a) => commands::validate::main(a).await,
             Command::Responder(a) => commands::responder::main(*a).await,
             Command::Diff(a) => commands::diff::main(a).await,
+            Command::Schema => commands::schema::main(),
+            Command::Completions(a) => commands::completions::main(a),
+            Command::Man => commands::completions::man(),
         }
     });
     let withheld = egress_probe::log_redact::withheld();

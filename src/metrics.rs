@@ -81,6 +81,8 @@ struct RunFamilies {
     ice_relays: GaugeVec,
     ws_ping_rtt: Option<HistogramVec>,
     address_success: GaugeVec,
+    path_hops: GaugeVec,
+    path_reached: GaugeVec,
     /// Server addresses last exported per probe, so addresses that left the DNS answer are
     /// removed instead of reporting a stale value forever.
     last_addresses: Mutex<HashMap<String, BTreeSet<String>>>,
@@ -186,6 +188,18 @@ impl RunFamilies {
                 "egress_probe_nat_mapping",
                 "NAT mapping behaviour seen in the last run (1 for the observed behaviour, 0 for the other).",
                 &["probe", "behavior"],
+            )?,
+            path_hops: gauge(
+                reg,
+                "egress_probe_path_hops",
+                "kind path: hops to the target, to the hop that rejected, or to the last hop that answered, in the last run.",
+                &["probe"],
+            )?,
+            path_reached: gauge(
+                reg,
+                "egress_probe_path_reached",
+                "kind path: 1 if the last trace reached the target, 0 if it was rejected or went silent on the way.",
+                &["probe"],
             )?,
             ice_candidates: gauge(
                 reg,
@@ -298,6 +312,11 @@ impl RunFamilies {
                 }
             }
         }
+        if let Some(path) = &d.path {
+            self.path_hops.with_label_values(&[probe]).set(f64::from(path.end_hop));
+            let reached = if path.end == "reached" { 1.0 } else { 0.0 };
+            self.path_reached.with_label_values(&[probe]).set(reached);
+        }
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
             observe_samples(self.ws_ping_rtt.as_ref(), &[probe], rtt);
         }
@@ -358,9 +377,95 @@ pub struct Metrics {
     /// `egress_probe_schedule_lag_seconds`: actual start − planned start, all probes together.
     schedule_lag: prometheus::Histogram,
     /// Bumped after every change to a value; see the module docs on the encoding cache.
-    generation: AtomicU64,
+    generation: Arc<AtomicU64>,
     /// The last encoded text and the generation read before encoding it.
     cache: Mutex<Option<(u64, Arc<str>)>>,
+    push: PushFamilies,
+}
+
+/// The push delivery's own families (`egress_probe_push_*`), one series set per receiver
+/// (`remote` = the receiver's `host:port`). Served on `/metrics` and pushed like the rest.
+#[derive(Clone)]
+pub struct PushFamilies {
+    samples: IntCounterVec,
+    failures: IntCounterVec,
+    queue: GaugeVec,
+    last_success: GaugeVec,
+    /// The registry's change counter (see the module docs on the encoding cache).
+    generation: Arc<AtomicU64>,
+}
+
+/// `result` words of `egress_probe_push_samples_total`.
+pub const PUSH_RESULTS: &[&str] = &["sent", "failed", "dropped"];
+
+impl PushFamilies {
+    fn register(reg: &Registry, generation: Arc<AtomicU64>) -> Result<PushFamilies, MetricsError> {
+        Ok(PushFamilies {
+            generation,
+            samples: counter(
+                reg,
+                "egress_probe_push_samples_total",
+                "Samples handled by remote_write push: sent (accepted), failed (refused by the receiver with a 4xx, not retried), dropped (queue full, too old, or still queued at stop).",
+                &["remote", "result"],
+            )?,
+            failures: counter(
+                reg,
+                "egress_probe_push_failures_total",
+                "Failed remote_write requests by phase and reason, with the probes' words (proxy/auth, tls/pin_mismatch, request/status_429, connect/timeout).",
+                &["remote", "phase", "reason"],
+            )?,
+            queue: gauge(
+                reg,
+                "egress_probe_push_queue_samples",
+                "Samples waiting in the push queue.",
+                &["remote"],
+            )?,
+            last_success: gauge(
+                reg,
+                "egress_probe_push_last_success_timestamp_seconds",
+                "Unix time of the last write the receiver accepted (0 until the first).",
+                &["remote"],
+            )?,
+        })
+    }
+
+    /// Creates the series of one receiver at 0.
+    pub fn init(&self, remote: &str) {
+        for r in PUSH_RESULTS {
+            self.samples.with_label_values(&[remote, r]);
+        }
+        self.queue.with_label_values(&[remote]).set(0.0);
+        self.last_success.with_label_values(&[remote]).set(0.0);
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Counts `n` samples with `result` (one of [`PUSH_RESULTS`]).
+    pub fn samples(&self, remote: &str, result: &str, n: usize) {
+        self.samples.with_label_values(&[remote, result]).inc_by(n as u64);
+        self.changed();
+    }
+
+    /// Counts one failed request at `phase`/`reason` (the label words of `outcome`).
+    pub fn failure(&self, remote: &str, phase: &str, reason: &str) {
+        self.failures.with_label_values(&[remote, phase, reason]).inc();
+        self.changed();
+    }
+
+    /// Sets the queue length in samples.
+    pub fn queue(&self, remote: &str, samples: usize) {
+        self.queue.with_label_values(&[remote]).set(samples as f64);
+        self.changed();
+    }
+
+    /// Records an accepted write now.
+    pub fn success(&self, remote: &str) {
+        self.last_success.with_label_values(&[remote]).set(unix_now());
+        self.changed();
+    }
 }
 
 /// Buckets of `egress_probe_schedule_lag_seconds`: 100 µs … 10 s (the p99 target is 10 ms).
@@ -417,6 +522,8 @@ impl Metrics {
             .buckets(LAG_BUCKETS.to_vec()),
         )?;
         registry.register(Box::new(schedule_lag.clone()))?;
+        let generation = Arc::new(AtomicU64::new(0));
+        let push = PushFamilies::register(&registry, generation.clone())?;
         let m = Metrics {
             registry,
             runs,
@@ -426,11 +533,15 @@ impl Metrics {
             reload_success,
             reload_timestamp,
             schedule_lag,
-            generation: AtomicU64::new(0),
+            generation,
             cache: Mutex::new(None),
+            push,
         };
         for p in &config.probes {
             m.init_probe(p);
+        }
+        for rw in &config.push {
+            m.push.init(&rw.remote_label());
         }
         m.config_loaded(true);
         Ok(m)
@@ -498,6 +609,16 @@ impl Metrics {
             }
         }
         Ok(text)
+    }
+
+    /// Every family as `/metrics` serves it, for the push delivery.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
+    /// The push delivery's own families.
+    pub fn push_families(&self) -> &PushFamilies {
+        &self.push
     }
 }
 
@@ -724,6 +845,30 @@ mod tests {
             Some(2.0)
         );
         assert!(!after.contains("secret-ish"), "failure messages must never become labels");
+    }
+
+    #[test]
+    fn a_trace_exports_its_hop_count_and_whether_it_reached_never_hop_addresses() {
+        let mut o = Outcome {
+            success: false,
+            total: ms(40),
+            ..Default::default()
+        };
+        o.detail.path = Some(crate::outcome::details::PathDetails {
+            end: "silence".into(),
+            end_hop: 2,
+            hops: vec![crate::outcome::details::PathHop {
+                ttl: 1,
+                address: Some("10.210.0.1".parse().unwrap()),
+                answer: "time_exceeded".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let text = render_single_run("p", "path", "tcp:198.51.100.1:443", &o, Histograms::PerProbe).unwrap();
+        assert!(text.contains(r#"egress_probe_path_hops{probe="p"} 2"#), "{text}");
+        assert!(text.contains(r#"egress_probe_path_reached{probe="p"} 0"#), "{text}");
+        assert!(!text.contains("10.210.0.1"), "hop addresses must never become labels");
     }
 
     #[test]

@@ -114,12 +114,7 @@ impl StatusBoard {
 impl Sink for StatusBoard {
     fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
         let status = ProbeStatus {
-            result: ProbeResult {
-                name: probe.name.clone(),
-                kind: probe.spec.kind().to_string(),
-                target: probe.spec.target(),
-                outcome: outcome.clone(),
-            },
+            result: ProbeResult::of(&probe.name, &probe.spec, outcome.clone()),
             finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         };
         if let Ok(mut l) = self.last.lock() {

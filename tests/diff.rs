@@ -212,8 +212,17 @@ fn a_schema_1_report_diffs_against_one_this_build_writes() {
 /// Reports written from real probe runs: a TCP port that listened, then was closed.
 #[tokio::test]
 async fn real_reports_from_a_port_that_closed_show_the_regression() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    // A bound but never-listening socket holds the port for the whole test, so no parallel
+    // test can take it once the listener (sharing it with SO_REUSEPORT) is gone: the second run
+    // then meets a closed port for sure.
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.set_reuseport(true).unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let listener = tokio::net::TcpSocket::new_v4().unwrap();
+    listener.set_reuseport(true).unwrap();
+    listener.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    let listener = listener.listen(16).unwrap();
     let spec = ProbeSpec::Tcp(TcpSpec {
         target: HostPort {
             host: "127.0.0.1".into(),
@@ -225,12 +234,7 @@ async fn real_reports_from_a_port_that_closed_show_the_regression() {
         schema: SCHEMA_VERSION,
         started_at: "2025-06-01T10:00:00Z".into(),
         wall_ms: None,
-        results: vec![ProbeResult {
-            name: "tcp-lab".into(),
-            kind: spec.kind().into(),
-            target: spec.target(),
-            outcome,
-        }],
+        results: vec![ProbeResult::of("tcp-lab", &spec, outcome)],
     };
     let ctx = || ProbeContext::with_timeout(Duration::from_secs(2), None);
     let before = report(probe::run(&spec, &ctx()).await);
@@ -242,6 +246,7 @@ async fn real_reports_from_a_port_that_closed_show_the_regression() {
     let (b, a) = (dir.path().join("before.json"), dir.path().join("after.json"));
     std::fs::write(&b, serde_json::to_string(&before).unwrap()).unwrap();
     std::fs::write(&a, serde_json::to_string(&after).unwrap()).unwrap();
+    drop(holder);
     let out = diff(&[b.to_str().unwrap(), a.to_str().unwrap()]);
     let table = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{table}{}", stderr(&out));

@@ -1281,7 +1281,10 @@ probes:
     );
     let check = lab.check(&yaml, &[]);
     assert_eq!(check.codes["api-429"], "request/status_429");
-    assert_eq!(check.result("api-429")["outcome"]["detail"]["retry_after"].as_f64(), Some(5000.0));
+    assert_eq!(
+        check.result("api-429")["outcome"]["detail"]["retry_after_ms"].as_f64(),
+        Some(5000.0)
+    );
     check.assert_verdict("Retry-After 5 s");
     let before = responder_count(&lab, "429").expect("responder metrics");
 

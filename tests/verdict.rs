@@ -32,12 +32,7 @@ async fn probe_result(name: &str, spec: ProbeSpec, timeout: Duration) -> ProbeRe
 
 async fn probe_via(name: &str, spec: ProbeSpec, timeout: Duration, proxy: Option<ProxyUrl>) -> ProbeResult {
     let outcome = probe::run(&spec, &ProbeContext::with_timeout(timeout, proxy)).await;
-    ProbeResult {
-        name: name.into(),
-        kind: spec.kind().into(),
-        target: spec.target(),
-        outcome,
-    }
+    ProbeResult::of(name, &spec, outcome)
 }
 
 fn code(r: &ProbeResult) -> String {
@@ -306,12 +301,7 @@ async fn ice_result(name: &str, servers: Vec<(String, Option<(&str, &str)>)>, ex
     )
     .await;
     let spec = ProbeSpec::Ice(spec);
-    ProbeResult {
-        name: name.into(),
-        kind: spec.kind().into(),
-        target: spec.target(),
-        outcome,
-    }
+    ProbeResult::of(name, &spec, outcome)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -670,12 +660,7 @@ fn strict_egress_verdicts_say_the_relay_needs_tls_and_never_contradict() {
             };
             let outcome = probe_with(&spec, &ctx, opts).await;
             let spec = ProbeSpec::Ice(spec);
-            ProbeResult {
-                name: name.into(),
-                kind: spec.kind().into(),
-                target: spec.target(),
-                outcome,
-            }
+            ProbeResult::of(name, &spec, outcome)
         };
         let (a, b, c, d, e) = futures::join!(
             probe_result("stun-udp", stun(&format!("stun:{PEER_IP}:{port}")), Duration::from_millis(1200)),

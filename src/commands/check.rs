@@ -24,10 +24,18 @@ use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 /// Runs the subcommand; returns the exit code.
 pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
     // Keep the demo's responder alive until every probe has run.
-    let (config, _demo) = match super::load_config("check", args.demo, args.config.as_deref()).await? {
+    let loaded = match args.preset.request() {
+        Some(req) => super::load_preset(&req),
+        None => super::load_config("check", args.demo, args.config.as_deref()).await?,
+    };
+    let (config, _demo) = match loaded {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
+    if args.push && config.push.is_empty() {
+        eprintln!("egress-probe check: --push given but the config has no `push:` receivers");
+        return Ok(EXIT_USAGE);
+    }
     let selected = match select(&config, &args.probes) {
         Ok(s) => s,
         Err(message) => {
@@ -39,7 +47,10 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
     let started = SystemTime::now();
     let progress = progress_line(selected.len() as u64, !args.quiet && std::io::stderr().is_terminal());
     let clock = Instant::now();
-    let results = run_all(&config, &selected, &progress).await;
+    let mut results = run_all(&config, &selected, &progress).await;
+    if args.push {
+        results.extend(push_rows(&config, &selected, &results).await?);
+    }
     let wall = clock.elapsed();
     // Left on screen at N/N: clearing it right after the last `inc` showed the last frame the
     // 100 ms ticker happened to draw (e.g. 9/11) as the final state.
@@ -83,6 +94,25 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(if report.all_passed() { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// `--push`: the families of this check's results, written once to every receiver; one row each.
+async fn push_rows(config: &Config, probes: &[ProbeConfig], results: &[ProbeResult]) -> anyhow::Result<Vec<ProbeResult>> {
+    let metrics = Arc::new(crate::metrics::Metrics::new(config)?);
+    for (p, r) in probes.iter().zip(results) {
+        metrics.observe(p, &r.outcome);
+    }
+    Ok(crate::push::check(config, &metrics)
+        .await
+        .into_iter()
+        .map(|row| ProbeResult {
+            name: row.name,
+            kind: "remote_write".into(),
+            target: row.target,
+            endpoint: row.endpoint,
+            outcome: row.outcome,
+        })
+        .collect())
 }
 
 /// How long `check` waits at exit for background releases (ICE agents still gathering).
@@ -136,12 +166,7 @@ async fn run_all(config: &Config, probes: &[ProbeConfig], progress: &ProgressBar
             let verdict = if outcome.success { "ok" } else { "FAIL" };
             progress.set_message(format!("{} {verdict}", p.name));
             progress.inc(1);
-            ProbeResult {
-                name: p.name.clone(),
-                kind: p.spec.kind().to_string(),
-                target: p.spec.target(),
-                outcome,
-            }
+            ProbeResult::of(&p.name, &p.spec, outcome)
         }
     });
     futures::future::join_all(runs).await

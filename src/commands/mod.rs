@@ -2,9 +2,11 @@
 //! Exit codes: 0 ok, 1 a probe failed / a regression, 2 config or usage error.
 
 pub mod check;
+pub mod completions;
 pub mod diff;
 pub mod responder;
 pub mod run;
+pub mod schema;
 pub mod validate;
 
 /// Exit code: everything passed.
@@ -34,6 +36,17 @@ pub(crate) async fn load_config(
         Err(errors) => {
             eprintln!("{errors}");
             Ok(Err(EXIT_USAGE))
+        }
+    }
+}
+
+/// The config of a vendor preset (`check --preset`). `Err(code)` when it printed why not.
+pub(crate) fn load_preset(req: &crate::config::PresetRequest) -> Result<(crate::config::Config, Option<crate::demo::Demo>), u8> {
+    match crate::config::load_preset(req) {
+        Ok(c) => Ok((c, None)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            Err(EXIT_USAGE)
         }
     }
 }

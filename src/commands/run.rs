@@ -23,6 +23,7 @@ use crate::metrics::EndpointCounters;
 use crate::metrics::Metrics;
 use crate::net::host_limit::HostLimiter;
 use crate::probe;
+use crate::push;
 use crate::schedule::{LogSink, Scheduler, Sink, SHUTDOWN_GRACE};
 use crate::server::{self, AppState, ProcessState, StatusBoard};
 use crate::shutdown::{Shutdown, Signal, Signals};
@@ -44,6 +45,8 @@ struct Generation {
     state: Arc<AppState>,
     stop: Shutdown,
     scheduler: JoinHandle<()>,
+    /// One remote_write delivery per `push:` receiver; they flush on `stop`.
+    push: Vec<JoinHandle<()>>,
 }
 
 impl Generation {
@@ -60,8 +63,14 @@ impl Generation {
             process,
         });
         let stop = Shutdown::new();
+        let push = push::start(&state.config.push, state.config.proxy.as_ref(), &state.metrics, &stop);
         let scheduler = tokio::spawn(scheduler.run(stop.clone()));
-        Ok(Generation { state, stop, scheduler })
+        Ok(Generation {
+            state,
+            stop,
+            scheduler,
+            push,
+        })
     }
 }
 
@@ -122,7 +131,10 @@ pub async fn main(args: RunArgs) -> anyhow::Result<u8> {
     tracing::info!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "shutting down");
     shutdown.trigger();
     current.stop.trigger();
+    // The push deliveries flush within push::FLUSH_GRACE of the stop, alongside the scheduler.
+    let push_done = tokio::time::Instant::now() + push::FLUSH_GRACE;
     let _ = current.scheduler.await;
+    let _ = tokio::time::timeout_at(push_done, futures::future::join_all(current.push)).await;
     match tokio::time::timeout(SERVER_GRACE, server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
         Ok(_) => {}

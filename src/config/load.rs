@@ -9,6 +9,7 @@ use std::path::Path;
 
 use super::check;
 use super::files::{read_bounded, FileError, MAX_CONFIG_FILE};
+use super::preset;
 use super::types::*;
 use super::yaml;
 
@@ -87,21 +88,28 @@ pub async fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+impl ConfigErrors {
+    /// The errors found in `origin`, each at its position.
+    fn at(origin: &str, list: Vec<(yaml::Pos, String)>) -> ConfigErrors {
+        ConfigErrors {
+            origin: origin.to_string(),
+            errors: list
+                .into_iter()
+                .map(|(p, message)| ConfigError {
+                    line: p.line,
+                    column: p.column,
+                    message,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Parses and validates config text; `origin` names it in error messages.
 /// Never panics, whatever the input; every problem found is returned, sorted by position.
 pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
-    let errors = |list: Vec<(yaml::Pos, String)>| ConfigErrors {
-        origin: origin.to_string(),
-        errors: list
-            .into_iter()
-            .map(|(p, message)| ConfigError {
-                line: p.line,
-                column: p.column,
-                message,
-            })
-            .collect(),
-    };
-    let root = match yaml::parse(text) {
+    let errors = |list: Vec<(yaml::Pos, String)>| ConfigErrors::at(origin, list);
+    let mut root = match yaml::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
             return Err(errors(vec![(
@@ -112,7 +120,39 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         Err(e) => return Err(errors(vec![(e.pos, e.message)])),
     };
     let mut problems = check::Problems::default();
-    let config = check::config(&root, &mut problems);
+    // `preset:` / `region:` / `inputs:` pull a vendor preset's probes in before the check.
+    preset::apply(&mut root, &mut problems);
+    check_tree(&root, problems, errors)
+}
+
+/// Expands a vendor preset on its own (`check --preset`) and validates it; `origin` in errors
+/// is `preset NAME`.
+pub fn load_preset(req: &preset::PresetRequest) -> Result<Config, ConfigErrors> {
+    let origin = format!("preset {}", req.name);
+    let errors = |list: Vec<(yaml::Pos, String)>| ConfigErrors::at(&origin, list);
+    match preset::tree(req) {
+        Ok(root) => check_tree(&root, check::Problems::default(), errors),
+        Err(messages) => Err(ConfigErrors {
+            origin: origin.clone(),
+            errors: messages
+                .into_iter()
+                .map(|message| ConfigError {
+                    line: 0,
+                    column: 0,
+                    message,
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// Runs the checker over a tree, starting from problems found before it.
+fn check_tree(
+    root: &yaml::Node,
+    mut problems: check::Problems,
+    errors: impl Fn(Vec<(yaml::Pos, String)>) -> ConfigErrors,
+) -> Result<Config, ConfigErrors> {
+    let config = check::config(root, &mut problems);
     match config {
         Some(c) if problems.list.is_empty() => Ok(c),
         _ => {

@@ -15,6 +15,9 @@
 mod check;
 mod files;
 mod load;
+pub mod preset;
+pub mod push;
+pub mod schema;
 mod target;
 pub mod types;
 pub mod values;
@@ -22,6 +25,8 @@ pub mod web;
 mod yaml;
 
 pub use files::{MAX_CONFIG_FILE, MAX_NAMED_FILE};
-pub use load::{load, load_file, parse_str, ConfigError, ConfigErrors};
+pub use load::{load, load_file, load_preset, parse_str, ConfigError, ConfigErrors};
+pub use preset::PresetRequest;
+pub use push::{PushAuth, QueueLimits, RemoteWriteConfig};
 pub use types::*;
 pub use values::{rest_password, CaBundle, HostPort, IceScheme, IceTransport, IceUrl, Pin, Secret, StatusRange, MAX_DURATION};

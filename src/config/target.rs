@@ -19,6 +19,7 @@ impl ProbeSpec {
         let mut spec = self.clone();
         match &mut spec {
             ProbeSpec::Tcp(s) => s.target = HostPort::parse(target, None)?,
+            ProbeSpec::Path(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Tls(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Http(s) => s.url = retarget_url(&s.url, target, &["http", "https"])?,
             ProbeSpec::Websocket(s) => s.url = retarget_url(&s.url, target, &["ws", "wss"])?,

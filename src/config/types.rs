@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::outcome::{Endpoint, Transport};
+
 use super::values::{rest_password, CaBundle, HostPort, IceUrl, Secret, StatusRange};
 
 /// The whole file.
@@ -20,6 +22,8 @@ pub struct Config {
     /// Default proxy for every TCP-based probe; probes may override.
     pub proxy: Option<ProxySetting>,
     pub probes: Vec<ProbeConfig>,
+    /// `push:` — remote_write receivers the daemon sends its families to.
+    pub push: Vec<super::push::RemoteWriteConfig>,
     /// `web:`: what `/probe` may be pointed at (see `config::web`).
     pub web: super::web::WebSettings,
     /// `metrics:`: which optional families are exported (see docs/metrics.md).
@@ -103,9 +107,41 @@ pub enum ProbeSpec {
     Stun(StunSpec),
     Turn(TurnSpec),
     Ice(IceSpec),
+    Path(PathSpec),
 }
 
 impl ProbeSpec {
+    /// Where this probe goes, typed (host, port, transport), for reports and verdicts. An ice
+    /// probe's endpoint is its first server's.
+    pub fn endpoint(&self) -> Endpoint {
+        let host_port = |hp: &HostPort, transport| Endpoint {
+            host: hp.host.clone(),
+            port: Some(hp.port),
+            transport,
+        };
+        match self {
+            ProbeSpec::Dns(s) => Endpoint {
+                host: s.query.trim_end_matches('.').to_string(),
+                port: None,
+                transport: Transport::Udp,
+            },
+            ProbeSpec::Tcp(s) => host_port(&s.target, Transport::Tcp),
+            ProbeSpec::Tls(s) => host_port(&s.target, Transport::Tls),
+            ProbeSpec::Http(s) => endpoint_of_url(&s.url),
+            ProbeSpec::Websocket(s) => endpoint_of_url(&s.url),
+            ProbeSpec::Stun(s) => s.server.endpoint(),
+            ProbeSpec::Turn(s) => s.server.endpoint(),
+            ProbeSpec::Ice(s) => s.servers.first().map(|s| s.url.endpoint()).unwrap_or_default(),
+            ProbeSpec::Path(s) => host_port(
+                &s.target,
+                match s.protocol {
+                    PathProtocol::Udp => Transport::Udp,
+                    PathProtocol::Tcp => Transport::Tcp,
+                },
+            ),
+        }
+    }
+
     /// The `kind` word (metric label).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -117,6 +153,7 @@ impl ProbeSpec {
             ProbeSpec::Stun(_) => "stun",
             ProbeSpec::Turn(_) => "turn",
             ProbeSpec::Ice(_) => "ice",
+            ProbeSpec::Path(_) => "path",
         }
     }
 
@@ -131,7 +168,21 @@ impl ProbeSpec {
             ProbeSpec::Stun(s) => s.server.to_string(),
             ProbeSpec::Turn(s) => s.server.to_string(),
             ProbeSpec::Ice(s) => s.servers.iter().map(|s| s.url.to_string()).collect::<Vec<_>>().join(","),
+            ProbeSpec::Path(s) => format!("{}:{}", s.protocol.as_str(), s.target),
         }
+    }
+}
+
+/// Host, port and transport of an `http(s)://` or `ws(s)://` URL (`https`/`wss` speak TLS).
+pub fn endpoint_of_url(url: &url::Url) -> Endpoint {
+    Endpoint {
+        host: url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string(),
+        port: url.port_or_known_default(),
+        transport: if matches!(url.scheme(), "https" | "wss") {
+            Transport::Tls
+        } else {
+            Transport::Tcp
+        },
     }
 }
 
@@ -236,6 +287,39 @@ pub enum TlsVersion {
 pub struct TcpSpec {
     pub target: HostPort,
     pub addresses: AddressMode,
+}
+
+/// Which packets a `path` trace sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathProtocol {
+    /// TCP SYNs (a connect per attempt), as a softphone's TLS/WebSocket connection.
+    #[default]
+    Tcp,
+    /// UDP datagrams (a STUN Binding request), as a softphone's STUN/TURN/media.
+    Udp,
+}
+
+impl PathProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathProtocol::Tcp => "tcp",
+            PathProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// `kind: path`: a TTL-stepped trace towards `target` (see `probe::path`).
+#[derive(Clone, Debug)]
+pub struct PathSpec {
+    pub target: HostPort,
+    pub protocol: PathProtocol,
+    /// Highest TTL tried (default 16).
+    pub max_hops: u32,
+    /// Attempts per TTL while it stays silent (default 2).
+    pub probes_per_hop: u32,
+    /// How long one attempt waits for an answer (default 1 s).
+    pub hop_timeout: Duration,
 }
 
 /// `kind: tls`.
@@ -469,5 +553,48 @@ impl Credentials {
                 (username, password)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::outcome::Transport;
+
+    #[test]
+    fn every_kind_says_where_it_goes_typed() {
+        let yaml = r#"
+probes:
+  - { name: d, kind: dns, query: relay.example.test. }
+  - { name: t, kind: tcp, target: "10.0.0.1:8443" }
+  - { name: s, kind: tls, target: "relay.example.test:5349" }
+  - { name: h, kind: http, url: "https://api.example.test/health?token=x" }
+  - { name: w, kind: websocket, url: "ws://[2001:db8::1]:8080/ws" }
+  - { name: u, kind: stun, server: "stun:stun.example.test" }
+  - { name: r, kind: turn, server: "turns:relay.example.test:443?transport=tcp", credentials: { username: u, password: p } }
+  - { name: i, kind: ice, servers: [{ url: "turn:relay.example.test:3478?transport=tcp", credentials: { username: u, password: p } }] }
+  - { name: p, kind: path, target: "relay.example.test:3478", protocol: udp }
+"#;
+        let cfg = crate::config::parse_str(yaml, "t").expect("valid");
+        let got: Vec<(String, Option<u16>, Transport)> = cfg
+            .probes
+            .iter()
+            .map(|p| {
+                let e = p.spec.endpoint();
+                (e.host, e.port, e.transport)
+            })
+            .collect();
+        let want = [
+            ("relay.example.test", None, Transport::Udp),
+            ("10.0.0.1", Some(8443), Transport::Tcp),
+            ("relay.example.test", Some(5349), Transport::Tls),
+            ("api.example.test", Some(443), Transport::Tls),
+            ("2001:db8::1", Some(8080), Transport::Tcp),
+            ("stun.example.test", Some(3478), Transport::Udp),
+            ("relay.example.test", Some(443), Transport::Tls),
+            ("relay.example.test", Some(3478), Transport::Tcp),
+            ("relay.example.test", Some(3478), Transport::Udp),
+        ]
+        .map(|(h, p, t)| (h.to_string(), p, t));
+        assert_eq!(got, want);
     }
 }

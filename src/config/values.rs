@@ -135,6 +135,22 @@ impl IceUrl {
         }
     }
 
+    /// Host, port and the transport the client speaks (`turns:` is TLS).
+    pub fn endpoint(&self) -> crate::outcome::Endpoint {
+        crate::outcome::Endpoint {
+            host: self.host.clone(),
+            port: Some(self.port),
+            transport: if self.is_tls() {
+                crate::outcome::Transport::Tls
+            } else {
+                match self.transport {
+                    IceTransport::Udp => crate::outcome::Transport::Udp,
+                    IceTransport::Tcp => crate::outcome::Transport::Tcp,
+                }
+            },
+        }
+    }
+
     /// Host and port as a [`HostPort`].
     pub fn host_port(&self) -> HostPort {
         HostPort {

@@ -193,6 +193,7 @@ fn endpoints(spec: &ProbeSpec) -> Vec<(String, u16)> {
     let url = |u: &url::Url| (norm(u.host_str().unwrap_or_default()), u.port_or_known_default().unwrap_or(0));
     match spec {
         ProbeSpec::Tcp(s) => vec![(norm(&s.target.host), s.target.port)],
+        ProbeSpec::Path(s) => vec![(norm(&s.target.host), s.target.port)],
         ProbeSpec::Tls(s) => vec![(norm(&s.target.host), s.target.port)],
         ProbeSpec::Http(s) => vec![url(&s.url)],
         ProbeSpec::Websocket(s) => vec![url(&s.url)],

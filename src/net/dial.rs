@@ -9,13 +9,20 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::{HostPort, ProxyUrl};
+use crate::outcome::details::RejectOrigin;
 use crate::outcome::{Failure, Fault, Phase, Reason, Run};
 
-use super::classify::fault_from_io;
+use super::classify::{classify_io, fault_from_io};
+use super::errqueue;
+
+/// A failed connect and, for a reject or an unreachable, who said so.
+type ConnectError = (Fault, Option<RejectOrigin>);
 
 /// How long a connection attempt may stay unanswered before the next address is tried too
 /// (RFC 8305 "Connection Attempt Delay").
@@ -82,24 +89,104 @@ fn gai_reason(text: &str) -> Reason {
 
 /// Connects to one address (phase `connect`).
 pub async fn connect(run: &mut Run, addr: SocketAddr) -> Result<TcpStream, Failure> {
-    let stream = run.phase(Phase::Connect, connect_one(addr)).await?;
+    let mut origin = None;
+    let result = run
+        .phase(Phase::Connect, async {
+            connect_one(addr).await.map_err(|(f, o)| {
+                origin = o;
+                f
+            })
+        })
+        .await;
+    if origin.is_some() {
+        run.detail.reject_origin = origin;
+    }
+    let stream = result?;
     run.detail.peer = Some(addr);
     Ok(stream)
 }
 
-async fn connect_one(addr: SocketAddr) -> Result<TcpStream, Fault> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| fault_from_io(&format!("connect to {addr}"), &e))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+/// Connects with `IP_RECVERR` on, so a refused or unreachable connect can say who answered:
+/// the ICMP offender from the socket's error queue, or the target itself when nothing is
+/// queued (a RST carries the target's address). `IP_RECVERR` is switched off again once
+/// connected: on an established TCP socket it would turn a transient ICMP error into a reset.
+async fn connect_one(addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+    let what = format!("connect to {addr}");
+    let socket = if addr.is_ipv6() { TcpSocket::new_v6() } else { TcpSocket::new_v4() }.map_err(|e| (fault_from_io(&what, &e), None))?;
+    let v6 = addr.is_ipv6();
+    // A second descriptor of the same socket: the error queue stays readable after a failed
+    // `connect` has consumed (and closed) the first.
+    let watch: Option<OwnedFd> = match errqueue::enable(socket.as_raw_fd(), v6) {
+        Ok(()) => socket.as_fd().try_clone_to_owned().ok(),
+        Err(_) => None,
+    };
+    match socket.connect(addr).await {
+        Ok(stream) => {
+            let _ = errqueue::disable(stream.as_raw_fd(), v6);
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Err(e) => {
+            let mut fault = fault_from_io(&what, &e);
+            let origin = match (&watch, classify_io(&e)) {
+                (Some(fd), reason @ (Reason::Refused | Reason::Unreachable)) => {
+                    let o = reject_origin(fd.as_raw_fd(), addr, &reason);
+                    if let Some(o) = &o {
+                        let verb = match o.answer.as_str() {
+                            "rst" | "port_unreachable" | "admin_prohibited" => "refused",
+                            _ => "reported unreachable",
+                        };
+                        fault.message = format!("{}; {}", fault.message, o.phrase(verb));
+                    }
+                    o
+                }
+                _ => None,
+            };
+            Err((fault, origin))
+        }
+    }
+}
+
+/// Who answered a failed connect: the queued ICMP error's offender, else (for a refusal) the
+/// target itself.
+fn reject_origin(fd: std::os::fd::RawFd, addr: SocketAddr, reason: &Reason) -> Option<RejectOrigin> {
+    match errqueue::read(fd) {
+        Some(icmp) => {
+            let from = icmp.offender?;
+            Some(RejectOrigin {
+                address: from,
+                is_target: from == addr.ip(),
+                answer: icmp.word().to_string(),
+                hop: None,
+            })
+        }
+        None if *reason == Reason::Refused => Some(RejectOrigin {
+            address: addr.ip(),
+            is_target: true,
+            answer: "rst".into(),
+            hop: None,
+        }),
+        None => None,
+    }
 }
 
 /// Connects to the first of `addrs` that answers (one phase `connect`), staggering attempts by
 /// [`STAGGER`]. When every address fails, the reason is theirs if they agree, else the last one's;
 /// the message lists each address. At the deadline the phase is `connect/timeout`.
 pub async fn connect_first(run: &mut Run, addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Failure> {
-    let (stream, addr) = run.phase(Phase::Connect, connect_any(addrs.to_vec())).await?;
+    let mut origin = None;
+    let result = run
+        .phase(Phase::Connect, async {
+            connect_any_origin(addrs.to_vec()).await.map_err(|(f, o)| {
+                origin = o;
+                f
+            })
+        })
+        .await;
+    if origin.is_some() {
+        run.detail.reject_origin = origin;
+    }
+    let (stream, addr) = result?;
     run.detail.peer = Some(addr);
     Ok((stream, addr))
 }
@@ -107,9 +194,15 @@ pub async fn connect_first(run: &mut Run, addrs: &[SocketAddr]) -> Result<(TcpSt
 /// [`connect_first`] without a phase: for callers that time it inside another phase (the
 /// connection to a proxy is part of phase `proxy`).
 pub(crate) async fn connect_any(addrs: Vec<SocketAddr>) -> Result<(TcpStream, SocketAddr), Fault> {
+    connect_any_origin(addrs).await.map_err(|(f, _)| f)
+}
+
+/// [`connect_any`] keeping who rejected the last failed attempt.
+async fn connect_any_origin(addrs: Vec<SocketAddr>) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let mut pending = FuturesUnordered::new();
     let mut next = 0usize;
     let mut errors: Vec<(SocketAddr, Fault)> = Vec::new();
+    let mut origin = None;
     loop {
         if pending.is_empty() {
             match addrs.get(next) {
@@ -117,14 +210,17 @@ pub(crate) async fn connect_any(addrs: Vec<SocketAddr>) -> Result<(TcpStream, So
                     pending.push(attempt(*a));
                     next += 1;
                 }
-                None => return Err(combine(errors)),
+                None => return Err((combine(errors), origin)),
             }
         }
         let more = next < addrs.len();
         tokio::select! {
             Some((a, res)) = pending.next() => match res {
                 Ok(s) => return Ok((s, a)),
-                Err(f) => errors.push((a, f)),
+                Err((f, o)) => {
+                    errors.push((a, f));
+                    origin = o;
+                }
             },
             _ = tokio::time::sleep(STAGGER), if more => {
                 pending.push(attempt(addrs[next]));
@@ -134,7 +230,7 @@ pub(crate) async fn connect_any(addrs: Vec<SocketAddr>) -> Result<(TcpStream, So
     }
 }
 
-async fn attempt(addr: SocketAddr) -> (SocketAddr, Result<TcpStream, Fault>) {
+async fn attempt(addr: SocketAddr) -> (SocketAddr, Result<TcpStream, ConnectError>) {
     (addr, connect_one(addr).await)
 }
 

@@ -7,7 +7,10 @@
 
 pub mod classify;
 pub mod dial;
+pub mod errqueue;
+pub mod hop;
 pub mod host_limit;
+pub mod http;
 pub mod proxy;
 pub mod stun_conn;
 pub mod tls;

@@ -6,7 +6,7 @@
 //! must never turn them into labels, except the *server* address of `addresses: all`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,13 @@ pub struct Details {
     pub relay: Option<RelayDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ice: Option<IceDetails>,
+    /// `kind: path`: the hops towards the target and where the trace ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathDetails>,
+    /// Who refused or reported unreachable on a failed connect: an ICMP offender from the
+    /// socket's error queue, or the target itself (a TCP RST carries the target's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_origin: Option<RejectOrigin>,
     /// With `addresses: all`: one result per resolved server address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_address: Vec<AddressResult>,
@@ -265,6 +272,79 @@ pub struct IceRelay {
     /// Time from gathering start to this candidate.
     #[serde(rename = "at_ms", with = "duration_ms")]
     pub at: Duration,
+}
+
+/// Who answered a connection attempt with a reject or an unreachable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectOrigin {
+    /// The address the reject came from (ICMP offender, or the target for a RST).
+    pub address: IpAddr,
+    /// True when it is the target's own address (a RST or the target's port unreachable).
+    pub is_target: bool,
+    /// What came back: `rst`, `port_unreachable`, `admin_prohibited`, `unreachable`, ...
+    pub answer: String,
+    /// How many hops out the answer came from, when a trace knows it (`kind: path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<u32>,
+}
+
+impl RejectOrigin {
+    /// "refused by 10.0.0.1 (not the server, port_unreachable)"; for a RST, which always carries
+    /// the server's address, "refused with a RST from the server's own address 10.0.0.2 (...)".
+    pub fn phrase(&self, verb: &str) -> String {
+        if self.is_target && self.answer == "rst" {
+            format!(
+                "{verb} with a RST from the server's own address {} (nothing listens there, or a firewall resets in its name)",
+                self.address
+            )
+        } else if self.is_target {
+            format!("{verb} by the server itself ({}, {})", self.address, self.answer)
+        } else {
+            match self.hop {
+                Some(h) => format!("{verb} by {} (not the server, {h} hops out, {})", self.address, self.answer),
+                None => format!("{verb} by {} (not the server, {})", self.address, self.answer),
+            }
+        }
+    }
+}
+
+/// `kind: path`: a TTL-stepped trace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PathDetails {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub port: u16,
+    /// The address traced towards.
+    pub target: Option<IpAddr>,
+    /// How the trace ran: `unprivileged` (UDP/TCP sockets with IP_RECVERR, no raw sockets).
+    pub mode: String,
+    /// One entry per TTL sent, in order.
+    pub hops: Vec<PathHop>,
+    /// `reached`, `rejected`, `unreachable` or `silence`.
+    pub end: String,
+    /// Hops to the target, or to the last hop that answered (0: none did).
+    pub end_hop: u32,
+    /// The last TTL whose hop answered (time exceeded or the final answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_answered: Option<u32>,
+    /// Who ended the trace with a reject (end `rejected`/`unreachable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<RejectOrigin>,
+}
+
+/// One TTL of a trace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PathHop {
+    pub ttl: u32,
+    /// Who answered (`None`: silence).
+    pub address: Option<IpAddr>,
+    #[serde(rename = "rtt_ms", default, with = "opt_duration_ms")]
+    pub rtt: Option<Duration>,
+    /// `time_exceeded`, `reached`, `rst`, `port_unreachable`, `admin_prohibited`,
+    /// `unreachable`, `silence`.
+    pub answer: String,
+    /// Probes sent at this TTL.
+    pub sent: u32,
 }
 
 /// The result for one resolved server address under `addresses: all`.

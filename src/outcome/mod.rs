@@ -39,6 +39,8 @@ pub enum Phase {
     Relay,
     Gather,
     Connectivity,
+    /// `kind: path`: the TTL-stepped trace towards the target.
+    Trace,
     Close,
     /// Not the network: the program itself failed the run (a panic in the probe task, a probe
     /// that overran its deadline, a run cancelled by the scheduler stopping). A bug to report,
@@ -64,6 +66,7 @@ impl Phase {
             Phase::Relay => "relay",
             Phase::Gather => "gather",
             Phase::Connectivity => "connectivity",
+            Phase::Trace => "trace",
             Phase::Close => "close",
             Phase::Internal => "internal",
         }
@@ -77,8 +80,10 @@ impl fmt::Display for Phase {
 }
 
 /// A transport word as it appears in relay details, ICE URLs and metric labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
+    #[default]
     Udp,
     Tcp,
     Tls,
@@ -109,6 +114,17 @@ impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Where a probe goes, typed: the host, the port (none for a DNS question) and the transport
+/// the client speaks to it. Built from the configured spec (`ProbeSpec::endpoint`), so reports
+/// and verdicts never re-parse the display `target` string.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub transport: Transport,
 }
 
 /// Why a phase failed: a small, stable word usable as a metric label. The human story goes

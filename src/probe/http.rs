@@ -15,19 +15,16 @@
 //! Plain `http://` through a proxy also uses CONNECT (one dial path for every probe); a proxy
 //! that only forwards absolute-form GETs on port 80 reports `proxy/status_403` then.
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::task::JoinHandle;
 
 use crate::config::{redact_url, HostPort, HttpMethod, HttpSpec};
-use crate::net::{self, classify::fault_from_io, TlsClient};
+use crate::net::http::{hyper_fault, retry_after};
+use crate::net::{self, TlsClient};
 
 use super::ProbeContext;
 use crate::outcome::details::HttpDetails;
@@ -137,15 +134,6 @@ fn build_request(spec: &HttpSpec, hop: &Hop, target: &HostPort) -> Result<Reques
     Ok(req)
 }
 
-/// Aborts hyper's connection task when dropped, so the socket is closed on every path.
-struct Driver(JoinHandle<()>);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Request (phase `request`), status check, then the body (phase `body`) unless redirected.
 async fn exchange<S>(
     run: &mut Run,
@@ -158,22 +146,7 @@ async fn exchange<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut driver = None;
-    let response = run
-        .phase(Phase::Request, async {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|e| hyper_fault("HTTP handshake", &e))?;
-            driver = Some(Driver(tokio::spawn(async move {
-                let _ = conn.await;
-            })));
-            sender
-                .send_request(request)
-                .await
-                .map_err(|e| hyper_fault("waiting for the response", &e))
-        })
-        .await?;
-    let _driver = driver;
+    let (response, _driver) = net::http::send(run, request, stream).await?;
     let status = response.status();
     let code = status.as_u16();
     run.detail.http.get_or_insert_with(HttpDetails::default).status = code;
@@ -270,52 +243,9 @@ fn redirect_target(hop: &Hop, status: StatusCode, headers: &HeaderMap) -> Option
     Some(Hop { url, method, body })
 }
 
-/// `Retry-After: <seconds>` or `Retry-After: <HTTP-date>` (RFC 9110 §10.2.3).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
-}
-
-/// hyper error → reason: the connection closing early is `closed`, unparsable answers
-/// `bad_response`, socket errors as classified by `net::classify`.
-fn hyper_fault(doing: &str, e: &hyper::Error) -> Fault {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return fault_from_io(doing, io);
-        }
-        source = s.source();
-    }
-    let reason = if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-        Reason::Closed
-    } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-        Reason::BadResponse
-    } else {
-        Reason::Io
-    };
-    Fault::new(reason, format!("{doing}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_accepts_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("120"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
-        let later = std::time::SystemTime::now() + Duration::from_secs(3600);
-        h.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(3590) && d <= Duration::from_secs(3600), "{d:?}");
-        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h), None);
-    }
 
     #[test]
     fn redirects_switch_post_to_get_except_307_308() {

@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod dns;
 pub mod http;
 pub mod ice;
+pub mod path;
 pub mod stun;
 pub mod tcp;
 pub mod tls;
@@ -79,6 +80,7 @@ pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
             ProbeSpec::Stun(s) => stun::probe(s, ctx).await,
             ProbeSpec::Turn(s) => turn::probe(s, ctx).await,
             ProbeSpec::Ice(s) => ice::probe(s, ctx).await,
+            ProbeSpec::Path(s) => path::probe(s, ctx).await,
         }
     };
     bounded(ctx.deadline, fut).await

@@ -274,6 +274,7 @@ mod tests {
             name: name.into(),
             kind: "tls".into(),
             target: "relay.example.com:443".into(),
+            endpoint: Default::default(),
             outcome: Outcome {
                 success: failure.is_none(),
                 phases: vec![

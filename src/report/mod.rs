@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::Outcome;
+use crate::config::ProbeSpec;
+use crate::outcome::{Endpoint, Outcome};
 
 /// Version of the JSON report format; bump on incompatible changes.
 ///
@@ -51,8 +52,25 @@ fn micro_rounded<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S
 pub struct ProbeResult {
     pub name: String,
     pub kind: String,
+    /// For humans: the target as the config wrote it (URLs without credentials or query).
     pub target: String,
+    /// The same target typed, for verdicts (absent in reports written before schema 2).
+    #[serde(default)]
+    pub endpoint: Endpoint,
     pub outcome: Outcome,
+}
+
+impl ProbeResult {
+    /// The result of probe `name` running `spec`.
+    pub fn of(name: &str, spec: &ProbeSpec, outcome: Outcome) -> ProbeResult {
+        ProbeResult {
+            name: name.to_string(),
+            kind: spec.kind().to_string(),
+            target: spec.target(),
+            endpoint: spec.endpoint(),
+            outcome,
+        }
+    }
 }
 
 impl Report {
@@ -159,9 +177,38 @@ pub fn render_failures(results: &[ProbeResult]) -> String {
     for r in results {
         if let Some(f) = &r.outcome.failure {
             out.push_str(&format!("{}: {}: {}\n", r.name, f.code(), f.message));
+            if let Some(path) = &r.outcome.detail.path {
+                out.push_str(&render_path(path));
+            }
         }
     }
     out
+}
+
+/// A trace that did not reach, as a short indented hop table (TTL, who answered, RTT, what).
+pub fn render_path(path: &crate::outcome::details::PathDetails) -> String {
+    use table::Align::{Left, Right};
+    let rows: Vec<[String; 4]> = path
+        .hops
+        .iter()
+        .map(|h| {
+            [
+                h.ttl.to_string(),
+                h.address.map(|a| a.to_string()).unwrap_or_else(|| "*".into()),
+                h.rtt
+                    .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+                h.answer.clone(),
+            ]
+        })
+        .collect();
+    let text = table::render(
+        ["HOP", "ADDRESS", "RTT ms", "ANSWER"],
+        [Right, Left, Right, Left],
+        &rows,
+        |_, _, s| s.to_string(),
+    );
+    text.lines().map(|l| format!("    {l}\n")).collect()
 }
 
 #[cfg(test)]
@@ -175,6 +222,7 @@ mod tests {
             name: name.into(),
             kind: "tcp".into(),
             target: target.into(),
+            endpoint: Default::default(),
             outcome: Outcome {
                 success: failure.is_none(),
                 failure,

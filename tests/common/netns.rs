@@ -358,3 +358,124 @@ impl Drop for Routed {
         }
     }
 }
+
+/// Addresses of a [`Chain`]: `inside` 10.210.0.2 — (10.210.0.1) `r1` (10.210.1.1) —
+/// (10.210.1.2) `r2` (10.210.2.1) — (10.210.2.2) `outside`.
+pub const CHAIN_INSIDE_IP: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 2);
+/// r1's address towards inside (the client's gateway; hop 1 answers from it).
+pub const CHAIN_R1_IP: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 1);
+/// r1's address towards r2.
+pub const CHAIN_R1_NEXT_IP: Ipv4Addr = Ipv4Addr::new(10, 210, 1, 1);
+/// r2's address towards r1 (hop 2 answers from it: the route back to inside leaves there).
+pub const CHAIN_R2_IP: Ipv4Addr = Ipv4Addr::new(10, 210, 1, 2);
+/// r2's address towards outside.
+pub const CHAIN_R2_NEXT_IP: Ipv4Addr = Ipv4Addr::new(10, 210, 2, 1);
+/// The server in `outside`, three hops from inside.
+pub const CHAIN_TARGET_IP: Ipv4Addr = Ipv4Addr::new(10, 210, 2, 2);
+
+/// Four namespaces in a routed line, `inside` — `r1` — `r2` — `outside`, joined by veth pairs,
+/// forwarding on in both routers, no NAT: every router decrements the TTL and answers ICMP time
+/// exceeded from its own address (`icmp_ratelimit` 0 so a quick trace is never starved).
+/// Firewall rules go into a router's forward chain ([`Chain::forward`]). Namespaces are named
+/// `ep-<test>-<pid>-{in,r1,r2,out}`; on drop every process in them is killed and they are deleted.
+pub struct Chain {
+    pub inside: String,
+    pub r1: String,
+    pub r2: String,
+    pub outside: String,
+}
+
+impl Chain {
+    /// Creates the four namespaces, links, addresses, routes and forwarding.
+    pub fn new(test: &str) -> Chain {
+        let base = format!("ep-{test}-{}", std::process::id());
+        let c = Chain {
+            inside: format!("{base}-in"),
+            r1: format!("{base}-r1"),
+            r2: format!("{base}-r2"),
+            outside: format!("{base}-out"),
+        };
+        for ns in c.all() {
+            kill_all_in(ns);
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let link = |a: &str, an: &str, b: &str, bn: &str| {
+            ip(&["-n", a, "link", "add", an, "type", "veth", "peer", "name", bn, "netns", b]);
+            ip(&["-n", a, "link", "set", an, "up"]);
+            ip(&["-n", b, "link", "set", bn, "up"]);
+        };
+        link(&c.inside, "in0", &c.r1, "r1a");
+        link(&c.r1, "r1b", &c.r2, "r2a");
+        link(&c.r2, "r2b", &c.outside, "out0");
+        let addr = |ns: &str, a: Ipv4Addr, dev: &str| ip(&["-n", ns, "addr", "add", &format!("{a}/24"), "dev", dev]);
+        addr(&c.inside, CHAIN_INSIDE_IP, "in0");
+        addr(&c.r1, CHAIN_R1_IP, "r1a");
+        addr(&c.r1, CHAIN_R1_NEXT_IP, "r1b");
+        addr(&c.r2, CHAIN_R2_IP, "r2a");
+        addr(&c.r2, CHAIN_R2_NEXT_IP, "r2b");
+        addr(&c.outside, CHAIN_TARGET_IP, "out0");
+        ip(&["-n", &c.inside, "route", "add", "default", "via", &CHAIN_R1_IP.to_string()]);
+        ip(&["-n", &c.r1, "route", "add", "default", "via", &CHAIN_R2_IP.to_string()]);
+        ip(&["-n", &c.r2, "route", "add", "10.210.0.0/24", "via", &CHAIN_R1_NEXT_IP.to_string()]);
+        ip(&["-n", &c.outside, "route", "add", "default", "via", &CHAIN_R2_NEXT_IP.to_string()]);
+        for ns in [&c.r1, &c.r2] {
+            for setting in ["net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"] {
+                let out = Command::new("timeout")
+                    .args(["10", "ip", "netns", "exec", ns, "sysctl", "-qw", setting])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("run sysctl");
+                assert!(out.status.success(), "{setting}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        c
+    }
+
+    fn all(&self) -> [&String; 4] {
+        [&self.inside, &self.r1, &self.r2, &self.outside]
+    }
+
+    /// Replaces router `ns`'s `table inet filter` with a forward chain (policy accept) holding
+    /// `rules` (one per line), e.g. `tcp dport 443 drop`.
+    pub fn forward(&self, ns: &str, rules: &[&str]) {
+        use std::io::Write;
+        let mut text = String::from("table inet filter {}\ndelete table inet filter\ntable inet filter {\n");
+        text.push_str("  chain forward {\n    type filter hook forward priority 0; policy accept;\n");
+        for r in rules {
+            text.push_str(&format!("    {r}\n"));
+        }
+        text.push_str("  }\n}\n");
+        let mut child = Command::new("timeout")
+            .args(["10", "ip", "netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(text.as_bytes()).expect("write nft script");
+        }
+        let out = child.wait_with_output().expect("wait for nft");
+        assert!(out.status.success(), "nft: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A TCP listener on the target's `port` inside `outside` (the kernel completes handshakes
+    /// from its backlog; nothing needs to accept).
+    pub fn listen_target(&self, port: u16) -> std::net::TcpListener {
+        NetPair::run_in(&self.outside, move || {
+            std::net::TcpListener::bind(SocketAddr::from((CHAIN_TARGET_IP, port))).expect("bind in outside")
+        })
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        for ns in self.all() {
+            kill_all_in(ns);
+        }
+        for ns in self.all() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+    }
+}

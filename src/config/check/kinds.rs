@@ -92,11 +92,17 @@ pub const KINDS: &[Kind] = &[
         tls: true,
         build: ice,
     },
+    Kind {
+        name: "path",
+        own: &["target", "protocol", "max_hops", "probes_per_hop", "hop_timeout"],
+        tls: false,
+        build: path,
+    },
 ];
 
-const ICE_SERVER: &[&str] = &["url", "credentials"];
-const DNS_EXPECT: &[&str] = &["contains", "rcode"];
-const RCODES: &[&str] = &["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused"];
+pub(in crate::config) const ICE_SERVER: &[&str] = &["url", "credentials"];
+pub(in crate::config) const DNS_EXPECT: &[&str] = &["contains", "rcode"];
+pub(in crate::config) const RCODES: &[&str] = &["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused"];
 
 impl Kind {
     /// The kind called `name`.
@@ -149,6 +155,30 @@ fn tcp(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     Some(ProbeSpec::Tcp(TcpSpec {
         target: target?,
         addresses: addresses?,
+    }))
+}
+
+fn path(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let target = f.need("target", &c.need_what, p).and_then(|v| host_port(v, "target", p));
+    let protocol = or_default(f, "protocol", PathProtocol::Tcp, p, |v, p| word(v, "protocol", p));
+    let max_hops = or_default(f, "max_hops", 16, p, |v, p| uint(v, "max_hops", 1, 64, p).map(|n| n as u32));
+    let probes = or_default(f, "probes_per_hop", 2, p, |v, p| {
+        uint(v, "probes_per_hop", 1, 5, p).map(|n| n as u32)
+    });
+    let hop_timeout = or_default(f, "hop_timeout", std::time::Duration::from_secs(1), p, |v, p| {
+        let d = duration(v, "hop_timeout", p)?;
+        if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(30) {
+            p.at(v.pos, "hop_timeout: between 10ms and 30s");
+            return None;
+        }
+        Some(d)
+    });
+    Some(ProbeSpec::Path(PathSpec {
+        target: target?,
+        protocol: protocol?,
+        max_hops: max_hops?,
+        probes_per_hop: probes?,
+        hop_timeout: hop_timeout?,
     }))
 }
 

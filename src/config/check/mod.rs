@@ -12,8 +12,10 @@
 //! are present. Enum words (`record: AAAA`, `min_version: "1.3"` ...) go through serde_norway and
 //! the `Deserialize` derives in `types.rs`, so the accepted words are defined in one place.
 
-mod kinds;
+// `kinds` and the key tables are also read by `config::schema` (one source for both).
+pub(in crate::config) mod kinds;
 mod node;
+pub(in crate::config) mod push;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,14 +32,14 @@ pub use node::Problems;
 // ---------------------------------------------------------------------------------------------
 // Field lists (also the "allowed:" part of unknown-field messages).
 
-const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "web", "metrics"];
-const METRICS: &[&str] = &["histograms"];
-const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
+pub(in crate::config) const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "push", "web", "metrics"];
+pub(in crate::config) const METRICS: &[&str] = &["histograms"];
+pub(in crate::config) const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
 /// Keys every probe takes, whatever its kind (`kinds::KINDS` lists the rest).
 const COMMON: &[&str] = &["name", "kind", "interval", "timeout", "labels", "proxy"];
 /// The shared TLS option group, flat on the probe or under `tls:`.
-const TLS_OPTS: &[&str] = &["server_name", "alpn", "ca_file", "pin_sha256", "min_version"];
-const CREDENTIALS: &[&str] = &["username", "password", "rest_secret", "rest_user", "ttl"];
+pub(in crate::config) const TLS_OPTS: &[&str] = &["server_name", "alpn", "ca_file", "pin_sha256", "min_version"];
+pub(in crate::config) const CREDENTIALS: &[&str] = &["username", "password", "rest_secret", "rest_user", "ttl"];
 /// Label names the exporter sets itself.
 const RESERVED_LABELS: &[&str] = &["probe", "kind", "target", "phase", "reason", "result", "transport", "type", "le"];
 
@@ -236,6 +238,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
     let listen = optional(&f, "listen", p, |v, p| socket_addr(v, "listen", None, p));
     let defaults = or_default(&f, "defaults", Defaults::default(), p, defaults);
     let top_proxy = optional(&f, "proxy", p, |v, p| proxy(v, "proxy", p));
+    let push = or_default(&f, "push", Vec::new(), p, push::push_section);
     let web = or_default(&f, "web", Default::default(), p, crate::config::web::web);
     let metrics = or_default(&f, "metrics", MetricsSettings::default(), p, metrics_settings);
     let d = defaults.clone().unwrap_or_default();
@@ -270,6 +273,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
         defaults: defaults?,
         proxy: top_proxy?,
         probes,
+        push: push?,
         web: web?,
         metrics: metrics?,
     })

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{HostPort, IceUrl};
+use crate::config::IceUrl;
 use crate::outcome::{Outcome, Phase, Reason, Transport};
 use crate::report::ProbeResult;
 
@@ -378,6 +378,20 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "rejected_before_server",
+        severity: Severity::Broken,
+        when: Scope::Failure(rejected_before_server),
+        template: "{proto} to {port} on {host} is rejected ({code}), and the reject comes from {origin}{hops_out}, not the server: a firewall before it",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "path_silent_after_hop",
+        severity: Severity::Broken,
+        when: Scope::Failure(path_silent_after_hop),
+        template: "{proto} to {port} on {host} goes silent after hop {hop} ({hop_address}) ({code}): packets are dropped after that hop",
+        claim: Claim::None,
+    },
+    Rule {
         id: "rejected",
         severity: Severity::Broken,
         when: Scope::Failure(rejected),
@@ -480,7 +494,9 @@ impl<'a> Facts<'a> {
     /// Digests one result: target parsed per kind, transport refined by the details.
     pub fn of(r: &'a ProbeResult) -> Facts<'a> {
         let o = &r.outcome;
-        let (host, mut port, mut transport) = parse_target(&r.kind, &r.target);
+        let host = r.endpoint.host.clone();
+        let mut port = r.endpoint.port;
+        let mut transport = r.endpoint.transport.as_str();
         if port.is_none() {
             port = o.detail.peer.map(|p| p.port());
         }
@@ -610,33 +626,6 @@ fn relay_facts(kind: &str, o: &Outcome, host: &str, transport: &'static str, por
 
 fn transport_word(s: &str) -> Option<&'static str> {
     Transport::parse(s).map(Transport::as_str)
-}
-
-/// Host, port and transport from a `target` string as `ProbeSpec::target` writes it.
-fn parse_target(kind: &str, target: &str) -> (String, Option<u16>, &'static str) {
-    let first = target.split([',', ' ']).next().unwrap_or_default();
-    match kind {
-        "stun" | "turn" | "ice" => match IceUrl::parse(first) {
-            Ok(u) => (u.host.clone(), Some(u.port), u.transport_label()),
-            Err(_) => (first.to_string(), None, "udp"),
-        },
-        "http" | "websocket" => match url::Url::parse(first) {
-            Ok(u) => {
-                let tls = matches!(u.scheme(), "https" | "wss");
-                (
-                    u.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string(),
-                    u.port_or_known_default(),
-                    if tls { "tls" } else { "tcp" },
-                )
-            }
-            Err(_) => (first.to_string(), None, "tcp"),
-        },
-        "dns" => (first.trim_end_matches('.').to_string(), None, "udp"),
-        other => match HostPort::parse(first, None) {
-            Ok(hp) => (hp.host, Some(hp.port), if other == "tls" { "tls" } else { "tcp" }),
-            Err(_) => (first.to_string(), None, "tcp"),
-        },
-    }
 }
 
 /// `CN=Corp Proxy CA, O=Corp` → `Corp Proxy CA`; a DN without CN is kept whole.
@@ -877,6 +866,30 @@ fn ice_no_relay(f: &Facts, _: &[Facts]) -> Option<Vars> {
 
 fn ice_no_srflx(f: &Facts, _: &[Facts]) -> Option<Vars> {
     f.reason_is(&Reason::NoSrflx).then(Vec::new)
+}
+
+/// Who rejected, from a connect's `reject_origin` or a trace's `rejected_by`.
+fn reject_origin<'f>(f: &Facts<'f>) -> Option<&'f crate::outcome::details::RejectOrigin> {
+    if !matches!(f.reason, Some(Reason::Refused | Reason::Unreachable)) {
+        return None;
+    }
+    let d = &f.outcome.detail;
+    d.reject_origin
+        .as_ref()
+        .or_else(|| d.path.as_ref().and_then(|p| p.rejected_by.as_ref()))
+}
+
+fn rejected_before_server(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let o = reject_origin(f).filter(|o| !o.is_target)?;
+    let hops_out = o.hop.map(|h| format!(", {h} hops out")).unwrap_or_default();
+    Some(vec![("origin", o.address.to_string()), ("hops_out", hops_out)])
+}
+
+fn path_silent_after_hop(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let p = f.outcome.detail.path.as_ref().filter(|p| p.end == "silence")?;
+    let n = p.last_answered?;
+    let addr = p.hops.iter().find(|h| h.ttl == n).and_then(|h| h.address)?;
+    Some(vec![("hop", n.to_string()), ("hop_address", addr.to_string())])
 }
 
 fn rejected(f: &Facts, _: &[Facts]) -> Option<Vars> {

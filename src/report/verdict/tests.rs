@@ -5,14 +5,52 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::outcome::details::{Details, IceDetails, IceRelay, RelayDetails, TlsDetails};
-use crate::outcome::{Failure, PhaseTiming};
+use crate::outcome::details::{Details, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails, TlsDetails};
+use crate::outcome::{Endpoint, Failure, PhaseTiming};
+
+/// The typed endpoint a real check would carry for `target` of `kind` (the cases below are
+/// written as the display target, for readability).
+fn endpoint(kind: &str, target: &str) -> Endpoint {
+    use crate::config::{endpoint_of_url, HostPort};
+    let first = target.split([',', ' ']).next().unwrap_or_default();
+    let host_only = |transport| Endpoint {
+        host: first.trim_end_matches('.').to_string(),
+        port: None,
+        transport,
+    };
+    match kind {
+        "stun" | "turn" | "ice" => IceUrl::parse(first)
+            .map(|u| u.endpoint())
+            .unwrap_or_else(|_| host_only(Transport::Udp)),
+        "http" | "websocket" | "remote_write" => url::Url::parse(first)
+            .map(|u| endpoint_of_url(&u))
+            .unwrap_or_else(|_| host_only(Transport::Tcp)),
+        "dns" => host_only(Transport::Udp),
+        other => {
+            let (transport, rest) = match first.split_once(':') {
+                Some(("udp", rest)) if other == "path" => (Transport::Udp, rest),
+                Some(("tcp", rest)) if other == "path" => (Transport::Tcp, rest),
+                _ if other == "tls" => (Transport::Tls, first),
+                _ => (Transport::Tcp, first),
+            };
+            match HostPort::parse(rest, None) {
+                Ok(hp) => Endpoint {
+                    host: hp.host,
+                    port: Some(hp.port),
+                    transport,
+                },
+                Err(_) => host_only(transport),
+            }
+        }
+    }
+}
 
 fn pass(name: &str, kind: &str, target: &str) -> ProbeResult {
     ProbeResult {
         name: name.into(),
         kind: kind.into(),
         target: target.into(),
+        endpoint: endpoint(kind, target),
         outcome: Outcome {
             success: true,
             phases: vec![PhaseTiming {
@@ -218,6 +256,64 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "ICE gathered no server-reflexive candidate (gather/no_srflx): STUN over UDP is blocked, direct media will not work".into(),
         ),
         (
+            "rejected_before_server",
+            vec![{
+                let mut r = fail("tcp-443", "tcp", "relay.example.com:443", Phase::Connect, Reason::Refused);
+                r.outcome.detail.reject_origin = Some(RejectOrigin {
+                    address: "10.0.0.1".parse().unwrap(),
+                    is_target: false,
+                    answer: "port_unreachable".into(),
+                    hop: None,
+                });
+                r
+            }],
+            "TCP to 443 on relay.example.com is rejected (connect/refused), and the reject comes from 10.0.0.1, not the server: a firewall before it".into(),
+        ),
+        (
+            "rejected_before_server",
+            vec![{
+                let mut r = fail("path-443", "path", "tcp:relay.example.com:443", Phase::Trace, Reason::Refused);
+                r.outcome.detail.path = Some(PathDetails {
+                    end: "rejected".into(),
+                    rejected_by: Some(RejectOrigin {
+                        address: "10.0.0.1".parse().unwrap(),
+                        is_target: false,
+                        answer: "admin_prohibited".into(),
+                        hop: Some(2),
+                    }),
+                    ..Default::default()
+                });
+                r
+            }],
+            "TCP to 443 on relay.example.com is rejected (trace/refused), and the reject comes from 10.0.0.1, 2 hops out, not the server: a firewall before it".into(),
+        ),
+        (
+            "path_silent_after_hop",
+            vec![{
+                let mut r = fail("path-3478", "path", "udp:relay.example.com:3478", Phase::Trace, Reason::Timeout);
+                r.outcome.detail.path = Some(PathDetails {
+                    end: "silence".into(),
+                    last_answered: Some(1),
+                    hops: vec![
+                        PathHop {
+                            ttl: 1,
+                            address: Some("10.0.0.1".parse().unwrap()),
+                            answer: "time_exceeded".into(),
+                            ..Default::default()
+                        },
+                        PathHop {
+                            ttl: 2,
+                            answer: "silence".into(),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                });
+                r
+            }],
+            "UDP to 3478 on relay.example.com goes silent after hop 1 (10.0.0.1) (trace/timeout): packets are dropped after that hop".into(),
+        ),
+        (
             "rejected",
             vec![fail("tcp-8443", "tcp", "relay.example.com:8443", Phase::Connect, Reason::Refused)],
             "TCP to 8443 on relay.example.com is rejected (connect/refused): a firewall rejects it or nothing listens there".into(),
@@ -307,6 +403,28 @@ fn check(rule: &str) {
         assert!(!v.text.contains('{') && !v.text.contains('\u{0}'), "unfilled hole in {v:?}");
     }
     assert_eq!(contradictions(&verdicts), Vec::<String>::new(), "{verdicts:#?}");
+}
+
+#[test]
+fn rejected_before_server() {
+    check("rejected_before_server");
+}
+#[test]
+fn rejected_before_server_on_a_trace_says_how_many_hops_out() {
+    let (_, results, expected) = cases()
+        .into_iter()
+        .filter(|(id, _, _)| *id == "rejected_before_server")
+        .nth(1)
+        .expect("the trace case");
+    let verdicts = assess(&results);
+    assert_eq!(
+        verdicts.first().map(|v| (v.rule, v.text.clone())),
+        Some(("rejected_before_server", expected))
+    );
+}
+#[test]
+fn path_silent_after_hop() {
+    check("path_silent_after_hop");
 }
 
 #[test]
