@@ -1046,6 +1046,15 @@ mod tests {
             line_value(&m.render().unwrap(), "egress_probe_schedule_lag_seconds_count"),
             Some(1.0)
         );
+        // The push delivery updates its families from outside `Metrics`: they invalidate too.
+        m.push_families().samples("rw.example.test:443", "sent", 5);
+        assert_eq!(
+            line_value(
+                &m.render().unwrap(),
+                r#"egress_probe_push_samples_total{remote="rw.example.test:443",result="sent"}"#
+            ),
+            Some(5.0)
+        );
     }
 
     #[test]
