@@ -72,6 +72,8 @@ pub fn render_yaml(e: &Endpoints, header: &str) -> String {
     let (udp, tcp, tls, web, dns) = (e.turn_udp, e.turn_tcp, e.turn_tls, e.web, e.dns);
     format!(
         r#"{header}defaults: {{ interval: 30s, timeout: 5s }}
+# The demo shows every family, the opt-in per-phase and RTT histograms included.
+metrics: {{ histograms: per_phase }}
 probes:
   - name: demo-dns
     kind: dns

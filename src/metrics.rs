@@ -6,6 +6,21 @@
 //! request with blackbox-compatible `probe_success` / `probe_duration_seconds` plus our
 //! families for that one run.
 //!
+//! **Series budget.** A site runs ~10 probes and a Prometheus scrapes hundreds of sites, so the
+//! default keeps every probe small: `_success`, `_runs_total{result}`,
+//! `_failures_total{phase,reason}` (only the pairs that happened), `_skipped_runs_total`,
+//! `_info` and one latency distribution, `egress_probe_duration_seconds`, on
+//! [`DURATION_BUCKETS`] (8 buckets): 16 series for a TCP probe, ~20 for a TURN probe. The
+//! per-phase histogram and the RTT histograms (STUN, relay, WebSocket ping, first ICE
+//! candidate) multiply that by the phases and transports, so they exist only with
+//! `metrics: {histograms: per_phase}` ([`Histograms::PerPhase`]); the families are then not
+//! even registered, rather than registered and left empty.
+//!
+//! **Encoding cache.** `/metrics` re-encodes only when something changed: every update bumps a
+//! generation counter *after* changing the value, and [`Metrics::render`] reuses the text it
+//! encoded last when the generation it read before encoding is still current. A scrape is
+//! therefore never staler than the results recorded before it started.
+//!
 //! Labels are bounded: probe names and kinds come from the config, phases and reasons are the
 //! fixed words of [`crate::outcome::Reason`], transports and candidate types are mapped onto
 //! small fixed sets, and the only address ever used as a label is a *server* address from
@@ -13,17 +28,23 @@
 //! or a message text.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-use crate::config::{Config, ProbeConfig};
+use crate::config::{Config, Histograms, ProbeConfig};
 use crate::outcome::details::RttStats;
 use crate::outcome::{Outcome, Transport};
 use crate::schedule::Sink;
 
-/// Buckets for network timing: 1 ms … 30 s.
+/// Buckets of the one default latency distribution per probe (`egress_probe_duration_seconds`):
+/// few enough to keep a TCP probe within 20 series, spread over what an egress path takes
+/// (LAN 5 ms … a slow intercontinental TLS handshake 1–5 s); timeouts land in `+Inf`.
+pub const DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+/// Buckets for the opt-in per-phase and RTT histograms: 1 ms … 30 s.
 pub const TIMING_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Why a registry could not be built or rendered (a programming error, not a probe failure).
@@ -42,22 +63,23 @@ const RELAY_PROTOCOLS: &[&str] = &["udp", "tcp", "tls"];
 /// NAT mapping behaviours exported on `egress_probe_nat_mapping`.
 const NAT_BEHAVIORS: &[&str] = &["endpoint_independent", "endpoint_dependent"];
 
-/// The per-run families (everything derived from one [`Outcome`]).
+/// The per-run families (everything derived from one [`Outcome`]). The `Option` families
+/// exist only with `histograms: per_phase`.
 struct RunFamilies {
     success: GaugeVec,
     duration: HistogramVec,
-    phase_duration: HistogramVec,
+    phase_duration: Option<HistogramVec>,
     runs: IntCounterVec,
     failures: IntCounterVec,
     tls_expiry: GaugeVec,
-    relay_rtt: HistogramVec,
+    relay_rtt: Option<HistogramVec>,
     relay_loss: GaugeVec,
-    stun_rtt: HistogramVec,
+    stun_rtt: Option<HistogramVec>,
     nat_mapping: GaugeVec,
     ice_candidates: GaugeVec,
-    ice_first: HistogramVec,
+    ice_first: Option<HistogramVec>,
     ice_relays: GaugeVec,
-    ws_ping_rtt: HistogramVec,
+    ws_ping_rtt: Option<HistogramVec>,
     ws_hold: HistogramVec,
     concurrent_established: GaugeVec,
     address_success: GaugeVec,
@@ -80,10 +102,19 @@ fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<In
     Ok(c)
 }
 
-fn histogram(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<HistogramVec, MetricsError> {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(TIMING_BUCKETS.to_vec()), labels)?;
+fn histogram(reg: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> Result<HistogramVec, MetricsError> {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)?;
     reg.register(Box::new(h.clone()))?;
     Ok(h)
+}
+
+/// An opt-in histogram: registered only when `on`.
+fn detail_histogram(reg: &Registry, on: bool, name: &str, help: &str, labels: &[&str]) -> Result<Option<HistogramVec>, MetricsError> {
+    if on {
+        histogram(reg, name, help, labels, TIMING_BUCKETS).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 fn scalar(reg: &Registry, name: &str, help: &str) -> Result<Gauge, MetricsError> {
@@ -93,7 +124,8 @@ fn scalar(reg: &Registry, name: &str, help: &str) -> Result<Gauge, MetricsError>
 }
 
 impl RunFamilies {
-    fn register(reg: &Registry) -> Result<RunFamilies, MetricsError> {
+    fn register(reg: &Registry, histograms: Histograms) -> Result<RunFamilies, MetricsError> {
+        let on = histograms == Histograms::PerPhase;
         Ok(RunFamilies {
             success: gauge(
                 reg,
@@ -106,9 +138,11 @@ impl RunFamilies {
                 "egress_probe_duration_seconds",
                 "Wall time of whole probe runs.",
                 &["probe", "kind"],
+                DURATION_BUCKETS,
             )?,
-            phase_duration: histogram(
+            phase_duration: detail_histogram(
                 reg,
+                on,
                 "egress_probe_phase_duration_seconds",
                 "Time spent in each phase of a probe run (the failing phase included).",
                 &["probe", "kind", "phase"],
@@ -131,8 +165,9 @@ impl RunFamilies {
                 "Earliest notAfter of the certificate chain the server presented, as a Unix timestamp.",
                 &["probe"],
             )?,
-            relay_rtt: histogram(
+            relay_rtt: detail_histogram(
                 reg,
+                on,
                 "egress_probe_relay_rtt_seconds",
                 "Round-trip time of packets sent through the TURN relay (one observation per sample).",
                 &["probe", "transport"],
@@ -143,8 +178,9 @@ impl RunFamilies {
                 "Fraction of relay round trips lost in the last run (0..1).",
                 &["probe", "transport"],
             )?,
-            stun_rtt: histogram(
+            stun_rtt: detail_histogram(
                 reg,
+                on,
                 "egress_probe_stun_rtt_seconds",
                 "Round-trip time of STUN binding requests (one observation per sample).",
                 &["probe"],
@@ -173,8 +209,9 @@ impl RunFamilies {
                 "ICE candidates gathered in the last run, by candidate type.",
                 &["probe", "type"],
             )?,
-            ice_first: histogram(
+            ice_first: detail_histogram(
                 reg,
+                on,
                 "egress_probe_ice_first_candidate_seconds",
                 "Time from the start of ICE gathering to the first candidate of each type.",
                 &["probe", "type"],
@@ -185,8 +222,9 @@ impl RunFamilies {
                 "ICE relay candidates gathered in the last run, by relay protocol (udp, tcp, tls), for each protocol a TURN server is configured for.",
                 &["probe", "protocol"],
             )?,
-            ws_ping_rtt: histogram(
+            ws_ping_rtt: detail_histogram(
                 reg,
+                on,
                 "egress_probe_websocket_ping_rtt_seconds",
                 "Round-trip time of WebSocket ping/pong after the upgrade (one observation per sample).",
                 &["probe"],
@@ -232,10 +270,11 @@ impl RunFamilies {
             .with_label_values(&[probe, kind, target])
             .set(if outcome.success { 1.0 } else { 0.0 });
         self.duration.with_label_values(&[probe, kind]).observe(outcome.total.as_secs_f64());
-        for p in &outcome.phases {
-            self.phase_duration
-                .with_label_values(&[probe, kind, p.phase.as_str()])
-                .observe(p.duration.as_secs_f64());
+        if let Some(h) = &self.phase_duration {
+            for p in &outcome.phases {
+                h.with_label_values(&[probe, kind, p.phase.as_str()])
+                    .observe(p.duration.as_secs_f64());
+            }
         }
         let result = if outcome.success { "success" } else { "failure" };
         self.runs.with_label_values(&[probe, kind, result]).inc();
@@ -257,7 +296,7 @@ impl RunFamilies {
         if let Some(relay) = &d.relay {
             let transport = bounded_transport(&relay.transport);
             if let Some(rtt) = &relay.rtt {
-                observe_samples(&self.relay_rtt, &[probe, transport], rtt);
+                observe_samples(self.relay_rtt.as_ref(), &[probe, transport], rtt);
                 if rtt.sent > 0 {
                     self.relay_loss.with_label_values(&[probe, transport]).set(rtt.loss);
                 }
@@ -265,7 +304,7 @@ impl RunFamilies {
         }
         if let Some(stun) = &d.stun {
             if let Some(rtt) = &stun.rtt {
-                observe_samples(&self.stun_rtt, &[probe], rtt);
+                observe_samples(self.stun_rtt.as_ref(), &[probe], rtt);
             }
             if let Some(seen) = stun.nat_mapping.as_deref() {
                 for b in NAT_BEHAVIORS {
@@ -280,9 +319,11 @@ impl RunFamilies {
                 let n = ice.candidates.get(*t).copied().unwrap_or(0);
                 self.ice_candidates.with_label_values(&[probe, t]).set(f64::from(n));
             }
-            for (t, after) in &ice.first_arrival {
-                if ICE_TYPES.contains(&t.as_str()) {
-                    self.ice_first.with_label_values(&[probe, t]).observe(after.as_secs_f64());
+            if let Some(h) = &self.ice_first {
+                for (t, after) in &ice.first_arrival {
+                    if ICE_TYPES.contains(&t.as_str()) {
+                        h.with_label_values(&[probe, t]).observe(after.as_secs_f64());
+                    }
                 }
             }
             for (p, n) in &ice.relay_protocols {
@@ -297,7 +338,7 @@ impl RunFamilies {
             self.path_reached.with_label_values(&[probe]).set(reached);
         }
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
-            observe_samples(&self.ws_ping_rtt, &[probe], rtt);
+            observe_samples(self.ws_ping_rtt.as_ref(), &[probe], rtt);
         }
         if let Some(c) = &d.concurrent {
             self.concurrent_established
@@ -330,7 +371,8 @@ impl RunFamilies {
 /// Buckets of WebSocket hold lifetimes: proxy idle timers sit at 3 s to 1 h.
 const HOLD_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
 
-fn observe_samples(h: &HistogramVec, labels: &[&str], rtt: &RttStats) {
+fn observe_samples(h: Option<&HistogramVec>, labels: &[&str], rtt: &RttStats) {
+    let Some(h) = h else { return };
     let h = h.with_label_values(labels);
     for s in &rtt.samples {
         h.observe(s.as_secs_f64());
@@ -364,6 +406,12 @@ pub struct Metrics {
     skipped: IntCounterVec,
     reload_success: Gauge,
     reload_timestamp: Gauge,
+    /// `egress_probe_schedule_lag_seconds`: actual start − planned start, all probes together.
+    schedule_lag: prometheus::Histogram,
+    /// Bumped after every change to a value; see the module docs on the encoding cache.
+    generation: Arc<AtomicU64>,
+    /// The last encoded text and the generation read before encoding it.
+    cache: Mutex<Option<(u64, Arc<str>)>>,
     push: PushFamilies,
 }
 
@@ -375,14 +423,17 @@ pub struct PushFamilies {
     failures: IntCounterVec,
     queue: GaugeVec,
     last_success: GaugeVec,
+    /// The registry's change counter (see the module docs on the encoding cache).
+    generation: Arc<AtomicU64>,
 }
 
 /// `result` words of `egress_probe_push_samples_total`.
 pub const PUSH_RESULTS: &[&str] = &["sent", "failed", "dropped"];
 
 impl PushFamilies {
-    fn register(reg: &Registry) -> Result<PushFamilies, MetricsError> {
+    fn register(reg: &Registry, generation: Arc<AtomicU64>) -> Result<PushFamilies, MetricsError> {
         Ok(PushFamilies {
+            generation,
             samples: counter(
                 reg,
                 "egress_probe_push_samples_total",
@@ -417,34 +468,46 @@ impl PushFamilies {
         }
         self.queue.with_label_values(&[remote]).set(0.0);
         self.last_success.with_label_values(&[remote]).set(0.0);
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Counts `n` samples with `result` (one of [`PUSH_RESULTS`]).
     pub fn samples(&self, remote: &str, result: &str, n: usize) {
         self.samples.with_label_values(&[remote, result]).inc_by(n as u64);
+        self.changed();
     }
 
     /// Counts one failed request at `phase`/`reason` (the label words of `outcome`).
     pub fn failure(&self, remote: &str, phase: &str, reason: &str) {
         self.failures.with_label_values(&[remote, phase, reason]).inc();
+        self.changed();
     }
 
     /// Sets the queue length in samples.
     pub fn queue(&self, remote: &str, samples: usize) {
         self.queue.with_label_values(&[remote]).set(samples as f64);
+        self.changed();
     }
 
     /// Records an accepted write now.
     pub fn success(&self, remote: &str) {
         self.last_success.with_label_values(&[remote]).set(unix_now());
+        self.changed();
     }
 }
+
+/// Buckets of `egress_probe_schedule_lag_seconds`: 100 µs … 10 s (the p99 target is 10 ms).
+pub const LAG_BUCKETS: &[f64] = &[0.0001, 0.001, 0.005, 0.01, 0.05, 0.25, 1.0, 10.0];
 
 impl Metrics {
     /// Registers every family and initialises the series of each configured probe.
     pub fn new(config: &Config) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
-        let runs = RunFamilies::register(&registry)?;
+        let runs = RunFamilies::register(&registry, config.metrics.histograms)?;
         let info_keys: Vec<String> = config
             .probes
             .iter()
@@ -483,7 +546,16 @@ impl Metrics {
             "egress_probe_config_last_reload_timestamp_seconds",
             "Unix time of the last successful config load or reload.",
         )?;
-        let push = PushFamilies::register(&registry)?;
+        let schedule_lag = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "egress_probe_schedule_lag_seconds",
+                "Delay between the planned start of a scheduled run (its grid point) and the moment it started (after waiting for a concurrency slot), all probes together.",
+            )
+            .buckets(LAG_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(schedule_lag.clone()))?;
+        let generation = Arc::new(AtomicU64::new(0));
+        let push = PushFamilies::register(&registry, generation.clone())?;
         let m = Metrics {
             registry,
             runs,
@@ -492,6 +564,9 @@ impl Metrics {
             skipped,
             reload_success,
             reload_timestamp,
+            schedule_lag,
+            generation,
+            cache: Mutex::new(None),
             push,
         };
         for p in &config.probes {
@@ -518,11 +593,19 @@ impl Metrics {
     /// Records a finished run of a configured probe.
     pub fn observe(&self, probe: &ProbeConfig, outcome: &Outcome) {
         self.runs.observe(&probe.name, probe.spec.kind(), &probe.spec.target(), outcome);
+        self.changed();
     }
 
     /// Counts a run skipped because the previous one was still in flight.
     pub fn skipped(&self, probe: &str) {
         self.skipped.with_label_values(&[probe]).inc();
+        self.changed();
+    }
+
+    /// Records how late a scheduled run started.
+    pub fn schedule_lag(&self, lag: Duration) {
+        self.schedule_lag.observe(lag.as_secs_f64());
+        self.changed();
     }
 
     /// Records the result of a config (re)load.
@@ -531,11 +614,33 @@ impl Metrics {
         if ok {
             self.reload_timestamp.set(unix_now());
         }
+        self.changed();
     }
 
-    /// The text exposition format for `/metrics`.
-    pub fn render(&self) -> Result<String, MetricsError> {
-        encode(&self.registry)
+    /// Marks the encoded text stale; called after every value change.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The text exposition format for `/metrics`, re-encoded only when a value changed since
+    /// the last call (see the module docs).
+    pub fn render(&self) -> Result<Arc<str>, MetricsError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((g, text)) = cache.as_ref() {
+                if *g == generation {
+                    return Ok(text.clone());
+                }
+            }
+        }
+        let text: Arc<str> = encode(&self.registry)?.into();
+        if let Ok(mut cache) = self.cache.lock() {
+            // Keep the newest encoding when two scrapes raced.
+            if cache.as_ref().is_none_or(|(g, _)| *g <= generation) {
+                *cache = Some((generation, text.clone()));
+            }
+        }
+        Ok(text)
     }
 
     /// Every family as `/metrics` serves it, for the push delivery.
@@ -556,6 +661,9 @@ impl Sink for Metrics {
     }
     fn skipped(&self, probe: &ProbeConfig) {
         Metrics::skipped(self, &probe.name);
+    }
+    fn started(&self, _probe: &ProbeConfig, lag: Duration) {
+        self.schedule_lag(lag);
     }
 }
 
@@ -644,7 +752,8 @@ impl EndpointCounters {
 
 /// `/probe` output for one run: blackbox-compatible `probe_success` and
 /// `probe_duration_seconds`, plus our families for that run, from a fresh registry.
-pub fn render_single_run(probe: &str, kind: &str, target: &str, outcome: &Outcome) -> Result<String, MetricsError> {
+/// `histograms` is the config's `metrics: {histograms}`, as for `/metrics`.
+pub fn render_single_run(probe: &str, kind: &str, target: &str, outcome: &Outcome, histograms: Histograms) -> Result<String, MetricsError> {
     let registry = Registry::new();
     let success = scalar(&registry, "probe_success", "Displays whether or not the probe was a success")?;
     let duration = scalar(
@@ -654,7 +763,7 @@ pub fn render_single_run(probe: &str, kind: &str, target: &str, outcome: &Outcom
     )?;
     success.set(if outcome.success { 1.0 } else { 0.0 });
     duration.set(outcome.total.as_secs_f64());
-    let runs = RunFamilies::register(&registry)?;
+    let runs = RunFamilies::register(&registry, histograms)?;
     runs.observe(probe, kind, target, outcome);
     encode(&registry)
 }
@@ -720,6 +829,9 @@ mod tests {
     fn counters_start_at_zero_and_count_failures_by_phase_and_reason() {
         let cfg = Config {
             probes: vec![tcp_probe("a", &[("team", "voice"), ("site-id", "x")]), tcp_probe("b", &[])],
+            metrics: crate::config::MetricsSettings {
+                histograms: Histograms::PerPhase,
+            },
             ..Default::default()
         };
         let m = Metrics::new(&cfg).unwrap();
@@ -785,7 +897,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        let text = render_single_run("p", "path", "tcp:198.51.100.1:443", &o).unwrap();
+        let text = render_single_run("p", "path", "tcp:198.51.100.1:443", &o, Histograms::PerProbe).unwrap();
         assert!(text.contains(r#"egress_probe_path_hops{probe="p"} 2"#), "{text}");
         assert!(text.contains(r#"egress_probe_path_reached{probe="p"} 0"#), "{text}");
         assert!(!text.contains("10.210.0.1"), "hop addresses must never become labels");
@@ -835,7 +947,7 @@ mod tests {
                 tls: None,
             },
         ];
-        let text = render_single_run("p", "turn", "turn.example.test:443", &o).unwrap();
+        let text = render_single_run("p", "turn", "turn.example.test:443", &o, Histograms::PerPhase).unwrap();
         assert!(text.contains("probe_success 1"), "{text}");
         assert!(text.contains("probe_duration_seconds 0.04"));
         assert!(text.contains(r#"egress_probe_tls_cert_expiry_timestamp_seconds{probe="p"} 1900000000"#));
@@ -856,7 +968,7 @@ mod tests {
 
     #[test]
     fn addresses_that_leave_the_dns_answer_are_removed() {
-        let f = RunFamilies::register(&Registry::new()).unwrap();
+        let f = RunFamilies::register(&Registry::new(), Histograms::PerProbe).unwrap();
         let with = |ips: &[&str]| {
             let mut o = Outcome::default();
             o.detail.per_address = ips
@@ -887,6 +999,94 @@ mod tests {
             .map(|l| l.value())
             .collect();
         assert_eq!(addresses, ["198.51.100.2"]);
+    }
+
+    /// Series of one probe in a text exposition (lines carrying `probe="NAME"`).
+    fn series_of(text: &str, probe: &str) -> usize {
+        let needle = format!("probe=\"{probe}\"");
+        text.lines().filter(|l| !l.starts_with('#') && l.contains(&needle)).count()
+    }
+
+    #[test]
+    fn default_tcp_probe_keeps_within_twenty_series_and_per_phase_is_opt_in() {
+        let cfg = Config {
+            probes: vec![tcp_probe("a", &[])],
+            ..Default::default()
+        };
+        let m = Metrics::new(&cfg).unwrap();
+        m.observe(&cfg.probes[0], &refused());
+        m.observe(
+            &cfg.probes[0],
+            &Outcome {
+                success: true,
+                total: ms(3),
+                ..refused()
+            },
+        );
+        let text = m.render().unwrap();
+        let n = series_of(&text, "a");
+        assert!(n <= 20, "{n} series for one TCP probe:\n{text}");
+        for kept in [
+            "egress_probe_runs_total",
+            "egress_probe_failures_total",
+            "egress_probe_success",
+            "egress_probe_duration_seconds_bucket",
+        ] {
+            assert!(text.contains(kept), "{kept} is kept by default");
+        }
+        assert!(!text.contains("egress_probe_phase_duration_seconds"), "{text}");
+
+        let per_phase = Config {
+            metrics: crate::config::MetricsSettings {
+                histograms: Histograms::PerPhase,
+            },
+            ..cfg.clone()
+        };
+        let m = Metrics::new(&per_phase).unwrap();
+        m.observe(&per_phase.probes[0], &refused());
+        let text = m.render().unwrap();
+        assert!(
+            text.contains(r#"egress_probe_phase_duration_seconds_count{kind="tcp",phase="connect",probe="a"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rendered_text_follows_every_recorded_result() {
+        let cfg = Config {
+            probes: vec![tcp_probe("a", &[])],
+            ..Default::default()
+        };
+        let m = Metrics::new(&cfg).unwrap();
+        let first = m.render().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &m.render().unwrap()),
+            "nothing changed: the encoded text is reused"
+        );
+        let runs = r#"egress_probe_runs_total{kind="tcp",probe="a",result="failure"}"#;
+        for n in 1..=3 {
+            m.observe(&cfg.probes[0], &refused());
+            assert_eq!(line_value(&m.render().unwrap(), runs), Some(f64::from(n)));
+        }
+        m.skipped("a");
+        assert_eq!(
+            line_value(&m.render().unwrap(), r#"egress_probe_skipped_runs_total{probe="a"}"#),
+            Some(1.0)
+        );
+        m.schedule_lag(ms(2));
+        assert_eq!(
+            line_value(&m.render().unwrap(), "egress_probe_schedule_lag_seconds_count"),
+            Some(1.0)
+        );
+        // The push delivery updates its families from outside `Metrics`: they invalidate too.
+        m.push_families().samples("rw.example.test:443", "sent", 5);
+        assert_eq!(
+            line_value(
+                &m.render().unwrap(),
+                r#"egress_probe_push_samples_total{remote="rw.example.test:443",result="sent"}"#
+            ),
+            Some(5.0)
+        );
     }
 
     #[test]

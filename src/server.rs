@@ -194,7 +194,12 @@ async fn metrics(State(live): State<LiveState>) -> Response {
         pr.listener.unauthorized.load(std::sync::atomic::Ordering::Relaxed),
     );
     match (st.metrics.render(), pr.counters.render()) {
-        (Ok(body), Ok(endpoint)) => text(StatusCode::OK, body + &endpoint),
+        (Ok(body), Ok(endpoint)) => {
+            let mut all = String::with_capacity(body.len() + endpoint.len());
+            all.push_str(&body);
+            all.push_str(&endpoint);
+            text(StatusCode::OK, all)
+        }
         (Err(e), _) | (_, Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
@@ -286,7 +291,7 @@ async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<Stri
             "on-demand probe failed"
         );
     }
-    match render_single_run(&p.name, spec.kind(), &spec.target(), &outcome) {
+    match render_single_run(&p.name, spec.kind(), &spec.target(), &outcome, st.config.metrics.histograms) {
         Ok(body) => text(StatusCode::OK, body),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }

@@ -127,8 +127,9 @@ fn write_config(dir: &Path, open: u16, closed: u16, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            // `web.probe_targets`: /probe may point these modules at other loopback ports.
-            "defaults:\n  interval: 300ms\n  timeout: 250ms\n  jitter: 0%\nweb:\n  probe_targets: [127.0.0.1/32]\nprobes:\n  - name: open\n    kind: tcp\n    target: 127.0.0.1:{open}\n    labels:\n      team: voice\n  - name: closed\n    kind: tcp\n    target: 127.0.0.1:{closed}\n{extra}"
+            // `web.probe_targets`: /probe may point these modules at other loopback ports;
+            // `histograms: per_phase` so the per-phase family these tests read exists.
+            "defaults:\n  interval: 300ms\n  timeout: 250ms\n  jitter: 0%\nmetrics:\n  histograms: per_phase\nweb:\n  probe_targets: [127.0.0.1/32]\nprobes:\n  - name: open\n    kind: tcp\n    target: 127.0.0.1:{open}\n    labels:\n      team: voice\n  - name: closed\n    kind: tcp\n    target: 127.0.0.1:{closed}\n{extra}"
         ),
     )
     .unwrap();
@@ -407,7 +408,7 @@ fn tls_stun_and_turn_runs_against_coturn_fill_their_families() {
     std::fs::write(
         &path,
         format!(
-            "defaults:\n  interval: 2s\n  timeout: 1500ms\n  jitter: 0%\nprobes:\n  - name: turn-tls-cert\n    kind: tls\n    target: 127.0.0.1:{tls}\n    server_name: relay.example.test\n    ca_file: {ca}\n  - name: stun-udp\n    kind: stun\n    server: stun:127.0.0.1:{port}\n    count: 3\n  - name: turn-udp\n    kind: turn\n    server: turn:127.0.0.1:{port}?transport=udp\n    count: 4\n    credentials:\n      username: test\n      password: secret\n",
+            "defaults:\n  interval: 2s\n  timeout: 1500ms\n  jitter: 0%\nmetrics:\n  histograms: per_phase\nprobes:\n  - name: turn-tls-cert\n    kind: tls\n    target: 127.0.0.1:{tls}\n    server_name: relay.example.test\n    ca_file: {ca}\n  - name: stun-udp\n    kind: stun\n    server: stun:127.0.0.1:{port}\n    count: 3\n  - name: turn-udp\n    kind: turn\n    server: turn:127.0.0.1:{port}?transport=udp\n    count: 4\n    credentials:\n      username: test\n      password: secret\n",
             tls = turn.tls_port,
             port = turn.port,
             ca = turn.ca_file.display()
@@ -447,6 +448,80 @@ fn tls_stun_and_turn_runs_against_coturn_fill_their_families() {
     let loss = sample(&text, r#"egress_probe_relay_loss_ratio{probe="turn-udp",transport="udp"}"#).unwrap();
     assert!((0.0..=0.25).contains(&loss), "loopback relay loss {loss}");
     assert!(!text.contains("secret"), "no credential in the exposition");
+    promtool_check(&text);
+    assert!(guard.terminate(Duration::from_secs(1)).unwrap().success());
+}
+
+/// Sample lines (not comments) of one probe's series.
+fn probe_series<'a>(text: &'a str, probe: &str) -> Vec<&'a str> {
+    let needle = format!("probe=\"{probe}\"");
+    text.lines().filter(|l| !l.starts_with('#') && l.contains(&needle)).collect()
+}
+
+#[test]
+fn default_settings_keep_a_tcp_probe_within_20_series_and_a_turn_probe_within_40() {
+    let turn = common::coturn::Coturn::start(Default::default());
+    let open = Listening::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "defaults:\n  interval: 1s\n  timeout: 900ms\n  jitter: 0%\nprobes:\n  - name: tcp-443\n    kind: tcp\n    target: 127.0.0.1:{open}\n  - name: turn-tls-443\n    kind: turn\n    server: turns:127.0.0.1:{tls}?transport=tcp\n    server_name: relay.example.test\n    ca_file: {ca}\n    count: 4\n    credentials:\n      username: test\n      password: secret\n",
+            open = open.port,
+            tls = turn.tls_port,
+            ca = turn.ca_file.display()
+        ),
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let mut guard = ChildGuard::spawn(
+        "egress-probe run",
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .args(["--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_until(Duration::from_secs(10), || get(addr, "/ready").map(|r| r.0) == Some(200)));
+    let (_, text) = get(addr, "/metrics").unwrap();
+    for (probe, kind) in [("tcp-443", "tcp"), ("turn-tls-443", "turn")] {
+        let line = format!(r#"egress_probe_runs_total{{kind="{kind}",probe="{probe}",result="success"}}"#);
+        assert!(sample(&text, &line).unwrap_or(0.0) >= 1.0, "{probe} did not pass:\n{text}");
+    }
+    let tcp = probe_series(&text, "tcp-443");
+    let turn_series = probe_series(&text, "turn-tls-443");
+    eprintln!(
+        "series per probe with default settings: tcp {}, turn over TLS {}",
+        tcp.len(),
+        turn_series.len()
+    );
+    assert!(tcp.len() <= 20, "{} series for one TCP probe:\n{}", tcp.len(), tcp.join("\n"));
+    assert!(
+        turn_series.len() <= 40,
+        "{} series for one TURN probe:\n{}",
+        turn_series.len(),
+        turn_series.join("\n")
+    );
+    // What the budget keeps: counters, the last result and one latency distribution each.
+    for probe in ["tcp-443", "turn-tls-443"] {
+        let of = |family: &str| probe_series(&text, probe).iter().filter(|l| l.starts_with(family)).count();
+        assert_eq!(of("egress_probe_runs_total{"), 2, "{probe}: runs_total by result");
+        assert_eq!(of("egress_probe_success{"), 1, "{probe}");
+        assert!(of("egress_probe_duration_seconds_bucket{") >= 5, "{probe}: a latency distribution");
+        assert_eq!(of("egress_probe_phase_duration_seconds"), 0, "{probe}: per-phase is opt-in");
+    }
+    assert!(
+        sample(&text, r#"egress_probe_relay_loss_ratio{probe="turn-tls-443",transport="tls"}"#).is_some(),
+        "{text}"
+    );
+    assert!(!text.contains("egress_probe_relay_rtt_seconds"), "relay RTT histogram is opt-in");
+    // The scheduler's lag histogram is one series set for the whole daemon.
+    assert!(
+        sample(&text, "egress_probe_schedule_lag_seconds_count").unwrap_or(0.0) >= 2.0,
+        "{text}"
+    );
     promtool_check(&text);
     assert!(guard.terminate(Duration::from_secs(1)).unwrap().success());
 }

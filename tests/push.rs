@@ -626,7 +626,9 @@ fn a_running_daemon_pushes_its_families_with_external_labels_and_histogram_bucke
         "  - remote_write:\n      url: {}\n      interval: 1s\n      timeout: 2s\n      external_labels: {{tenant: acme, site: paris-1}}\n",
         prom.write_url()
     );
-    let mut d = Daemon::start(dir.path(), &daemon_config(target.port, &push), &[]);
+    // `per_phase`: the per-phase histogram's buckets are compared below.
+    let config = format!("metrics: {{histograms: per_phase}}\n{}", daemon_config(target.port, &push));
+    let mut d = Daemon::start(dir.path(), &config, &[]);
     let sel = r#"{probe="tcp-ok",tenant="acme",site="paris-1"}"#;
     assert!(
         wait_until(Duration::from_secs(15), || prom.value(&format!("egress_probe_success{sel}"))

@@ -502,3 +502,27 @@ fn parse_str_tls_options_flat_or_grouped_but_not_twice() {
         "{e}"
     );
 }
+
+#[test]
+fn metrics_histograms_word_is_checked_at_its_value() {
+    let ok = "metrics:\n  histograms: per_phase\nprobes:\n  - name: a\n    kind: tcp\n    target: example.test:443\n";
+    let cfg = parse_str(ok, "m.yaml").expect("per_phase is accepted");
+    assert_eq!(cfg.metrics.histograms, egress_probe::config::Histograms::PerPhase);
+    let default = parse_str(&ok.replacen("metrics:\n  histograms: per_phase\n", "", 1), "m.yaml").expect("valid");
+    assert_eq!(default.metrics.histograms, egress_probe::config::Histograms::PerProbe);
+
+    let bad = "metrics:\n  histograms: all\n  bucket: 3\nprobes:\n  - name: a\n    kind: tcp\n    target: example.test:443\n";
+    let e = parse_str(bad, "m.yaml").expect_err("unknown word and key are problems");
+    let got: Vec<(usize, usize, &str)> = e.errors.iter().map(|x| (x.line, x.column, x.message.as_str())).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got.iter()
+            .any(|(l, c, m)| (*l, *c) == (2, 15) && m.contains("histograms") && m.contains("per_phase")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|(l, c, m)| (*l, *c) == (3, 3) && m.contains("unknown field `bucket`")),
+        "{got:?}"
+    );
+}

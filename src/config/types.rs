@@ -26,6 +26,27 @@ pub struct Config {
     pub push: Vec<super::push::RemoteWriteConfig>,
     /// `web:`: what `/probe` may be pointed at (see `config::web`).
     pub web: super::web::WebSettings,
+    /// `metrics:`: which optional families are exported (see docs/metrics.md).
+    pub metrics: MetricsSettings,
+}
+
+/// `metrics:` at the top level: how much detail `/metrics` and `/probe` carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub histograms: Histograms,
+}
+
+/// `metrics: {histograms: ...}`: which latency histograms exist. The default keeps the series
+/// budget (one latency distribution per probe); `per_phase` adds the per-phase histogram and
+/// the RTT histograms (STUN, relay, WebSocket ping, first ICE candidate).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Histograms {
+    /// `egress_probe_duration_seconds` only.
+    #[default]
+    PerProbe,
+    /// Also `egress_probe_phase_duration_seconds` and the RTT histograms.
+    PerPhase,
 }
 
 /// Values a probe inherits unless it sets its own.

@@ -115,8 +115,11 @@ impl Launcher {
     pub fn spawn(&self, probe: Arc<ProbeConfig>) -> Launch {
         let this = self.clone();
         let name = probe.name.clone();
+        let started = Arc::new(std::sync::OnceLock::new());
+        let started_at = started.clone();
         Launch::new(
             name,
+            started,
             tokio::spawn(async move {
                 let slots = match &this.hosts {
                     Some(h) => Some(h.wait(&target_hosts(&probe.spec)).await),
@@ -125,7 +128,9 @@ impl Launcher {
                 let Ok(permit) = this.permits.clone().acquire_owned().await else {
                     return cancelled("the scheduler is shutting down");
                 };
-                let deadline = Instant::now() + this.timeout(&probe);
+                let now = Instant::now();
+                let _ = started_at.set(now);
+                let deadline = now + this.timeout(&probe);
                 this.run(probe, deadline, permit, slots).await
             }),
         )
@@ -156,7 +161,12 @@ impl Launcher {
         };
         let this = self.clone();
         let name = probe.name.clone();
-        Ok(Launch::new(name, tokio::spawn(async move { this.run(probe, deadline, permit, slots).await })).await)
+        Ok(Launch::new(
+            name,
+            Default::default(),
+            tokio::spawn(async move { this.run(probe, deadline, permit, slots).await }),
+        )
+        .await)
     }
 
     async fn run(&self, probe: Arc<ProbeConfig>, deadline: Instant, _permit: OwnedSemaphorePermit, _slots: Option<HostSlots>) -> Outcome {
@@ -171,12 +181,19 @@ impl Launcher {
 pub struct Launch {
     /// The probe's name, for the log line of a panic.
     probe: String,
+    /// When the run got its slot and its deadline (unset while it waits, or if it never ran).
+    started: Arc<std::sync::OnceLock<Instant>>,
     task: JoinHandle<Outcome>,
 }
 
 impl Launch {
-    fn new(probe: String, task: JoinHandle<Outcome>) -> Launch {
-        Launch { probe, task }
+    fn new(probe: String, started: Arc<std::sync::OnceLock<Instant>>, task: JoinHandle<Outcome>) -> Launch {
+        Launch { probe, started, task }
+    }
+
+    /// When the run actually started (host and concurrency slots acquired), if it did.
+    pub fn started(&self) -> Option<Instant> {
+        self.started.get().copied()
     }
 }
 

@@ -54,6 +54,12 @@ pub trait Sink: Send + Sync {
     fn skipped(&self, probe: &ProbeConfig) {
         let _ = probe;
     }
+    /// A scheduled run of `probe` started `lag` after its grid point (waiting for a
+    /// concurrency slot included). On-demand runs (`/probe`, `check`) have no plan and do not
+    /// report here.
+    fn started(&self, probe: &ProbeConfig, lag: Duration) {
+        let _ = (probe, lag);
+    }
 }
 
 /// Logs one line per failed run (probe, kind, phase, reason, the failure's message as `error`)
@@ -237,6 +243,8 @@ struct Plan {
 async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdown: Shutdown) {
     let mut tick = Instant::now() + plan.offset;
     let mut in_flight: Option<Launch> = None;
+    // The grid point the run in flight was planned for (its schedule lag is measured from it).
+    let mut planned = tick;
     let mut failures: u32 = 0;
     loop {
         tokio::select! {
@@ -248,8 +256,11 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
                     None => std::future::pending().await,
                 }
             }, if in_flight.is_some() => {
-                in_flight = None;
+                let started = in_flight.take().and_then(|run| run.started());
                 for s in &shared.sinks {
+                    if let Some(at) = started {
+                        s.started(&p, at.saturating_duration_since(planned));
+                    }
                     s.record(&p, &outcome);
                 }
                 failures = if outcome.success { 0 } else { failures.saturating_add(1) };
@@ -264,6 +275,7 @@ async fn probe_loop(p: Arc<ProbeConfig>, plan: Plan, shared: Arc<Shared>, shutdo
                         s.skipped(&p);
                     }
                 } else {
+                    planned = tick;
                     in_flight = Some(shared.launcher.spawn(p.clone()));
                 }
                 tick = grid_at_or_after(tick + plan.interval, plan.interval, Instant::now());
@@ -338,6 +350,8 @@ mod tests {
         outcomes: Mutex<Vec<String>>,
         /// (probe, `phase/reason` or `pass`) of every recorded run.
         codes: Mutex<Vec<(String, String)>>,
+        /// (probe, schedule lag) of every started run.
+        lags: Mutex<Vec<(String, Duration)>>,
     }
 
     impl Log {
@@ -355,6 +369,9 @@ mod tests {
         }
         fn skipped(&self, probe: &ProbeConfig) {
             self.skipped.lock().unwrap().push(probe.name.clone());
+        }
+        fn started(&self, probe: &ProbeConfig, lag: Duration) {
+            self.lags.lock().unwrap().push((probe.name.clone(), lag));
         }
     }
 
@@ -387,6 +404,24 @@ mod tests {
         tokio::time::sleep(d).await;
         stop.trigger();
         h.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_waiting_for_a_concurrency_slot_reports_that_wait_as_schedule_lag() {
+        let log = Arc::new(Log::default());
+        let t0 = Instant::now();
+        // One slot, two probes due at the same grid point: the second starts 30 ms late.
+        let s = Scheduler::new(&config(vec![probe("a"), probe("b")], 100, 0.0, 1), vec![log.clone()]).with_runner(sleeper(
+            log.clone(),
+            t0,
+            Duration::from_millis(30),
+            false,
+        ));
+        run_for(s, Duration::from_millis(280)).await;
+        let mut lags: Vec<u128> = log.lags.lock().unwrap().iter().map(|(_, d)| d.as_millis()).collect();
+        lags.sort();
+        // Three grid points (0, 100, 200 ms): each has one run on time and one 30 ms late.
+        assert_eq!(lags, [0, 0, 0, 30, 30, 30]);
     }
 
     #[tokio::test(start_paused = true)]

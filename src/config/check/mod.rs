@@ -32,7 +32,8 @@ pub use node::Problems;
 // ---------------------------------------------------------------------------------------------
 // Field lists (also the "allowed:" part of unknown-field messages).
 
-pub(in crate::config) const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "push", "web"];
+pub(in crate::config) const TOP: &[&str] = &["listen", "defaults", "proxy", "probes", "push", "web", "metrics"];
+pub(in crate::config) const METRICS: &[&str] = &["histograms"];
 pub(in crate::config) const DEFAULTS: &[&str] = &["interval", "timeout", "jitter", "concurrency"];
 /// Keys every probe takes, whatever its kind (`kinds::KINDS` lists the rest).
 const COMMON: &[&str] = &["name", "kind", "interval", "timeout", "labels", "proxy"];
@@ -353,6 +354,7 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
     let top_proxy = optional(&f, "proxy", p, |v, p| proxy(v, "proxy", p));
     let push = or_default(&f, "push", Vec::new(), p, push::push_section);
     let web = or_default(&f, "web", Default::default(), p, crate::config::web::web);
+    let metrics = or_default(&f, "metrics", MetricsSettings::default(), p, metrics_settings);
     let d = defaults.clone().unwrap_or_default();
 
     let mut probes = Vec::new();
@@ -387,7 +389,15 @@ pub fn config(root: &Node, p: &mut Problems) -> Option<Config> {
         probes,
         push: push?,
         web: web?,
+        metrics: metrics?,
     })
+}
+
+fn metrics_settings(v: &Node, p: &mut Problems) -> Option<MetricsSettings> {
+    let f = Fields::of(v, "metrics", p)?;
+    f.reject_unknown(METRICS, "metrics", p);
+    let histograms = or_default(&f, "histograms", Histograms::default(), p, |n, p| word(n, "histograms", p));
+    Some(MetricsSettings { histograms: histograms? })
 }
 
 fn defaults(v: &Node, p: &mut Problems) -> Option<Defaults> {

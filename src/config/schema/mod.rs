@@ -19,7 +19,7 @@
 use serde_json::{json, Map, Value};
 
 use super::check::kinds::{DNS_EXPECT, HTTP_STEP, ICE_SERVER, KINDS, RCODES, STEP, WS_STEP};
-use super::check::{AUTH, CREDENTIALS, DEFAULTS, OAUTH2, TLS_OPTS, TOP};
+use super::check::{AUTH, CREDENTIALS, DEFAULTS, METRICS, OAUTH2, TLS_OPTS, TOP};
 use super::preset;
 use super::types::{AddressMode, CandidateKind, HttpMethod, IcePolicy, NetworkType, PathProtocol, RecordKind, TlsVersion};
 
@@ -373,6 +373,17 @@ pub fn schema() -> Value {
                 },
                 "description": "where to push the metrics (Prometheus remote_write receivers)",
             }),
+            "metrics" => object(
+                METRICS,
+                |k| match k {
+                    "histograms" => words(
+                        variants::<crate::config::Histograms>(),
+                        "per_probe (default): one latency histogram per probe; per_phase: also the per-phase and RTT histograms",
+                    ),
+                    other => gap(format!("metrics key {other}")),
+                },
+                "how much detail /metrics and /probe carry (see docs/metrics.md)",
+            ),
             other => gap(format!("top-level key {other}")),
         };
         top.insert(key.to_string(), v);

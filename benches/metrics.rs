@@ -1,0 +1,107 @@
+//! The in-process hot parts behind `/metrics`, timed with `Instant` (no bench framework, so no
+//! extra dependency): recording an `Outcome` into the registry, encoding `/metrics` for 1,000
+//! TCP probes (every encode after a new result, so the cache never answers), serving it from
+//! the cache, and loading a config of 10,000 probes.
+//!
+//! Bounded loops (`ITER`, default 200, at most 10,000). Run in release with
+//! `cargo bench --bench metrics`; `scripts/bench` measures the same through a real daemon.
+
+use std::time::{Duration, Instant};
+
+use egress_probe::config::parse_str;
+use egress_probe::metrics::Metrics;
+use egress_probe::outcome::{Failure, Outcome, Phase, PhaseTiming, Reason};
+
+fn report(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "{name:<44} n={:<6} median {:>10.1} µs   p90 {:>10.1} µs",
+        v.len(),
+        us(pick(0.5)),
+        us(pick(0.9))
+    );
+}
+
+fn config_text(n: usize) -> String {
+    let mut s = String::from("defaults:\n  interval: 10s\n  timeout: 5s\nprobes:\n");
+    for i in 0..n {
+        s.push_str(&format!("  - name: tcp-{i:05}\n    kind: tcp\n    target: 127.0.0.1:443\n"));
+    }
+    s
+}
+
+fn outcome(success: bool) -> Outcome {
+    let ms = Duration::from_millis;
+    Outcome {
+        success,
+        phases: vec![
+            PhaseTiming {
+                phase: Phase::Resolve,
+                duration: ms(1),
+            },
+            PhaseTiming {
+                phase: Phase::Connect,
+                duration: ms(2),
+            },
+        ],
+        failure: (!success).then(|| Failure::new(Phase::Connect, Reason::Refused, "connection refused")),
+        total: ms(3),
+        detail: Default::default(),
+    }
+}
+
+fn main() {
+    let iter: usize = std::env::var("ITER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+        .clamp(1, 10_000);
+
+    let big = config_text(10_000);
+    let mut loads = Vec::new();
+    for _ in 0..iter.min(20) {
+        let t = Instant::now();
+        let cfg = parse_str(&big, "bench.yaml").expect("bench config is valid");
+        loads.push(t.elapsed());
+        assert_eq!(cfg.probes.len(), 10_000);
+    }
+    report("config load, 10,000 TCP probes", loads);
+
+    let cfg = parse_str(&config_text(1000), "bench.yaml").expect("bench config is valid");
+    let m = Metrics::new(&cfg).expect("registry");
+    let (ok, failed) = (outcome(true), outcome(false));
+    let mut observe = Vec::new();
+    for i in 0..iter * 10 {
+        let p = &cfg.probes[i % cfg.probes.len()];
+        let o = if i % 7 == 0 { &failed } else { &ok };
+        let t = Instant::now();
+        m.observe(p, o);
+        observe.push(t.elapsed());
+    }
+    report("Outcome → metrics (observe), 1,000 probes", observe);
+    for p in &cfg.probes {
+        m.observe(p, &ok);
+    }
+
+    let mut encode = Vec::new();
+    let mut size = 0;
+    for i in 0..iter {
+        m.observe(&cfg.probes[i % cfg.probes.len()], &ok);
+        let t = Instant::now();
+        let text = m.render().expect("render");
+        encode.push(t.elapsed());
+        size = text.len();
+    }
+    report("encode /metrics after a new result, 1,000", encode);
+    let mut cached = Vec::new();
+    for _ in 0..iter {
+        let t = Instant::now();
+        let text = m.render().expect("render");
+        cached.push(t.elapsed());
+        assert_eq!(text.len(), size);
+    }
+    report("/metrics from the cache, 1,000 probes", cached);
+    println!("/metrics text for 1,000 TCP probes: {size} bytes");
+}
