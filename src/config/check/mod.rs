@@ -82,7 +82,13 @@ fn headers(v: &Node, p: &mut Problems) -> Option<BTreeMap<String, HeaderValue>> 
 }
 
 fn labels(v: &Node, p: &mut Problems) -> Option<BTreeMap<String, String>> {
-    let f = Fields::of(v, "labels", p)?;
+    label_map(v, "labels", RESERVED_LABELS, p)
+}
+
+/// A map of Prometheus label names to string values (`labels:` on a probe, a push receiver's
+/// `external_labels:`), refusing invalid names and the `reserved` ones egress-probe sets itself.
+pub(in crate::config) fn label_map(v: &Node, what: &str, reserved: &[&str], p: &mut Problems) -> Option<BTreeMap<String, String>> {
+    let f = Fields::of(v, what, p)?;
     let mut out = BTreeMap::new();
     let mut ok = true;
     for (name, k, val) in &f.entries {
@@ -92,13 +98,13 @@ fn labels(v: &Node, p: &mut Problems) -> Option<BTreeMap<String, String>> {
         if !valid {
             p.at(
                 k.pos,
-                format!("labels: {name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, no leading __)"),
+                format!("{what}: {name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, no leading __)"),
             );
             ok = false;
-        } else if RESERVED_LABELS.contains(name) {
+        } else if reserved.contains(name) {
             p.at(
                 k.pos,
-                format!("labels: `{name}` is set by egress-probe itself; choose another name"),
+                format!("{what}: `{name}` is set by egress-probe itself; choose another name"),
             );
             ok = false;
         }

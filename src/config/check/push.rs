@@ -72,28 +72,7 @@ fn remote_write(v: &Node, p: &mut Problems) -> Option<RemoteWriteConfig> {
     });
     let timeout = or_default(&f, "timeout", DEFAULT_PUSH_TIMEOUT, p, |n, p| duration(n, "timeout", p));
     let external_labels = or_default(&f, "external_labels", BTreeMap::new(), p, |n, p| {
-        let l = Fields::of(n, "external_labels", p)?;
-        let mut out = BTreeMap::new();
-        let mut ok = true;
-        for (name, k, val) in &l.entries {
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !name.starts_with("__");
-            if !valid {
-                p.at(
-                    k.pos,
-                    format!("external_labels: {name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, no leading __)"),
-                );
-                ok = false;
-            }
-            match string(val, name, p) {
-                Some(s) => {
-                    out.insert(name.to_string(), s);
-                }
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
+        super::label_map(n, "external_labels", &[], p)
     });
     let headers = or_default(&f, "headers", BTreeMap::new(), p, headers);
     let basic = optional(&f, "basic_auth", p, |n, p| {
