@@ -200,3 +200,67 @@ async fn closed_port_is_connect_refused() {
     let out = run(s, Duration::from_secs(2)).await;
     assert_eq!(code(&out), "connect/refused");
 }
+
+/// A plain-HTTP server on loopback that records the head of every request it gets and
+/// answers each with `answer(port_of_this_server)`; stops with the test's runtime.
+async fn recorder(answer: impl Fn(u16) -> String + Send + 'static) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+            log.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase());
+            let _ = s.write_all(answer(port).as_bytes()).await;
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_gets_no_credentials() {
+    let (other, landed) = recorder(|_| "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()).await;
+    let (port, first) = recorder(move |_| {
+        format!("HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{other}/landing\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    })
+    .await;
+    // Another port is another origin (scheme, host and port), as for browsers.
+    std::env::set_var("HTTP_RS_REDIRECT_TOKEN", "Bearer sekrit-token");
+    let spec = HttpSpec {
+        auth: None,
+        url: url::Url::parse(&format!("http://127.0.0.1:{port}/start")).unwrap(),
+        method: HttpMethod::Get,
+        headers: BTreeMap::from([
+            ("Authorization".to_string(), Secret::resolve("env:HTTP_RS_REDIRECT_TOKEN").unwrap()),
+            ("X-Trace".to_string(), Secret::literal("visible")),
+        ]),
+        body: None,
+        expect_status: vec![StatusRange { low: 200, high: 399 }],
+        expect_body: None,
+        follow_redirects: 1,
+        tls: TlsOptions::default(),
+    };
+    let out = run(spec, Duration::from_secs(3)).await;
+    let first = first.lock().unwrap().clone();
+    let landed = landed.lock().unwrap().clone();
+    assert_eq!(first.len(), 1, "{out:?}");
+    assert!(
+        first[0].contains("authorization: bearer sekrit-token"),
+        "the configured origin gets it: {first:?}"
+    );
+    assert_eq!(landed.len(), 1, "the redirect was followed: {out:?}");
+    assert!(
+        !landed[0].contains("sekrit"),
+        "another origin must not get the credential: {landed:?}"
+    );
+    assert!(landed[0].contains("x-trace: visible"), "plain headers still go: {landed:?}");
+}

@@ -34,6 +34,11 @@ impl Drop for Task {
 /// `{"id":"c1","connectUri":"ws://127.0.0.1:<ws_port>/channels/c1"}`; `/408` → 408.
 /// Records the Authorization header of every /channels request.
 async fn rest_server(ws_port: u16, seen: Arc<Mutex<Vec<String>>>) -> (u16, Task) {
+    rest_server_naming("127.0.0.1", ws_port, seen).await
+}
+
+/// As [`rest_server`], with `ws_host` in the returned `connectUri`.
+async fn rest_server_naming(ws_host: &'static str, ws_port: u16, seen: Arc<Mutex<Vec<String>>>) -> (u16, Task) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
@@ -64,7 +69,7 @@ async fn rest_server(ws_port: u16, seen: Arc<Mutex<Vec<String>>>) -> (u16, Task)
                             "/channels" => {
                                 seen.lock().unwrap().push(auth.clone());
                                 if auth == format!("Bearer {TOKEN}") {
-                                    r(200, format!(r#"{{"id":"c1","connectUri":"ws://127.0.0.1:{ws_port}/channels/c1"}}"#))
+                                    r(200, format!(r#"{{"id":"c1","connectUri":"ws://{ws_host}:{ws_port}/channels/c1"}}"#))
                                 } else {
                                     r(401, "{}".into())
                                 }
@@ -135,6 +140,20 @@ async fn rest_returns_the_ws_url_and_the_session_opens_it_with_the_same_bearer()
     );
     let json = serde_json::to_string(&out).unwrap();
     assert!(!json.contains(TOKEN), "{json}");
+}
+
+#[tokio::test]
+async fn a_server_supplied_url_on_another_host_gets_no_bearer() {
+    // `localhost` reaches the same loopback server, but it is not a host the config names.
+    let ws = ws_server(WsMode::Good, false).await;
+    let (rest, _r) = rest_server_naming("localhost", ws.port, Arc::default()).await;
+    let out = run_yaml(&session_yaml(rest, "/channels")).await;
+    assert_eq!(Seen::get(&ws.seen.upgrades), 1, "{out:?}");
+    let headers = ws.seen.headers.lock().unwrap().clone();
+    assert!(
+        !headers[0].iter().any(|(k, v)| k == "authorization" || v.contains(TOKEN)),
+        "the token went to a host the server named: {headers:?}"
+    );
 }
 
 #[tokio::test]

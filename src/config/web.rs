@@ -128,6 +128,14 @@ pub fn probe_request(name: &str, spec: &ProbeSpec, target: &str, web: &WebSettin
             );
         }
     }
+    // An ice module's credentials belong to one server: pointing the servers elsewhere must
+    // not hand them to another of the module's hosts (a credential-less STUN server's, say).
+    if ice_credentials_move(spec, &new) {
+        return refused(
+            "credentials",
+            format!("module {name:?} carries TURN credentials for its own server only; it is not sent to another host"),
+        );
+    }
     let own = endpoints(spec);
     let asked = endpoints(&new);
     if asked.iter().all(|e| own.contains(e)) {
@@ -148,12 +156,33 @@ pub fn probe_request(name: &str, spec: &ProbeSpec, target: &str, web: &WebSettin
     }
     let own_hosts: Vec<&String> = own.iter().map(|(h, _)| h).collect();
     let new_host_is_own = |h: &String| own_hosts.contains(&h);
-    match strip_secrets(new, foreign.iter().all(|(h, _)| new_host_is_own(h))) {
+    match strip_secrets(new, foreign.iter().all(|(h, _)| new_host_is_own(h)), url_query(spec)) {
         Ok(s) => ProbeRequest::Run(Box::new(s)),
         Err(what) => refused(
             "credentials",
             format!("module {name:?} carries {what} for its own server only; it is not sent to another host"),
         ),
+    }
+}
+
+/// Whether a credentialed ice server would be pointed at a host other than its own.
+fn ice_credentials_move(spec: &ProbeSpec, new: &ProbeSpec) -> bool {
+    let (ProbeSpec::Ice(old), ProbeSpec::Ice(now)) = (spec, new) else {
+        return false;
+    };
+    let host = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
+    old.servers
+        .iter()
+        .zip(&now.servers)
+        .any(|(a, b)| a.credentials.is_some() && host(&a.url.host) != host(&b.url.host))
+}
+
+/// The module's own URL query (it may carry a token, as `redact_url` assumes).
+fn url_query(spec: &ProbeSpec) -> Option<String> {
+    match spec {
+        ProbeSpec::Http(s) => s.url.query().map(str::to_string),
+        ProbeSpec::Websocket(s) => s.url.query().map(str::to_string),
+        _ => None,
     }
 }
 
@@ -215,22 +244,40 @@ fn endpoints(spec: &ProbeSpec) -> Vec<(String, u16)> {
 /// Headers that are credentials whatever their source.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
+/// Keeps only the headers that may go to a host the probe was not configured for: no
+/// credential header (`Authorization`, `Cookie`...) and no value from a secret reference.
+/// Used by `/probe` for other targets, by redirects to another origin and by session steps
+/// whose URL a server supplied.
+pub fn drop_secret_headers(h: &mut std::collections::BTreeMap<String, super::values::Secret>) {
+    h.retain(|k, v| !CREDENTIAL_HEADERS.contains(&k.to_ascii_lowercase().as_str()) && v.source() == "literal")
+}
+
 /// Removes what must not leave for another host; `Err(what)` when the probe cannot run
 /// without it. `same_hosts`: only the port differs (credentials then stay: same server).
-fn strip_secrets(mut spec: ProbeSpec, same_hosts: bool) -> Result<ProbeSpec, &'static str> {
+/// `own_query`: the module's URL query, dropped when it would travel to another host (a
+/// query the request itself brought stays).
+fn strip_secrets(mut spec: ProbeSpec, same_hosts: bool, own_query: Option<String>) -> Result<ProbeSpec, &'static str> {
     if same_hosts {
         return Ok(spec);
     }
-    let drop_secret_headers = |h: &mut std::collections::BTreeMap<String, super::values::Secret>| {
-        h.retain(|k, v| !CREDENTIAL_HEADERS.contains(&k.to_ascii_lowercase().as_str()) && v.source() == "literal")
+    let drop_own_query = |u: &mut url::Url| {
+        if own_query.is_some() && u.query().map(str::to_string) == own_query {
+            u.set_query(None);
+        }
     };
     match &mut spec {
         // The bearer would go to the new host: an OAuth2 probe runs only against its own.
         ProbeSpec::Http(s) if s.auth.is_some() => return Err("an OAuth2 bearer token"),
         ProbeSpec::Session(_) => return Err("a session's steps and token"),
         ProbeSpec::Websocket(s) if s.auth.is_some() => return Err("an OAuth2 bearer token"),
-        ProbeSpec::Http(s) => drop_secret_headers(&mut s.headers),
-        ProbeSpec::Websocket(s) => drop_secret_headers(&mut s.headers),
+        ProbeSpec::Http(s) => {
+            drop_secret_headers(&mut s.headers);
+            drop_own_query(&mut s.url);
+        }
+        ProbeSpec::Websocket(s) => {
+            drop_secret_headers(&mut s.headers);
+            drop_own_query(&mut s.url);
+        }
         ProbeSpec::Turn(_) => return Err("TURN credentials"),
         ProbeSpec::Ice(s) if s.servers.iter().any(|x| x.credentials.is_some()) => return Err("TURN credentials"),
         _ => {}
@@ -369,5 +416,41 @@ mod tests {
         );
         assert_eq!(decide(&oauth, "wss://x.example.net/", &web).unwrap_err(), "credentials");
         assert!(decide(&oauth, "wss://ws.example.com/other", &web).is_ok());
+    }
+
+    #[test]
+    fn an_ice_modules_turn_credentials_never_follow_a_target_to_its_other_servers() {
+        let ice = module(
+            "    kind: ice\n    servers:\n      - stun:stun.example.com:3478\n      - { url: \"turn:turn.example.com:3478\", credentials: { username: u, password: p } }\n",
+        );
+        // Every server pointed at the credential-less STUN host: all "own" endpoints, but the
+        // TURN credentials would go to stun.example.com.
+        assert_eq!(
+            decide(&ice, "stun.example.com:3478", &WebSettings::default()).unwrap_err(),
+            "credentials"
+        );
+        assert_eq!(
+            decide(&ice, "stun.example.com:3478", &allow(&["*.example.com"])).unwrap_err(),
+            "credentials"
+        );
+    }
+
+    #[test]
+    fn the_modules_own_url_query_never_travels_to_another_host() {
+        let https = module("    kind: http\n    url: https://api.example.com/x?api_key=s3cret\n");
+        let web = allow(&["*.example.net"]);
+        let ProbeSpec::Http(s) = decide(&https, "x.example.net:443", &web).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.url.query(), None, "{}", s.url);
+        let ProbeSpec::Http(own) = decide(&https, "api.example.com:443", &web).unwrap() else {
+            panic!()
+        };
+        assert_eq!(own.url.query(), Some("api_key=s3cret"), "its own host keeps the query");
+        // A query the request brings itself stays.
+        let ProbeSpec::Http(asked) = decide(&https, "https://x.example.net/y?q=1", &web).unwrap() else {
+            panic!()
+        };
+        assert_eq!(asked.url.query(), Some("q=1"));
     }
 }

@@ -66,9 +66,16 @@ pub(crate) async fn follow_with(run: &mut Run, spec: &HttpSpec, ctx: &ProbeConte
         body: spec.body.clone(),
     };
     let mut redirects = 0u32;
+    // Credentials (the bearer, secret and credential headers) go to the configured origin
+    // only: a redirect to another host, or from https to http, gets the request without them
+    // (as curl and browsers do).
+    let mut public = spec.clone();
+    crate::config::web::drop_secret_headers(&mut public.headers);
     loop {
         let follow_more = redirects < spec.follow_redirects;
-        let answer = fetch(run, spec, ctx, &hop, follow_more, bearer).await;
+        let own_origin = hop.url.origin() == spec.url.origin();
+        let (hop_spec, hop_bearer) = if own_origin { (spec, bearer) } else { (&public, None) };
+        let answer = fetch(run, hop_spec, ctx, &hop, follow_more, hop_bearer).await;
         if let (Some(a), Some(401)) = (&spec.auth, run.detail.http.as_ref().map(|d| d.status)) {
             super::oauth2::forget(a);
         }

@@ -110,11 +110,20 @@ async fn one(
     } else {
         None
     };
+    // A URL a server supplied gets the token and secret headers only when it points at a host
+    // the configuration itself names (a literal step URL; another port of that host is the same
+    // server, as for `/probe`): a compromised or misdirected answer must not collect the
+    // tenant's credentials.
+    let trusted = url.as_ref().is_none_or(|u| configured_hosts(spec).contains(&host_key(u)));
+    let bearer = bearer.filter(|_| trusted);
     match &step.action {
         StepAction::Http(h) => {
             let mut h: HttpSpec = h.clone();
             if let Some(u) = url {
                 h.url = u;
+            }
+            if !trusted {
+                crate::config::web::drop_secret_headers(&mut h.headers);
             }
             h.body = h.body.map(|b| expand(&b, vars));
             h.tls = spec.tls.clone();
@@ -125,10 +134,28 @@ async fn one(
             if let Some(u) = url {
                 w.url = u;
             }
+            if !trusted {
+                crate::config::web::drop_secret_headers(&mut w.headers);
+            }
             w.tls = spec.tls.clone();
             super::websocket::open(run, &w, ctx, None, bearer).await.map(|()| Vec::new())
         }
     }
+}
+
+/// The host of a URL, lower case, without a trailing dot.
+fn host_key(u: &url::Url) -> String {
+    u.host_str().unwrap_or_default().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The hosts the session's own configuration names: those of its literal step URLs.
+fn configured_hosts(spec: &SessionSpec) -> Vec<String> {
+    spec.steps
+        .iter()
+        .filter(|st| !st.url.contains("${"))
+        .filter_map(|st| url::Url::parse(&st.url).ok())
+        .map(|u| host_key(&u))
+        .collect()
 }
 
 /// `${name}` → its value (names were checked against earlier extracts at load).
