@@ -24,7 +24,7 @@ pub mod values;
 pub mod web;
 mod yaml;
 
-pub use files::{MAX_CONFIG_FILE, MAX_NAMED_FILE};
+pub use files::{read_bounded, FileError, MAX_CONFIG_FILE, MAX_NAMED_FILE};
 pub use load::{load, load_file, load_preset, parse_str, ConfigError, ConfigErrors};
 pub use preset::PresetRequest;
 pub use push::{PushAuth, QueueLimits, RemoteWriteConfig};

@@ -113,28 +113,13 @@ pub enum Access {
     Denied,
 }
 
-/// Reads a file the config names: regular file only, at most [`MAX_FILE`] bytes.
+/// Reads a file the config names: regular file only (checked on the opened handle, never
+/// blocking on a FIFO), at most [`MAX_FILE`] bytes; the config's own bounded reader.
 pub fn read_bounded(path: &Path) -> Result<Vec<u8>, WebConfigError> {
-    let err = |message: String| WebConfigError::File {
+    crate::config::read_bounded(path, MAX_FILE).map_err(|e| WebConfigError::File {
         path: path.display().to_string(),
-        message,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file".into()));
-    }
-    if meta.len() > MAX_FILE {
-        return Err(err(format!("larger than {MAX_FILE} bytes")));
-    }
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut buf))
-        .map_err(|e| err(e.to_string()))?;
-    if buf.len() as u64 > MAX_FILE {
-        return Err(err(format!("larger than {MAX_FILE} bytes")));
-    }
-    Ok(buf)
+        message: e.to_string(),
+    })
 }
 
 impl WebSecurity {

@@ -56,7 +56,16 @@ struct Answer {
 async fn resolve(run: &mut Run, spec: &DnsSpec) -> Result<(), Failure> {
     let servers = match spec.resolver {
         Some(addr) => vec![addr],
-        None => system_servers().map_err(|f| f.at(Phase::Resolve))?,
+        // resolv.conf is a file read: off the runtime, like every file read.
+        None => tokio::task::spawn_blocking(system_servers)
+            .await
+            .unwrap_or_else(|e| {
+                Err(Fault::new(
+                    Reason::Config,
+                    format!("reading the system resolver configuration: {e}"),
+                ))
+            })
+            .map_err(|f| f.at(Phase::Resolve))?,
     };
     run.detail.dns = Some(DnsDetails {
         record: spec.record.to_string(),
