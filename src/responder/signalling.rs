@@ -67,9 +67,11 @@ impl Issuer {
 
     fn client_ok(&self, id: &str, secret: &str) -> bool {
         self.clients.get(id).is_some_and(|s| {
-            // Length-independent comparison of the secret.
-            let (a, b) = (s.expose().as_bytes(), secret.as_bytes());
-            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            // Compared as SHA-256 digests, byte by byte without an early exit: neither the
+            // secret's content nor its length shows in the time taken.
+            use sha2::{Digest, Sha256};
+            let (a, b) = (Sha256::digest(s.expose().as_bytes()), Sha256::digest(secret.as_bytes()));
+            a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
         })
     }
 
@@ -165,17 +167,17 @@ fn channels(req: Request<Incoming>, issuer: &Issuer) -> Response<Full<Bytes>> {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_token");
     }
     // The URL points back at the listener the client reached, as the client named it.
-    let host = req
-        .headers()
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| h.len() <= 255 && url::Url::parse(&format!("wss://{h}/")).is_ok_and(|u| u.path() == "/"));
+    let host = req.headers().get(HOST).and_then(|v| v.to_str().ok()).filter(|h| {
+        h.len() <= 255
+            && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            && url::Url::parse(&format!("wss://{h}/")).is_ok_and(|u| u.path() == "/" && u.username().is_empty())
+    });
     let Some(host) = host else {
         return json(StatusCode::BAD_REQUEST, r#"{"error":"missing or invalid Host"}"#.into());
     };
     let id = format!("{:016x}", rand::random::<u64>());
     json(
         StatusCode::OK,
-        format!(r#"{{"id":"{id}","connectUri":"wss://{host}/channels/{id}"}}"#),
+        serde_json::json!({ "id": id, "connectUri": format!("wss://{host}/channels/{id}") }).to_string(),
     )
 }
