@@ -17,8 +17,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("shutdown", &[][..]),
         // The tracing layer that withholds dependencies' wire dumps: imports nothing.
         ("log_redact", &[][..]),
-        // The endpoint's web config (exporter-toolkit format) and bounded listener.
-        ("web", &[][..]),
+        // The endpoint's web config (exporter-toolkit format) and bounded listener; it reads
+        // its files with the config's bounded reader.
+        ("web", &["config"][..]),
         ("config", &["outcome"][..]),
         ("net", &["outcome", "config"][..]),
         ("probe", &["outcome", "config", "net"][..]),
