@@ -142,8 +142,12 @@ pub fn summary(r: &Responder) -> String {
     line("HTTPS + WSS echo", &r.addrs.web);
     line("UDP echo peer", &r.addrs.udp_echo);
     line("DNS (udp)", &r.addrs.dns);
+    line("RFC 5780 STUN udp", &r.addrs.nat_stun);
     if let Some(m) = r.addrs.metrics {
         line("metrics (http)", &[m]);
+    }
+    if r.addrs.nat_stun.len() == 2 {
+        out.push_str("  RFC 5780 STUN          one IP only: no OTHER-ADDRESS, NAT mapping/filtering tests unavailable\n");
     }
     out.push_str(&format!("  relayed address        {}\n", r.relay_ip));
     if let Some(ca) = &r.tls.ca_file {

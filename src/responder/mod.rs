@@ -2,7 +2,8 @@
 //! reach on exactly the ports in question: STUN/TURN over UDP, TCP and TLS (`turn.rs`, the
 //! webrtc-rs server), HTTPS and a WebSocket echo sharing a TLS listener (`https.rs`,
 //! `websocket.rs`), a UDP echo peer for relay round trips (`udp_echo.rs`), an optional DNS
-//! answerer for one test name (`dns.rs`), and the
+//! answerer for one test name (`dns.rs`), an optional RFC 5780 NAT behaviour discovery
+//! server on two addresses × two ports (`nat_stun.rs`), and the
 //! responder's own `/metrics` (`metrics.rs`) that proves nothing leaks.
 //!
 //! [`Responder::start`] binds everything first (so a port clash fails the start, not a later
@@ -16,6 +17,7 @@ pub mod config;
 pub mod dns;
 pub mod https;
 pub mod metrics;
+pub mod nat_stun;
 pub mod signalling;
 pub mod stream_conn;
 pub mod turn;
@@ -68,6 +70,9 @@ pub struct Addresses {
     pub udp_echo: Vec<SocketAddr>,
     /// DNS answerer (UDP), when configured.
     pub dns: Vec<SocketAddr>,
+    /// RFC 5780 STUN, when configured: primary IP (primary port, alternate port), then the
+    /// alternate IP's two (absent with one IP).
+    pub nat_stun: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
 }
 
@@ -186,6 +191,14 @@ impl Responder {
                 dns_sockets.push(s);
             }
         }
+        let nat_stun = match &cfg.nat_stun {
+            Some(n) => {
+                let set = nat_stun::NatStun::bind(n).await?;
+                addrs.nat_stun = set.addrs();
+                Some(set)
+            }
+            None => None,
+        };
         let metrics_listener = match cfg.metrics {
             Some(a) => {
                 let t = bind_tcp("responder /metrics", a).await?;
@@ -266,6 +279,9 @@ impl Responder {
         }
         for s in echo {
             tasks.push(tokio::spawn(udp_echo::serve(s, counters.clone(), shutdown.clone())));
+        }
+        if let Some(set) = nat_stun {
+            tasks.extend(set.spawn(&shutdown));
         }
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(metrics::serve(
