@@ -4,7 +4,8 @@
 //! can answer from *another* address: this one binds four UDP sockets, primary/alternate IP ×
 //! primary/alternate port, and answers every Binding request with
 //!
-//! - XOR-MAPPED-ADDRESS: where the request came from (the NAT's mapping);
+//! - XOR-MAPPED-ADDRESS (and MAPPED-ADDRESS for RFC 3489-era clients): where the request
+//!   came from (the NAT's mapping);
 //! - RESPONSE-ORIGIN: the socket the answer leaves from;
 //! - OTHER-ADDRESS: the alternate IP *and* port relative to the socket that received it (the
 //!   address a client tests mapping and filtering against);
@@ -27,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use stun_rs::attributes::discovery::{ChangeRequest, ChangeRequestFlags, OtherAddress, ResponseOrigin, ResponsePort};
-use stun_rs::attributes::stun::{ErrorCode, Fingerprint, UnknownAttributes, XorMappedAddress};
+use stun_rs::attributes::stun::{ErrorCode, Fingerprint, MappedAddress, UnknownAttributes, XorMappedAddress};
 use stun_rs::methods::BINDING;
 use stun_rs::{MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, StunMessage, StunMessageBuilder};
 use tokio::net::UdpSocket;
@@ -202,6 +203,7 @@ fn answer(set: &NatStun, index: usize, request: &[u8], from: SocketAddr) -> Opti
     let mut b = StunMessageBuilder::new(BINDING, MessageClass::SuccessResponse)
         .with_transaction_id(*req.transaction_id())
         .with_attribute(XorMappedAddress::from(from))
+        .with_attribute(MappedAddress::from(from))
         .with_attribute(ResponseOrigin::from(set.addrs[via]));
     if set.two_ips() {
         b = b.with_attribute(OtherAddress::from(set.addrs[(1 - ip) * 2 + (1 - port)]));

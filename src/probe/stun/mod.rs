@@ -64,7 +64,11 @@ async fn session(run: &mut Run, spec: &StunSpec, ctx: &ProbeContext) -> Result<(
     let count = spec.count.max(1);
     // The lifetime search's budget sits on top of the timeout: the rest keeps to the timeout.
     let budget = spec.binding_lifetime.map_or(Duration::ZERO, |l| l.budget());
-    let until = run.deadline().checked_sub(budget).unwrap_or_else(|| run.deadline());
+    let until = run
+        .deadline()
+        .checked_sub(budget)
+        .filter(|u| *u > Instant::now())
+        .unwrap_or_else(|| run.deadline());
     let result = run.phase(Phase::Stun, bindings(&mut conn, count, until, &mut detail)).await;
     if result.is_ok() && nat_tests {
         if let Some(primary) = server {
