@@ -80,10 +80,19 @@ async fn without_nat_mapping_and_filtering_are_endpoint_independent_on_loopback(
     let took = started.elapsed();
     assert!(out.success, "{:?}", out.failure);
     let stun = out.detail.stun.as_ref().expect("stun detail");
-    assert_eq!(stun.other_address, Some(r.addrs.nat_stun[3]), "OTHER-ADDRESS is the alternate IP and port");
+    assert_eq!(
+        stun.other_address,
+        Some(r.addrs.nat_stun[3]),
+        "OTHER-ADDRESS is the alternate IP and port"
+    );
     assert_eq!(stun.nat_mapping.as_deref(), Some("endpoint_independent"), "{:?}", out.detail.notes);
     assert_eq!(stun.second_mapped, stun.mapped);
-    assert_eq!(stun.nat_filtering.as_deref(), Some("endpoint_independent"), "{:?}", out.detail.notes);
+    assert_eq!(
+        stun.nat_filtering.as_deref(),
+        Some("endpoint_independent"),
+        "{:?}",
+        out.detail.notes
+    );
     let life = stun.binding_lifetime.as_ref().expect("lifetime");
     // Nothing expires on loopback: the mapping survived the longest idle time asked.
     assert_eq!((life.alive, life.expired), (Duration::from_secs(2), None), "{life:?}");
@@ -100,7 +109,10 @@ async fn a_responder_with_one_address_says_so_and_the_probe_notes_it() {
     let out = run(spec(&format!("stun:{}", r.addrs.nat_stun[0])), Duration::from_secs(3)).await;
     assert!(out.success, "the Binding itself works: {:?}", out.failure);
     let stun = out.detail.stun.as_ref().expect("stun detail");
-    assert_eq!((stun.other_address, stun.nat_mapping.as_deref(), stun.nat_filtering.as_deref()), (None, None, None));
+    assert_eq!(
+        (stun.other_address, stun.nat_mapping.as_deref(), stun.nat_filtering.as_deref()),
+        (None, None, None)
+    );
     let notes = out.detail.notes.join(" | ");
     assert!(notes.contains("nat_mapping:") && notes.contains("OTHER-ADDRESS"), "{notes}");
     assert!(notes.contains("nat_filtering:"), "{notes}");
@@ -219,7 +231,12 @@ impl Lab {
             .expect("run check");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "check: {:?}\nstdout: {stdout}\nstderr: {stderr}", out.status);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "check: {:?}\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
         let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("check JSON: {e}\n{stdout}"));
         let outcome = report["results"][0]["outcome"].clone();
         let verdicts = stderr.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
@@ -232,7 +249,9 @@ fn stun(outcome: &Value) -> &Value {
 }
 
 fn addr(v: &Value) -> SocketAddr {
-    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("address expected, found {v}"))
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("address expected, found {v}"))
 }
 
 const MAPPING_AND_FILTERING: &str = "    nat_mapping: true\n    nat_filtering: true\n";
@@ -249,7 +268,9 @@ fn plain_masquerade_keeps_one_mapping_for_every_destination() {
     // Linux NAT only lets in answers to a conntrack entry: another address or port is dropped.
     assert_eq!(s["nat_filtering"], "address_and_port_dependent", "{o:#}");
     assert!(
-        verdicts.iter().any(|v| v.contains("NAT mapping is endpoint-independent") && v.contains("Genesys")),
+        verdicts
+            .iter()
+            .any(|v| v.contains("NAT mapping is endpoint-independent") && v.contains("Genesys")),
         "{verdicts:#?}"
     );
 }
@@ -312,7 +333,14 @@ fn binding_lifetime_search_finds_the_routers_udp_timeout() {
     let out = bounded(
         10,
         "ip",
-        &["netns", "exec", &lab.net.fw, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=4"],
+        &[
+            "netns",
+            "exec",
+            &lab.net.fw,
+            "sysctl",
+            "-qw",
+            "net.netfilter.nf_conntrack_udp_timeout=4",
+        ],
     );
     assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
     let started = Instant::now();
@@ -325,7 +353,10 @@ fn binding_lifetime_search_finds_the_routers_udp_timeout() {
     assert!(alive <= 4500.0 && expired >= 3500.0, "the 4 s timeout lies in the bracket: {life}");
     assert!(expired - alive <= 1000.0, "bracket narrowed to 1 s: {life}");
     assert!(took < Duration::from_secs(30), "{took:?}");
-    eprintln!("binding lifetime bracket {alive}..{expired} ms, {} checks, check took {took:?}", life["checks"]);
+    eprintln!(
+        "binding lifetime bracket {alive}..{expired} ms, {} checks, check took {took:?}",
+        life["checks"]
+    );
     assert!(
         verdicts.iter().any(|v| v.starts_with("Idle UDP mappings expire after about 4 s")
             || v.starts_with("Idle UDP mappings expire after about 3 s")

@@ -520,6 +520,10 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
         timeout.map_or(Some(d.timeout), |(x, _)| x),
     ) {
         let held = spec.as_ref().map_or(Duration::ZERO, ProbeSpec::hold);
+        let held_what = match spec {
+            Some(ProbeSpec::Stun(_)) => "binding_lifetime search (2 x max + 4s)",
+            _ => "hold",
+        };
         if to + held > iv {
             // Both defaulted is impossible here: `defaults` was checked already.
             let pos = timeout.map(|t| t.1).or(interval.map(|i| i.1)).unwrap_or(f.pos);
@@ -530,7 +534,7 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
                 p.at(
                     pos,
                     format!(
-                        "{pfx}hold {} plus timeout {} is longer than interval {}; runs of one probe must not overlap",
+                        "{pfx}{held_what} {} plus timeout {} is longer than interval {}; runs of one probe must not overlap",
                         humantime::format_duration(held),
                         humantime::format_duration(to),
                         humantime::format_duration(iv)
