@@ -3,7 +3,8 @@
 //! - Loopback: the responder's RFC 5780 server (127.0.0.1 + 127.0.0.2) and the stun probe
 //!   (library) with no NAT in between: everything endpoint-independent; with one address the
 //!   responder says so and the probe notes why it cannot tell. coturn's
-//!   `turnutils_natdiscovery` (an independent RFC 5780 client) reads our responder the same.
+//!   `turnutils_natdiscovery` (an independent RFC 5780 client) reads our responder the same,
+//!   and our probe reads coturn's own RFC 5780 server (two listening IPs) the same.
 //! - Namespaces (`Routed`: inside — fw — outside): the real binary's `check` inside, the
 //!   responder binary outside on 10.203.0.2 + 10.203.0.3, the NAT and the firewall in fw's
 //!   nftables. Plain `masquerade` keeps the source port (endpoint-independent mapping);
@@ -144,6 +145,74 @@ async fn coturns_natdiscovery_reads_our_responder_as_rfc5780() {
     assert!(text.contains(&format!("Response origin: : {}", r.addrs.nat_stun[3])), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_probe_reads_coturns_rfc5780_server() {
+    // coturn with two listening IPs and an alternate port is an independent RFC 5780 server
+    // (OTHER-ADDRESS, CHANGE-REQUEST, RESPONSE-PORT).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = common::free_ports(2);
+    let ports = [free[0], free[1]];
+    let conf = [
+        "listening-ip=127.0.0.1".to_string(),
+        "listening-ip=127.0.0.2".to_string(),
+        format!("listening-port={}", ports[0]),
+        format!("alt-listening-port={}", ports[1]),
+        "no-tls".into(),
+        "no-dtls".into(),
+        "no-tcp".into(),
+        "no-cli".into(),
+        "realm=nat.test".into(),
+        "lt-cred-mech".into(),
+        "user=a:b".into(),
+        format!("pidfile={}", dir.path().join("turn.pid").display()),
+        format!("log-file={}", dir.path().join("turn.log").display()),
+        "simple-log".into(),
+        "no-stdout-log".into(),
+    ];
+    let conf_path = dir.path().join("turnserver.conf");
+    std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write coturn conf");
+    let _coturn = ChildGuard::spawn(
+        "turnserver",
+        Command::new("turnserver")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let ready = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(8), || {
+            common::coturn::udp_answers(Ipv4Addr::LOCALHOST, ports[0]) && common::coturn::udp_answers(Ipv4Addr::new(127, 0, 0, 2), ports[1])
+        })
+    })
+    .await
+    .expect("join");
+    assert!(
+        ready,
+        "coturn not ready: {}",
+        std::fs::read_to_string(dir.path().join("turn.log")).unwrap_or_default()
+    );
+    let mut s = spec(&format!("stun:127.0.0.1:{}", ports[0]));
+    let search = LifetimeSearch {
+        max: Duration::from_secs(2),
+    };
+    s.binding_lifetime = Some(search);
+    let out = run(s, Duration::from_secs(3) + search.budget()).await;
+    assert!(out.success, "{:?}", out.failure);
+    let stun = out.detail.stun.as_ref().expect("stun detail");
+    let other: SocketAddr = format!("127.0.0.2:{}", ports[1]).parse().unwrap();
+    assert_eq!(stun.other_address, Some(other));
+    assert_eq!(stun.nat_mapping.as_deref(), Some("endpoint_independent"), "{:?}", out.detail.notes);
+    assert_eq!(
+        stun.nat_filtering.as_deref(),
+        Some("endpoint_independent"),
+        "{:?}",
+        out.detail.notes
+    );
+    let life = stun.binding_lifetime.as_ref().expect("lifetime (coturn honours RESPONSE-PORT)");
+    assert_eq!((life.alive, life.expired), (Duration::from_secs(2), None), "{life:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Namespaces: the binary inside, the responder binary outside, NAT and firewall in between.
 
@@ -180,7 +249,7 @@ impl Lab {
         std::fs::write(
             &conf,
             format!(
-                "relay_ip: {SIGNALLING_IP}\nturn: {{ udp: [], tcp: [], tls: [] }}\nweb: []\nudp_echo: []\nmetrics: null\nnat_stun: {{ primary: {SIGNALLING_IP}, alternate: {RELAY_IP}, ports: [{PRIMARY_PORT}, {ALTERNATE_PORT}] }}\n"
+                "turn: {{ udp: [], tcp: [], tls: [] }}\nweb: []\nudp_echo: []\nmetrics: null\nnat_stun: {{ primary: {SIGNALLING_IP}, alternate: {RELAY_IP}, ports: [{PRIMARY_PORT}, {ALTERNATE_PORT}] }}\n"
             ),
         )
         .expect("write responder config");

@@ -123,6 +123,13 @@ pub struct TurnListeners {
     pub tls: Vec<Listen>,
 }
 
+impl TurnListeners {
+    /// No STUN/TURN listener at all.
+    pub fn is_empty(&self) -> bool {
+        self.udp.is_empty() && self.tcp.is_empty() && self.tls.is_empty()
+    }
+}
+
 impl Default for TurnListeners {
     fn default() -> Self {
         TurnListeners {

@@ -121,9 +121,13 @@ impl Responder {
         let relay_ip = match cfg.relay_ip {
             Some(ip) => ip,
             None if !cfg.bind.is_unspecified() => cfg.bind,
-            None => default_route_ip().ok_or_else(|| {
-                ResponderError::Config("cannot find this host's address for relayed candidates; set relay_ip (--relay-ip)".into())
-            })?,
+            // Without TURN listeners nothing is relayed: a host without a default route (a
+            // NAT-test-only responder in a lab) needs no relay address.
+            None => default_route_ip()
+                .or_else(|| cfg.turn.is_empty().then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+                .ok_or_else(|| {
+                    ResponderError::Config("cannot find this host's address for relayed candidates; set relay_ip (--relay-ip)".into())
+                })?,
         };
         let mut names = vec![
             "localhost".to_string(),
