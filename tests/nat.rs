@@ -4,7 +4,9 @@
 //!   (library) with no NAT in between: everything endpoint-independent; with one address the
 //!   responder says so and the probe notes why it cannot tell. coturn's
 //!   `turnutils_natdiscovery` (an independent RFC 5780 client) reads our responder the same,
-//!   and our probe reads coturn's own RFC 5780 server (two listening IPs) the same.
+//!   and our probe reads coturn's own RFC 5780 server (two listening IPs) the same. The
+//!   daemon exports the results as small state sets (24 series for a stun probe with every
+//!   NAT test, within a TURN probe's budget of 40).
 //! - Namespaces (`Routed`: inside — fw — outside): the real binary's `check` inside, the
 //!   responder binary outside on 10.203.0.2 + 10.203.0.3, the NAT and the firewall in fw's
 //!   nftables. Plain `masquerade` keeps the source port (endpoint-independent mapping);
@@ -211,6 +213,82 @@ async fn our_probe_reads_coturns_rfc5780_server() {
     );
     let life = stun.binding_lifetime.as_ref().expect("lifetime (coturn honours RESPONSE-PORT)");
     assert_eq!((life.alive, life.expired), (Duration::from_secs(2), None), "{life:?}");
+}
+
+/// `GET path` over HTTP/1.0, bounded; the body of a 200.
+fn get_200(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1)? == "200").then(|| body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_exports_nat_behaviour_as_small_state_sets() {
+    let r = loopback_responder(true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nat.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "defaults:\n  interval: 30s\n  timeout: 3s\n  jitter: 0%\nprobes:\n  - name: nat\n    kind: stun\n    server: stun:{}\n    nat_mapping: true\n    nat_filtering: true\n    binding_lifetime: {{max: 2s}}\n",
+            r.addrs.nat_stun[0]
+        ),
+    )
+    .expect("write config");
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let mut daemon = ChildGuard::spawn(
+        "egress-probe run",
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .args(["--listen", &addr.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let done = r#"egress_probe_runs_total{kind="stun",probe="nat",result="success"} 1"#;
+    let text = tokio::task::spawn_blocking(move || {
+        let mut last = String::new();
+        wait_until(Duration::from_secs(20), || {
+            last = get_200(addr, "/metrics").unwrap_or_default();
+            last.contains(done)
+        });
+        last
+    })
+    .await
+    .expect("join");
+    assert!(text.contains(done), "the probe did not pass:\n{text}");
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("probe=\"nat\""))
+        .collect();
+    let of = |family: &str| series.iter().filter(|l| l.starts_with(family)).count();
+    assert_eq!(of("egress_probe_nat_mapping{"), 4, "{text}");
+    assert_eq!(of("egress_probe_nat_filtering{"), 3, "{text}");
+    assert_eq!(of("egress_probe_nat_binding_lifetime_seconds{"), 1, "{text}");
+    for line in [
+        r#"egress_probe_nat_mapping{behavior="endpoint_independent",probe="nat"} 1"#,
+        r#"egress_probe_nat_mapping{behavior="address_and_port_dependent",probe="nat"} 0"#,
+        r#"egress_probe_nat_filtering{behavior="endpoint_independent",probe="nat"} 1"#,
+        r#"egress_probe_nat_binding_lifetime_seconds{probe="nat"} 2"#,
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    // The same budget as a TURN probe (tests/daemon.rs); no address ever becomes a label.
+    assert!(
+        series.len() <= 40,
+        "{} series for one stun probe with NAT tests:\n{}",
+        series.len(),
+        series.join("\n")
+    );
+    assert!(!text.contains("127.0.0.2"), "{text}");
+    eprintln!("series for a stun probe with every NAT test: {}", series.len());
+    let _ = daemon.terminate(Duration::from_secs(2));
 }
 
 // ---------------------------------------------------------------------------------------------

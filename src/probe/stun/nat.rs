@@ -98,8 +98,8 @@ async fn ask(send: &UdpSocket, recv: &UdpSocket, to: SocketAddr, msg: &StunMessa
         loop {
             match tokio::time::timeout_at(next, recv.recv_from(&mut buf)).await {
                 Err(_) => break,
-                // ICMP errors of earlier sends surface on unconnected sockets too: not an answer.
-                Ok(Err(_)) => continue,
+                // ICMP errors of earlier sends may surface here: not an answer (and no spin).
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
                 Ok(Ok((n, from))) => {
                     if let Some(r) = decode(&buf[..n], &tid, from) {
                         return Ok(Some(r));
@@ -160,6 +160,9 @@ pub async fn mapping(
     wait: Duration,
     until: Instant,
 ) -> Result<Mapping, String> {
+    if other.ip().is_unspecified() || other.port() == 0 || other.is_ipv4() != primary.is_ipv4() {
+        return Err(format!("the server's OTHER-ADDRESS {other} is not an address to test against"));
+    }
     if other.ip() == primary.ip() {
         return Err(format!(
             "the server's OTHER-ADDRESS {other} has the server's own IP: it cannot test mapping"
