@@ -98,7 +98,7 @@ async fn without_nat_mapping_and_filtering_are_endpoint_independent_on_loopback(
     );
     let life = stun.binding_lifetime.as_ref().expect("lifetime");
     // Nothing expires on loopback: the mapping survived the longest idle time asked.
-    assert_eq!((life.alive, life.expired), (Duration::from_secs(2), None), "{life:?}");
+    assert!(life.alive >= Duration::from_secs(2) && life.expired.is_none(), "{life:?}");
     assert!(life.checks >= 2, "{life:?}");
     assert!(out.detail.notes.is_empty(), "{:?}", out.detail.notes);
     // Two idle checks (1 s, 2 s) answered at once: the search costs its longest idle time.
@@ -212,7 +212,7 @@ async fn our_probe_reads_coturns_rfc5780_server() {
         out.detail.notes
     );
     let life = stun.binding_lifetime.as_ref().expect("lifetime (coturn honours RESPONSE-PORT)");
-    assert_eq!((life.alive, life.expired), (Duration::from_secs(2), None), "{life:?}");
+    assert!(life.alive >= Duration::from_secs(2) && life.expired.is_none(), "{life:?}");
 }
 
 /// `GET path` over HTTP/1.0, bounded; the body of a 200.
@@ -275,10 +275,14 @@ async fn the_daemon_exports_nat_behaviour_as_small_state_sets() {
         r#"egress_probe_nat_mapping{behavior="endpoint_independent",probe="nat"} 1"#,
         r#"egress_probe_nat_mapping{behavior="address_and_port_dependent",probe="nat"} 0"#,
         r#"egress_probe_nat_filtering{behavior="endpoint_independent",probe="nat"} 1"#,
-        r#"egress_probe_nat_binding_lifetime_seconds{probe="nat"} 2"#,
     ] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
+    let lifetime = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"egress_probe_nat_binding_lifetime_seconds{probe="nat"} "#))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(lifetime.is_some_and(|v| (2.0..3.0).contains(&v)), "lifetime {lifetime:?}:\n{text}");
     // The same budget as a TURN probe (tests/daemon.rs); no address ever becomes a label.
     assert!(
         series.len() <= 40,

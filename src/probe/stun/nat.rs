@@ -301,11 +301,13 @@ pub async fn lifetime(primary: SocketAddr, search: LifetimeSearch, wait: Duratio
             let check = binding(None, Some(m.mapped.port()));
             let end = window(wait, until, "binding lifetime")?;
             result.checks += 1;
+            // The idle time actually reached (a busy machine wakes up late), not the planned one.
+            let idle_for = m.since.elapsed();
             let alive = ask(&trigger, &m.socket, primary, &check, end).await?.is_some();
             if alive {
-                lo = lo.max(m.after);
+                lo = lo.max(idle_for);
             } else {
-                hi = Some(m.after);
+                hi = Some(idle_for);
                 break; // longer idle times expired too
             }
         }
