@@ -278,6 +278,17 @@ fn default_nat_ports() -> Vec<u16> {
     DEFAULT_NAT_STUN_PORTS.to_vec()
 }
 
+impl NatStunConfig {
+    /// Checks and builds one (as the config file's `nat_stun:` is checked).
+    pub fn new(primary: IpAddr, alternate: Option<IpAddr>, ports: Option<Vec<u16>>) -> Result<NatStunConfig, String> {
+        NatStunConfig::try_from(RawNatStun {
+            primary,
+            alternate,
+            ports: ports.unwrap_or_else(default_nat_ports),
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for NatStunConfig {
     // Validated inside the mapping's visitor, so that YAML errors point at `nat_stun:` itself
     // (a `try_from` error would come out without a position).
