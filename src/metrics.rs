@@ -85,6 +85,8 @@ struct RunFamilies {
     address_success: GaugeVec,
     path_hops: GaugeVec,
     path_reached: GaugeVec,
+    udp_ports_open: GaugeVec,
+    udp_ports_coverage: GaugeVec,
     /// Server addresses last exported per probe, so addresses that left the DNS answer are
     /// removed instead of reporting a stale value forever.
     last_addresses: Mutex<HashMap<String, BTreeSet<String>>>,
@@ -201,6 +203,18 @@ impl RunFamilies {
                 reg,
                 "egress_probe_path_reached",
                 "kind path: 1 if the last trace reached the target, 0 if it was rejected or went silent on the way.",
+                &["probe"],
+            )?,
+            udp_ports_open: gauge(
+                reg,
+                "egress_probe_udp_ports_open_ratio",
+                "kind udp_ports: share of the set's ports tried so far whose echo came back the last time each was tried (0..1); the ranges are in /status and JSON, never labels.",
+                &["probe"],
+            )?,
+            udp_ports_coverage: gauge(
+                reg,
+                "egress_probe_udp_ports_coverage_ratio",
+                "kind udp_ports: share of the set's ports tried at least once since the probe was loaded (0..1).",
                 &["probe"],
             )?,
             ice_candidates: gauge(
@@ -336,6 +350,14 @@ impl RunFamilies {
             self.path_hops.with_label_values(&[probe]).set(f64::from(path.end_hop));
             let reached = if path.end == "reached" { 1.0 } else { 0.0 };
             self.path_reached.with_label_values(&[probe]).set(reached);
+        }
+        if let Some(u) = &d.udp_ports {
+            let known = u.open_ports + u.closed_ports;
+            if known > 0 {
+                let ratio = f64::from(u.open_ports) / f64::from(known);
+                self.udp_ports_open.with_label_values(&[probe]).set(ratio);
+            }
+            self.udp_ports_coverage.with_label_values(&[probe]).set(u.coverage);
         }
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
             observe_samples(self.ws_ping_rtt.as_ref(), &[probe], rtt);
@@ -901,6 +923,30 @@ mod tests {
         assert!(text.contains(r#"egress_probe_path_hops{probe="p"} 2"#), "{text}");
         assert!(text.contains(r#"egress_probe_path_reached{probe="p"} 0"#), "{text}");
         assert!(!text.contains("10.210.0.1"), "hop addresses must never become labels");
+    }
+
+    #[test]
+    fn udp_ports_export_open_share_and_coverage_never_port_labels() {
+        let mut o = Outcome {
+            success: false,
+            total: ms(40),
+            ..Default::default()
+        };
+        o.detail.udp_ports = Some(crate::outcome::details::UdpPortsDetails {
+            set: "20000-20099".into(),
+            set_size: 100,
+            open: vec!["20000-20049".into()],
+            closed: vec!["20050-20079".into()],
+            open_ports: 50,
+            closed_ports: 30,
+            covered: 80,
+            coverage: 0.8,
+            ..Default::default()
+        });
+        let text = render_single_run("p", "udp_ports", "udp:198.51.100.1:20000-20099", &o, Histograms::PerProbe).unwrap();
+        assert!(text.contains(r#"egress_probe_udp_ports_open_ratio{probe="p"} 0.625"#), "{text}");
+        assert!(text.contains(r#"egress_probe_udp_ports_coverage_ratio{probe="p"} 0.8"#), "{text}");
+        assert!(!text.contains("20050"), "port ranges must never become labels");
     }
 
     #[test]

@@ -20,6 +20,7 @@ impl ProbeSpec {
         match &mut spec {
             ProbeSpec::Tcp(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Path(s) => s.target = HostPort::parse(target, None)?,
+            ProbeSpec::UdpPorts(s) => s.host = udp_ports_host(target)?,
             ProbeSpec::Tls(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Http(s) => s.url = retarget_url(&s.url, target, &["http", "https"])?,
             ProbeSpec::Websocket(s) => s.url = retarget_url(&s.url, target, &["ws", "wss"])?,
@@ -140,4 +141,12 @@ mod tests {
         assert!(dns.with_target("a b").is_err());
         assert!(dns.with_target("a..b").is_err());
     }
+}
+
+/// `/probe?target=` for `udp_ports`: a host (a `host:port` keeps the host; the set stays).
+fn udp_ports_host(target: &str) -> Result<String, String> {
+    if target.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(target.to_string());
+    }
+    Ok(HostPort::parse(target, Some(1))?.host)
 }

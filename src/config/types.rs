@@ -114,6 +114,7 @@ pub enum ProbeSpec {
     Ice(IceSpec),
     Session(SessionSpec),
     Path(PathSpec),
+    UdpPorts(UdpPortsSpec),
 }
 
 impl ProbeSpec {
@@ -153,6 +154,11 @@ impl ProbeSpec {
                     PathProtocol::Tcp => Transport::Tcp,
                 },
             ),
+            ProbeSpec::UdpPorts(s) => Endpoint {
+                host: s.host.clone(),
+                port: Some(s.ports.first()),
+                transport: Transport::Udp,
+            },
         }
     }
 
@@ -169,6 +175,7 @@ impl ProbeSpec {
             ProbeSpec::Ice(_) => "ice",
             ProbeSpec::Session(_) => "session",
             ProbeSpec::Path(_) => "path",
+            ProbeSpec::UdpPorts(_) => "udp_ports",
         }
     }
 
@@ -201,6 +208,7 @@ impl ProbeSpec {
             ProbeSpec::Ice(s) => s.servers.iter().map(|s| s.url.to_string()).collect::<Vec<_>>().join(","),
             ProbeSpec::Session(s) => s.steps.first().map(|st| st.display_url()).unwrap_or_default(),
             ProbeSpec::Path(s) => format!("{}:{}", s.protocol.as_str(), s.target),
+            ProbeSpec::UdpPorts(s) => format!("udp:{}:{}", s.host, s.ports),
         }
     }
 }
@@ -352,6 +360,21 @@ pub struct PathSpec {
     pub probes_per_hop: u32,
     /// How long one attempt waits for an answer (default 1 s).
     pub hop_timeout: Duration,
+}
+
+/// `kind: udp_ports`: which UDP ports of a set answer the responder's echo (see
+/// `probe::udp_ports`; the set and the sweep state in `config::ports`).
+#[derive(Clone, Debug)]
+pub struct UdpPortsSpec {
+    /// Host name or IP address of the echo responder.
+    pub host: String,
+    pub ports: super::ports::PortSet,
+    /// Ports probed per run (default 64, at most [`super::ports::MAX_SAMPLE`]).
+    pub sample: u32,
+    /// How long one port's echo is awaited before its one retry (default 500 ms).
+    pub port_timeout: Duration,
+    /// This probe's cursor and per-port results, built once per probe at load.
+    pub sweep: super::ports::PortSweep,
 }
 
 /// `kind: tls`.

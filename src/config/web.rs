@@ -223,6 +223,7 @@ fn endpoints(spec: &ProbeSpec) -> Vec<(String, u16)> {
     match spec {
         ProbeSpec::Tcp(s) => vec![(norm(&s.target.host), s.target.port)],
         ProbeSpec::Path(s) => vec![(norm(&s.target.host), s.target.port)],
+        ProbeSpec::UdpPorts(s) => vec![(norm(&s.host), s.ports.first())],
         ProbeSpec::Tls(s) => vec![(norm(&s.target.host), s.target.port)],
         ProbeSpec::Http(s) => vec![url(&s.url)],
         ProbeSpec::Websocket(s) => vec![url(&s.url)],

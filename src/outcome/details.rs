@@ -48,6 +48,9 @@ pub struct Details {
     /// `kind: path`: the hops towards the target and where the trace ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathDetails>,
+    /// `kind: udp_ports`: which ports of the set echoed, as ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_ports: Option<UdpPortsDetails>,
     /// Who refused or reported unreachable on a failed connect: an ICMP offender from the
     /// socket's error queue, or the target itself (a TCP RST carries the target's address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,6 +341,44 @@ pub struct IceRelay {
     /// Time from gathering start to this candidate.
     #[serde(rename = "at_ms", with = "duration_ms")]
     pub at: Duration,
+}
+
+/// `kind: udp_ports`: this run's sample and what is known of the whole set so far. Ports are
+/// always given as ranges (`"20000-20049"`, a single port as `"3478"`), never one label each.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UdpPortsDetails {
+    /// The configured set, e.g. `16384-65535`.
+    pub set: String,
+    /// Ports in the set.
+    pub set_size: u32,
+    /// The address the datagrams went to.
+    pub target: Option<IpAddr>,
+    /// Ports probed in this run.
+    pub sampled: u32,
+    /// Of those, how many echoed / stayed silent after the retry.
+    pub sampled_open: u32,
+    pub sampled_closed: u32,
+    /// This run's silent ports, as ranges of consecutive ports (at most the sample).
+    pub sampled_closed_ranges: Vec<String>,
+    /// Ports of the set whose echo came back, the last time each was tried (all runs so far).
+    pub open: Vec<String>,
+    /// Ports of the set that stayed silent, the last time each was tried.
+    pub closed: Vec<String>,
+    /// Ranges left out of `open`/`closed` (each list is bounded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_ranges: u32,
+    pub open_ports: u32,
+    pub closed_ports: u32,
+    /// Ports of the set tried at least once since the probe was loaded, and that share.
+    pub covered: u32,
+    pub coverage: f64,
+    /// Echo round trips of this run's answered first transmissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<RttStats>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Who answered a connection attempt with a reject or an unreachable.

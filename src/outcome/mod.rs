@@ -46,6 +46,8 @@ pub enum Phase {
     Connectivity,
     /// `kind: path`: the TTL-stepped trace towards the target.
     Trace,
+    /// `kind: udp_ports`: datagrams to each sampled port and their echoes.
+    Udp,
     Close,
     /// Not the network: the program itself failed the run (a panic in the probe task, a probe
     /// that overran its deadline, a run cancelled by the scheduler stopping). A bug to report,
@@ -74,6 +76,7 @@ impl Phase {
             Phase::Gather => "gather",
             Phase::Connectivity => "connectivity",
             Phase::Trace => "trace",
+            Phase::Udp => "udp",
             Phase::Close => "close",
             Phase::Internal => "internal",
         }

@@ -18,6 +18,7 @@ pub mod stun;
 pub mod tcp;
 pub mod tls;
 pub mod turn;
+pub mod udp_ports;
 pub mod websocket;
 
 use std::future::Future;
@@ -84,6 +85,7 @@ pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
             ProbeSpec::Ice(s) => ice::probe(s, ctx).await,
             ProbeSpec::Session(s) => session::probe(s, ctx).await,
             ProbeSpec::Path(s) => path::probe(s, ctx).await,
+            ProbeSpec::UdpPorts(s) => udp_ports::probe(s, ctx).await,
         }
     };
     bounded(ctx.deadline, fut).await

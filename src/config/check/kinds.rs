@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::super::types::*;
-use super::super::values::{IceUrl, StatusRange};
+use super::super::values::{HostPort, IceUrl, StatusRange};
 use super::super::yaml::{Node, Val};
 use super::node::*;
 use super::{auth, credentials, headers, hold, tls_options, COMMON, TLS_OPTS};
@@ -111,6 +111,12 @@ pub const KINDS: &[Kind] = &[
         build: path,
     },
     Kind {
+        name: "udp_ports",
+        own: &["host", "ports", "sample", "port_timeout"],
+        tls: false,
+        build: udp_ports,
+    },
+    Kind {
         name: "session",
         own: &["steps", "auth"],
         tls: true,
@@ -201,6 +207,55 @@ fn path(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         max_hops: max_hops?,
         probes_per_hop: probes?,
         hop_timeout: hop_timeout?,
+    }))
+}
+
+fn udp_ports(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    use super::super::ports::{PortSet, PortSweep, MAX_SAMPLE};
+    let host = f.need("host", &c.need_what, p).and_then(|v| {
+        let text = non_empty(v, "host", p)?;
+        let t = text.trim();
+        // A bare IPv6 address, or a name/IPv4 without a port (ports go in `ports:`).
+        if t.parse::<std::net::IpAddr>().is_ok() {
+            return Some(t.to_string());
+        }
+        match HostPort::parse(t, Some(1)) {
+            Ok(hp) if hp.host.len() == t.trim_start_matches('[').trim_end_matches(']').len() => Some(hp.host),
+            Ok(_) => {
+                p.at(v.pos, "host: a host name or IP address only; the ports go in `ports:`");
+                None
+            }
+            Err(e) => {
+                p.at(v.pos, format!("host: {e}"));
+                None
+            }
+        }
+    });
+    let ports = f.need("ports", &c.need_what, p).and_then(|v| {
+        let text = match &v.val {
+            Val::Scalar { text, .. } if !v.is_null() => text.clone(),
+            _ => {
+                p.at(v.pos, format!("`ports` must be a string like \"16384-65535\" or \"3478, 10000-20000\", found {}", v.describe()));
+                return None;
+            }
+        };
+        PortSet::parse(&text).map_err(|e| p.at(v.pos, format!("ports: {e}"))).ok()
+    });
+    let sample = or_default(f, "sample", 64, p, |v, p| uint(v, "sample", 1, u64::from(MAX_SAMPLE), p).map(|n| n as u32));
+    let port_timeout = or_default(f, "port_timeout", std::time::Duration::from_millis(500), p, |v, p| {
+        let d = duration(v, "port_timeout", p)?;
+        if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(10) {
+            p.at(v.pos, "port_timeout: between 10ms and 10s");
+            return None;
+        }
+        Some(d)
+    });
+    Some(ProbeSpec::UdpPorts(UdpPortsSpec {
+        host: host?,
+        ports: ports?,
+        sample: sample?,
+        port_timeout: port_timeout?,
+        sweep: PortSweep::default(),
     }))
 }
 

@@ -207,6 +207,12 @@ fn key_schema(kind: &str, key: &str) -> Value {
         ("path", "protocol") => words(variants::<PathProtocol>(), "tcp (SYNs) or udp (STUN Binding requests)"),
         ("path", "max_hops") => int(1, 64, "highest TTL tried (default 16)"),
         ("path", "probes_per_hop") => int(1, 5, "attempts while a TTL stays silent (default 2)"),
+        ("udp_ports", "host") => string("host name or IP address of the UDP echo responder (no port)"),
+        ("udp_ports", "ports") => {
+            json!({ "type": ["string", "integer"], "description": "the port set: ranges and single ports, e.g. \"16384-65535\" or \"3478, 10000-20000\" (at most 64 items)" })
+        }
+        ("udp_ports", "sample") => int(1, 256, "ports probed per run; successive runs cover the whole set (default 64)"),
+        ("udp_ports", "port_timeout") => duration("how long one port's echo is awaited before its one retry, 10ms..10s (default 500ms)"),
         ("path", "hop_timeout") => duration("how long one attempt waits, 10ms..30s (default 1s)"),
         ("http" | "websocket", "url") => string("the URL to request"),
         ("http", "method") => words(any_case(variants::<HttpMethod>()), "HTTP method"),
