@@ -283,7 +283,8 @@ async fn exchange(ip: IpAddr, sample: &[SamplePort], port_timeout: Duration, unt
         let mut left = sample.len();
         loop {
             let Ok((n, from)) = socket.recv_from(&mut buf).await else {
-                // An ICMP error reported on the socket: nothing to match, keep listening.
+                // An error queued on the socket (ICMP): nothing to match; pause, keep listening.
+                tokio::time::sleep(PACE).await;
                 continue;
             };
             if from.ip() != ip {
