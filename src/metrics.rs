@@ -79,6 +79,7 @@ struct RunFamilies {
     ice_candidates: GaugeVec,
     ice_first: Option<HistogramVec>,
     ice_relays: GaugeVec,
+    ice_rtt: GaugeVec,
     ws_ping_rtt: Option<HistogramVec>,
     ws_hold: HistogramVec,
     concurrent_established: GaugeVec,
@@ -236,6 +237,12 @@ impl RunFamilies {
                 "ICE relay candidates gathered in the last run, by relay protocol (udp, tcp, tls), for each protocol a TURN server is configured for.",
                 &["probe", "protocol"],
             )?,
+            ice_rtt: gauge(
+                reg,
+                "egress_probe_ice_rtt_seconds",
+                "ICE with connectivity: mean round-trip time through the relay of each relay protocol that connected in the last run (udp: datagrams over the selected pair; tcp/tls: relayed STUN Binding checks).",
+                &["probe", "relay_protocol"],
+            )?,
             ws_ping_rtt: detail_histogram(
                 reg,
                 on,
@@ -343,6 +350,15 @@ impl RunFamilies {
             for (p, n) in &ice.relay_protocols {
                 if RELAY_PROTOCOLS.contains(&p.as_str()) {
                     self.ice_relays.with_label_values(&[probe, p]).set(f64::from(*n));
+                }
+            }
+            // A protocol that did not connect this run has no RTT: its series goes, not stale.
+            for p in RELAY_PROTOCOLS {
+                match ice.rtt_via.get(*p).filter(|r| r.received > 0) {
+                    Some(rtt) => self.ice_rtt.with_label_values(&[probe, p]).set(rtt.avg.as_secs_f64()),
+                    None => {
+                        let _ = self.ice_rtt.remove_label_values(&[probe, p]);
+                    }
                 }
             }
         }
@@ -975,6 +991,7 @@ mod tests {
             candidates: [("host".to_string(), 2), ("relay".to_string(), 1)].into_iter().collect(),
             first_arrival: [("relay".to_string(), ms(30))].into_iter().collect(),
             relay_protocols: [("udp".to_string(), 0), ("tls".to_string(), 1)].into_iter().collect(),
+            rtt_via: [("tls".to_string(), RttStats::from_samples(2, vec![ms(3), ms(5)]))].into_iter().collect(),
             ..Default::default()
         });
         o.detail.per_address = vec![
@@ -1008,6 +1025,8 @@ mod tests {
         assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tls"} 1"#));
         assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="udp"} 0"#));
         assert!(!text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tcp"}"#));
+        assert!(text.contains(r#"egress_probe_ice_rtt_seconds{probe="p",relay_protocol="tls"} 0.004"#), "{text}");
+        assert!(!text.contains(r#"egress_probe_ice_rtt_seconds{probe="p",relay_protocol="udp"}"#));
         assert!(text.contains(r#"egress_probe_address_success{address="198.51.100.2",kind="turn",probe="p"} 0"#));
         assert!(!text.contains("192.0.2.7"), "the client's mapped address must never be a label");
     }

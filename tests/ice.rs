@@ -466,6 +466,73 @@ async fn connectivity_through_coturn_reaches_connected() {
     eprintln!("connected after {:?} ({pair})", ice.connected_after);
 }
 
+/// The selected pair is named by candidate types and protocols and timed; every relay
+/// protocol that connected has its own RTT; no address appears in either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectivity_reports_the_selected_pair_by_type_and_protocol_with_its_rtt() {
+    let _lab = LAB.read().await;
+    let turn = Coturn::start(CoturnOptions::default());
+    let s = spec_tls(
+        &turn,
+        vec![
+            server(&turn_udp(&turn), Some(("test", "secret"))),
+            server(&format!("turns:127.0.0.1:{}", turn.tls_port), Some(("test", "secret"))),
+        ],
+        IcePolicy::Relay,
+        &[CandidateKind::Relay],
+        true,
+    );
+    let o = run(&s, Duration::from_secs(10)).await;
+    assert!(o.success, "{o:#?}");
+    let ice = o.detail.ice.as_ref().expect("ice details");
+    // The agent's pair (through the UDP relay) is the one a browser nominates.
+    let pair = ice.selected.as_ref().expect("selected pair");
+    assert_eq!(
+        (pair.local_type.as_str(), pair.remote_type.as_str(), pair.relay_protocol.as_deref()),
+        ("relay", "relay", Some("udp")),
+        "{pair:?}"
+    );
+    assert_eq!((pair.local_protocol.as_str(), pair.remote_protocol.as_str()), ("udp", "udp"));
+    assert_eq!(pair.rtt_method, "data_echo");
+    let rtt = pair.rtt.as_ref().expect("rtt");
+    assert_eq!(rtt.sent, 5, "{rtt:?}");
+    assert!(rtt.received >= 4, "loopback through coturn loses at most one of five: {rtt:?}");
+    assert!(rtt.min > Duration::ZERO && rtt.max < Duration::from_millis(200), "{rtt:?}");
+    // Each relay protocol that connected has its own RTT: the TLS one by relayed Binding checks.
+    let protocols: Vec<&str> = ice.rtt_via.keys().map(String::as_str).collect();
+    assert_eq!(protocols, ["tls", "udp"], "{ice:#?}");
+    let tls = &ice.rtt_via["tls"];
+    assert!(tls.received >= 1 && tls.avg < Duration::from_millis(200), "{tls:?}");
+    assert_eq!(&ice.rtt_via["udp"], rtt);
+    let json = serde_json::to_string(&ice.selected).unwrap() + &serde_json::to_string(&ice.rtt_via).unwrap();
+    assert!(!json.contains("127.0.0.1"), "addresses must not be part of the pair: {json}");
+    eprintln!(
+        "selected {} -> {} via {:?}: rtt avg {:.3} ms; tls relay avg {:.3} ms",
+        pair.local_type,
+        pair.remote_type,
+        pair.relay_protocol,
+        rtt.avg.as_secs_f64() * 1000.0,
+        tls.avg.as_secs_f64() * 1000.0
+    );
+
+    // A TLS relay alone: the selected pair is that relay path, timed by Binding transactions.
+    let s = spec_tls(
+        &turn,
+        vec![server(&format!("turns:127.0.0.1:{}", turn.tls_port), Some(("test", "secret")))],
+        IcePolicy::Relay,
+        &[CandidateKind::Relay],
+        true,
+    );
+    let o = run(&s, Duration::from_secs(10)).await;
+    assert!(o.success, "{o:#?}");
+    let ice = o.detail.ice.as_ref().expect("ice details");
+    let pair = ice.selected.as_ref().expect("selected pair");
+    assert_eq!(pair.relay_protocol.as_deref(), Some("tls"));
+    assert_eq!(pair.rtt_method, "stun_binding");
+    let rtt = pair.rtt.as_ref().expect("rtt");
+    assert!(rtt.sent >= 4 && rtt.received >= 1, "{rtt:?}");
+}
+
 /// Session ids coturn logged as refreshed to lifetime 0: released by an explicit Refresh(0),
 /// not by the server noticing a closed connection (which deletes TCP/TLS allocations too).
 fn refreshed_to_zero(log: &str) -> std::collections::BTreeSet<String> {

@@ -306,6 +306,14 @@ pub struct IceDetails {
     #[serde(rename = "connected_after_ms", alias = "connected_after", default, with = "opt_duration_ms")]
     pub connected_after: Option<Duration>,
     pub selected_pair: Option<String>,
+    /// With `connectivity: true`: the selected pair by candidate types and protocols (never
+    /// addresses) and its round-trip time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<IcePair>,
+    /// With `connectivity: true`: the round-trip time through the relay of each relay
+    /// protocol that connected (`udp`, `tcp`, `tls`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rtt_via: BTreeMap<String, RttStats>,
     /// Every agent was closed (sockets released, TURN allocations refreshed to lifetime 0)
     /// and every TURN/TCP and TURN/TLS allocation's Refresh(0) was confirmed, before the
     /// deadline (plus a short grace); false when the release continued in the background.
@@ -326,6 +334,28 @@ pub struct IceDetails {
     /// each relay protocol that was checked.
     #[serde(rename = "connected_via_ms", default, with = "map_duration_ms")]
     pub connected_via: BTreeMap<String, Duration>,
+}
+
+/// A candidate pair that carried the connectivity check, without its addresses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IcePair {
+    /// `host`, `srflx`, `prflx`, `relay`.
+    pub local_type: String,
+    /// The candidate's own transport (`udp`; a relayed address is always UDP).
+    pub local_protocol: String,
+    pub remote_type: String,
+    pub remote_protocol: String,
+    /// How the client reaches the TURN server the pair goes through (`udp`, `tcp`, `tls`),
+    /// when one end is a relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_protocol: Option<String>,
+    /// Round trips over the pair after it connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<RttStats>,
+    /// How `rtt` was measured: `data_echo` (datagrams over the agents' connection, echoed by
+    /// the remote agent) or `stun_binding` (Binding transactions relayed between two TURN
+    /// allocations, answered by the remote side).
+    pub rtt_method: String,
 }
 
 /// One relay candidate.
