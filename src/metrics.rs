@@ -991,7 +991,9 @@ mod tests {
             candidates: [("host".to_string(), 2), ("relay".to_string(), 1)].into_iter().collect(),
             first_arrival: [("relay".to_string(), ms(30))].into_iter().collect(),
             relay_protocols: [("udp".to_string(), 0), ("tls".to_string(), 1)].into_iter().collect(),
-            rtt_via: [("tls".to_string(), RttStats::from_samples(2, vec![ms(3), ms(5)]))].into_iter().collect(),
+            rtt_via: [("tls".to_string(), RttStats::from_samples(2, vec![ms(3), ms(5)]))]
+                .into_iter()
+                .collect(),
             ..Default::default()
         });
         o.detail.per_address = vec![
@@ -1025,7 +1027,10 @@ mod tests {
         assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tls"} 1"#));
         assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="udp"} 0"#));
         assert!(!text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tcp"}"#));
-        assert!(text.contains(r#"egress_probe_ice_rtt_seconds{probe="p",relay_protocol="tls"} 0.004"#), "{text}");
+        assert!(
+            text.contains(r#"egress_probe_ice_rtt_seconds{probe="p",relay_protocol="tls"} 0.004"#),
+            "{text}"
+        );
         assert!(!text.contains(r#"egress_probe_ice_rtt_seconds{probe="p",relay_protocol="udp"}"#));
         assert!(text.contains(r#"egress_probe_address_success{address="198.51.100.2",kind="turn",probe="p"} 0"#));
         assert!(!text.contains("192.0.2.7"), "the client's mapped address must never be a label");

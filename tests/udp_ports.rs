@@ -124,7 +124,11 @@ fn only_the_part_of_a_range_the_firewall_passes_is_reported_open_once_the_sweep_
             let lo: u16 = r.split('-').next().and_then(|p| p.parse().ok()).expect("range start");
             assert!(lo >= 20050, "run {i}: {r} reported closed, but only 20050-20099 is dropped");
         }
-        assert!(u.coverage > last_coverage, "run {i}: coverage must grow ({} after {last_coverage})", u.coverage);
+        assert!(
+            u.coverage > last_coverage,
+            "run {i}: coverage must grow ({} after {last_coverage})",
+            u.coverage
+        );
         last_coverage = u.coverage;
         let rtt = u.rtt.as_ref().expect("rtt");
         assert_eq!(rtt.received, u.sampled_open, "run {i}: answered on the first try on a quiet veth");
@@ -169,7 +173,12 @@ fn nothing_listening_reads_udp_closed_and_says_no_port_answered() {
     assert_eq!(code(o), "udp/closed");
     let u = o.detail.udp_ports.as_ref().expect("detail");
     assert_eq!(u.closed, ["20000-20009"]);
-    assert!(o.failure.as_ref().expect("failure").message.contains("none of the sampled ports answered"));
+    assert!(o
+        .failure
+        .as_ref()
+        .expect("failure")
+        .message
+        .contains("none of the sampled ports answered"));
     // Two rounds of 200 ms, not the 5 s timeout.
     assert!(*wall < Duration::from_millis(1500), "{wall:?}");
 }

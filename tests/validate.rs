@@ -334,7 +334,7 @@ fn example_yaml_validates() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.ends_with(": ok (10 probes)\n"), "{stdout}");
+    assert!(stdout.ends_with(": ok (11 probes)\n"), "{stdout}");
 
     // Without the secrets, every reference is reported, and no secret value is printed.
     let out = validate(&example, &[]);
@@ -349,7 +349,7 @@ fn example_yaml_validates() {
 #[test]
 fn example_yaml_covers_every_kind() {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("probes/example.yaml")).unwrap();
-    for kind in ["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice", "path"] {
+    for kind in ["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice", "path", "udp_ports"] {
         let found = text.lines().any(|l| {
             let mut w = l.split_whitespace();
             (w.next(), w.next()) == (Some("kind:"), Some(kind))

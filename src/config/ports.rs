@@ -312,7 +312,12 @@ mod tests {
 
     #[test]
     fn the_stride_permutation_covers_every_port_once_per_sweep_from_any_start() {
-        for (text, sample, start) in [("16384-65535", 256, 12_345u64), ("20000-20099", 32, 7), ("3478", 5, 0), ("1-12", 5, 99)] {
+        for (text, sample, start) in [
+            ("16384-65535", 256, 12_345u64),
+            ("20000-20099", 32, 7),
+            ("3478", 5, 0),
+            ("1-12", 5, 99),
+        ] {
             let set = PortSet::parse(text).unwrap();
             let sweep = PortSweep::default();
             let n = set.len();

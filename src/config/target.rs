@@ -79,6 +79,14 @@ fn dns_name(target: &str) -> Result<String, String> {
     Ok(target.to_string())
 }
 
+/// `/probe?target=` for `udp_ports`: a host (a `host:port` keeps the host; the set stays).
+fn udp_ports_host(target: &str) -> Result<String, String> {
+    if target.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(target.to_string());
+    }
+    Ok(HostPort::parse(target, Some(1))?.host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::parse_str;
@@ -141,12 +149,4 @@ mod tests {
         assert!(dns.with_target("a b").is_err());
         assert!(dns.with_target("a..b").is_err());
     }
-}
-
-/// `/probe?target=` for `udp_ports`: a host (a `host:port` keeps the host; the set stays).
-fn udp_ports_host(target: &str) -> Result<String, String> {
-    if target.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(target.to_string());
-    }
-    Ok(HostPort::parse(target, Some(1))?.host)
 }

@@ -69,7 +69,11 @@ async fn ports(run: &mut Run, spec: &UdpPortsSpec) -> Result<(), Failure> {
     };
     let addrs = net::resolve(run, &target).await?;
     let Some(ip) = addrs.first().map(SocketAddr::ip) else {
-        return Err(Failure::new(Phase::Resolve, Reason::NoAnswer, format!("{} resolved to no address", spec.host)));
+        return Err(Failure::new(
+            Phase::Resolve,
+            Reason::NoAnswer,
+            format!("{} resolved to no address", spec.host),
+        ));
     };
     let start = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let sample = spec.sweep.next_sample(&spec.ports, spec.sample, start);
@@ -219,9 +223,7 @@ async fn exchange(ip: IpAddr, sample: &[SamplePort], port_timeout: Duration, unt
     } else {
         Ipv6Addr::UNSPECIFIED.into()
     };
-    let socket = UdpSocket::bind((any, 0))
-        .await
-        .map_err(|e| net::fault_from_io("UDP socket", &e))?;
+    let socket = UdpSocket::bind((any, 0)).await.map_err(|e| net::fault_from_io("UDP socket", &e))?;
     let nonce: u64 = rand::random();
     let slots = Mutex::new(vec![
         Slot {

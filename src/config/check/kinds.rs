@@ -235,13 +235,21 @@ fn udp_ports(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         let text = match &v.val {
             Val::Scalar { text, .. } if !v.is_null() => text.clone(),
             _ => {
-                p.at(v.pos, format!("`ports` must be a string like \"16384-65535\" or \"3478, 10000-20000\", found {}", v.describe()));
+                p.at(
+                    v.pos,
+                    format!(
+                        "`ports` must be a string like \"16384-65535\" or \"3478, 10000-20000\", found {}",
+                        v.describe()
+                    ),
+                );
                 return None;
             }
         };
         PortSet::parse(&text).map_err(|e| p.at(v.pos, format!("ports: {e}"))).ok()
     });
-    let sample = or_default(f, "sample", 64, p, |v, p| uint(v, "sample", 1, u64::from(MAX_SAMPLE), p).map(|n| n as u32));
+    let sample = or_default(f, "sample", 64, p, |v, p| {
+        uint(v, "sample", 1, u64::from(MAX_SAMPLE), p).map(|n| n as u32)
+    });
     let port_timeout = or_default(f, "port_timeout", std::time::Duration::from_millis(500), p, |v, p| {
         let d = duration(v, "port_timeout", p)?;
         if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(10) {

@@ -266,7 +266,13 @@ struct Transaction {
 
 /// One Binding transaction from our relay to `theirs`, answered before `until`; with
 /// `retransmit`, resent on RFC 5389 timers (from [`CHECK_RTO`], doubling).
-async fn transaction(a: &mut TurnClient, ours: SocketAddr, theirs: SocketAddr, until: Instant, retransmit: bool) -> Result<Transaction, Fault> {
+async fn transaction(
+    a: &mut TurnClient,
+    ours: SocketAddr,
+    theirs: SocketAddr,
+    until: Instant,
+    retransmit: bool,
+) -> Result<Transaction, Fault> {
     let request = StunMessageBuilder::new(BINDING, MessageClass::Request)
         .with_attribute(Fingerprint::default())
         .build();
