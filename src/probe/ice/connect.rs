@@ -106,7 +106,9 @@ pub(crate) async fn check(
             type_word(p.remote.candidate_type())
         )
     });
-    let rtt = echo_rtt(local_conn.as_ref(), remote_conn.as_ref(), deadline).await;
+    // Ends short of the deadline: connectivity is proven and must not read as a timeout.
+    let rtt_until = deadline.checked_sub(super::stream::RTT_MARGIN).unwrap_or(deadline);
+    let rtt = echo_rtt(local_conn.as_ref(), remote_conn.as_ref(), rtt_until).await;
     let pair = selected.map(|p| {
         let (lt, rt) = (p.local.candidate_type(), p.remote.candidate_type());
         IcePair {

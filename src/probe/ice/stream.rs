@@ -185,6 +185,8 @@ pub(crate) const RTT_SAMPLES: u32 = 5;
 const RTT_PACING: Duration = Duration::from_millis(20);
 /// How long one RTT transaction waits (never past the deadline); unanswered counts as lost.
 const RTT_WAIT: Duration = Duration::from_secs(1);
+/// How long before the deadline the RTT transactions stop.
+pub(crate) const RTT_MARGIN: Duration = Duration::from_millis(20);
 
 /// What the relayed check established: when the first answer came, and the pair's RTT.
 pub(crate) struct Checked {
@@ -217,13 +219,16 @@ async fn binding_through(
             sent += 1;
             samples.push(first.rtt);
         }
+        // The timing ends short of the deadline: connectivity is proven, and must not turn
+        // into a timeout because an RTT sample was still in flight.
+        let rtt_until = deadline.checked_sub(RTT_MARGIN).unwrap_or(deadline);
         for _ in 1..RTT_SAMPLES {
-            if Instant::now() + RTT_PACING >= deadline {
+            if Instant::now() + RTT_PACING >= rtt_until {
                 break;
             }
             tokio::time::sleep(RTT_PACING).await;
             sent += 1;
-            match transaction(a, ours, theirs, (Instant::now() + RTT_WAIT).min(deadline), false).await {
+            match transaction(a, ours, theirs, (Instant::now() + RTT_WAIT).min(rtt_until), false).await {
                 Ok(t) => samples.push(t.rtt),
                 Err(f) if f.reason == Reason::Timeout => {}
                 Err(f) => return Err(f),
