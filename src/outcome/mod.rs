@@ -151,7 +151,8 @@ pub enum Reason {
     Reset,
     /// The probe host's own firewall refused to send (EPERM from the kernel).
     BlockedLocally,
-    /// The connection was closed before the protocol finished.
+    /// The connection was closed before the protocol finished; for `udp/closed`
+    /// (`kind: udp_ports`), a sampled port gave no echo even after a retry.
     Closed,
     /// DNS: the name does not exist.
     Nxdomain,
