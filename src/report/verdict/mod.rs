@@ -392,6 +392,13 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "udp_ports_closed",
+        severity: Severity::Broken,
+        when: Scope::Failure(udp_ports_closed),
+        template: "UDP media ports on {host}: {finding} ({code}; {coverage}% of the set tried so far)",
+        claim: Claim::None,
+    },
+    Rule {
         id: "rejected",
         severity: Severity::Broken,
         when: Scope::Failure(rejected),
@@ -890,6 +897,35 @@ fn path_silent_after_hop(f: &Facts, _: &[Facts]) -> Option<Vars> {
     let n = p.last_answered?;
     let addr = p.hops.iter().find(|h| h.ttl == n).and_then(|h| h.address)?;
     Some(vec![("hop", n.to_string()), ("hop_address", addr.to_string())])
+}
+
+/// `udp_ports` with silent ports: which part of the range is closed, as ranges.
+fn udp_ports_closed(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    if f.phase != Some(Phase::Udp) || !f.reason_is(&Reason::Closed) {
+        return None;
+    }
+    let u = f.outcome.detail.udp_ports.as_ref()?;
+    let list = |v: &[String]| {
+        let shown = v.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 4 {
+            format!("{shown}, …")
+        } else {
+            shown
+        }
+    };
+    let finding = if u.open_ports == 0 {
+        format!(
+            "none of {} answers: UDP to the media range is blocked, or no echo responder runs there",
+            u.set
+        )
+    } else {
+        format!(
+            "{} get no echo while {} do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio",
+            list(&u.closed),
+            list(&u.open)
+        )
+    };
+    Some(vec![("finding", finding), ("coverage", format!("{:.0}", u.coverage * 100.0))])
 }
 
 fn rejected(f: &Facts, _: &[Facts]) -> Option<Vars> {

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::outcome::details::{Details, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails, TlsDetails};
+use crate::outcome::details::{
+    Details, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails, TlsDetails, UdpPortsDetails,
+};
 use crate::outcome::{Endpoint, Failure, PhaseTiming};
 
 /// The typed endpoint a real check would carry for `target` of `kind` (the cases below are
@@ -288,6 +290,28 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "TCP to 443 on relay.example.com is rejected (trace/refused), and the reject comes from 10.0.0.1, 2 hops out, not the server: a firewall before it".into(),
         ),
         (
+            "udp_ports_closed",
+            vec![{
+                let mut r = fail("media", "udp_ports", "udp:relay.example.com:20000-20099", Phase::Udp, Reason::Closed);
+                r.endpoint = Endpoint {
+                    host: "relay.example.com".into(),
+                    port: Some(20000),
+                    transport: Transport::Udp,
+                };
+                r.outcome.detail.udp_ports = Some(UdpPortsDetails {
+                    set: "20000-20099".into(),
+                    open: vec!["20000-20049".into()],
+                    closed: vec!["20050-20099".into()],
+                    open_ports: 50,
+                    closed_ports: 50,
+                    coverage: 1.0,
+                    ..Default::default()
+                });
+                r
+            }],
+            "UDP media ports on relay.example.com: 20050-20099 get no echo while 20000-20049 do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio (udp/closed; 100% of the set tried so far)".into(),
+        ),
+        (
             "path_silent_after_hop",
             vec![{
                 let mut r = fail("path-3478", "path", "udp:relay.example.com:3478", Phase::Trace, Reason::Timeout);
@@ -422,6 +446,11 @@ fn rejected_before_server_on_a_trace_says_how_many_hops_out() {
         Some(("rejected_before_server", expected))
     );
 }
+#[test]
+fn udp_ports_closed() {
+    check("udp_ports_closed");
+}
+
 #[test]
 fn path_silent_after_hop() {
     check("path_silent_after_hop");
