@@ -3,7 +3,7 @@
 //!
 //! What "target" means per kind: `tcp`/`tls` the `host:port`; `http`/`websocket` the URL's
 //! `host:port` (or a whole URL of the same scheme family); `stun`/`turn` the URI's `host:port`;
-//! `ice` every server's `host:port`; `dns` the query name. A TLS `server_name` set in the
+//! `ice` every server's `host:port`; `media` the echo's `host:port`; `dns` the query name. A TLS `server_name` set in the
 //! config is kept; otherwise SNI follows the new host, as it did the old one.
 
 use super::types::ProbeSpec;
@@ -20,6 +20,7 @@ impl ProbeSpec {
         match &mut spec {
             ProbeSpec::Tcp(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Path(s) => s.target = HostPort::parse(target, None)?,
+            ProbeSpec::Media(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Tls(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Http(s) => s.url = retarget_url(&s.url, target, &["http", "https"])?,
             ProbeSpec::Websocket(s) => s.url = retarget_url(&s.url, target, &["ws", "wss"])?,

@@ -46,6 +46,9 @@ pub enum Phase {
     Connectivity,
     /// `kind: path`: the TTL-stepped trace towards the target.
     Trace,
+    /// `media:`: an RTP-sized packet stream (through the relay or to a UDP echo) judged
+    /// against call-quality thresholds (`media/loss`, `media/jitter`, `media/rtt`, `media/mos`).
+    Media,
     Close,
     /// Not the network: the program itself failed the run (a panic in the probe task, a probe
     /// that overran its deadline, a run cancelled by the scheduler stopping). A bug to report,
@@ -74,6 +77,7 @@ impl Phase {
             Phase::Gather => "gather",
             Phase::Connectivity => "connectivity",
             Phase::Trace => "trace",
+            Phase::Media => "media",
             Phase::Close => "close",
             Phase::Internal => "internal",
         }
@@ -205,6 +209,14 @@ pub enum Reason {
     NoRelay,
     /// ICE: no host candidate appeared.
     NoHost,
+    /// Media stream: more packets lost than `max_loss` allows.
+    Loss,
+    /// Media stream: RFC 3550 interarrival jitter above `max_jitter`.
+    Jitter,
+    /// Media stream: average round-trip time above `max_rtt`.
+    Rtt,
+    /// Media stream: the E-model MOS estimate below `min_mos`.
+    Mos,
     /// The configured server uses a transport the implementation cannot probe.
     UnsupportedTransport,
     /// The probe's own configuration could not be used at run time (e.g. unreadable CA file).
@@ -263,6 +275,10 @@ impl Reason {
             Reason::NoSrflx => "no_srflx",
             Reason::NoRelay => "no_relay",
             Reason::NoHost => "no_host",
+            Reason::Loss => "loss",
+            Reason::Jitter => "jitter",
+            Reason::Rtt => "rtt",
+            Reason::Mos => "mos",
             Reason::UnsupportedTransport => "unsupported_transport",
             Reason::Config => "config",
             Reason::Io => "io",
@@ -313,6 +329,10 @@ impl Reason {
             Reason::NoSrflx,
             Reason::NoRelay,
             Reason::NoHost,
+            Reason::Loss,
+            Reason::Jitter,
+            Reason::Rtt,
+            Reason::Mos,
             Reason::UnsupportedTransport,
             Reason::Config,
             Reason::Io,
@@ -587,6 +607,10 @@ mod tests {
             Reason::Panic,
             Reason::Overrun,
             Reason::Cancelled,
+            Reason::Loss,
+            Reason::Jitter,
+            Reason::Rtt,
+            Reason::Mos,
         ] {
             assert_eq!(Reason::from_label(&r.label()), Some(r.clone()));
         }
