@@ -1,0 +1,250 @@
+//! The call-quality stream (`media:`) against real things: the responder's own UDP echo
+//! (`kind: media`), a real coturn (`media:` on a turn probe, between two allocations and to the
+//! echo through one), and a userspace impairment relay on loopback (no netem here) that drops
+//! every 20th datagram and delays each by a fixed amount. Streams are 2 s (100 packets of 20 ms)
+//! so loss is exact: 5 of 100.
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::coturn::{Coturn, CoturnOptions};
+use common::impair::Impair;
+use egress_probe::config::{
+    AddressMode, Credentials, HostPort, IceUrl, MediaProbeSpec, MediaSpec, MediaThresholds, ProbeSpec, Secret, TlsOptions, TurnSpec,
+};
+use egress_probe::outcome::details::MediaDetails;
+use egress_probe::outcome::{Outcome, Phase};
+use egress_probe::probe::{self, ProbeContext};
+use egress_probe::responder::{Responder, ResponderConfig};
+
+/// Delay the impairment relay adds to every datagram.
+const DELAY: Duration = Duration::from_millis(20);
+
+fn stream(secs: u64) -> MediaSpec {
+    MediaSpec {
+        duration: Duration::from_secs(secs),
+        ..MediaSpec::default()
+    }
+}
+
+async fn echo() -> (Responder, SocketAddr) {
+    let r = Responder::start(&ResponderConfig::loopback_ephemeral())
+        .await
+        .expect("responder starts");
+    let addr = r.addrs.udp_echo[0];
+    (r, addr)
+}
+
+/// Runs `spec` as the scheduler would: timeout plus the stream's duration.
+async fn run(spec: ProbeSpec) -> Outcome {
+    let ctx = ProbeContext::with_timeout(Duration::from_secs(5) + spec.hold(), None);
+    probe::run(&spec, &ctx).await
+}
+
+fn udp_media(target: SocketAddr, media: MediaSpec) -> ProbeSpec {
+    ProbeSpec::Media(MediaProbeSpec {
+        target: HostPort::parse(&target.to_string(), None).expect("target"),
+        media,
+    })
+}
+
+fn turn_media(url: &str, tls: TlsOptions, media: MediaSpec) -> ProbeSpec {
+    ProbeSpec::Turn(TurnSpec {
+        server: IceUrl::parse(url).expect("url"),
+        credentials: Credentials::LongTerm {
+            username: Secret::literal("test"),
+            password: Secret::literal("secret"),
+        },
+        count: 3,
+        size: 100,
+        channel: false,
+        addresses: AddressMode::First,
+        tls,
+        media: Some(media),
+    })
+}
+
+fn media_of(out: &Outcome) -> &MediaDetails {
+    out.detail.media.as_ref().unwrap_or_else(|| panic!("no media details: {out:#?}"))
+}
+
+fn code(out: &Outcome) -> String {
+    out.failure.as_ref().map(|f| f.code()).unwrap_or_else(|| "success".into())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn show(what: &str, m: &MediaDetails) {
+    println!(
+        "{what}: sent {} received {} loss {:.3} burst {} reordered {} rtt min/avg/p95/max {:.3}/{:.3}/{:.3}/{:.3} ms jitter {:.3} ms (max {:.3}) R {} MOS {} skipped {}",
+        m.sent,
+        m.received,
+        m.loss,
+        m.longest_loss_burst,
+        m.reordered,
+        ms(m.rtt_min),
+        ms(m.rtt_avg),
+        ms(m.rtt_p95),
+        ms(m.rtt_max),
+        ms(m.jitter),
+        ms(m.jitter_max),
+        m.r_factor,
+        m.mos,
+        m.skipped_ticks
+    );
+}
+
+/// Allocation lifecycle in coturn's verbose log: (created, released by Refresh(0)).
+fn allocation_counts(turn: &Coturn) -> (usize, usize) {
+    let log = turn.log_text();
+    let created = log.lines().filter(|l| l.contains(": new, realm=")).count();
+    let deleted = log
+        .lines()
+        .filter(|l| l.contains(": refreshed, realm=") && (l.ends_with("lifetime=0") || l.contains("lifetime=0,")))
+        .count();
+    (created, deleted)
+}
+
+/// Loss of 100 packets with every 20th dropped: exactly 5, allowing one more or less for a
+/// packet the pacing clock skipped on a busy machine.
+fn assert_five_percent(m: &MediaDetails) {
+    assert!((m.loss - 0.05).abs() <= 0.01, "loss {} not 5 % ± 1", m.loss);
+    assert_eq!(m.longest_loss_burst, 1, "every 20th: bursts of one");
+}
+
+/// The injected delay shows in the round trip within 1 ms: the fastest impaired round trip is
+/// the fastest clean one plus the delay (the minimum is what a shared, busy test machine does
+/// not disturb), and the average never reads less than the clean average plus the delay.
+fn assert_delay_seen(clean: &MediaDetails, impaired: &MediaDetails) {
+    let added = ms(impaired.rtt_min) - ms(clean.rtt_min);
+    assert!(
+        (added - ms(DELAY)).abs() < 1.0,
+        "fastest round trip grew by {added:.3} ms, injected {} ms",
+        ms(DELAY)
+    );
+    let added_avg = ms(impaired.rtt_avg) - ms(clean.rtt_avg);
+    assert!(added_avg > ms(DELAY) - 1.0, "average grew by {added_avg:.3} ms only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stream_to_the_responders_udp_echo_loses_nothing_and_rates_a_high_mos() {
+    let (_r, echo) = echo().await;
+    let out = run(udp_media(echo, stream(2))).await;
+    assert!(out.success, "{}: {out:#?}", code(&out));
+    let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
+    assert_eq!(phases, [Phase::Resolve, Phase::Media]);
+    let m = media_of(&out);
+    show("clean udp echo", m);
+    assert_eq!(m.path, "udp_echo");
+    assert_eq!(m.planned, 100);
+    assert!(m.sent >= 95, "{m:?}");
+    assert_eq!((m.received, m.loss, m.duplicates), (m.sent, 0.0, 0));
+    assert!(m.mos >= 4.3, "{m:?}");
+    assert!(m.rtt_min <= m.rtt_avg && m.rtt_avg <= m.rtt_max && m.rtt_p95 <= m.rtt_max, "{m:?}");
+    let media_time = out.phase_time(Phase::Media).expect("media phase");
+    assert!(
+        media_time >= Duration::from_millis(1950) && media_time < Duration::from_millis(3000),
+        "a 2 s stream took {media_time:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_twentieth_packet_dropped_and_a_fixed_delay_read_five_percent_loss_the_delay_and_media_loss() {
+    let (_r, echo) = echo().await;
+    let clean = run(udp_media(echo, stream(2))).await;
+    assert!(clean.success, "{}", code(&clean));
+    let impair = Impair::start(echo, 20, DELAY);
+    let out = run(udp_media(impair.addr, stream(2))).await;
+    let (c, m) = (media_of(&clean), media_of(&out));
+    show("clean", c);
+    show("impaired", m);
+    assert_five_percent(m);
+    assert_delay_seen(c, m);
+    assert!(m.mos < c.mos, "impaired MOS {} not below clean {}", m.mos, c.mos);
+    // 5 % is above the default max_loss of 1 %.
+    assert_eq!(code(&out), "media/loss");
+    let msg = &out.failure.as_ref().expect("failure").message;
+    assert!(msg.contains("above max_loss 1.0%"), "{msg}");
+    assert_eq!(impair.dropped.load(std::sync::atomic::Ordering::Relaxed), m.sent / 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_trip_above_max_rtt_is_media_rtt_and_a_low_mos_is_media_mos() {
+    let (_r, echo) = echo().await;
+    let impair = Impair::start(echo, 0, DELAY);
+    let mut media = stream(1);
+    media.thresholds.max_rtt = Duration::from_millis(10);
+    let out = run(udp_media(impair.addr, media.clone())).await;
+    assert_eq!(code(&out), "media/rtt", "{out:#?}");
+    assert_eq!(media_of(&out).loss, 0.0);
+    media.thresholds = MediaThresholds {
+        min_mos: Some(4.45),
+        ..MediaThresholds::default()
+    };
+    let out = run(udp_media(impair.addr, media)).await;
+    assert_eq!(code(&out), "media/mos", "{out:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_to_a_port_where_nothing_listens_is_media_refused() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let out = run(udp_media(addr, stream(1))).await;
+    assert_eq!(code(&out), "media/refused", "{out:#?}");
+    assert_eq!(media_of(&out).received, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stream_through_coturn_between_two_allocations_rates_high_and_releases_both() {
+    let turn = Coturn::start(CoturnOptions::default());
+    for (url, tls) in [
+        (format!("turn:127.0.0.1:{}", turn.port), TlsOptions::default()),
+        (
+            format!("turns:127.0.0.1:{}?transport=tcp", turn.tls_port),
+            TlsOptions {
+                ca_file: Some(turn.ca_file.clone()),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let out = run(turn_media(&url, tls, stream(2))).await;
+        assert!(out.success, "{url}: {}: {out:#?}", code(&out));
+        let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
+        assert_eq!(&phases[phases.len() - 3..], [Phase::Relay, Phase::Media, Phase::Close], "{phases:?}");
+        let m = media_of(&out);
+        show(&url, m);
+        assert_eq!(m.path, "turn_pair");
+        assert!(m.sent >= 95 && m.loss <= 0.01, "{url}: {m:?}");
+        assert!(m.mos >= 4.3, "{url}: {m:?}");
+        assert!(out.detail.relay.as_ref().is_some_and(|r| r.deallocated), "{url}");
+    }
+    assert_eq!(allocation_counts(&turn), (4, 4), "every allocation released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_coturn_to_the_echo_an_impairment_relay_reads_five_percent_loss_and_the_delay() {
+    let turn = Coturn::start(CoturnOptions::default());
+    let (_r, echo) = echo().await;
+    let url = format!("turn:127.0.0.1:{}", turn.port);
+    let via = |peer: SocketAddr| MediaSpec {
+        peer: Some(peer),
+        ..stream(2)
+    };
+    let clean = run(turn_media(&url, TlsOptions::default(), via(echo))).await;
+    assert!(clean.success, "{}: {clean:#?}", code(&clean));
+    let impair = Impair::start(echo, 20, DELAY);
+    let out = run(turn_media(&url, TlsOptions::default(), via(impair.addr))).await;
+    let (c, m) = (media_of(&clean), media_of(&out));
+    show("coturn → echo", c);
+    show("coturn → impairment → echo", m);
+    assert_eq!(m.path, "turn_peer");
+    assert_five_percent(m);
+    assert_delay_seen(c, m);
+    assert!(m.mos < c.mos);
+    assert_eq!(code(&out), "media/loss");
+    assert_eq!(allocation_counts(&turn), (4, 4), "every allocation released");
+}
