@@ -214,7 +214,11 @@ async fn a_clean_stream_through_coturn_between_two_allocations_rates_high_and_re
         let out = run(turn_media(&url, tls, stream(2))).await;
         assert!(out.success, "{url}: {}: {out:#?}", code(&out));
         let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
-        assert_eq!(&phases[phases.len() - 3..], [Phase::Relay, Phase::Media, Phase::Close], "{phases:?}");
+        assert_eq!(
+            &phases[phases.len() - 3..],
+            [Phase::Relay, Phase::Media, Phase::Close],
+            "{phases:?}"
+        );
         let m = media_of(&out);
         show(&url, m);
         assert_eq!(m.path, "turn_pair");

@@ -555,15 +555,22 @@ fn media_values_are_range_checked_at_their_line_and_column() {
 fn media_defaults_are_the_teams_targets_and_the_interval_must_cover_timeout_plus_duration() {
     let text = "defaults: {interval: 30s, timeout: 5s}\nprobes:\n  - name: m\n    kind: media\n    target: 127.0.0.1:7\n    media: true\n  - name: t\n    kind: turn\n    server: turn:t.example\n    credentials: {username: u, password: p}\n    media: {duration: 3s, max_loss: 2.5%, min_mos: 3.6, peer: 192.0.2.1:7}\n";
     let cfg = parse_str(text, "c.yaml").expect("valid");
-    let ProbeSpec::Media(m) = &cfg.probes[0].spec else { panic!("media kind") };
+    let ProbeSpec::Media(m) = &cfg.probes[0].spec else {
+        panic!("media kind")
+    };
     assert_eq!(m.media, MediaSpec::default());
     assert_eq!(m.media.duration, Duration::from_secs(10));
     assert_eq!((m.media.packet, m.media.payload), (Duration::from_millis(20), 160));
     let t = m.media.thresholds;
-    assert_eq!((t.max_rtt, t.max_jitter, t.min_mos), (Duration::from_millis(100), Duration::from_millis(30), None));
+    assert_eq!(
+        (t.max_rtt, t.max_jitter, t.min_mos),
+        (Duration::from_millis(100), Duration::from_millis(30), None)
+    );
     assert!((t.max_loss - 0.01).abs() < 1e-12);
     assert_eq!(cfg.probes[0].run_time(&cfg.defaults), Duration::from_secs(15));
-    let ProbeSpec::Turn(turn) = &cfg.probes[1].spec else { panic!("turn kind") };
+    let ProbeSpec::Turn(turn) = &cfg.probes[1].spec else {
+        panic!("turn kind")
+    };
     let media = turn.media.as_ref().expect("media");
     assert!((media.thresholds.max_loss - 0.025).abs() < 1e-12);
     assert_eq!(media.thresholds.min_mos, Some(3.6));
@@ -574,7 +581,9 @@ fn media_defaults_are_the_teams_targets_and_the_interval_must_cover_timeout_plus
     assert_eq!(e.errors.len(), 1, "{e}");
     assert_eq!((e.errors[0].line, e.errors[0].column), (3, 5), "{e}");
     assert!(
-        e.errors[0].message.contains("probe `m`: media duration 10s plus timeout 5s is longer than interval 12s"),
+        e.errors[0]
+            .message
+            .contains("probe `m`: media duration 10s plus timeout 5s is longer than interval 12s"),
         "{e}"
     );
 }

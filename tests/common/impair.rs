@@ -46,8 +46,13 @@ impl Impair {
 
         // Client → queue (with the drop rule).
         {
-            let (front, stop, client, queue, dropped) =
-                (front.try_clone().expect("clone"), stop.clone(), client.clone(), queue.clone(), dropped.clone());
+            let (front, stop, client, queue, dropped) = (
+                front.try_clone().expect("clone"),
+                stop.clone(),
+                client.clone(),
+                queue.clone(),
+                dropped.clone(),
+            );
             threads.push(std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65_536];
                 let mut n: u32 = 0;
@@ -55,7 +60,7 @@ impl Impair {
                     let Ok((len, from)) = front.recv_from(&mut buf) else { continue };
                     *client.lock().unwrap() = Some(from);
                     n += 1;
-                    if drop_every > 0 && n % drop_every == 0 {
+                    if drop_every > 0 && n.is_multiple_of(drop_every) {
                         dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }

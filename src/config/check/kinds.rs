@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use super::super::types::*;
 use super::super::values::{IceUrl, StatusRange};
 use super::super::yaml::{Node, Val};
-use super::node::*;
 use super::media::media;
+use super::node::*;
 use super::{auth, credentials, headers, hold, tls_options, COMMON, TLS_OPTS};
 
 /// A probe kind's definition.
@@ -303,7 +303,10 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     if let (Some(Some(_)), Some(AddressMode::All), Some(n)) = (&media, &addresses, f.get("media")) {
         p.at(
             n.pos,
-            format!("{}: `media` streams through one server; it does not combine with `addresses: all`", c.what),
+            format!(
+                "{}: `media` streams through one server; it does not combine with `addresses: all`",
+                c.what
+            ),
         );
         return None;
     }

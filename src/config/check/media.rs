@@ -46,7 +46,9 @@ pub(super) fn media(v: &Node, what: &str, allow_peer: bool, p: &mut Problems) ->
     let packet = or_default(&f, "packet_ms", d.packet, p, |v, p| {
         uint(v, "packet_ms", 10, 120, p).map(Duration::from_millis)
     });
-    let payload = or_default(&f, "payload", d.payload, p, |v, p| uint(v, "payload", 16, 1200, p).map(|n| n as usize));
+    let payload = or_default(&f, "payload", d.payload, p, |v, p| {
+        uint(v, "payload", 16, 1200, p).map(|n| n as usize)
+    });
     let max_rtt = or_default(&f, "max_rtt", t.max_rtt, p, |v, p| {
         bounded_duration(v, "max_rtt", Duration::from_millis(1), Duration::from_secs(10), p)
     });
@@ -105,7 +107,13 @@ fn loss_fraction(v: &Node, p: &mut Problems) -> Option<f64> {
             None
         }
         None => {
-            p.at(v.pos, format!("max_loss must be a percentage like 1% or a fraction like 0.01, found {}", v.describe()));
+            p.at(
+                v.pos,
+                format!(
+                    "max_loss must be a percentage like 1% or a fraction like 0.01, found {}",
+                    v.describe()
+                ),
+            );
             None
         }
     }

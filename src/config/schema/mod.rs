@@ -217,7 +217,9 @@ fn key_schema(kind: &str, key: &str) -> Value {
                     "max_rtt" => duration("highest average round trip (default 100ms): media/rtt"),
                     "max_loss" => number("highest loss, 1% or 0.01 (default 1%): media/loss"),
                     "max_jitter" => duration("highest RFC 3550 jitter (default 30ms): media/jitter"),
-                    "min_mos" => json!({ "type": "number", "minimum": 1.0, "maximum": 4.5, "description": "lowest E-model MOS (none by default): media/mos" }),
+                    "min_mos" => {
+                        json!({ "type": "number", "minimum": 1.0, "maximum": 4.5, "description": "lowest E-model MOS (none by default): media/mos" })
+                    }
                     "peer" => string("turn only: ip:port of a UDP echo to stream to through the relay (default: a second allocation)"),
                     other => gap(format!("media key {other}")),
                 },

@@ -255,12 +255,20 @@ pub fn judge(d: &MediaDetails, t: &MediaThresholds) -> Result<(), Fault> {
     if d.rtt_avg > t.max_rtt {
         failed.push((
             Reason::Rtt,
-            format!("average round trip {} (p95 {}) is above max_rtt {}", ms(d.rtt_avg), ms(d.rtt_p95), ms(t.max_rtt)),
+            format!(
+                "average round trip {} (p95 {}) is above max_rtt {}",
+                ms(d.rtt_avg),
+                ms(d.rtt_p95),
+                ms(t.max_rtt)
+            ),
         ));
     }
     if let Some(min) = t.min_mos {
         if d.mos < min {
-            failed.push((Reason::Mos, format!("MOS {:.2} (R {:.1}) is below min_mos {min:.2}", d.mos, d.r_factor)));
+            failed.push((
+                Reason::Mos,
+                format!("MOS {:.2} (R {:.1}) is below min_mos {min:.2}", d.mos, d.r_factor),
+            ));
         }
     }
     let Some((reason, _)) = failed.first() else {
@@ -281,7 +289,11 @@ pub async fn probe(spec: &MediaProbeSpec, ctx: &ProbeContext) -> Outcome {
 async fn udp_echo(run: &mut Run, spec: &MediaProbeSpec) -> Result<(), Failure> {
     let addrs = crate::net::resolve(run, &spec.target).await?;
     let Some(addr) = addrs.first().copied() else {
-        return Err(Failure::new(Phase::Resolve, Reason::NoAnswer, format!("{} has no address", spec.target)));
+        return Err(Failure::new(
+            Phase::Resolve,
+            Reason::NoAnswer,
+            format!("{} has no address", spec.target),
+        ));
     };
     run.detail.peer = Some(addr);
     let started = Instant::now();
@@ -319,7 +331,11 @@ async fn stream_udp(addr: SocketAddr, spec: &MediaSpec, until: Instant) -> Resul
     let mut buf = vec![0u8; 2048];
     let mut refused = false;
     loop {
-        let drain = if stream.done_sending() { stream.drain_until().min(until) } else { until };
+        let drain = if stream.done_sending() {
+            stream.drain_until().min(until)
+        } else {
+            until
+        };
         if stream.done_sending() && stream.all_back() {
             break;
         }

@@ -165,8 +165,16 @@ mod tests {
     fn rfc3550_jitter_moves_a_sixteenth_of_the_way_per_packet() {
         // Transit 10 ms then 20 ms: D = 10 ms, J = 10/16 = 0.625 ms.
         let a = [
-            Arrival { seq: 0, sent: ms(0.0), received: ms(10.0) },
-            Arrival { seq: 1, sent: ms(20.0), received: ms(40.0) },
+            Arrival {
+                seq: 0,
+                sent: ms(0.0),
+                received: ms(10.0),
+            },
+            Arrival {
+                seq: 1,
+                sent: ms(20.0),
+                received: ms(40.0),
+            },
         ];
         let s = summarise(2, &a);
         assert!((s.jitter.as_secs_f64() * 1000.0 - 0.625).abs() < 1e-9, "{s:?}");
@@ -179,7 +187,11 @@ mod tests {
 
     #[test]
     fn late_packets_count_as_reordered_and_copies_as_duplicates() {
-        let mk = |seq: u32, at: f64| Arrival { seq, sent: ms(20.0 * f64::from(seq)), received: ms(at) };
+        let mk = |seq: u32, at: f64| Arrival {
+            seq,
+            sent: ms(20.0 * f64::from(seq)),
+            received: ms(at),
+        };
         let a = [mk(0, 5.0), mk(2, 45.0), mk(1, 50.0), mk(3, 65.0), mk(3, 66.0), mk(7, 1.0)];
         let s = summarise(4, &a);
         assert_eq!((s.received, s.reordered, s.duplicates), (4, 1, 1), "{s:?}");

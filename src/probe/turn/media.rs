@@ -82,7 +82,11 @@ async fn pump(
         if stream.done_sending() && stream.all_back() {
             return Ok(());
         }
-        let drain = if stream.done_sending() { stream.drain_until().min(until) } else { until };
+        let drain = if stream.done_sending() {
+            stream.drain_until().min(until)
+        } else {
+            until
+        };
         tokio::select! {
             r = ca.recv_from_peer() => stream.on_receive(&r?.data, Instant::now()),
             r = echo_recv(cb.as_deref_mut()) => {
