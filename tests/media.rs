@@ -16,6 +16,7 @@ use egress_probe::config::{
 use egress_probe::outcome::details::MediaDetails;
 use egress_probe::outcome::{Outcome, Phase};
 use egress_probe::probe::{self, ProbeContext};
+use egress_probe::report::ProbeResult;
 use egress_probe::responder::{Responder, ResponderConfig};
 
 /// Delay the impairment relay adds to every datagram.
@@ -169,6 +170,23 @@ async fn every_twentieth_packet_dropped_and_a_fixed_delay_read_five_percent_loss
     let msg = &out.failure.as_ref().expect("failure").message;
     assert!(msg.contains("above max_loss 1.0%"), "{msg}");
     assert_eq!(impair.dropped.load(std::sync::atomic::Ordering::Relaxed), m.sent / 20);
+    // `check` says it in words: the path works, the quality does not.
+    let spec = udp_media(impair.addr, stream(2));
+    let result = ProbeResult {
+        name: "call".into(),
+        kind: spec.kind().into(),
+        target: spec.target(),
+        endpoint: spec.endpoint(),
+        outcome: out.clone(),
+    };
+    let said = egress_probe::report::verdict::verdicts(&[result]).join("\n");
+    assert!(
+        said.contains(&format!(
+            "Media over UDP to {} on 127.0.0.1 gets through but not at call quality (media/loss: loss 5.0%",
+            impair.addr.port()
+        )),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
