@@ -51,6 +51,10 @@ fn udp_media(target: SocketAddr, media: MediaSpec) -> ProbeSpec {
 }
 
 fn turn_media(url: &str, tls: TlsOptions, media: MediaSpec) -> ProbeSpec {
+    turn_media_on(url, tls, media, false)
+}
+
+fn turn_media_on(url: &str, tls: TlsOptions, media: MediaSpec, channel: bool) -> ProbeSpec {
     ProbeSpec::Turn(TurnSpec {
         server: IceUrl::parse(url).expect("url"),
         credentials: Credentials::LongTerm {
@@ -59,7 +63,7 @@ fn turn_media(url: &str, tls: TlsOptions, media: MediaSpec) -> ProbeSpec {
         },
         count: 3,
         size: 100,
-        channel: false,
+        channel,
         addresses: AddressMode::First,
         tls,
         media: Some(media),
@@ -217,19 +221,21 @@ async fn a_stream_to_a_port_where_nothing_listens_is_media_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_stream_through_coturn_between_two_allocations_rates_high_and_releases_both() {
+async fn a_clean_stream_through_coturn_between_two_allocations_rates_high_and_releases_both_over_udp_channels_and_tls() {
     let turn = Coturn::start(CoturnOptions::default());
-    for (url, tls) in [
-        (format!("turn:127.0.0.1:{}", turn.port), TlsOptions::default()),
+    for (url, tls, channel) in [
+        (format!("turn:127.0.0.1:{}", turn.port), TlsOptions::default(), false),
+        (format!("turn:127.0.0.1:{}", turn.port), TlsOptions::default(), true),
         (
             format!("turns:127.0.0.1:{}?transport=tcp", turn.tls_port),
             TlsOptions {
                 ca_file: Some(turn.ca_file.clone()),
                 ..Default::default()
             },
+            false,
         ),
     ] {
-        let out = run(turn_media(&url, tls, stream(2))).await;
+        let out = run(turn_media_on(&url, tls, stream(2), channel)).await;
         assert!(out.success, "{url}: {}: {out:#?}", code(&out));
         let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
         assert_eq!(
@@ -244,7 +250,7 @@ async fn a_clean_stream_through_coturn_between_two_allocations_rates_high_and_re
         assert!(m.mos >= 4.3, "{url}: {m:?}");
         assert!(out.detail.relay.as_ref().is_some_and(|r| r.deallocated), "{url}");
     }
-    assert_eq!(allocation_counts(&turn), (4, 4), "every allocation released");
+    assert_eq!(allocation_counts(&turn), (6, 6), "every allocation released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,10 +119,15 @@ impl Stream {
     pub fn on_tick(&mut self, tick: Instant) -> Option<Vec<u8>> {
         let slot = (tick.saturating_duration_since(self.start).as_micros() / self.packet.as_micros()) as u32;
         if self.done || slot >= self.planned {
+            if !self.done {
+                // Every slot not sent by the end of the duration was skipped.
+                self.skipped = self.planned.saturating_sub(self.sent);
+            }
             self.done = true;
             return None;
         }
-        self.skipped = slot.saturating_sub(self.sent + self.skipped) + self.skipped;
+        // Every earlier slot was either sent or skipped.
+        self.skipped = slot.saturating_sub(self.sent);
         let seq = self.sent;
         let now = Instant::now();
         let offset = now.saturating_duration_since(self.start).as_micros() as u64;
@@ -363,4 +368,109 @@ async fn stream_udp(addr: SocketAddr, spec: &MediaSpec, until: Instant) -> Resul
         }
     }
     Ok((stream.finish("udp_echo"), refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(secs: u64) -> MediaSpec {
+        MediaSpec {
+            duration: Duration::from_secs(secs),
+            ..MediaSpec::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn packets_are_rtp_v2_pcmu_with_sequence_timestamp_and_ssrc_and_foreign_ones_are_ignored() {
+        let mut s = Stream::new(&spec(1));
+        let start = s.start;
+        let p0 = s.on_tick(start).expect("first packet");
+        tokio::time::advance(Duration::from_millis(20)).await;
+        let p1 = s.on_tick(start + Duration::from_millis(20)).expect("second packet");
+        assert_eq!(p0.len(), RTP_HEADER + 160);
+        assert_eq!((p0[0], p0[1]), (0x80, 0x00), "RTP version 2, payload type 0 (PCMU)");
+        assert_eq!(u16::from_be_bytes([p1[2], p1[3]]), 1);
+        assert_eq!(
+            u32::from_be_bytes([p1[4], p1[5], p1[6], p1[7]]),
+            160,
+            "8 kHz timestamp: 160 samples per 20 ms"
+        );
+        assert_eq!(p0[8..12], p1[8..12], "one SSRC per stream");
+        tokio::time::advance(Duration::from_millis(30)).await;
+        let mut foreign = p1.clone();
+        foreign[8] ^= 0xFF; // another SSRC
+        s.on_receive(&foreign, Instant::now());
+        s.on_receive(&p1[..p1.len() - 1], Instant::now()); // another size
+        s.on_receive(&p1, Instant::now());
+        s.on_receive(&p1, Instant::now()); // a copy
+        let d = s.finish("udp_echo");
+        assert_eq!((d.sent, d.received, d.duplicates), (2, 1, 1));
+        assert_eq!(d.rtt_avg, Duration::from_millis(30), "sent at 20 ms, back at 50 ms");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_the_clock_skipped_is_counted_not_sent_and_the_stream_ends_after_its_duration() {
+        let mut s = Stream::new(&spec(1));
+        let start = s.start;
+        let ms = Duration::from_millis;
+        assert!(s.on_tick(start).is_some());
+        assert!(s.on_tick(start + ms(20)).is_some());
+        // The host stalled: slot 2 passed unsent, the clock resumes at slot 3.
+        let p = s.on_tick(start + ms(60)).expect("slot 3");
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), 2, "sequence numbers stay consecutive");
+        assert!(s.on_tick(start + ms(1000)).is_none(), "50 slots of 20 ms in 1 s");
+        assert!(s.done_sending());
+        let d = s.finish("udp_echo");
+        assert_eq!((d.planned, d.sent, d.skipped_ticks), (50, 3, 47));
+        assert_eq!((d.loss, d.mos), (1.0, 1.0), "nothing came back");
+    }
+
+    #[test]
+    fn judge_names_the_first_exceeded_in_order_loss_jitter_rtt_mos_and_every_one_in_the_message() {
+        let t = MediaThresholds {
+            min_mos: Some(4.0),
+            ..MediaThresholds::default()
+        };
+        let good = MediaDetails {
+            sent: 100,
+            received: 100,
+            rtt_avg: Duration::from_millis(40),
+            jitter: Duration::from_millis(2),
+            mos: 4.3,
+            ..Default::default()
+        };
+        assert_eq!(judge(&good, &t), Ok(()));
+        let bad = MediaDetails {
+            received: 97,
+            loss: 0.03,
+            rtt_avg: Duration::from_millis(150),
+            mos: 3.5,
+            ..good.clone()
+        };
+        let f = judge(&bad, &t).unwrap_err();
+        assert_eq!(f.reason, Reason::Loss);
+        for part in [
+            "loss 3.0% (3 of 100 packets",
+            "average round trip 150.0 ms",
+            "MOS 3.50",
+            "below min_mos 4.00",
+        ] {
+            assert!(f.message.contains(part), "{part} missing: {}", f.message);
+        }
+        assert!(!f.message.contains("jitter"), "jitter was within its limit: {}", f.message);
+        let jittery = MediaDetails {
+            jitter: Duration::from_millis(31),
+            ..good.clone()
+        };
+        assert_eq!(judge(&jittery, &t).unwrap_err().reason, Reason::Jitter);
+        let low = MediaDetails { mos: 3.9, ..good.clone() };
+        assert_eq!(judge(&low, &t).unwrap_err().reason, Reason::Mos);
+        let silent = MediaDetails {
+            received: 0,
+            loss: 1.0,
+            ..good
+        };
+        assert_eq!(judge(&silent, &MediaThresholds::default()).unwrap_err().reason, Reason::Loss);
+    }
 }
