@@ -14,7 +14,8 @@
 //!   packet back to A's relayed address. The round trip is then one client ↔ relay leg plus
 //!   relay ↔ peer, which is what a call to a media server near the relay sees
 //!   (`path: turn_peer`). Use it when you run the responder; the relay must allow that peer
-//!   (coturn denies loopback and private peers unless configured to allow them).
+//!   (coturn refuses loopback peers without `allow-loopback-peers`, and operators often deny
+//!   private ranges with `denied-peer-ip`).
 //!
 //! The allocations are the probe's own A and B; releasing them stays with `turn/mod.rs`, which
 //! deallocates both whatever happened here.
