@@ -306,3 +306,21 @@ async fn check_runs_a_media_probe_from_its_config_and_prints_the_call_quality_li
     assert!(stdout.contains(" packets of 10 ms): loss 0.0% (longest burst 0)"), "{stdout}");
     assert!(stdout.contains("all paths work"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_responders_own_turn_server_to_its_echo_and_every_allocation_released() {
+    let mut cfg = ResponderConfig::loopback_ephemeral();
+    cfg.users = std::collections::BTreeMap::from([("test".to_string(), Secret::literal("secret"))]);
+    let r = Responder::start(&cfg).await.expect("responder starts");
+    let url = format!("turn:{}", r.addrs.turn_udp[0]);
+    for peer in [None, Some(r.addrs.udp_echo[0])] {
+        let media = MediaSpec { peer, ..stream(1) };
+        let out = run(turn_media(&url, TlsOptions::default(), media)).await;
+        assert!(out.success, "{peer:?}: {}: {out:#?}", code(&out));
+        let m = media_of(&out);
+        show(&m.path.clone(), m);
+        assert_eq!(m.path, if peer.is_some() { "turn_peer" } else { "turn_pair" });
+        assert!(m.loss <= 0.01 && m.mos >= 4.3, "{m:?}");
+    }
+    assert_eq!(r.active_allocations().await, 0, "allocations back to 0 on the responder");
+}
