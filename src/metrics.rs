@@ -938,7 +938,7 @@ mod tests {
             ..Default::default()
         };
         let plain = render_single_run("p", "turn", "turn.example.test:3478", &o, Histograms::PerProbe).unwrap();
-        assert!(!plain.contains("egress_probe_media_"), "no media series without a stream:\n{plain}");
+        assert!(!plain.contains("_media_"), "no media series without a stream:\n{plain}");
         o.detail.media = Some(crate::outcome::details::MediaDetails {
             sent: 100,
             received: 95,
