@@ -538,6 +538,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn media_details_serialise_durations_as_ms_keys_and_read_back() {
+        let m = MediaDetails {
+            path: "turn_pair".into(),
+            packet: Duration::from_millis(20),
+            rtt_p95: Duration::from_micros(20_476),
+            jitter: Duration::from_micros(123),
+            mos: 3.89,
+            ..Default::default()
+        };
+        let d = Details {
+            media: Some(m.clone()),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        for key in [
+            r#""packet_ms":20.0"#,
+            r#""rtt_p95_ms":20.476"#,
+            r#""jitter_ms":0.123"#,
+            r#""mos":3.89"#,
+        ] {
+            assert!(json.contains(key), "{key} missing in {json}");
+        }
+        let back: Details = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.media, Some(m));
+        // Reports written before `media` existed read as having none.
+        let old: Details = serde_json::from_str("{}").unwrap();
+        assert_eq!(old.media, None);
+    }
+
+    #[test]
     fn rtt_stats_summarise_loss_and_jitter() {
         let ms = Duration::from_millis;
         let s = RttStats::from_samples(4, vec![ms(10), ms(20), ms(10)]);
