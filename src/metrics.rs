@@ -88,6 +88,9 @@ struct RunFamilies {
     path_reached: GaugeVec,
     udp_ports_open: GaugeVec,
     udp_ports_coverage: GaugeVec,
+    media_mos: GaugeVec,
+    media_loss: GaugeVec,
+    media_jitter: GaugeVec,
     /// Server addresses last exported per probe, so addresses that left the DNS answer are
     /// removed instead of reporting a stale value forever.
     last_addresses: Mutex<HashMap<String, BTreeSet<String>>>,
@@ -216,6 +219,24 @@ impl RunFamilies {
                 reg,
                 "egress_probe_udp_ports_coverage_ratio",
                 "kind udp_ports: share of the set's ports tried at least once since the probe was loaded (0..1).",
+                &["probe"],
+            )?,
+            media_mos: gauge(
+                reg,
+                "egress_probe_media_mos",
+                "media: E-model (ITU-T G.107 simplified, G.711) MOS estimate of the last stream, 1 to 4.5.",
+                &["probe"],
+            )?,
+            media_loss: gauge(
+                reg,
+                "egress_probe_media_loss_ratio",
+                "media: fraction of the last stream's packets that did not come back (0..1).",
+                &["probe"],
+            )?,
+            media_jitter: gauge(
+                reg,
+                "egress_probe_media_jitter_seconds",
+                "media: RFC 3550 interarrival jitter of the last stream's round trips at its end.",
                 &["probe"],
             )?,
             ice_candidates: gauge(
@@ -374,6 +395,12 @@ impl RunFamilies {
                 self.udp_ports_open.with_label_values(&[probe]).set(ratio);
             }
             self.udp_ports_coverage.with_label_values(&[probe]).set(u.coverage);
+        }
+        // Only probes with `media:` get these series, and only once a stream sent something.
+        if let Some(m) = d.media.as_ref().filter(|m| m.sent > 0) {
+            self.media_mos.with_label_values(&[probe]).set(m.mos);
+            self.media_loss.with_label_values(&[probe]).set(m.loss);
+            self.media_jitter.with_label_values(&[probe]).set(m.jitter.as_secs_f64());
         }
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
             observe_samples(self.ws_ping_rtt.as_ref(), &[probe], rtt);
@@ -963,6 +990,29 @@ mod tests {
         assert!(text.contains(r#"egress_probe_udp_ports_open_ratio{probe="p"} 0.625"#), "{text}");
         assert!(text.contains(r#"egress_probe_udp_ports_coverage_ratio{probe="p"} 0.8"#), "{text}");
         assert!(!text.contains("20050"), "port ranges must never become labels");
+    }
+
+    #[test]
+    fn a_media_stream_exports_mos_loss_and_jitter_and_probes_without_one_export_none() {
+        let mut o = Outcome {
+            success: false,
+            total: ms(3000),
+            ..Default::default()
+        };
+        let plain = render_single_run("p", "turn", "turn.example.test:3478", &o, Histograms::PerProbe).unwrap();
+        assert!(!plain.contains("_media_"), "no media series without a stream:\n{plain}");
+        o.detail.media = Some(crate::outcome::details::MediaDetails {
+            sent: 100,
+            received: 95,
+            loss: 0.05,
+            jitter: Duration::from_micros(1500),
+            mos: 3.88,
+            ..Default::default()
+        });
+        let text = render_single_run("p", "turn", "turn.example.test:3478", &o, Histograms::PerProbe).unwrap();
+        assert!(text.contains(r#"egress_probe_media_mos{probe="p"} 3.88"#), "{text}");
+        assert!(text.contains(r#"egress_probe_media_loss_ratio{probe="p"} 0.05"#), "{text}");
+        assert!(text.contains(r#"egress_probe_media_jitter_seconds{probe="p"} 0.0015"#), "{text}");
     }
 
     #[test]

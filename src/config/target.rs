@@ -3,10 +3,10 @@
 //!
 //! What "target" means per kind: `tcp`/`tls` the `host:port`; `http`/`websocket` the URL's
 //! `host:port` (or a whole URL of the same scheme family); `stun`/`turn` the URI's `host:port`;
-//! `ice` every server's `host:port`; `dns` the query name; `udp_ports` the host (with a sweep
-//! of its own, so the configured host's port results are not mixed with another's). A TLS
-//! `server_name` set in the config is kept; otherwise SNI follows the new host, as it did the
-//! old one.
+//! `ice` every server's `host:port`; `media` the echo's `host:port`; `dns` the query name;
+//! `udp_ports` the host (with a sweep of its own, so the configured host's port results are
+//! not mixed with another's). A TLS `server_name` set in the config is kept; otherwise SNI
+//! follows the new host, as it did the old one.
 
 use super::types::ProbeSpec;
 use super::values::{HostPort, IceUrl};
@@ -28,6 +28,7 @@ impl ProbeSpec {
                 // (one sample per `/probe` request, its start taken from the clock).
                 s.sweep = super::ports::PortSweep::default();
             }
+            ProbeSpec::Media(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Tls(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Http(s) => s.url = retarget_url(&s.url, target, &["http", "https"])?,
             ProbeSpec::Websocket(s) => s.url = retarget_url(&s.url, target, &["ws", "wss"])?,

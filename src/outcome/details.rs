@@ -51,6 +51,9 @@ pub struct Details {
     /// `kind: udp_ports`: which ports of the set echoed, as ranges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_ports: Option<UdpPortsDetails>,
+    /// `media:`: the call-quality stream (loss, jitter, RTT, MOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaDetails>,
     /// Who refused or reported unreachable on a failed connect: an ICMP offender from the
     /// socket's error queue, or the target itself (a TCP RST carries the target's address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +287,56 @@ pub struct RelayDetails {
     /// Allocate time (including the 401 challenge round).
     #[serde(rename = "allocate_ms", alias = "allocate", default, with = "opt_duration_ms")]
     pub allocate: Option<Duration>,
+}
+
+/// What a `media:` stream measured (see `probe::media`). Every figure is of the round trip:
+/// the packets come back to the sender, so no clock needs to be shared with the far side.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MediaDetails {
+    /// How the stream ran: `udp_echo` (straight to a UDP echo), `turn_pair` (through the
+    /// relay to a second allocation on the same server, echoed back), `turn_peer` (through
+    /// the relay to a UDP echo peer, echoed back).
+    pub path: String,
+    /// Packet spacing and RTP payload bytes as configured.
+    #[serde(rename = "packet_ms", with = "duration_ms")]
+    pub packet: Duration,
+    pub payload: usize,
+    /// Packets the duration called for, and those actually sent (fewer when the pacing clock
+    /// skipped ticks because the probe host was too busy: `skipped_ticks`).
+    pub planned: u32,
+    pub sent: u32,
+    pub skipped_ticks: u32,
+    /// Distinct packets that came back before the stream's drain time ran out.
+    pub received: u32,
+    /// Copies of a packet already received (not counted in `received`).
+    pub duplicates: u32,
+    /// `1 - received/sent`.
+    pub loss: f64,
+    /// Packets that arrived after a packet with a higher sequence number.
+    pub reordered: u32,
+    /// Longest run of consecutive sequence numbers lost.
+    pub longest_loss_burst: u32,
+    #[serde(rename = "rtt_min_ms", with = "duration_ms")]
+    pub rtt_min: Duration,
+    #[serde(rename = "rtt_avg_ms", with = "duration_ms")]
+    pub rtt_avg: Duration,
+    /// 95th percentile (nearest rank) of the round-trip times.
+    #[serde(rename = "rtt_p95_ms", with = "duration_ms")]
+    pub rtt_p95: Duration,
+    #[serde(rename = "rtt_max_ms", with = "duration_ms")]
+    pub rtt_max: Duration,
+    /// RFC 3550 §6.4.1 interarrival jitter at the end of the stream (the value an RTCP
+    /// receiver report would carry), and the highest value it reached.
+    #[serde(rename = "jitter_ms", with = "duration_ms")]
+    pub jitter: Duration,
+    #[serde(rename = "jitter_max_ms", with = "duration_ms")]
+    pub jitter_max: Duration,
+    /// ITU-T G.107 (simplified) transmission rating for G.711 and its MOS estimate.
+    pub r_factor: f64,
+    pub mos: f64,
+    /// How long the stream ran (first send to the end of the drain wait).
+    #[serde(rename = "duration_ms", with = "duration_ms")]
+    pub duration: Duration,
 }
 
 /// ICE gathering facts.
@@ -554,6 +607,36 @@ mod map_duration_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_details_serialise_durations_as_ms_keys_and_read_back() {
+        let m = MediaDetails {
+            path: "turn_pair".into(),
+            packet: Duration::from_millis(20),
+            rtt_p95: Duration::from_micros(20_476),
+            jitter: Duration::from_micros(123),
+            mos: 3.89,
+            ..Default::default()
+        };
+        let d = Details {
+            media: Some(m.clone()),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        for key in [
+            r#""packet_ms":20.0"#,
+            r#""rtt_p95_ms":20.476"#,
+            r#""jitter_ms":0.123"#,
+            r#""mos":3.89"#,
+        ] {
+            assert!(json.contains(key), "{key} missing in {json}");
+        }
+        let back: Details = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.media, Some(m));
+        // Reports written before `media` existed read as having none.
+        let old: Details = serde_json::from_str("{}").unwrap();
+        assert_eq!(old.media, None);
+    }
 
     #[test]
     fn rtt_stats_summarise_loss_and_jitter() {

@@ -48,6 +48,9 @@ pub enum Phase {
     Trace,
     /// `kind: udp_ports`: datagrams to each sampled port and their echoes.
     Udp,
+    /// `media:`: an RTP-sized packet stream (through the relay or to a UDP echo) judged
+    /// against call-quality thresholds (`media/loss`, `media/jitter`, `media/rtt`, `media/mos`).
+    Media,
     Close,
     /// Not the network: the program itself failed the run (a panic in the probe task, a probe
     /// that overran its deadline, a run cancelled by the scheduler stopping). A bug to report,
@@ -77,6 +80,7 @@ impl Phase {
             Phase::Connectivity => "connectivity",
             Phase::Trace => "trace",
             Phase::Udp => "udp",
+            Phase::Media => "media",
             Phase::Close => "close",
             Phase::Internal => "internal",
         }
@@ -209,6 +213,14 @@ pub enum Reason {
     NoRelay,
     /// ICE: no host candidate appeared.
     NoHost,
+    /// Media stream: more packets lost than `max_loss` allows.
+    Loss,
+    /// Media stream: RFC 3550 interarrival jitter above `max_jitter`.
+    Jitter,
+    /// Media stream: average round-trip time above `max_rtt`.
+    Rtt,
+    /// Media stream: the E-model MOS estimate below `min_mos`.
+    Mos,
     /// The configured server uses a transport the implementation cannot probe.
     UnsupportedTransport,
     /// The probe's own configuration could not be used at run time (e.g. unreadable CA file).
@@ -267,6 +279,10 @@ impl Reason {
             Reason::NoSrflx => "no_srflx",
             Reason::NoRelay => "no_relay",
             Reason::NoHost => "no_host",
+            Reason::Loss => "loss",
+            Reason::Jitter => "jitter",
+            Reason::Rtt => "rtt",
+            Reason::Mos => "mos",
             Reason::UnsupportedTransport => "unsupported_transport",
             Reason::Config => "config",
             Reason::Io => "io",
@@ -317,6 +333,10 @@ impl Reason {
             Reason::NoSrflx,
             Reason::NoRelay,
             Reason::NoHost,
+            Reason::Loss,
+            Reason::Jitter,
+            Reason::Rtt,
+            Reason::Mos,
             Reason::UnsupportedTransport,
             Reason::Config,
             Reason::Io,
@@ -591,6 +611,10 @@ mod tests {
             Reason::Panic,
             Reason::Overrun,
             Reason::Cancelled,
+            Reason::Loss,
+            Reason::Jitter,
+            Reason::Rtt,
+            Reason::Mos,
         ] {
             assert_eq!(Reason::from_label(&r.label()), Some(r.clone()));
         }

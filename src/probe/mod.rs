@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod dns;
 pub mod http;
 pub mod ice;
+pub mod media;
 pub mod oauth2;
 pub mod path;
 pub mod session;
@@ -86,6 +87,7 @@ pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
             ProbeSpec::Session(s) => session::probe(s, ctx).await,
             ProbeSpec::Path(s) => path::probe(s, ctx).await,
             ProbeSpec::UdpPorts(s) => udp_ports::probe(s, ctx).await,
+            ProbeSpec::Media(s) => media::probe(s, ctx).await,
         }
     };
     bounded(ctx.deadline, fut).await

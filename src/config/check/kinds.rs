@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::super::types::*;
 use super::super::values::{HostPort, IceUrl, StatusRange};
 use super::super::yaml::{Node, Val};
+use super::media::media;
 use super::node::*;
 use super::{auth, credentials, headers, hold, tls_options, COMMON, TLS_OPTS};
 
@@ -94,7 +95,7 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "turn",
-        own: &["server", "credentials", "count", "size", "channel", "addresses"],
+        own: &["server", "credentials", "count", "size", "channel", "addresses", "media"],
         tls: true,
         build: turn,
     },
@@ -115,6 +116,12 @@ pub const KINDS: &[Kind] = &[
         own: &["host", "ports", "sample", "port_timeout"],
         tls: false,
         build: udp_ports,
+    },
+    Kind {
+        name: "media",
+        own: &["target", "media"],
+        tls: false,
+        build: media_kind,
     },
     Kind {
         name: "session",
@@ -355,6 +362,17 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     let channel = or_default(f, "channel", false, p, |v, p| boolean(v, "channel", p));
     let addresses = addresses(f, p);
     let tls = tls_options(f, p);
+    let media = optional(f, "media", p, |v, p| media(v, &c.what, true, p));
+    if let (Some(Some(_)), Some(AddressMode::All), Some(n)) = (&media, &addresses, f.get("media")) {
+        p.at(
+            n.pos,
+            format!(
+                "{}: `media` streams through one server; it does not combine with `addresses: all`",
+                c.what
+            ),
+        );
+        return None;
+    }
     Some(ProbeSpec::Turn(TurnSpec {
         server: server?,
         credentials: creds?,
@@ -363,6 +381,17 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         channel: channel?,
         addresses: addresses?,
         tls: tls?,
+        media: media?,
+    }))
+}
+
+/// `kind: media`: the stream straight over UDP to a UDP echo (`target: host:port`).
+fn media_kind(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let target = f.need("target", &c.need_what, p).and_then(|v| host_port(v, "target", p));
+    let media = or_default(f, "media", MediaSpec::default(), p, |v, p| media(v, &c.what, false, p));
+    Some(ProbeSpec::Media(MediaProbeSpec {
+        target: target?,
+        media: media?,
     }))
 }
 

@@ -357,6 +357,13 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "call_quality_poor",
+        severity: Severity::Degraded,
+        when: Scope::Failure(call_quality_poor),
+        template: "Media over {proto} to {port} on {host} gets through but not at call quality ({code}: {figures}): expect choppy or delayed calls",
+        claim: Claim::None,
+    },
+    Rule {
         id: "ice_no_relay_fallback",
         severity: Severity::Degraded,
         when: Scope::Failure(ice_no_relay_fallback),
@@ -842,6 +849,27 @@ fn turn_capacity(f: &Facts, _: &[Facts]) -> Option<Vars> {
 
 fn relay_no_echo(f: &Facts, _: &[Facts]) -> Option<Vars> {
     (f.kind == "turn" && matches!(f.phase, Some(Phase::Relay | Phase::Permission)) && f.reason_is(&Reason::Timeout)).then(Vec::new)
+}
+
+/// A `media:` stream that ran but missed a threshold: the figures, never the message.
+fn call_quality_poor(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let m = f.outcome.detail.media.as_ref().filter(|m| m.received > 0)?;
+    (f.phase == Some(Phase::Media)
+        && f.reason
+            .is_some_and(|r| matches!(r, Reason::Loss | Reason::Jitter | Reason::Rtt | Reason::Mos)))
+    .then(|| {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        vec![(
+            "figures",
+            format!(
+                "loss {:.1}%, jitter {:.1} ms, round trip {:.0} ms, MOS {:.1}",
+                m.loss * 100.0,
+                ms(m.jitter),
+                ms(m.rtt_avg),
+                m.mos
+            ),
+        )]
+    })
 }
 
 /// ` over UDP and TLS`: the relay transports an ice probe tried (empty when unknown).

@@ -243,6 +243,23 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "TURN over UDP on 3478 allocates but relayed packets do not come back (relay/timeout): the relay cannot reach the peer".into(),
         ),
         (
+            "call_quality_poor",
+            vec![{
+                let mut r = fail("turn-call", "turn", "turn:relay.example.com:3478", Phase::Media, Reason::Loss);
+                r.outcome.detail.media = Some(crate::outcome::details::MediaDetails {
+                    sent: 100,
+                    received: 95,
+                    loss: 0.05,
+                    jitter: Duration::from_micros(1200),
+                    rtt_avg: Duration::from_millis(42),
+                    mos: 3.88,
+                    ..Default::default()
+                });
+                r
+            }],
+            "Media over UDP to 3478 on relay.example.com gets through but not at call quality (media/loss: loss 5.0%, jitter 1.2 ms, round trip 42 ms, MOS 3.9): expect choppy or delayed calls".into(),
+        ),
+        (
             "ice_no_relay_fallback",
             vec![ice_udp_only.clone(), pass("turn-tls", "turn", turns443)],
             "ICE gathered no relay candidate over UDP (gather/no_relay), but TURN/TLS on 443 works: give softphones that server (turns:relay.example.com:443) and calls will relay over it".into(),
@@ -551,6 +568,10 @@ fn turn_capacity() {
 #[test]
 fn relay_no_echo() {
     check("relay_no_echo");
+}
+#[test]
+fn call_quality_poor() {
+    check("call_quality_poor");
 }
 #[test]
 fn ice_no_relay_fallback() {
