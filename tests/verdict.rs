@@ -477,6 +477,7 @@ fn turn(url: &str, password: &str, tls: TlsOptions) -> ProbeSpec {
         channel: false,
         addresses: AddressMode::First,
         tls,
+        media: None,
     })
 }
 

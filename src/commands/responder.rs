@@ -168,6 +168,9 @@ pub fn summary(r: &Responder) -> String {
     if let Some(m) = r.addrs.metrics {
         line("metrics (http)", &[m]);
     }
+    if let Some((ip, range)) = r.addrs.udp_echo_ports {
+        out.push_str(&format!("  {:<22} {ip} ports {}-{}\n", "UDP echo ports", range.min, range.max));
+    }
     if r.addrs.nat_stun.len() == 2 {
         out.push_str("  RFC 5780 STUN          one IP only: no OTHER-ADDRESS, NAT mapping/filtering tests unavailable\n");
     }

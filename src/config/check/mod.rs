@@ -14,6 +14,7 @@
 
 // `kinds` and the key tables are also read by `config::schema` (one source for both).
 pub(in crate::config) mod kinds;
+pub(in crate::config) mod media;
 mod node;
 pub(in crate::config) mod push;
 
@@ -520,21 +521,22 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
         timeout.map_or(Some(d.timeout), |(x, _)| x),
     ) {
         let held = spec.as_ref().map_or(Duration::ZERO, ProbeSpec::hold);
-        let held_what = match spec {
-            Some(ProbeSpec::Stun(_)) => "binding_lifetime search (2 x max + 4s)",
-            _ => "hold",
-        };
         if to + held > iv {
             // Both defaulted is impossible here: `defaults` was checked already.
             let pos = timeout.map(|t| t.1).or(interval.map(|i| i.1)).unwrap_or(f.pos);
             let pfx = format!("{what}: ");
+            let extra = match &spec {
+                Some(ProbeSpec::Turn(_) | ProbeSpec::Media(_)) => "media duration",
+                Some(ProbeSpec::Stun(_)) => "binding_lifetime search (2 x max + 4s)",
+                _ => "hold",
+            };
             if held.is_zero() {
                 p.at(pos, too_long(to, iv, &pfx));
             } else {
                 p.at(
                     pos,
                     format!(
-                        "{pfx}{held_what} {} plus timeout {} is longer than interval {}; runs of one probe must not overlap",
+                        "{pfx}{extra} {} plus timeout {} is longer than interval {}; runs of one probe must not overlap",
                         humantime::format_duration(held),
                         humantime::format_duration(to),
                         humantime::format_duration(iv)

@@ -8,12 +8,17 @@
 //! The phases and the allocate time are A's (the "softphone"); B is the helper peer, and
 //! a failure of B is reported in the phase where it happened, its message saying "peer side".
 //!
+//! With `media:` a paced call-quality stream follows the round trips (phase `media`, see
+//! `media.rs` for where it goes and why); the run's deadline is then the timeout plus the
+//! stream's duration.
+//!
 //! Both allocations are always released with Refresh(lifetime 0) and the answer awaited, also
 //! when the probe failed: a slice of the timeout is kept for that ([`cleanup_reserve`]), so the
 //! probe's own phases end that much before the configured timeout. `detail.relay.deallocated`
 //! says whether the server confirmed.
 
 mod client;
+mod media;
 
 pub use client::{Allocation, Relayed, TurnClient};
 
@@ -192,6 +197,9 @@ async fn session(
             Reason::Timeout,
             format!("none of {count} packets came back through the relay (allocations and permissions were granted)"),
         ));
+    }
+    if let Some(m) = &spec.media {
+        media::stream(run, m, ca, cb, &alloc_a, &alloc_b, spec.channel).await?;
     }
     Ok(())
 }

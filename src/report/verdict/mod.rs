@@ -357,6 +357,13 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "call_quality_poor",
+        severity: Severity::Degraded,
+        when: Scope::Failure(call_quality_poor),
+        template: "Media over {proto} to {port} on {host} gets through but not at call quality ({code}: {figures}): expect choppy or delayed calls",
+        claim: Claim::None,
+    },
+    Rule {
         id: "ice_no_relay_fallback",
         severity: Severity::Degraded,
         when: Scope::Failure(ice_no_relay_fallback),
@@ -389,6 +396,13 @@ pub static RULES: &[Rule] = &[
         severity: Severity::Broken,
         when: Scope::Failure(path_silent_after_hop),
         template: "{proto} to {port} on {host} goes silent after hop {hop} ({hop_address}) ({code}): packets are dropped after that hop",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "udp_ports_closed",
+        severity: Severity::Broken,
+        when: Scope::Failure(udp_ports_closed),
+        template: "UDP media ports on {host}: {finding} ({code}; {coverage}% of the set tried so far)",
         claim: Claim::None,
     },
     Rule {
@@ -858,6 +872,27 @@ fn relay_no_echo(f: &Facts, _: &[Facts]) -> Option<Vars> {
     (f.kind == "turn" && matches!(f.phase, Some(Phase::Relay | Phase::Permission)) && f.reason_is(&Reason::Timeout)).then(Vec::new)
 }
 
+/// A `media:` stream that ran but missed a threshold: the figures, never the message.
+fn call_quality_poor(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let m = f.outcome.detail.media.as_ref().filter(|m| m.received > 0)?;
+    (f.phase == Some(Phase::Media)
+        && f.reason
+            .is_some_and(|r| matches!(r, Reason::Loss | Reason::Jitter | Reason::Rtt | Reason::Mos)))
+    .then(|| {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        vec![(
+            "figures",
+            format!(
+                "loss {:.1}%, jitter {:.1} ms, round trip {:.0} ms, MOS {:.1}",
+                m.loss * 100.0,
+                ms(m.jitter),
+                ms(m.rtt_avg),
+                m.mos
+            ),
+        )]
+    })
+}
+
 /// ` over UDP and TLS`: the relay transports an ice probe tried (empty when unknown).
 fn tried(f: &Facts) -> Vars {
     let mut t: Vec<String> = f.relay_tried.iter().map(|t| t.to_ascii_uppercase()).collect();
@@ -911,6 +946,35 @@ fn path_silent_after_hop(f: &Facts, _: &[Facts]) -> Option<Vars> {
     let n = p.last_answered?;
     let addr = p.hops.iter().find(|h| h.ttl == n).and_then(|h| h.address)?;
     Some(vec![("hop", n.to_string()), ("hop_address", addr.to_string())])
+}
+
+/// `udp_ports` with silent ports: which part of the range is closed, as ranges.
+fn udp_ports_closed(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    if f.phase != Some(Phase::Udp) || !f.reason_is(&Reason::Closed) {
+        return None;
+    }
+    let u = f.outcome.detail.udp_ports.as_ref()?;
+    let list = |v: &[String]| {
+        let shown = v.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 4 {
+            format!("{shown}, …")
+        } else {
+            shown
+        }
+    };
+    let finding = if u.open_ports == 0 {
+        format!(
+            "none of {} answers: UDP to the media range is blocked, or no echo responder runs there",
+            u.set
+        )
+    } else {
+        format!(
+            "{} get no echo while {} do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio",
+            list(&u.closed),
+            list(&u.open)
+        )
+    };
+    Some(vec![("finding", finding), ("coverage", format!("{:.0}", u.coverage * 100.0))])
 }
 
 fn rejected(f: &Facts, _: &[Facts]) -> Option<Vars> {

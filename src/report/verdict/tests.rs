@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::outcome::details::{
     BindingLifetime, Details, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails, StunDetails, TlsDetails,
+    UdpPortsDetails,
 };
 use crate::outcome::{Endpoint, Failure, PhaseTiming};
 
@@ -276,6 +277,23 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "TURN over UDP on 3478 allocates but relayed packets do not come back (relay/timeout): the relay cannot reach the peer".into(),
         ),
         (
+            "call_quality_poor",
+            vec![{
+                let mut r = fail("turn-call", "turn", "turn:relay.example.com:3478", Phase::Media, Reason::Loss);
+                r.outcome.detail.media = Some(crate::outcome::details::MediaDetails {
+                    sent: 100,
+                    received: 95,
+                    loss: 0.05,
+                    jitter: Duration::from_micros(1200),
+                    rtt_avg: Duration::from_millis(42),
+                    mos: 3.88,
+                    ..Default::default()
+                });
+                r
+            }],
+            "Media over UDP to 3478 on relay.example.com gets through but not at call quality (media/loss: loss 5.0%, jitter 1.2 ms, round trip 42 ms, MOS 3.9): expect choppy or delayed calls".into(),
+        ),
+        (
             "ice_no_relay_fallback",
             vec![ice_udp_only.clone(), pass("turn-tls", "turn", turns443)],
             "ICE gathered no relay candidate over UDP (gather/no_relay), but TURN/TLS on 443 works: give softphones that server (turns:relay.example.com:443) and calls will relay over it".into(),
@@ -321,6 +339,28 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                 r
             }],
             "TCP to 443 on relay.example.com is rejected (trace/refused), and the reject comes from 10.0.0.1, 2 hops out, not the server: a firewall before it".into(),
+        ),
+        (
+            "udp_ports_closed",
+            vec![{
+                let mut r = fail("media", "udp_ports", "udp:relay.example.com:20000-20099", Phase::Udp, Reason::Closed);
+                r.endpoint = Endpoint {
+                    host: "relay.example.com".into(),
+                    port: Some(20000),
+                    transport: Transport::Udp,
+                };
+                r.outcome.detail.udp_ports = Some(UdpPortsDetails {
+                    set: "20000-20099".into(),
+                    open: vec!["20000-20049".into()],
+                    closed: vec!["20050-20099".into()],
+                    open_ports: 50,
+                    closed_ports: 50,
+                    coverage: 1.0,
+                    ..Default::default()
+                });
+                r
+            }],
+            "UDP media ports on relay.example.com: 20050-20099 get no echo while 20000-20049 do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio (udp/closed; 100% of the set tried so far)".into(),
         ),
         (
             "path_silent_after_hop",
@@ -458,6 +498,11 @@ fn rejected_before_server_on_a_trace_says_how_many_hops_out() {
     );
 }
 #[test]
+fn udp_ports_closed() {
+    check("udp_ports_closed");
+}
+
+#[test]
 fn path_silent_after_hop() {
     check("path_silent_after_hop");
 }
@@ -577,6 +622,10 @@ fn turn_capacity() {
 #[test]
 fn relay_no_echo() {
     check("relay_no_echo");
+}
+#[test]
+fn call_quality_poor() {
+    check("call_quality_poor");
 }
 #[test]
 fn ice_no_relay_fallback() {
