@@ -101,6 +101,7 @@ fn turn(url: &str) -> ProbeSpec {
         channel: false,
         addresses: AddressMode::First,
         tls: TlsOptions::default(),
+        concurrent: 1,
     })
 }
 

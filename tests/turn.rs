@@ -29,6 +29,7 @@ fn spec(url: &str, credentials: Credentials) -> TurnSpec {
         channel: false,
         addresses: AddressMode::First,
         tls: TlsOptions::default(),
+        concurrent: 1,
     }
 }
 

@@ -475,6 +475,7 @@ fn turn(url: &str, password: &str, tls: TlsOptions) -> ProbeSpec {
         channel: false,
         addresses: AddressMode::First,
         tls,
+        concurrent: 1,
     })
 }
 

@@ -549,6 +549,9 @@ pub struct TurnSpec {
     pub channel: bool,
     pub addresses: AddressMode,
     pub tls: TlsOptions,
+    /// `concurrent: N` (1–64, default 1): N allocations at once instead of the relay round
+    /// trip (see `probe::turn::concurrent`).
+    pub concurrent: u32,
 }
 
 /// `iceTransportPolicy`.
