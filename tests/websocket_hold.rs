@@ -11,8 +11,16 @@ use common::signalling::{ws_server, Tinyproxy, WsMode};
 use egress_probe::config::{parse_str, HoldSpec, ProbeSpec, ProxySetting, TlsOptions, WebsocketSpec};
 use egress_probe::outcome::{Outcome, Phase};
 use egress_probe::probe::{self, ProbeContext};
+use egress_probe::report::verdict::{assess, contradictions};
+use egress_probe::report::ProbeResult;
 
 async fn hold_through_tinyproxy(ping_interval: Option<Duration>) -> (Outcome, Duration) {
+    let (_, out, took) = holds_through_tinyproxy(ping_interval, 1).await;
+    (out, took)
+}
+
+/// `concurrent` WebSockets held 6 s at once through one tinyproxy with `Timeout 3`.
+async fn holds_through_tinyproxy(ping_interval: Option<Duration>, concurrent: u32) -> (ProbeSpec, Outcome, Duration) {
     let server = ws_server(WsMode::Good, false).await;
     let proxy = Tinyproxy::start_with_timeout(None, &[], 3);
     let spec = ProbeSpec::Websocket(WebsocketSpec {
@@ -23,7 +31,7 @@ async fn hold_through_tinyproxy(ping_interval: Option<Duration>) -> (Outcome, Du
         expect: None,
         tls: TlsOptions::default(),
         auth: None,
-        concurrent: 1,
+        concurrent,
         hold: Some(HoldSpec {
             duration: Duration::from_secs(6),
             ping_interval,
@@ -36,7 +44,7 @@ async fn hold_through_tinyproxy(ping_interval: Option<Duration>) -> (Outcome, Du
     let ctx = ProbeContext::with_timeout(Duration::from_secs(6 + 5), Some(proxy_url));
     let started = Instant::now();
     let out = probe::run(&spec, &ctx).await;
-    (out, started.elapsed())
+    (spec, out, started.elapsed())
 }
 
 #[tokio::test]
@@ -72,6 +80,42 @@ async fn a_hold_with_pings_every_second_survives_the_proxy_idle_timeout() {
     assert!(hold.pings >= 5, "{} pings", hold.pings);
     assert!(out.detail.websocket.as_ref().unwrap().clean_close);
     assert!(took >= Duration::from_secs(6) && took < Duration::from_secs(9), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_holds_cut_at_the_same_age_make_the_verdict_name_the_proxy_idle_timeout() {
+    let (spec, out, took) = holds_through_tinyproxy(None, 3).await;
+    let c = out.detail.concurrent.clone().expect("concurrent details");
+    assert_eq!((c.requested, c.established), (3, 3), "{out:?}");
+    assert_eq!(c.holds.len(), 3, "{c:?}");
+    let lifetimes: Vec<Duration> = c.holds.iter().map(|h| h.lifetime).collect();
+    println!("three idle holds through tinyproxy Timeout 3 cut after {lifetimes:?} (run {took:?})");
+    assert!(c.holds.iter().all(|h| !h.survived && h.pings == 0), "{c:?}");
+    let results = [ProbeResult::of("signalling-idle", &spec, out)];
+    let all = assess(&results);
+    assert_eq!(contradictions(&all), Vec::<String>::new(), "{all:#?}");
+    let v = all.first().expect("a verdict");
+    assert_eq!(v.rule, "ws_idle_timeout", "{all:#?}");
+    // tinyproxy's timer counts whole seconds: about 3 s, at most 4.
+    assert!(
+        v.text.starts_with("WebSocket cut after ~3 s of idle, every time (3 idle holds")
+            || v.text.starts_with("WebSocket cut after ~4 s of idle, every time (3 idle holds"),
+        "{}",
+        v.text
+    );
+    assert!(
+        v.text.contains("idle timeout of about") && v.text.contains("(ping_interval < "),
+        "{}",
+        v.text
+    );
+
+    // Pinged every second, the same three survive and no hold verdict is given.
+    let (spec, out, _) = holds_through_tinyproxy(Some(Duration::from_secs(1)), 3).await;
+    assert!(out.success, "{:?}", out.failure);
+    let c = out.detail.concurrent.clone().expect("concurrent details");
+    assert!(c.holds.len() == 3 && c.holds.iter().all(|h| h.survived), "{c:?}");
+    let results = [ProbeResult::of("signalling-pinged", &spec, out)];
+    assert_eq!(assess(&results).iter().map(|v| v.rule).collect::<Vec<_>>(), vec!["all_pass"]);
 }
 
 #[test]

@@ -45,7 +45,11 @@ pub(super) async fn probe(spec: &TurnSpec, ctx: &ProbeContext) -> Outcome {
     let mut clients: Vec<TurnClient> = Vec::with_capacity(n as usize);
     let result = allocate_all(&mut run, spec, ctx, n, &mut clients).await;
     let established = clients.iter().filter(|c| c.allocation().is_some()).count() as u32;
-    run.detail.concurrent = Some(ConcurrentDetails { requested: n, established });
+    run.detail.concurrent = Some(ConcurrentDetails {
+        requested: n,
+        established,
+        ..Default::default()
+    });
 
     // Release every allocation that may exist, in parallel, bounded by the real deadline.
     let started = Instant::now();
