@@ -376,6 +376,10 @@ probes:
         .map(|(_, v)| v.clone())
         .collect();
     let tokens = issued.lock().unwrap().clone();
+    // Three processes, each: the session's WebSocket step and three concurrent connections,
+    // every one with a token of its own (none shared between probes or connections).
+    let distinct: std::collections::BTreeSet<&String> = bearers.iter().collect();
+    assert_eq!((bearers.len(), distinct.len()), (12, 12), "{bearers:?}");
     assert!(
         bearers.len() >= 12
             && bearers

@@ -91,6 +91,24 @@ async fn idle_holds_cut_at_the_same_age_make_the_verdict_name_the_proxy_idle_tim
     let lifetimes: Vec<Duration> = c.holds.iter().map(|h| h.lifetime).collect();
     println!("three idle holds through tinyproxy Timeout 3 cut after {lifetimes:?} (run {took:?})");
     assert!(c.holds.iter().all(|h| !h.survived && h.pings == 0), "{c:?}");
+    // Each of the three lifetimes is an observation of the hold histogram.
+    let cfg = parse_str(
+        "probes:\n  - {name: signalling-idle, kind: websocket, url: ws://127.0.0.1/, hold: 6s, idle: true, concurrent: 3}\n",
+        "x",
+    )
+    .unwrap();
+    let metrics = egress_probe::metrics::Metrics::new(&cfg).unwrap();
+    metrics.observe(&cfg.probes[0], &out);
+    let text = metrics.render().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "egress_probe_websocket_hold_seconds_count{probe=\"signalling-idle\",result=\"cut\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("egress_probe_websocket_hold_seconds_bucket{probe=\"signalling-idle\",result=\"cut\",le=\"5\"} 3"),
+        "{text}"
+    );
     let results = [ProbeResult::of("signalling-idle", &spec, out)];
     let all = assess(&results);
     assert_eq!(contradictions(&all), Vec::<String>::new(), "{all:#?}");
@@ -116,6 +134,40 @@ async fn idle_holds_cut_at_the_same_age_make_the_verdict_name_the_proxy_idle_tim
     assert!(c.holds.len() == 3 && c.holds.iter().all(|h| h.survived), "{c:?}");
     let results = [ProbeResult::of("signalling-pinged", &spec, out)];
     assert_eq!(assess(&results).iter().map(|v| v.rule).collect::<Vec<_>>(), vec!["all_pass"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_steps_idle_hold_is_cut_by_the_proxy_and_names_its_step() {
+    let http = common::signalling::http_server(false).await;
+    let ws = ws_server(WsMode::Good, false).await;
+    let proxy = Tinyproxy::start_with_timeout(None, &[], 3);
+    let yaml = format!(
+        "probes:\n  - name: s\n    kind: session\n    timeout: 5s\n    interval: 20s\n    proxy: http://127.0.0.1:{}\n    steps:\n      - http: {{url: 'http://127.0.0.1:{}/ok'}}\n      - websocket: {{url: 'ws://127.0.0.1:{}/signalling', ping: 1, hold: 6s, idle: true}}\n",
+        proxy.port, http.port, ws.port
+    );
+    let config = parse_str(&yaml, "session-hold.yaml").expect("config");
+    let p = &config.probes[0];
+    let ProxySetting::Url(proxy_url) = ProxySetting::parse(&format!("http://127.0.0.1:{}", proxy.port)).unwrap() else {
+        panic!("not a proxy URL")
+    };
+    // The deadline the scheduler gives it: timeout plus the steps' holds.
+    let ctx = ProbeContext::with_timeout(p.run_time(&config.defaults), Some(proxy_url));
+    let out = probe::run(&p.spec, &ctx).await;
+    let f = out.failure.as_ref().unwrap_or_else(|| panic!("the idle hold must be cut: {out:?}"));
+    assert_eq!(f.code(), "hold/closed", "{f:?}");
+    assert!(f.message.starts_with("step 2 (websocket): socket cut after"), "{}", f.message);
+    let session = out.detail.session.as_ref().expect("session detail");
+    assert_eq!((session.failed_step, session.completed), (Some(2), 1), "{session:?}");
+    let hold = out.detail.websocket.as_ref().and_then(|w| w.hold.clone()).expect("hold detail");
+    assert!(
+        !hold.survived && hold.lifetime >= Duration::from_millis(2500) && hold.lifetime < Duration::from_secs(5),
+        "{hold:?}"
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("127.0.0.1:{}", ws.port)),
+        "the WebSocket went through tinyproxy:\n{log}"
+    );
 }
 
 #[test]
