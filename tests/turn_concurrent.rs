@@ -83,6 +83,20 @@ async fn eight_at_once_against_a_user_quota_of_five_grant_five_and_the_first_ref
     let relay = out.detail.relay.as_ref().expect("relay detail");
     assert!(relay.deallocated, "every granted allocation released and confirmed: {out:#?}");
     assert!(relay.relayed.is_some() || f.message.starts_with("allocation 1 "), "{relay:?}");
+    // The verdict says it as a cap, with the number.
+    let results = [egress_probe::report::ProbeResult::of("t", &cfg.probes[0].spec, out.clone())];
+    let verdicts = egress_probe::report::verdict::assess(&results);
+    assert_eq!(
+        verdicts.first().map(|v| (v.rule, v.text.clone())),
+        Some((
+            "connection_cap",
+            format!(
+                "TURN on {} allows only 5 of 8 allocations at once (allocate/quota): a cap of 5 per client or user; more parallel clients with these credentials are refused",
+                turn.port
+            )
+        )),
+        "{verdicts:#?}"
+    );
     // coturn: five created, five deleted by our Refresh(0).
     assert_eq!(allocation_counts(&turn), (5, 5));
 

@@ -309,6 +309,13 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "connection_cap",
+        severity: Severity::Degraded,
+        when: Scope::Failure(connection_cap),
+        template: "{service} on {port} allows only {established} of {requested} {things} at once ({code}): a cap of {established} per client or user{retry_after}; more parallel clients with these credentials are refused",
+        claim: Claim::None,
+    },
+    Rule {
         id: "rate_limited",
         severity: Severity::Degraded,
         when: Scope::Failure(rate_limited),
@@ -826,6 +833,39 @@ fn proxy_upstream_failed(f: &Facts, _: &[Facts]) -> Option<Vars> {
 
 fn proxy_denied(f: &Facts, _: &[Facts]) -> Option<Vars> {
     (f.phase == Some(Phase::Proxy) && !f.reason_is(&Reason::Timeout)).then(Vec::new)
+}
+
+/// `concurrent: N` with some but not all N established, refused by a cap: a 429/503 on the
+/// upgrade or the proxy, or a TURN quota/capacity answer.
+fn connection_cap(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let c = f.outcome.detail.concurrent.as_ref()?;
+    if c.established == 0 || c.established >= c.requested {
+        return None;
+    }
+    let refused = matches!(
+        (f.phase, f.reason),
+        (Some(Phase::Upgrade | Phase::Proxy), Some(Reason::Status(429 | 503)))
+            | (Some(Phase::Allocate), Some(Reason::Quota | Reason::Capacity))
+    );
+    if !refused {
+        return None;
+    }
+    let (service, things) = if f.kind == "turn" {
+        ("TURN", "allocations")
+    } else {
+        ("WebSocket signalling", "connections")
+    };
+    let retry_after = f
+        .retry_after
+        .map(|d| format!(" (Retry-After {} s)", d.as_secs()))
+        .unwrap_or_default();
+    Some(vec![
+        ("service", service.to_string()),
+        ("things", things.to_string()),
+        ("established", c.established.to_string()),
+        ("requested", c.requested.to_string()),
+        ("retry_after", retry_after),
+    ])
 }
 
 fn rate_limited(f: &Facts, _: &[Facts]) -> Option<Vars> {

@@ -245,6 +245,33 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "The HTTP proxy does not let relay.example.com:5349 through (proxy/status_403)".into(),
         ),
         (
+            "connection_cap",
+            vec![{
+                let mut r = fail("wss-cap", "websocket", "wss://sig.example.com/ws", Phase::Upgrade, Reason::Status(429));
+                r.outcome.detail.retry_after = Some(Duration::from_secs(5));
+                r.outcome.detail.concurrent = Some(ConcurrentDetails {
+                    requested: 8,
+                    established: 5,
+                    holds: vec![],
+                });
+                r
+            }],
+            "WebSocket signalling on 443 allows only 5 of 8 connections at once (upgrade/status_429): a cap of 5 per client or user (Retry-After 5 s); more parallel clients with these credentials are refused".into(),
+        ),
+        (
+            "connection_cap",
+            vec![{
+                let mut r = fail("turn-quota", "turn", "turn:relay.example.com:3478?transport=udp", Phase::Allocate, Reason::Quota);
+                r.outcome.detail.concurrent = Some(ConcurrentDetails {
+                    requested: 8,
+                    established: 5,
+                    holds: vec![],
+                });
+                r
+            }],
+            "TURN on 3478 allows only 5 of 8 allocations at once (allocate/quota): a cap of 5 per client or user; more parallel clients with these credentials are refused".into(),
+        ),
+        (
             "rate_limited",
             vec![limited],
             "429 from api.example.com: clients are retrying too fast (Retry-After 30 s)".into(),
@@ -560,6 +587,37 @@ fn ws_upgrade_timeout() {
 #[test]
 fn ws_not_upgraded() {
     check("ws_not_upgraded");
+}
+#[test]
+fn connection_cap() {
+    check("connection_cap");
+}
+#[test]
+fn a_turn_quota_shows_as_a_cap_of_five() {
+    let (_, results, expected) = cases()
+        .into_iter()
+        .filter(|(id, _, _)| *id == "connection_cap")
+        .nth(1)
+        .expect("the turn case");
+    assert_eq!(rule_and_text(&results)[0], ("connection_cap", expected));
+}
+#[test]
+fn none_established_or_all_established_is_no_cap() {
+    for established in [0, 8] {
+        let mut r = fail(
+            "turn-quota",
+            "turn",
+            "turn:relay.example.com:3478?transport=udp",
+            Phase::Allocate,
+            Reason::Quota,
+        );
+        r.outcome.detail.concurrent = Some(ConcurrentDetails {
+            requested: 8,
+            established,
+            holds: vec![],
+        });
+        assert_eq!(rule_and_text(&[r])[0].0, "turn_capacity");
+    }
 }
 #[test]
 fn ws_idle_timeout() {
