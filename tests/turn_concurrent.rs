@@ -148,6 +148,27 @@ async fn over_tcp_each_allocation_has_its_own_connection_and_a_total_quota_caps_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_four_at_once_are_granted_and_all_released() {
+    let turn = quota(&[]);
+    let cfg = config(
+        &format!("turns:127.0.0.1:{}?transport=tcp", turn.tls_port),
+        4,
+        &format!("    ca_file: {}\n", turn.ca_file.display()),
+    );
+    let out = run(&cfg).await;
+    assert!(out.success, "{:?}", out.failure);
+    assert_eq!(established(&out), (4, 4));
+    let relay = out.detail.relay.as_ref().expect("relay detail");
+    assert!(
+        relay.deallocated && relay.transport == "tls" && relay.allocate.is_some(),
+        "{relay:?}"
+    );
+    let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
+    assert!(phases.contains(&Phase::Tls), "{phases:?}");
+    assert_eq!(allocation_counts(&turn), (4, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_for_all_eight_is_allocate_auth_with_none_established() {
     let turn = quota(&[]);
     let yaml = format!(
