@@ -350,7 +350,19 @@ fn example_yaml_validates() {
 #[test]
 fn example_yaml_covers_every_kind() {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("probes/example.yaml")).unwrap();
-    for kind in ["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice", "path", "udp_ports", "media"] {
+    for kind in [
+        "dns",
+        "tcp",
+        "tls",
+        "http",
+        "websocket",
+        "stun",
+        "turn",
+        "ice",
+        "path",
+        "udp_ports",
+        "media",
+    ] {
         let found = text.lines().any(|l| {
             let mut w = l.split_whitespace();
             (w.next(), w.next()) == (Some("kind:"), Some(kind))
