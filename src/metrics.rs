@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::config::{Config, Histograms, ProbeConfig};
-use crate::outcome::details::RttStats;
+use crate::outcome::details::{HoldDetails, RttStats};
 use crate::outcome::{Outcome, Transport};
 use crate::schedule::Sink;
 
@@ -439,7 +439,12 @@ impl RunFamilies {
                 .with_label_values(&[probe])
                 .set(f64::from(c.established));
         }
-        if let Some(h) = d.websocket.as_ref().and_then(|w| w.hold.as_ref()) {
+        // Every held socket: each connection's with `concurrent: N`, else the one.
+        let holds: Vec<&HoldDetails> = match d.concurrent.as_ref().filter(|c| !c.holds.is_empty()) {
+            Some(c) => c.holds.iter().collect(),
+            None => d.websocket.iter().filter_map(|w| w.hold.as_ref()).collect(),
+        };
+        for h in holds {
             let result = if h.survived { "survived" } else { "cut" };
             self.ws_hold.with_label_values(&[probe, result]).observe(h.lifetime.as_secs_f64());
         }

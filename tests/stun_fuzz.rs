@@ -102,6 +102,7 @@ fn turn(url: &str) -> ProbeSpec {
         addresses: AddressMode::First,
         tls: TlsOptions::default(),
         media: None,
+        concurrent: 1,
     })
 }
 

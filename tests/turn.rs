@@ -30,6 +30,7 @@ fn spec(url: &str, credentials: Credentials) -> TurnSpec {
         addresses: AddressMode::First,
         tls: TlsOptions::default(),
         media: None,
+        concurrent: 1,
     }
 }
 

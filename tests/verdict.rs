@@ -478,6 +478,7 @@ fn turn(url: &str, password: &str, tls: TlsOptions) -> ProbeSpec {
         addresses: AddressMode::First,
         tls,
         media: None,
+        concurrent: 1,
     })
 }
 

@@ -607,6 +607,9 @@ pub struct TurnSpec {
     pub tls: TlsOptions,
     /// `media:`: after the relay round trips, a paced call-quality stream (phase `media`).
     pub media: Option<MediaSpec>,
+    /// `concurrent: N` (1–64, default 1): N allocations at once instead of the relay round
+    /// trip (see `probe::turn::concurrent`).
+    pub concurrent: u32,
 }
 
 /// `media: {duration, packet_ms, payload, ...}`: an RTP-sized packet stream judged against

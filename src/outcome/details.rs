@@ -177,6 +177,10 @@ pub struct SessionDetails {
 pub struct ConcurrentDetails {
     pub requested: u32,
     pub established: u32,
+    /// Websocket with `hold`: every established connection's hold, in connection order (N
+    /// lifetimes of one run: the evidence an idle-timeout verdict needs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<HoldDetails>,
 }
 
 /// How long a held WebSocket lived and how the hold ended.

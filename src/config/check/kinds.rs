@@ -102,7 +102,16 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "turn",
-        own: &["server", "credentials", "count", "size", "channel", "addresses", "media"],
+        own: &[
+            "server",
+            "credentials",
+            "count",
+            "size",
+            "channel",
+            "addresses",
+            "media",
+            "concurrent",
+        ],
         tls: true,
         build: turn,
     },
@@ -411,6 +420,30 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     let size = or_default(f, "size", 100, p, |v, p| uint(v, "size", 8, 16_384, p).map(|n| n as usize));
     let channel = or_default(f, "channel", false, p, |v, p| boolean(v, "channel", p));
     let addresses = addresses(f, p);
+    let concurrent = or_default(f, "concurrent", 1, p, |v, p| uint(v, "concurrent", 1, 64, p).map(|n| n as u32));
+    if let (Some(n @ 2..), Some(AddressMode::All), Some(v)) = (concurrent, addresses, f.get("concurrent")) {
+        p.at(
+            v.pos,
+            format!(
+                "{}: concurrent: {n} opens its allocations on one server address; it cannot be combined with addresses: all",
+                c.what
+            ),
+        );
+    }
+    if let Some(n @ 2..) = concurrent {
+        // N allocations at once measure a cap, not the relay: the round trip's keys do nothing.
+        for key in ["count", "size", "channel"] {
+            if let Some(v) = f.get(key) {
+                p.at(
+                    v.pos,
+                    format!(
+                        "{}: {key} shapes the relay round trip, which concurrent: {n} does not run (it only allocates and releases)",
+                        c.what
+                    ),
+                );
+            }
+        }
+    }
     let tls = tls_options(f, p);
     let media = optional(f, "media", p, |v, p| media(v, &c.what, true, p));
     if let (Some(Some(_)), Some(AddressMode::All), Some(n)) = (&media, &addresses, f.get("media")) {
@@ -418,6 +451,16 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
             n.pos,
             format!(
                 "{}: `media` streams through one server; it does not combine with `addresses: all`",
+                c.what
+            ),
+        );
+        return None;
+    }
+    if let (Some(Some(_)), Some(n @ 2..), Some(v)) = (&media, concurrent, f.get("media")) {
+        p.at(
+            v.pos,
+            format!(
+                "{}: `media` streams through one allocation; concurrent: {n} only allocates and releases, so the two do not combine",
                 c.what
             ),
         );
@@ -432,6 +475,7 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         addresses: addresses?,
         tls: tls?,
         media: media?,
+        concurrent: concurrent?,
     }))
 }
 

@@ -314,6 +314,7 @@ fn key_schema(kind: &str, key: &str) -> Value {
         ("websocket", "ping_interval") => duration("with hold: a ping this often (>= 100ms)"),
         ("websocket", "idle") => boolean("with hold: no traffic at all while holding"),
         ("websocket", "concurrent") => int(1, 64, "WebSockets opened at once (default 1)"),
+        ("turn", "concurrent") => int(1, 64, "TURN allocations opened at once, each on its own connection (default 1)"),
         ("session", "steps") => json!({
             "type": "array",
             "minItems": 1,

@@ -16,8 +16,12 @@
 //! when the probe failed: a slice of the timeout is kept for that ([`cleanup_reserve`]), so the
 //! probe's own phases end that much before the configured timeout. `detail.relay.deallocated`
 //! says whether the server confirmed.
+//!
+//! With `concurrent: N` (N > 1) the probe instead holds N allocations at once and reports how
+//! many were granted: see [`concurrent`].
 
 mod client;
+mod concurrent;
 mod media;
 
 pub use client::{Allocation, Relayed, TurnClient};
@@ -41,6 +45,9 @@ const PACKET_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs one turn probe.
 pub async fn probe(spec: &TurnSpec, ctx: &ProbeContext) -> Outcome {
+    if spec.concurrent > 1 {
+        return concurrent::probe(spec, ctx).await;
+    }
     if spec.addresses == AddressMode::All && ctx.proxy_for(&spec.server.host_port()).is_none() {
         let mut run = Run::new(ctx.deadline);
         let result = per_address(&mut run, &spec.server.host_port(), |addr, deadline| {
