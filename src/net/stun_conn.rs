@@ -270,10 +270,12 @@ impl StunConn {
         let mut rto = INITIAL_RTO;
         let mut transmissions = 0u32;
         loop {
+            // The clock starts before the send, as the connect phase's before connect(): the
+            // request leaves inside the send call, so the RTT never misses part of the wire.
+            let sent_at = Instant::now();
             self.send_bytes(&bytes).await?;
             transmissions += 1;
             self.transmissions += 1;
-            let sent_at = Instant::now();
             let wait_until = if self.is_stream() || transmissions >= MAX_TRANSMISSIONS {
                 until
             } else {
