@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{Resumption, Tls12Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -90,7 +90,6 @@ impl TlsClient {
             })?,
             None => default_trust().map_err(|e| Fault::new(Reason::Config, format!("TLS verifier: {e}")))?,
         };
-        let provider = provider();
         let pins = opts
             .pin_sha256
             .iter()
@@ -98,21 +97,17 @@ impl TlsClient {
             .collect::<Result<Vec<_>, _>>()?;
         let record = Arc::new(Mutex::new(ChainRecord::default()));
         let verifier = Arc::new(RecordingVerifier {
-            inner: trust.verifier,
+            inner: trust.verifier.clone(),
             record: record.clone(),
             pins,
-            anchors: trust.anchors,
+            anchors: trust.anchors.clone(),
         });
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match opts.min_version {
-            Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
-            _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        };
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .map_err(|e| Fault::new(Reason::Config, format!("TLS versions: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+        // A copy of the bundle's template (built once), with this run's recording verifier.
+        let template = trust
+            .template(matches!(opts.min_version, Some(TlsVersion::Tls13)))
+            .map_err(|e| Fault::new(Reason::Config, format!("TLS versions: {e}")))?;
+        let mut config = ClientConfig::clone(&template);
+        config.dangerous().set_certificate_verifier(verifier);
         let alpn: Vec<Vec<u8>> = if opts.alpn.is_empty() {
             default_alpn.iter().map(|a| a.as_bytes().to_vec()).collect()
         } else {
@@ -358,6 +353,42 @@ fn provider() -> Arc<CryptoProvider> {
 struct Trust {
     verifier: Arc<WebPkiServerVerifier>,
     anchors: Arc<Vec<Anchor>>,
+    /// Client configs over these roots, TLS 1.3 + 1.2 and 1.3 only, built on first use; a run
+    /// clones one and sets its own recording verifier (see [`Trust::template`]).
+    templates: Arc<[OnceLock<Arc<ClientConfig>>; 2]>,
+}
+
+impl Trust {
+    fn new(verifier: Arc<WebPkiServerVerifier>, anchors: Vec<Anchor>) -> Trust {
+        Trust {
+            verifier,
+            anchors: Arc::new(anchors),
+            templates: Arc::new([OnceLock::new(), OnceLock::new()]),
+        }
+    }
+
+    /// The client config a run starts from. Building one through rustls' builder allocates a
+    /// 256-session resumption cache (~100 KB) that a probe never uses; a clone of this
+    /// template does not. Resumption stays off in effect: no session is ever stored
+    /// (`Resumption::disabled`), so every run is a full handshake, and TLS 1.2 still offers
+    /// the empty session ticket extension the builder's default offers (the same ClientHello).
+    fn template(&self, tls13_only: bool) -> Result<Arc<ClientConfig>, rustls::Error> {
+        let slot = &self.templates[usize::from(tls13_only)];
+        if let Some(t) = slot.get() {
+            return Ok(t.clone());
+        }
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if tls13_only {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)?
+            .with_webpki_verifier(self.verifier.clone())
+            .with_no_client_auth();
+        config.resumption = Resumption::disabled().tls12_resumption(Tls12Resumption::SessionIdOrTickets);
+        Ok(slot.get_or_init(|| Arc::new(config)).clone())
+    }
 }
 
 /// Distinct `ca_file` bundles kept at most; past that the cache starts over (a config has a
@@ -386,10 +417,7 @@ fn bundle_trust(ca: &CaBundle) -> Option<Trust> {
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
         .build()
         .ok()?;
-    let trust = Trust {
-        verifier,
-        anchors: Arc::new(ca.certs().iter().map(Anchor::new).collect()),
-    };
+    let trust = Trust::new(verifier, ca.certs().iter().map(Anchor::new).collect());
     if let Ok(mut c) = cache.lock() {
         if c.len() >= TRUST_CACHE_MAX {
             c.clear();
@@ -412,10 +440,7 @@ fn default_trust() -> Result<Trust, String> {
             let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
                 .build()
                 .map_err(|e| e.to_string())?;
-            Ok(Trust {
-                verifier,
-                anchors: Arc::new(Vec::new()),
-            })
+            Ok(Trust::new(verifier, Vec::new()))
         })
         .clone()
 }
@@ -495,20 +520,22 @@ impl ServerCertVerifier for RecordingVerifier {
             chain_len: 1 + intermediates.len(),
             ..Default::default()
         };
-        if let Ok((_, leaf)) = x509_parser::parse_x509_certificate(end_entity) {
-            rec.subject = leaf.subject().to_string();
-            rec.issuer = leaf.issuer().to_string();
+        // Each certificate is parsed once: the leaf for its names and expiry, the others for
+        // their expiry.
+        for (i, c) in std::iter::once(end_entity).chain(intermediates.iter()).enumerate() {
+            if let Ok((_, x)) = x509_parser::parse_x509_certificate(c) {
+                if i == 0 {
+                    rec.subject = x.subject().to_string();
+                    rec.issuer = x.issuer().to_string();
+                }
+                let t = x.validity().not_after.timestamp();
+                rec.earliest_expiry_unix = Some(rec.earliest_expiry_unix.map_or(t, |e| e.min(t)));
+            }
         }
         rec.issuer_configured = self
             .anchors
             .iter()
             .any(|a| a.der.as_ref() == end_entity.as_ref() || (!rec.issuer.is_empty() && a.subject == rec.issuer));
-        for c in std::iter::once(end_entity).chain(intermediates.iter()) {
-            if let Ok((_, x)) = x509_parser::parse_x509_certificate(c) {
-                let t = x.validity().not_after.timestamp();
-                rec.earliest_expiry_unix = Some(rec.earliest_expiry_unix.map_or(t, |e| e.min(t)));
-            }
-        }
         let mut verdict = self
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
