@@ -67,6 +67,7 @@ fn turn_media_on(url: &str, tls: TlsOptions, media: MediaSpec, channel: bool) ->
         addresses: AddressMode::First,
         tls,
         media: Some(media),
+        concurrent: 1,
     })
 }
 
