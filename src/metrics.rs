@@ -261,7 +261,7 @@ impl RunFamilies {
             ice_rtt: gauge(
                 reg,
                 "egress_probe_ice_rtt_seconds",
-                "ICE with connectivity: mean round-trip time through the relay of each relay protocol that connected in the last run (udp: datagrams over the selected pair; tcp/tls: relayed STUN Binding checks).",
+                "ICE with connectivity: mean round-trip time through the relay of each relay protocol that connected in the last run (udp: datagrams over the selected pair; tcp/tls: relayed STUN Binding checks). Both ICE agents run in the probe, so each round trip crosses the probe-to-TURN leg four times: about twice what a call to a far peer sees on that leg.",
                 &["probe", "relay_protocol"],
             )?,
             ws_ping_rtt: detail_histogram(
@@ -393,6 +393,9 @@ impl RunFamilies {
             if known > 0 {
                 let ratio = f64::from(u.open_ports) / f64::from(known);
                 self.udp_ports_open.with_label_values(&[probe]).set(ratio);
+            } else {
+                // No settled port (yet, or since a reload started a fresh sweep): no stale share.
+                let _ = self.udp_ports_open.remove_label_values(&[probe]);
             }
             self.udp_ports_coverage.with_label_values(&[probe]).set(u.coverage);
         }
