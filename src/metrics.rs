@@ -212,13 +212,13 @@ impl RunFamilies {
             udp_ports_open: gauge(
                 reg,
                 "egress_probe_udp_ports_open_ratio",
-                "kind udp_ports: share of the set's ports tried so far whose echo came back the last time each was tried (0..1); the ranges are in /status and JSON, never labels.",
+                "kind udp_ports: share of the set's settled ports whose echo came back the last time each was tried (0..1; absent until one is settled); the ranges are in /status and JSON, never labels.",
                 &["probe"],
             )?,
             udp_ports_coverage: gauge(
                 reg,
                 "egress_probe_udp_ports_coverage_ratio",
-                "kind udp_ports: share of the set's ports tried at least once since the probe was loaded (0..1).",
+                "kind udp_ports: share of the set's ports with a settled result (open, or silent in two runs) in this sweep (0..1).",
                 &["probe"],
             )?,
             media_mos: gauge(
