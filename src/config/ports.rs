@@ -526,4 +526,30 @@ mod tests {
         }
         assert_eq!(sweep.covered(), set.len(), "after {runs} runs");
     }
+
+    #[test]
+    fn a_reload_keeps_the_sweep_only_when_name_host_and_ports_are_unchanged() {
+        use crate::config::{parse_str, ProbeSpec};
+        let load = |host: &str, ports: &str, interval: &str| {
+            let yaml =
+                format!("probes:\n  - name: m\n    kind: udp_ports\n    host: {host}\n    ports: \"{ports}\"\n    interval: {interval}\n");
+            parse_str(&yaml, "p.yaml").unwrap().probes
+        };
+        let covered = |probes: &[crate::config::ProbeConfig]| match &probes[0].spec {
+            ProbeSpec::UdpPorts(s) => s.sweep.covered(),
+            _ => panic!("kind"),
+        };
+        let old = load("a.example", "20000-20009", "30s");
+        if let ProbeSpec::UdpPorts(s) = &old[0].spec {
+            s.sweep.record(&s.ports, &[(0, PortState::Open)]);
+        }
+        let mut same = load("A.example.", "20000-20009", "60s");
+        keep_sweeps(&mut same, &old);
+        assert_eq!(covered(&same), 1, "interval changed only: the sweep carries on");
+        for (host, ports) in [("b.example", "20000-20009"), ("a.example", "20000-20019")] {
+            let mut other = load(host, ports, "30s");
+            keep_sweeps(&mut other, &old);
+            assert_eq!(covered(&other), 0, "{host} {ports}: a fresh sweep");
+        }
+    }
 }

@@ -457,7 +457,8 @@ pub struct UdpPortsDetails {
     pub sampled_closed_ranges: Vec<String>,
     /// Ports of the set whose echo came back, the last time each was tried (all runs so far).
     pub open: Vec<String>,
-    /// Ports of the set that stayed silent, the last time each was tried.
+    /// Ports of the set closed: silent after a full retry in two separate runs (the latest
+    /// two results of each).
     pub closed: Vec<String>,
     /// Ranges left out of `open`/`closed` (each list is bounded).
     #[serde(default, skip_serializing_if = "is_zero")]
