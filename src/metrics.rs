@@ -234,13 +234,13 @@ impl RunFamilies {
             udp_ports_open: gauge(
                 reg,
                 "egress_probe_udp_ports_open_ratio",
-                "kind udp_ports: share of the set's ports tried so far whose echo came back the last time each was tried (0..1); the ranges are in /status and JSON, never labels.",
+                "kind udp_ports: share of the set's settled ports whose echo came back the last time each was tried (0..1; absent until one is settled); the ranges are in /status and JSON, never labels.",
                 &["probe"],
             )?,
             udp_ports_coverage: gauge(
                 reg,
                 "egress_probe_udp_ports_coverage_ratio",
-                "kind udp_ports: share of the set's ports tried at least once since the probe was loaded (0..1).",
+                "kind udp_ports: share of the set's ports with a settled result (open, or silent in two runs) in this sweep (0..1).",
                 &["probe"],
             )?,
             media_mos: gauge(
@@ -283,7 +283,7 @@ impl RunFamilies {
             ice_rtt: gauge(
                 reg,
                 "egress_probe_ice_rtt_seconds",
-                "ICE with connectivity: mean round-trip time through the relay of each relay protocol that connected in the last run (udp: datagrams over the selected pair; tcp/tls: relayed STUN Binding checks).",
+                "ICE with connectivity: mean round-trip time through the relay of each relay protocol that connected in the last run (udp: datagrams over the selected pair; tcp/tls: relayed STUN Binding checks). Both ICE agents run in the probe, so each round trip crosses the probe-to-TURN leg four times: about twice what a call to a far peer sees on that leg.",
                 &["probe", "relay_protocol"],
             )?,
             ws_ping_rtt: detail_histogram(
@@ -422,6 +422,9 @@ impl RunFamilies {
             if known > 0 {
                 let ratio = f64::from(u.open_ports) / f64::from(known);
                 self.udp_ports_open.with_label_values(&[probe]).set(ratio);
+            } else {
+                // No settled port (yet, or since a reload started a fresh sweep): no stale share.
+                let _ = self.udp_ports_open.remove_label_values(&[probe]);
             }
             self.udp_ports_coverage.with_label_values(&[probe]).set(u.coverage);
         }

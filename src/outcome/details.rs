@@ -478,21 +478,34 @@ pub struct UdpPortsDetails {
     pub target: Option<IpAddr>,
     /// Ports probed in this run.
     pub sampled: u32,
-    /// Of those, how many echoed / stayed silent after the retry.
+    /// Of those, how many echoed / are closed (silent after a full retry in this run *and* an
+    /// earlier one).
     pub sampled_open: u32,
     pub sampled_closed: u32,
-    /// This run's silent ports, as ranges of consecutive ports (at most the sample).
+    /// Silent after a full retry for the first time: re-tested first in the next run before
+    /// being called closed (one lost datagram and its lost retry are not a firewall).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sampled_silent_once: u32,
+    /// No result: the deadline cut the retry's wait (neither open nor closed; tried again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sampled_unknown: u32,
+    /// This run's closed ports, as ranges of consecutive ports (at most the sample).
     pub sampled_closed_ranges: Vec<String>,
     /// Ports of the set whose echo came back, the last time each was tried (all runs so far).
     pub open: Vec<String>,
-    /// Ports of the set that stayed silent, the last time each was tried.
+    /// Ports of the set closed: silent after a full retry in two separate runs (the latest
+    /// two results of each).
     pub closed: Vec<String>,
     /// Ranges left out of `open`/`closed` (each list is bounded).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub more_ranges: u32,
     pub open_ports: u32,
     pub closed_ports: u32,
-    /// Ports of the set tried at least once since the probe was loaded, and that share.
+    /// Ports of the set silent in one run so far, waiting for their re-test.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub silent_once: u32,
+    /// Ports of the set with a settled result (open or closed) since the probe was loaded, and
+    /// that share.
     pub covered: u32,
     pub coverage: f64,
     /// Echo round trips of this run's answered first transmissions.

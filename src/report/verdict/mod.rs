@@ -431,7 +431,7 @@ pub static RULES: &[Rule] = &[
         id: "udp_ports_closed",
         severity: Severity::Broken,
         when: Scope::Failure(udp_ports_closed),
-        template: "UDP media ports on {host}: {finding} ({code}; {coverage}% of the set tried so far)",
+        template: "UDP media ports on {host}: {finding} ({code}; {tried} ports tried so far)",
         claim: Claim::None,
     },
     Rule {
@@ -1137,8 +1137,10 @@ fn udp_ports_closed(f: &Facts, _: &[Facts]) -> Option<Vars> {
         }
     };
     let finding = if u.open_ports == 0 {
+        // Only what was tried: a sample of 64 says nothing of the other 49,088 ports.
+        let silent = u.closed_ports + u.silent_once;
         format!(
-            "none of {} answers: UDP to the media range is blocked, or no echo responder runs there",
+            "none of the {silent} port(s) of {} tried so far answers: UDP to the media range is blocked, or no echo responder runs there",
             u.set
         )
     } else {
@@ -1148,7 +1150,8 @@ fn udp_ports_closed(f: &Facts, _: &[Facts]) -> Option<Vars> {
             list(&u.open)
         )
     };
-    Some(vec![("finding", finding), ("coverage", format!("{:.0}", u.coverage * 100.0))])
+    let tried = format!("{} of {}", u.covered + u.silent_once, u.set_size);
+    Some(vec![("finding", finding), ("tried", tried)])
 }
 
 fn rejected(f: &Facts, _: &[Facts]) -> Option<Vars> {

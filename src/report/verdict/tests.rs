@@ -431,14 +431,36 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                     set: "20000-20099".into(),
                     open: vec!["20000-20049".into()],
                     closed: vec!["20050-20099".into()],
+                    set_size: 100,
                     open_ports: 50,
                     closed_ports: 50,
+                    covered: 100,
                     coverage: 1.0,
                     ..Default::default()
                 });
                 r
             }],
-            "UDP media ports on relay.example.com: 20050-20099 get no echo while 20000-20049 do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio (udp/closed; 100% of the set tried so far)".into(),
+            "UDP media ports on relay.example.com: 20050-20099 get no echo while 20000-20049 do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio (udp/closed; 100 of 100 ports tried so far)".into(),
+        ),
+        (
+            "udp_ports_closed",
+            vec![{
+                let mut r = fail("media", "udp_ports", "udp:relay.example.com:16384-65535", Phase::Udp, Reason::Closed);
+                r.endpoint = Endpoint {
+                    host: "relay.example.com".into(),
+                    port: Some(16384),
+                    transport: Transport::Udp,
+                };
+                r.outcome.detail.udp_ports = Some(UdpPortsDetails {
+                    set: "16384-65535".into(),
+                    set_size: 49152,
+                    sampled: 64,
+                    silent_once: 64,
+                    ..Default::default()
+                });
+                r
+            }],
+            "UDP media ports on relay.example.com: none of the 64 port(s) of 16384-65535 tried so far answers: UDP to the media range is blocked, or no echo responder runs there (udp/closed; 64 of 49152 ports tried so far)".into(),
         ),
         (
             "path_silent_after_hop",
@@ -578,6 +600,18 @@ fn rejected_before_server_on_a_trace_says_how_many_hops_out() {
 #[test]
 fn udp_ports_closed() {
     check("udp_ports_closed");
+}
+
+#[test]
+fn udp_ports_with_nothing_answering_names_only_the_ports_tried_not_the_whole_range() {
+    let (_, results, expected) = cases()
+        .into_iter()
+        .filter(|(id, _, _)| *id == "udp_ports_closed")
+        .nth(1)
+        .expect("the nothing-answers case");
+    let verdicts = assess(&results);
+    let v = verdicts.iter().find(|v| v.rule == "udp_ports_closed").expect("fired");
+    assert_eq!(v.text, expected);
 }
 
 #[test]
