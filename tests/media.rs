@@ -235,7 +235,10 @@ async fn a_deadline_before_the_streams_end_is_media_timeout_not_a_short_clean_ca
     let out = probe::run(&udp_media(echo, stream(2)), &ctx).await;
     assert_eq!(code(&out), "media/timeout", "{out:#?}");
     let msg = &out.failure.as_ref().expect("failure").message;
-    assert!(msg.starts_with("the deadline left ") && msg.contains(" of 2.0 s for the stream: "), "{msg}");
+    assert!(
+        msg.starts_with("the deadline left ") && msg.contains(" of 2.0 s for the stream: "),
+        "{msg}"
+    );
     let m = media_of(&out);
     assert!(m.truncated && m.sent < m.planned, "{m:?}");
     assert_eq!(m.loss, 0.0, "packets in flight at the cut are not lost: {m:?}");

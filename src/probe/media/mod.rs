@@ -20,17 +20,36 @@
 //! packets actually sent keep consecutive sequence numbers, so a busy host never reads as
 //! loss. Send and receive times are taken with `Instant::now()` right at the socket calls;
 //! jitter uses each packet's own send time, so pacing lateness is not counted as jitter either.
+//! That send time is the stream's own record, indexed by sequence number: the stamp the echo
+//! returns is only compared with it (a mismatch is not our packet), never trusted. Only the
+//! first arrival of a packet is stored, copies are counted, so stored arrivals never exceed
+//! the packets sent and a flood of copies cannot displace a real packet.
 //!
 //! **Bounds.** Sending stops after `duration` (at most 60 s, checked in the config) or at the
 //! run's deadline, whichever is first; then the stream waits for late packets for twice the
 //! slowest round trip seen (at least 250 ms, at most 2 s, never past the deadline). Anything
 //! later is lost. The scheduler gives the run `timeout + duration` (see
-//! `ProbeSpec::hold`), and the config requires the interval to cover that.
+//! `ProbeSpec::hold`), and the config requires the interval to cover that. The transports'
+//! loops are `biased` with the deadline first: once it is due no tick can win a random draw
+//! and send one more packet. A deadline before the last slot marks the stream `truncated`
+//! (`media/timeout`: set-up ate its time, common under `/probe`'s scrape-timeout deadline); a
+//! deadline during the drain wait leaves the packets sent within one drain wait of it `in
+//! flight`, neither received nor lost.
 //!
-//! **Verdict.** [`judge`] compares loss, the final RFC 3550 jitter and the average round trip
-//! with `max_loss`, `max_jitter` and `max_rtt` (Teams' client targets by default), then the MOS
-//! with `min_mos` if set, and fails phase `media` with `loss`, `jitter`, `rtt` or `mos` — the
-//! first exceeded in that order, the message naming every one exceeded.
+//! **Per leg.** A round trip crosses the client's path `k` times (`crossings`: 2 for
+//! `udp_echo` and `turn_peer`, 4 for `turn_pair`, whose A → relay → B → relay → A crosses the
+//! client ↔ relay leg four times). Teams' targets are per leg, so `max_rtt` judges
+//! `rtt_avg · 2 / k` (one leg's round trip), `max_loss` the one-way loss
+//! `1 − (1 − loss)^(1/k)`, and the E-model gets that loss and the one-way delay
+//! `rtt_avg / k` (+ jitter buffer + packetisation). Jitter is the round trip's, undivided.
+//!
+//! **Verdict.** [`judge`]: a truncated stream is `media/timeout`; then it compares the one-way
+//! loss, the final RFC 3550 jitter and the leg's average round trip with `max_loss`,
+//! `max_jitter` and `max_rtt` (Teams' client targets by default), then the MOS with `min_mos`
+//! if set, and fails phase `media` with `loss`, `jitter`, `rtt` or `mos` — the first exceeded
+//! in that order, the message naming every one exceeded. When the host was too busy to pace
+//! the stream (over 5 % of slots skipped or sends over a packet time late) a timing failure
+//! (jitter, rtt, mos) is `internal/busy` instead: it measured this host, not the network.
 
 pub mod emodel;
 pub mod stats;
@@ -340,10 +359,7 @@ pub fn judge(d: &MediaDetails, t: &MediaThresholds) -> Result<(), Failure> {
     }
     let k = d.crossings.max(2);
     if d.received == 0 {
-        return fail(
-            Reason::Loss,
-            format!("none of {} media packets came back ({})", d.sent, d.path),
-        );
+        return fail(Reason::Loss, format!("none of {} media packets came back ({})", d.sent, d.path));
     }
     let mut failed: Vec<(Reason, String)> = Vec::new();
     if d.one_way_loss > t.max_loss {
@@ -365,7 +381,11 @@ pub fn judge(d: &MediaDetails, t: &MediaThresholds) -> Result<(), Failure> {
     if d.jitter > t.max_jitter {
         failed.push((
             Reason::Jitter,
-            format!("jitter {} (of the round trip) is above max_jitter {}", ms(d.jitter), ms(t.max_jitter)),
+            format!(
+                "jitter {} (of the round trip) is above max_jitter {}",
+                ms(d.jitter),
+                ms(t.max_jitter)
+            ),
         ));
     }
     if d.leg_rtt_avg > t.max_rtt {
@@ -649,7 +669,12 @@ mod tests {
         assert_eq!((d.sent, d.received, d.in_flight, d.loss), (25, 12, 13, 0.0), "{d:?}");
         let f = judge(&d, &MediaThresholds::default()).unwrap_err();
         assert_eq!(f.code(), "media/timeout");
-        assert!(f.message.starts_with("the deadline left 0.5 of 1.0 s for the stream: 25 of 50 packets sent"), "{}", f.message);
+        assert!(
+            f.message
+                .starts_with("the deadline left 0.5 of 1.0 s for the stream: 25 of 50 packets sent"),
+            "{}",
+            f.message
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -692,7 +717,13 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(f.code(), "media/loss");
-        assert!(f.message.contains("one-way loss ≈ 1.0% (2 of 50 packets lost over the round trip, 4.0%, which crosses the client↔relay leg four times"), "{}", f.message);
+        assert!(
+            f.message.contains(
+                "one-way loss ≈ 1.0% (2 of 50 packets lost over the round trip, 4.0%, which crosses the client↔relay leg four times"
+            ),
+            "{}",
+            f.message
+        );
         assert!(f.message.contains("one leg's round trip ≈ "), "{}", f.message);
     }
 
@@ -775,7 +806,11 @@ mod tests {
         };
         let f = judge(&busy, &MediaThresholds::default()).unwrap_err();
         assert_eq!(f.code(), "internal/busy");
-        assert!(f.message.contains("10 of 100 slots skipped") && f.message.contains("jitter 40.0 ms"), "{}", f.message);
+        assert!(
+            f.message.contains("10 of 100 slots skipped") && f.message.contains("jitter 40.0 ms"),
+            "{}",
+            f.message
+        );
         let late = MediaDetails {
             late_sends: 6,
             jitter: ms(40),

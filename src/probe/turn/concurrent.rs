@@ -201,7 +201,10 @@ mod tests {
             (6, f(Phase::Allocate, Reason::Capacity)),
         ]);
         assert_eq!(got.map(|(i, f)| (i, f.code())), Some((5, "allocate/quota".to_string())));
-        let got = reported(vec![(4, f(Phase::Allocate, Reason::Timeout)), (3, f(Phase::Connect, Reason::Refused))]);
+        let got = reported(vec![
+            (4, f(Phase::Allocate, Reason::Timeout)),
+            (3, f(Phase::Connect, Reason::Refused)),
+        ]);
         assert_eq!(got.map(|(i, _)| i), Some(3), "no refusal: the lowest number");
     }
 }

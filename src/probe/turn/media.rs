@@ -6,9 +6,11 @@
 //!   client echoes each packet to A's relayed address. It needs nothing but the TURN server, so
 //!   it works against any vendor's relay with the credentials a softphone gets, and every
 //!   packet crosses the customer's egress path the way a call's does (client ↔ relay, UDP or
-//!   TCP/TLS 443). The price: the round trip contains the client ↔ relay leg twice (A's and
-//!   B's), so `rtt_*` is about twice what one call leg sees and jitter and loss are those of two
-//!   legs — a conservative reading (`detail.media.path: turn_pair`).
+//!   TCP/TLS 443). The price: A and B sit behind the same egress, so a round trip crosses the
+//!   client ↔ relay leg four times (A up, B down, B up, A down): `detail.media.path:
+//!   turn_pair`, `crossings: 4`, and the thresholds judge the per-leg estimates (one leg's
+//!   round trip = half the measured one, one-way loss = the fourth root's complement; see
+//!   `probe::media`).
 //! - **With `peer: ip:port`: to a UDP echo through one allocation** (the responder's
 //!   `udp_echo` next to the relay). A permits the peer and streams to it; the echo sends each
 //!   packet back to A's relayed address. The round trip is then one client ↔ relay leg plus

@@ -854,8 +854,7 @@ fn proxy_auth(f: &Facts, _: &[Facts]) -> Option<Vars> {
 /// With `concurrent: N` and some established through the proxy, its 429/503 for the rest is
 /// its own connection limit (`connection_cap`), neither an unreachable target nor a policy.
 fn proxy_cap(f: &Facts) -> bool {
-    f.outcome.detail.concurrent.as_ref().is_some_and(|c| c.established > 0)
-        && matches!(f.reason, Some(Reason::Status(429 | 503)))
+    f.outcome.detail.concurrent.as_ref().is_some_and(|c| c.established > 0) && matches!(f.reason, Some(Reason::Status(429 | 503)))
 }
 
 fn proxy_upstream_failed(f: &Facts, _: &[Facts]) -> Option<Vars> {

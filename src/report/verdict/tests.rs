@@ -675,7 +675,13 @@ fn a_proxy_limit_and_a_full_relay_are_not_called_a_per_user_cap() {
         });
         rule_and_text(&[r])
     };
-    let v = cap(fail("wss-cap", "websocket", "wss://sig.example.com/ws", Phase::Proxy, Reason::Status(503)));
+    let v = cap(fail(
+        "wss-cap",
+        "websocket",
+        "wss://sig.example.com/ws",
+        Phase::Proxy,
+        Reason::Status(503),
+    ));
     assert_eq!(
         v[0],
         (
@@ -683,7 +689,13 @@ fn a_proxy_limit_and_a_full_relay_are_not_called_a_per_user_cap() {
             "WebSocket signalling on 443 allows only 5 of 8 connections at once (proxy/status_503): the HTTP proxy's own connection limit (e.g. MaxClients), shared by every client behind that proxy whatever its credentials; busy hours leave fewer".to_string()
         )
     );
-    let v = cap(fail("turn-full", "turn", "turn:relay.example.com:3478?transport=udp", Phase::Allocate, Reason::Capacity));
+    let v = cap(fail(
+        "turn-full",
+        "turn",
+        "turn:relay.example.com:3478?transport=udp",
+        Phase::Allocate,
+        Reason::Capacity,
+    ));
     assert_eq!(
         v[0],
         (
@@ -845,7 +857,13 @@ fn a_turn_probe_that_failed_only_at_media_is_still_a_working_relay() {
         mos: 3.9,
         ..Default::default()
     });
-    let udp = fail("stun", "stun", "stun:relay.example.com:3478?transport=udp", Phase::Stun, Reason::Timeout);
+    let udp = fail(
+        "stun",
+        "stun",
+        "stun:relay.example.com:3478?transport=udp",
+        Phase::Stun,
+        Reason::Timeout,
+    );
     let v = rule_and_text(&[udp, poor]);
     let rules: Vec<&str> = v.iter().map(|(r, _)| *r).collect();
     assert!(rules.contains(&"udp_dropped_relay_works"), "{v:?}");
