@@ -60,8 +60,16 @@ pub enum MetricsError {
 const ICE_TYPES: &[&str] = &["host", "srflx", "prflx", "relay"];
 /// Relay protocols (Chromium's `relayProtocol`): how the client reaches the TURN server.
 const RELAY_PROTOCOLS: &[&str] = &["udp", "tcp", "tls"];
-/// NAT mapping behaviours exported on `egress_probe_nat_mapping`.
-const NAT_BEHAVIORS: &[&str] = &["endpoint_independent", "endpoint_dependent"];
+/// NAT mapping behaviours exported on `egress_probe_nat_mapping`: RFC 5780's three, and
+/// `endpoint_dependent` from a `second_server` comparison (a server without OTHER-ADDRESS).
+const NAT_MAPPINGS: &[&str] = &[
+    "endpoint_independent",
+    "address_dependent",
+    "address_and_port_dependent",
+    "endpoint_dependent",
+];
+/// NAT filtering behaviours exported on `egress_probe_nat_filtering` (RFC 5780).
+const NAT_FILTERINGS: &[&str] = &crate::outcome::details::NAT_BEHAVIORS;
 
 /// The per-run families (everything derived from one [`Outcome`]). The `Option` families
 /// exist only with `histograms: per_phase`.
@@ -76,6 +84,8 @@ struct RunFamilies {
     relay_loss: GaugeVec,
     stun_rtt: Option<HistogramVec>,
     nat_mapping: GaugeVec,
+    nat_filtering: GaugeVec,
+    nat_lifetime: GaugeVec,
     ice_candidates: GaugeVec,
     ice_first: Option<HistogramVec>,
     ice_relays: GaugeVec,
@@ -194,8 +204,20 @@ impl RunFamilies {
             nat_mapping: gauge(
                 reg,
                 "egress_probe_nat_mapping",
-                "NAT mapping behaviour seen in the last run (1 for the observed behaviour, 0 for the other).",
+                "NAT mapping behaviour seen in the last run (1 for the observed behaviour, 0 for the others).",
                 &["probe", "behavior"],
+            )?,
+            nat_filtering: gauge(
+                reg,
+                "egress_probe_nat_filtering",
+                "NAT filtering behaviour seen in the last run (RFC 5780; 1 for the observed behaviour, 0 for the others).",
+                &["probe", "behavior"],
+            )?,
+            nat_lifetime: gauge(
+                reg,
+                "egress_probe_nat_binding_lifetime_seconds",
+                "How long an idle UDP mapping survived in the last search (middle of the bracket found; the search's max when none expired).",
+                &["probe"],
             )?,
             path_hops: gauge(
                 reg,
@@ -348,12 +370,19 @@ impl RunFamilies {
             if let Some(rtt) = &stun.rtt {
                 observe_samples(self.stun_rtt.as_ref(), &[probe], rtt);
             }
-            if let Some(seen) = stun.nat_mapping.as_deref() {
-                for b in NAT_BEHAVIORS {
-                    self.nat_mapping
-                        .with_label_values(&[probe, b])
-                        .set(if *b == seen { 1.0 } else { 0.0 });
+            for (family, seen, words) in [
+                (&self.nat_mapping, stun.nat_mapping.as_deref(), NAT_MAPPINGS),
+                (&self.nat_filtering, stun.nat_filtering.as_deref(), NAT_FILTERINGS),
+            ] {
+                let Some(seen) = seen.filter(|s| words.contains(s)) else {
+                    continue;
+                };
+                for b in words {
+                    family.with_label_values(&[probe, b]).set(if *b == seen { 1.0 } else { 0.0 });
                 }
+            }
+            if let Some(l) = &stun.binding_lifetime {
+                self.nat_lifetime.with_label_values(&[probe]).set(l.estimate().as_secs_f64());
             }
         }
         if let Some(ice) = &d.ice {
@@ -1047,6 +1076,12 @@ mod tests {
         o.detail.stun = Some(StunDetails {
             rtt: Some(RttStats::from_samples(2, vec![ms(1), ms(1)])),
             nat_mapping: Some("endpoint_independent".into()),
+            nat_filtering: Some("address_and_port_dependent".into()),
+            binding_lifetime: Some(crate::outcome::details::BindingLifetime {
+                alive: Duration::from_secs(28),
+                expired: Some(Duration::from_secs(32)),
+                checks: 9,
+            }),
             mapped: Some("192.0.2.7:5000".parse().unwrap()),
             ..Default::default()
         });
@@ -1084,6 +1119,13 @@ mod tests {
         assert!(text.contains(r#"egress_probe_stun_rtt_seconds_count{probe="p"} 2"#));
         assert!(text.contains(r#"egress_probe_nat_mapping{behavior="endpoint_independent",probe="p"} 1"#));
         assert!(text.contains(r#"egress_probe_nat_mapping{behavior="endpoint_dependent",probe="p"} 0"#));
+        assert!(text.contains(r#"egress_probe_nat_mapping{behavior="address_and_port_dependent",probe="p"} 0"#));
+        assert!(text.contains(r#"egress_probe_nat_filtering{behavior="address_and_port_dependent",probe="p"} 1"#));
+        assert!(text.contains(r#"egress_probe_nat_filtering{behavior="endpoint_independent",probe="p"} 0"#));
+        assert!(
+            text.contains(r#"egress_probe_nat_binding_lifetime_seconds{probe="p"} 30"#),
+            "{text}"
+        );
         assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="srflx"} 0"#));
         assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="host"} 2"#));
         assert!(text.contains(r#"egress_probe_ice_first_candidate_seconds_count{probe="p",type="relay"} 1"#));

@@ -189,8 +189,9 @@ async fn every_twentieth_packet_dropped_and_a_fixed_delay_read_five_percent_loss
     let said = egress_probe::report::verdict::verdicts(&[result]).join("\n");
     assert!(
         said.contains(&format!(
-            "Media over UDP to {} on 127.0.0.1 gets through but not at call quality (media/loss: loss 5.0%",
-            impair.addr.port()
+            "Media over UDP to {} on 127.0.0.1 gets through but not at call quality (media/loss: loss {:.1}%",
+            impair.addr.port(),
+            m.loss * 100.0
         )),
         "{said}"
     );

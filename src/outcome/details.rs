@@ -270,11 +270,47 @@ pub struct StunDetails {
     pub rtt: Option<RttStats>,
     /// RFC 5780 OTHER-ADDRESS, when the server advertises one.
     pub other_address: Option<SocketAddr>,
-    /// `endpoint_independent` / `endpoint_dependent` when `nat_mapping` ran.
+    /// RFC 5780 §4.3 mapping behaviour when `nat_mapping` ran: [`NAT_BEHAVIORS`], or
+    /// `endpoint_dependent` when only a `second_server` (no OTHER-ADDRESS) was there to compare.
     pub nat_mapping: Option<String>,
-    /// The mapped address seen by the second server of `nat_mapping`.
+    /// The mapped address seen by the second server of `nat_mapping` (RFC 5780: the alternate
+    /// IP on the primary port).
     #[serde(default)]
     pub second_mapped: Option<SocketAddr>,
+    /// RFC 5780 test III of the mapping: the mapped address seen on the alternate IP *and* port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub third_mapped: Option<SocketAddr>,
+    /// RFC 5780 §4.4 filtering behaviour when `nat_filtering` ran: one of [`NAT_BEHAVIORS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_filtering: Option<String>,
+    /// RFC 5780 §4.6 binding lifetime when `binding_lifetime` ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_lifetime: Option<BindingLifetime>,
+}
+
+/// RFC 5780 behaviours (mapping and filtering), from the most to the least permissive.
+pub const NAT_BEHAVIORS: [&str; 3] = ["endpoint_independent", "address_dependent", "address_and_port_dependent"];
+
+/// What the binding lifetime search found: the mapping survived `alive` of idleness and was
+/// gone after `expired` (`None`: it survived the whole search, up to `max`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BindingLifetime {
+    #[serde(rename = "alive_ms", with = "super::duration_ms")]
+    pub alive: Duration,
+    #[serde(rename = "expired_ms", default, with = "opt_duration_ms")]
+    pub expired: Option<Duration>,
+    /// Idle mappings checked (each a socket of its own).
+    pub checks: u32,
+}
+
+impl BindingLifetime {
+    /// The estimate: the middle of the bracket, or `alive` when nothing expired.
+    pub fn estimate(&self) -> Duration {
+        match self.expired {
+            Some(e) => (self.alive + e) / 2,
+            None => self.alive,
+        }
+    }
 }
 
 /// TURN allocation and relay facts.

@@ -123,6 +123,13 @@ pub struct TurnListeners {
     pub tls: Vec<Listen>,
 }
 
+impl TurnListeners {
+    /// No STUN/TURN listener at all.
+    pub fn is_empty(&self) -> bool {
+        self.udp.is_empty() && self.tcp.is_empty() && self.tls.is_empty()
+    }
+}
+
 impl Default for TurnListeners {
     fn default() -> Self {
         TurnListeners {
@@ -241,6 +248,99 @@ pub struct ResponderConfig {
     /// Lifetime of issued tokens in seconds (`expires_in`). Default 3600.
     #[serde(default = "default_token_ttl")]
     pub oauth2_token_ttl: u64,
+    /// RFC 5780 NAT behaviour discovery server (off by default; see `nat_stun.rs`).
+    #[serde(default)]
+    pub nat_stun: Option<NatStunConfig>,
+}
+
+/// Default ports of the RFC 5780 server: next to the STUN/TURN and echo ports (3478, 3479),
+/// so they never clash with those listeners on the same address.
+pub const DEFAULT_NAT_STUN_PORTS: [u16; 2] = [3480, 3481];
+
+/// `nat_stun: {primary: IP, alternate: IP, ports: [P1, P2]}`: the RFC 5780 server answers on
+/// primary/alternate IP × primary/alternate port. Without `alternate` it says so: no
+/// OTHER-ADDRESS in its answers and 420 to a CHANGE-REQUEST for another IP (a NAT's mapping
+/// and filtering cannot be told from one address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatStunConfig {
+    pub primary: IpAddr,
+    pub alternate: Option<IpAddr>,
+    /// Primary and alternate port (0 = pick free ports, the same number on both addresses).
+    pub ports: [u16; 2],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNatStun {
+    primary: IpAddr,
+    #[serde(default)]
+    alternate: Option<IpAddr>,
+    #[serde(default = "default_nat_ports")]
+    ports: Vec<u16>,
+}
+
+fn default_nat_ports() -> Vec<u16> {
+    DEFAULT_NAT_STUN_PORTS.to_vec()
+}
+
+impl NatStunConfig {
+    /// Checks and builds one (as the config file's `nat_stun:` is checked).
+    pub fn new(primary: IpAddr, alternate: Option<IpAddr>, ports: Option<Vec<u16>>) -> Result<NatStunConfig, String> {
+        NatStunConfig::try_from(RawNatStun {
+            primary,
+            alternate,
+            ports: ports.unwrap_or_else(default_nat_ports),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for NatStunConfig {
+    // Validated inside the mapping's visitor, so that YAML errors point at `nat_stun:` itself
+    // (a `try_from` error would come out without a position).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NatStunConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping {primary, alternate, ports}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<NatStunConfig, A::Error> {
+                let raw = RawNatStun::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                NatStunConfig::try_from(raw).map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl TryFrom<RawNatStun> for NatStunConfig {
+    type Error = String;
+    fn try_from(r: RawNatStun) -> Result<Self, String> {
+        let ports: [u16; 2] = r
+            .ports
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("nat_stun: ports must be two ports [primary, alternate], found {}", r.ports.len()))?;
+        if ports[0] == ports[1] && ports[0] != 0 {
+            return Err(format!("nat_stun: the alternate port must differ from the primary ({})", ports[0]));
+        }
+        if r.primary.is_unspecified() {
+            return Err("nat_stun: primary must be a specific address (responses say which address answered)".into());
+        }
+        if let Some(a) = r.alternate {
+            if a == r.primary || a.is_unspecified() || a.is_ipv4() != r.primary.is_ipv4() {
+                return Err(format!(
+                    "nat_stun: alternate {a} must be a second specific address of the same family as primary {}",
+                    r.primary
+                ));
+            }
+        }
+        Ok(NatStunConfig {
+            primary: r.primary,
+            alternate: r.alternate,
+            ports,
+        })
+    }
 }
 
 fn default_ws_idle() -> u64 {
@@ -271,6 +371,7 @@ impl Default for ResponderConfig {
             websocket_idle_timeout: default_ws_idle(),
             oauth2_clients: BTreeMap::new(),
             oauth2_token_ttl: default_token_ttl(),
+            nat_stun: None,
         }
     }
 }
@@ -354,6 +455,30 @@ mod tests {
         assert_eq!(c.turn.udp[0].resolve(c.bind), "127.0.0.1:3478".parse().unwrap());
         assert_eq!(c.relay_ports, Some(PortRange { min: 50000, max: 50100 }));
         assert!(c.has_credentials());
+    }
+
+    #[test]
+    fn nat_stun_takes_two_addresses_and_two_ports() {
+        let c = ResponderConfig::parse("nat_stun: { primary: 192.0.2.1, alternate: 192.0.2.2, ports: [3480, 3481] }\n", "t").unwrap();
+        let n = c.nat_stun.unwrap();
+        assert_eq!(n.alternate, Some("192.0.2.2".parse().unwrap()));
+        assert_eq!(n.ports, [3480, 3481]);
+        let one = ResponderConfig::parse("nat_stun: { primary: 192.0.2.1 }\n", "t").unwrap();
+        assert_eq!(one.nat_stun.unwrap().ports, DEFAULT_NAT_STUN_PORTS);
+    }
+
+    #[test]
+    fn nat_stun_mistakes_have_positions() {
+        for (text, want) in [
+            ("web: [8443]\nnat_stun: { primary: 192.0.2.1, alternate: 192.0.2.1 }\n", "r.yaml:2:"),
+            ("web: [8443]\nnat_stun:\n  primary: 192.0.2.1\n  ports: [3480]\n", "r.yaml:3:"),
+            ("nat_stun: { primary: 192.0.2.1, alternate: '::1' }\n", "r.yaml:1:11"),
+            ("nat_stun: { primary: 0.0.0.0 }\n", "r.yaml:1:"),
+            ("nat_stun: { primary: 192.0.2.1, alternat: 192.0.2.2 }\n", "r.yaml:1:"),
+        ] {
+            let e = ResponderConfig::parse(text, "r.yaml").unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -527,6 +527,7 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
             let pfx = format!("{what}: ");
             let extra = match &spec {
                 Some(ProbeSpec::Turn(_) | ProbeSpec::Media(_)) => "media duration",
+                Some(ProbeSpec::Stun(_)) => "binding_lifetime search (2 x max + 4s)",
                 _ => "hold",
             };
             if held.is_zero() {

@@ -498,6 +498,27 @@ pub static RULES: &[Rule] = &[
         claim: Claim::RelayWorks,
     },
     Rule {
+        id: "nat_symmetric",
+        severity: Severity::Degraded,
+        when: Scope::Whole(nat_symmetric),
+        template: "Symmetric NAT ({mapping} mapping, seen by {probes}): direct media will fail, calls need the relay (Genesys Cloud requires endpoint-independent mapping)",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "nat_short_lifetime",
+        severity: Severity::Degraded,
+        when: Scope::Whole(nat_short_lifetime),
+        template: "Idle UDP mappings expire after about {lifetime} s ({probes}), far below RFC 4787's 2 minutes: media and keepalives must never pause that long, or calls lose audio",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "nat_endpoint_independent",
+        severity: Severity::Ok,
+        when: Scope::Whole(nat_endpoint_independent),
+        template: "NAT mapping is endpoint-independent{filtering}, as Genesys Cloud requires ({probes}): direct media can work{once}",
+        claim: Claim::None,
+    },
+    Rule {
         id: "all_pass",
         severity: Severity::Ok,
         when: Scope::Whole(all_pass),
@@ -1256,10 +1277,70 @@ fn ice_relay_only_over_stream(all: &[Facts]) -> Option<Vars> {
         .map(fallback_vars)
 }
 
+/// Shortest binding lifetime below which idle mappings are worth a warning (RFC 4787 REQ-5
+/// asks for 2 minutes; below 30 s even short pauses in media or keepalives lose the mapping).
+const SHORT_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Names of the stun probes whose NAT `pick` returns `Some`, sorted, and the first value.
+fn nat_probes<'f>(all: &'f [Facts], pick: impl Fn(&'f crate::outcome::details::StunDetails) -> Option<String>) -> Option<(String, String)> {
+    let mut hits: Vec<(&str, String)> = all
+        .iter()
+        .filter(|f| f.kind == "stun")
+        .filter_map(|f| Some((f.name, pick(f.outcome.detail.stun.as_ref()?)?)))
+        .collect();
+    hits.sort();
+    let first = hits.first()?.1.clone();
+    let names: Vec<&str> = hits.iter().map(|(n, _)| *n).collect();
+    Some((names.join(", "), first))
+}
+
+/// `address_and_port_dependent` → `address-and-port-dependent`.
+fn behaviour_words(b: &str) -> String {
+    b.replace('_', "-")
+}
+
+/// A stun probe found a mapping that changes with the destination (RFC 3489's "symmetric").
+fn nat_symmetric(all: &[Facts]) -> Option<Vars> {
+    let (probes, mapping) = nat_probes(all, |s| {
+        s.nat_mapping.clone().filter(|m| {
+            matches!(
+                m.as_str(),
+                "address_dependent" | "address_and_port_dependent" | "endpoint_dependent"
+            )
+        })
+    })?;
+    Some(vec![("probes", probes), ("mapping", behaviour_words(&mapping))])
+}
+
+fn nat_short_lifetime(all: &[Facts]) -> Option<Vars> {
+    let (probes, secs) = nat_probes(all, |s| {
+        let l = s.binding_lifetime.as_ref()?;
+        l.expired.filter(|e| *e <= SHORT_LIFETIME)?;
+        Some(format!("{:.0}", l.estimate().as_secs_f64()))
+    })?;
+    Some(vec![("probes", probes), ("lifetime", secs)])
+}
+
+fn nat_endpoint_independent(all: &[Facts]) -> Option<Vars> {
+    let (probes, filtering) = nat_probes(all, |s| {
+        (s.nat_mapping.as_deref() == Some("endpoint_independent")).then(|| s.nat_filtering.clone().unwrap_or_default())
+    })?;
+    let (filtering, once) = match filtering.as_str() {
+        "" => (String::new(), ""),
+        "endpoint_independent" => (" with endpoint-independent filtering".to_string(), ""),
+        f => (
+            format!(" with {} filtering", behaviour_words(f)),
+            " once this side has sent to the peer, as ICE does",
+        ),
+    };
+    Some(vec![("probes", probes), ("filtering", filtering), ("once", once.to_string())])
+}
+
 fn all_pass(all: &[Facts]) -> Option<Vars> {
     let every = !all.is_empty() && all.iter().all(|f| f.success);
-    // A degraded relay is not "all paths work".
-    (every && ice_relay_only_over_stream(all).is_none()).then(|| vec![("count", all.len().to_string())])
+    // A degraded relay or NAT is not "all paths work".
+    let degraded = ice_relay_only_over_stream(all).is_some() || nat_symmetric(all).is_some() || nat_short_lifetime(all).is_some();
+    (every && !degraded).then(|| vec![("count", all.len().to_string())])
 }
 
 fn some_pass(all: &[Facts]) -> Option<Vars> {

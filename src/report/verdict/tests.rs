@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::outcome::details::{
-    ConcurrentDetails, Details, HoldDetails, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails, TlsDetails,
-    UdpPortsDetails, WebsocketDetails,
+    BindingLifetime, ConcurrentDetails, Details, HoldDetails, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails,
+    StunDetails, TlsDetails, UdpPortsDetails, WebsocketDetails,
 };
 use crate::outcome::{Endpoint, Failure, PhaseTiming};
 
@@ -160,9 +160,42 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
         &[("udp", 0), ("tls", 1)],
         &[("tls", "turns:relay.example.com:443?transport=tcp")],
     ));
+    let nat = |name: &str, mapping: &str, filtering: Option<&str>, lifetime: Option<(u64, Option<u64>)>| {
+        let mut r = pass(name, "stun", "stun:nat.example.com:3480");
+        r.outcome.detail.stun = Some(StunDetails {
+            transport: "udp".into(),
+            nat_mapping: Some(mapping.into()),
+            nat_filtering: filtering.map(str::to_string),
+            binding_lifetime: lifetime.map(|(a, e)| BindingLifetime {
+                alive: Duration::from_secs(a),
+                expired: e.map(Duration::from_secs),
+                checks: 7,
+            }),
+            ..Default::default()
+        });
+        r
+    };
     let mut peer_only = fail("odd", "tcp", "not a target", Phase::Close, Reason::Io);
     peer_only.outcome.detail.peer = Some("10.0.0.1:5060".parse::<SocketAddr>().unwrap());
     vec![
+        (
+            "nat_symmetric",
+            vec![
+                nat("nat-b", "address_and_port_dependent", Some("address_and_port_dependent"), None),
+                nat("nat-a", "address_and_port_dependent", None, None),
+            ],
+            "Symmetric NAT (address-and-port-dependent mapping, seen by nat-a, nat-b): direct media will fail, calls need the relay (Genesys Cloud requires endpoint-independent mapping)".into(),
+        ),
+        (
+            "nat_short_lifetime",
+            vec![nat("nat", "endpoint_independent", None, Some((8, Some(12))))],
+            "Idle UDP mappings expire after about 10 s (nat), far below RFC 4787's 2 minutes: media and keepalives must never pause that long, or calls lose audio".into(),
+        ),
+        (
+            "nat_endpoint_independent",
+            vec![nat("nat", "endpoint_independent", Some("address_and_port_dependent"), Some((60, None)))],
+            "NAT mapping is endpoint-independent with address-and-port-dependent filtering, as Genesys Cloud requires (nat): direct media can work once this side has sent to the peer, as ICE does".into(),
+        ),
         (
             "udp_dropped_relay_works",
             vec![
@@ -570,6 +603,26 @@ fn udp_ports_closed() {
 #[test]
 fn path_silent_after_hop() {
     check("path_silent_after_hop");
+}
+
+#[test]
+fn nat_symmetric() {
+    check("nat_symmetric");
+}
+#[test]
+fn nat_short_lifetime() {
+    check("nat_short_lifetime");
+}
+#[test]
+fn nat_endpoint_independent() {
+    check("nat_endpoint_independent");
+}
+#[test]
+fn a_symmetric_nat_is_not_all_paths_work() {
+    let (_, results, _) = cases().into_iter().find(|(id, _, _)| *id == "nat_symmetric").unwrap();
+    let verdicts = assess(&results);
+    assert!(verdicts.iter().all(|v| v.rule != "all_pass"), "{verdicts:#?}");
+    assert!(verdicts.iter().any(|v| v.rule == "some_pass"), "{verdicts:#?}");
 }
 
 #[test]
