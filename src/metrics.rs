@@ -428,11 +428,19 @@ impl RunFamilies {
             }
             self.udp_ports_coverage.with_label_values(&[probe]).set(u.coverage);
         }
-        // Only probes with `media:` get these series, and only once a stream sent something.
-        if let Some(m) = d.media.as_ref().filter(|m| m.sent > 0) {
-            self.media_mos.with_label_values(&[probe]).set(m.mos);
-            self.media_loss.with_label_values(&[probe]).set(m.loss);
-            self.media_jitter.with_label_values(&[probe]).set(m.jitter.as_secs_f64());
+        // Only probes with `media:` get these series, and only once a stream sent something;
+        // a run without a stream (it failed before, or sent nothing) removes them, not stale.
+        match d.media.as_ref().filter(|m| m.sent > 0) {
+            Some(m) => {
+                self.media_mos.with_label_values(&[probe]).set(m.mos);
+                self.media_loss.with_label_values(&[probe]).set(m.loss);
+                self.media_jitter.with_label_values(&[probe]).set(m.jitter.as_secs_f64());
+            }
+            None => {
+                let _ = self.media_mos.remove_label_values(&[probe]);
+                let _ = self.media_loss.remove_label_values(&[probe]);
+                let _ = self.media_jitter.remove_label_values(&[probe]);
+            }
         }
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
             observe_samples(self.ws_ping_rtt.as_ref(), &[probe], rtt);
@@ -1134,6 +1142,30 @@ mod tests {
         assert!(!text.contains(r#"egress_probe_ice_rtt_seconds{probe="p",relay_protocol="udp"}"#));
         assert!(text.contains(r#"egress_probe_address_success{address="198.51.100.2",kind="turn",probe="p"} 0"#));
         assert!(!text.contains("192.0.2.7"), "the client's mapped address must never be a label");
+    }
+
+    #[test]
+    fn media_series_go_when_a_later_run_has_no_stream() {
+        let f = RunFamilies::register(&Registry::new(), Histograms::PerProbe).unwrap();
+        let mut o = Outcome::default();
+        o.detail.media = Some(crate::outcome::details::MediaDetails {
+            sent: 100,
+            received: 100,
+            mos: 4.4,
+            ..Default::default()
+        });
+        f.observe("p", "turn", "t", &o);
+        let count = |f: &RunFamilies| {
+            let r = Registry::new();
+            r.register(Box::new(f.media_mos.clone())).unwrap();
+            r.register(Box::new(f.media_loss.clone())).unwrap();
+            r.register(Box::new(f.media_jitter.clone())).unwrap();
+            r.gather().iter().map(|m| m.get_metric().len()).sum::<usize>()
+        };
+        assert_eq!(count(&f), 3);
+        // The next run failed at allocate: no stream, so no MOS of the run before.
+        f.observe("p", "turn", "t", &Outcome::default());
+        assert_eq!(count(&f), 0, "stale media series remain");
     }
 
     #[test]

@@ -371,12 +371,42 @@ pub struct MediaDetails {
     pub jitter: Duration,
     #[serde(rename = "jitter_max_ms", with = "duration_ms")]
     pub jitter_max: Duration,
-    /// ITU-T G.107 (simplified) transmission rating for G.711 and its MOS estimate.
+    /// ITU-T G.107 (simplified) transmission rating for G.711 and its MOS estimate, from
+    /// `one_way_loss` and `one_way_delay` (the same per-leg figures the thresholds judge).
     pub r_factor: f64,
     pub mos: f64,
     /// How long the stream ran (first send to the end of the drain wait).
     #[serde(rename = "duration_ms", with = "duration_ms")]
     pub duration: Duration,
+    /// One-way crossings of the client's path (client ↔ relay, or client ↔ echo) in one round
+    /// trip: 2 for `udp_echo` and `turn_peer`, 4 for `turn_pair` (A → relay → B's client →
+    /// relay → A, both clients behind the same egress).
+    #[serde(default)]
+    pub crossings: u32,
+    /// Loss of one crossing, `1 − (1 − loss)^(1/crossings)`: what one direction of the
+    /// softphone's leg loses if every crossing loses alike. Judged against `max_loss`.
+    #[serde(default)]
+    pub one_way_loss: f64,
+    /// Round trip of one client leg, `rtt_avg · 2 / crossings`. Judged against `max_rtt`.
+    #[serde(rename = "leg_rtt_avg_ms", with = "duration_ms", default)]
+    pub leg_rtt_avg: Duration,
+    /// The E-model's mouth-to-ear delay: `rtt_avg / crossings` + 2 · jitter + one packet.
+    #[serde(rename = "one_way_delay_ms", with = "duration_ms", default)]
+    pub one_way_delay: Duration,
+    /// The run's deadline ended sending before `duration` (set-up took the rest of the time):
+    /// the stream fails `media/timeout`, its figures cover only what was sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Packets sent in the last drain window before the deadline cut the stream, not back
+    /// yet: still in flight, counted neither as received nor as lost.
+    #[serde(default)]
+    pub in_flight: u32,
+    /// Sends more than one packet time after their slot (the probe host was busy), and the
+    /// latest one.
+    #[serde(default)]
+    pub late_sends: u32,
+    #[serde(rename = "send_late_max_ms", with = "duration_ms", default)]
+    pub send_late_max: Duration,
 }
 
 /// ICE gathering facts.
