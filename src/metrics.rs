@@ -434,7 +434,13 @@ impl RunFamilies {
             Some(m) => {
                 self.media_mos.with_label_values(&[probe]).set(m.mos);
                 self.media_loss.with_label_values(&[probe]).set(m.loss);
-                self.media_jitter.with_label_values(&[probe]).set(m.jitter.as_secs_f64());
+                // Nothing back: no jitter measured, so no series (a 0 would read as perfect).
+                match m.jitter {
+                    Some(j) => self.media_jitter.with_label_values(&[probe]).set(j.as_secs_f64()),
+                    None => {
+                        let _ = self.media_jitter.remove_label_values(&[probe]);
+                    }
+                }
             }
             None => {
                 let _ = self.media_mos.remove_label_values(&[probe]);
@@ -1050,7 +1056,7 @@ mod tests {
             sent: 100,
             received: 95,
             loss: 0.05,
-            jitter: Duration::from_micros(1500),
+            jitter: Some(Duration::from_micros(1500)),
             mos: 3.88,
             ..Default::default()
         });
@@ -1152,6 +1158,7 @@ mod tests {
             sent: 100,
             received: 100,
             mos: 4.4,
+            jitter: Some(Duration::from_millis(1)),
             ..Default::default()
         });
         f.observe("p", "turn", "t", &o);
@@ -1163,6 +1170,16 @@ mod tests {
             r.gather().iter().map(|m| m.get_metric().len()).sum::<usize>()
         };
         assert_eq!(count(&f), 3);
+        // A stream of which nothing came back measured no jitter: MOS and loss, no jitter.
+        let mut silent = Outcome::default();
+        silent.detail.media = Some(crate::outcome::details::MediaDetails {
+            sent: 100,
+            loss: 1.0,
+            mos: 1.0,
+            ..Default::default()
+        });
+        f.observe("p", "turn", "t", &silent);
+        assert_eq!(count(&f), 2, "no jitter series with nothing back");
         // The next run failed at allocate: no stream, so no MOS of the run before.
         f.observe("p", "turn", "t", &Outcome::default());
         assert_eq!(count(&f), 0, "stale media series remain");
