@@ -307,3 +307,22 @@ fn a_media_stream_to_a_closed_port_says_no_packet_came_back_and_reports_no_zero_
         assert!(media.get(key).is_none(), "{key} absent with nothing back: {media}");
     }
 }
+
+#[test]
+fn a_udp_ports_probe_gets_a_line_of_open_and_closed_ranges_and_coverage_under_the_table() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_d, path, _up, _) = lab(&format!(
+        "  - name: ports\n    kind: udp_ports\n    host: 127.0.0.1\n    ports: \"{closed}\"\n    port_timeout: 50ms\n"
+    ));
+    let o = check(&path, &["--probe", "ports"]);
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("ports: UDP ports {closed}: open none")))
+        .unwrap_or_else(|| panic!("no udp_ports line: {out}"));
+    assert!(line.contains("coverage "), "{line}");
+    assert!(
+        !stdout(&check(&path, &["--probe", "ports", "--quiet"])).contains("UDP ports"),
+        "--quiet: the table only"
+    );
+}

@@ -5,6 +5,7 @@
 //! (`verdict`) and the before/after comparison (`diff`).
 
 pub mod diff;
+pub mod facts;
 pub mod table;
 pub mod verdict;
 
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ProbeSpec;
 use crate::outcome::{Endpoint, Outcome};
+
+pub use facts::render_facts;
 
 /// Version of the JSON report format; bump on incompatible changes. New optional sections
 /// (e.g. `detail.media`) are additions older readers skip and this build reads as absent in
