@@ -233,7 +233,7 @@ impl PortRange {
     }
 
     /// How many ports the range holds.
-    pub fn len(self) -> u32 {
+    pub fn ports(self) -> u32 {
         u32::from(self.max) - u32::from(self.min) + 1
     }
 }
@@ -497,14 +497,14 @@ impl ResponderConfig {
         ];
         if let Some(echo) = self.udp_echo_ports {
             let max = super::udp_ports::MAX_ECHO_PORTS;
-            if echo.len() > max {
+            if echo.ports() > max {
                 return Err((
                     "udp_echo_ports",
                     format!(
                         "udp_echo_ports {}-{} is {} ports, at most {max} (one socket each); for a whole media range, redirect it with nftables onto udp_echo (see docs/responder.md)",
                         echo.min,
                         echo.max,
-                        echo.len()
+                        echo.ports()
                     ),
                 ));
             }
