@@ -350,6 +350,35 @@ impl RunFamilies {
         self.observe_details(probe, kind, outcome);
     }
 
+    /// The NAT state sets and lifetime of a stun run; a family the run found nothing for
+    /// loses its series (as `ice_rtt` does) instead of showing an old run's value forever.
+    /// The lifetime is exported only when a mapping was seen to expire.
+    fn observe_nat(&self, probe: &str, stun: Option<&crate::outcome::details::StunDetails>) {
+        for (family, seen, words) in [
+            (&self.nat_mapping, stun.and_then(|s| s.nat_mapping.as_deref()), NAT_MAPPINGS),
+            (&self.nat_filtering, stun.and_then(|s| s.nat_filtering.as_deref()), NAT_FILTERINGS),
+        ] {
+            match seen.filter(|s| words.contains(s)) {
+                Some(seen) => {
+                    for b in words {
+                        family.with_label_values(&[probe, b]).set(if *b == seen { 1.0 } else { 0.0 });
+                    }
+                }
+                None => {
+                    for b in words {
+                        let _ = family.remove_label_values(&[probe, b]);
+                    }
+                }
+            }
+        }
+        match stun.and_then(|s| s.binding_lifetime.as_ref()).filter(|l| l.expired.is_some()) {
+            Some(l) => self.nat_lifetime.with_label_values(&[probe]).set(l.estimate().as_secs_f64()),
+            None => {
+                let _ = self.nat_lifetime.remove_label_values(&[probe]);
+            }
+        }
+    }
+
     fn observe_details(&self, probe: &str, kind: &str, outcome: &Outcome) {
         let d = &outcome.detail;
         // With `addresses: all` each address has its own chain; the earliest expiry matters.
@@ -366,24 +395,11 @@ impl RunFamilies {
                 }
             }
         }
-        if let Some(stun) = &d.stun {
-            if let Some(rtt) = &stun.rtt {
-                observe_samples(self.stun_rtt.as_ref(), &[probe], rtt);
-            }
-            for (family, seen, words) in [
-                (&self.nat_mapping, stun.nat_mapping.as_deref(), NAT_MAPPINGS),
-                (&self.nat_filtering, stun.nat_filtering.as_deref(), NAT_FILTERINGS),
-            ] {
-                let Some(seen) = seen.filter(|s| words.contains(s)) else {
-                    continue;
-                };
-                for b in words {
-                    family.with_label_values(&[probe, b]).set(if *b == seen { 1.0 } else { 0.0 });
-                }
-            }
-            if let Some(l) = &stun.binding_lifetime {
-                self.nat_lifetime.with_label_values(&[probe]).set(l.estimate().as_secs_f64());
-            }
+        if let Some(rtt) = d.stun.as_ref().and_then(|s| s.rtt.as_ref()) {
+            observe_samples(self.stun_rtt.as_ref(), &[probe], rtt);
+        }
+        if kind == "stun" || d.stun.is_some() {
+            self.observe_nat(probe, d.stun.as_ref());
         }
         if let Some(ice) = &d.ice {
             for t in ICE_TYPES {
@@ -1166,6 +1182,51 @@ mod tests {
             .map(|l| l.value())
             .collect();
         assert_eq!(addresses, ["198.51.100.2"]);
+    }
+
+    #[test]
+    fn nat_series_are_removed_when_a_run_finds_nothing_and_lifetime_needs_an_expiry() {
+        let f = RunFamilies::register(&Registry::new(), Histograms::PerProbe).unwrap();
+        let run = |mapping: Option<&str>, expired: Option<u64>| {
+            let mut o = Outcome::default();
+            o.detail.stun = Some(StunDetails {
+                nat_mapping: mapping.map(str::to_string),
+                nat_filtering: mapping.map(str::to_string),
+                binding_lifetime: Some(crate::outcome::details::BindingLifetime {
+                    alive: Duration::from_secs(20),
+                    expired: expired.map(Duration::from_secs),
+                    checks: 5,
+                }),
+                ..Default::default()
+            });
+            o
+        };
+        let series = |f: &RunFamilies| {
+            let r = Registry::new();
+            r.register(Box::new(f.nat_mapping.clone())).unwrap();
+            r.register(Box::new(f.nat_filtering.clone())).unwrap();
+            r.register(Box::new(f.nat_lifetime.clone())).unwrap();
+            r.gather()
+                .iter()
+                .map(|m| (m.name().to_string(), m.get_metric().len()))
+                .collect::<Vec<_>>()
+        };
+        f.observe("p", "stun", "t", &run(Some("endpoint_independent"), Some(24)));
+        assert_eq!(
+            series(&f),
+            [
+                ("egress_probe_nat_binding_lifetime_seconds".to_string(), 1),
+                ("egress_probe_nat_filtering".to_string(), 3),
+                ("egress_probe_nat_mapping".to_string(), 4),
+            ]
+        );
+        // The next run could tell nothing (and nothing expired): no stale answer stays.
+        f.observe("p", "stun", "t", &run(None, None));
+        assert_eq!(series(&f), []);
+        // A run that failed before any STUN detail clears them too.
+        f.observe("p", "stun", "t", &run(Some("address_dependent"), Some(24)));
+        f.observe("p", "stun", "t", &Outcome::default());
+        assert_eq!(series(&f), []);
     }
 
     /// Series of one probe in a text exposition (lines carrying `probe="NAME"`).

@@ -382,6 +382,19 @@ fn stun(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
             return None;
         }
     }
+    if let (Some(Some(second)), Some(n)) = (&second, f.get("second_server")) {
+        if second.host_port() == server.host_port() {
+            p.at(
+                n.pos,
+                format!(
+                    "{}: `second_server` is the server itself ({}): the mapping test needs another address",
+                    c.what,
+                    server.host_port()
+                ),
+            );
+            return None;
+        }
+    }
     Some(ProbeSpec::Stun(StunSpec {
         server,
         count: count?,
