@@ -18,7 +18,8 @@
 //!   "No NAT" verdict; a router dropping the first two answers from the alternate address
 //!   shows the filtering test asking again before silence counts; a small STUN server outside
 //!   whose OTHER-ADDRESS has the primary port (behind `fully-random`) shows the mapping test
-//!   stopping at `endpoint_dependent`.
+//!   stopping at `endpoint_dependent`; a router that drops every new flow to the server after
+//!   the lifetime search's first round shows the bracket found being kept, with a note.
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -627,6 +628,43 @@ fn binding_lifetime_search_finds_the_routers_udp_timeout() {
         verdicts.iter().any(|v| v.starts_with("Idle UDP mappings expire after about 4 s")
             || v.starts_with("Idle UDP mappings expire after about 3 s")
             || v.starts_with("Idle UDP mappings expire after about 5 s")),
+        "{verdicts:#?}"
+    );
+}
+
+#[test]
+fn a_lifetime_search_cut_short_in_a_later_round_keeps_the_bracket_found() {
+    let lab = Lab::new("natcut", Some("masquerade"));
+    let out = bounded(
+        10,
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.net.fw,
+            "sysctl",
+            "-qw",
+            "net.netfilter.nf_conntrack_udp_timeout=5",
+        ],
+    );
+    assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
+    // Round 1 opens 7 flows to the server (the main socket, the trigger, 5 idle mappings for
+    // 1, 2, 4, 8, 10 s); every newer flow is dropped, so round 2 cannot open its mappings.
+    lab.net.policy(
+        "accept",
+        &[&format!(
+            "iifname \"fwi0\" ip daddr {SIGNALLING_IP} udp dport {PRIMARY_PORT} ct state new numgen inc mod 1000000 >= 7 drop"
+        )],
+    );
+    let (o, verdicts) = lab.check("    binding_lifetime: { max: 10s }\n", 60);
+    let life = &stun(&o)["binding_lifetime"];
+    let alive = life["alive_ms"].as_f64().unwrap_or_else(|| panic!("the bracket is kept: {o:#}"));
+    let expired = life["expired_ms"].as_f64().unwrap_or_else(|| panic!("the bracket is kept: {o:#}"));
+    assert!(alive < 5000.0 && expired > 5000.0 && alive < expired, "{life}");
+    let notes = o["detail"]["notes"].to_string();
+    assert!(notes.contains("search stopped in round 2"), "{notes}");
+    assert!(
+        verdicts.iter().any(|v| v.starts_with("Idle UDP mappings expire after about")),
         "{verdicts:#?}"
     );
 }
