@@ -185,7 +185,7 @@ fn current(live: &LiveState) -> Arc<AppState> {
     live.borrow().clone()
 }
 
-async fn metrics(State(live): State<LiveState>) -> Response {
+async fn metrics(State(live): State<LiveState>, headers: HeaderMap) -> Response {
     let st = current(&live);
     let pr = &st.process;
     pr.counters.sync_listener(
@@ -193,15 +193,67 @@ async fn metrics(State(live): State<LiveState>) -> Response {
         pr.listener.tls_failed.load(std::sync::atomic::Ordering::Relaxed),
         pr.listener.unauthorized.load(std::sync::atomic::Ordering::Relaxed),
     );
-    match (st.metrics.render(), pr.counters.render()) {
-        (Ok(body), Ok(endpoint)) => {
-            let mut all = String::with_capacity(body.len() + endpoint.len());
-            all.push_str(&body);
-            all.push_str(&endpoint);
-            text(StatusCode::OK, all)
-        }
-        (Err(e), _) | (_, Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    let endpoint = match pr.counters.render() {
+        Ok(e) => e,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    };
+    let vary = (header::VARY, "Accept-Encoding");
+    if accepts_gzip(&headers) {
+        return match st.metrics.render_gzip(&endpoint) {
+            Ok(gz) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, TEXT_FORMAT), (header::CONTENT_ENCODING, "gzip"), vary],
+                gz,
+            )
+                .into_response(),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        };
     }
+    match st.metrics.render() {
+        // The cached text and the endpoint counters as two chunks: no copy of the (large) text.
+        Ok(body) => {
+            let len = body.len() + endpoint.len();
+            let chunks = [bytes::Bytes::from_owner(ArcText(body)), bytes::Bytes::from(endpoint)];
+            let stream = futures::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>));
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, TEXT_FORMAT), vary],
+                [(header::CONTENT_LENGTH, len.to_string())],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// The shared `/metrics` text as the owner of a response chunk.
+struct ArcText(Arc<str>);
+
+impl AsRef<[u8]> for ArcText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) with a non-zero quality.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let zero = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !zero
+        })
 }
 
 async fn reload(State(live): State<LiveState>) -> Response {

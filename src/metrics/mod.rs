@@ -16,6 +16,12 @@
 //! `metrics: {histograms: per_phase}` ([`Histograms::PerPhase`]); the families are then not
 //! even registered, rather than registered and left empty.
 //!
+//! **Hand-kept default series.** The per-probe series every probe has (`_success`,
+//! `_duration_seconds`, `_runs_total`, `_failures_total`, `_skipped_runs_total`, `_info`) live
+//! in [`table::ProbeTable`], encoded straight to text; the rest (opt-in histograms, detail
+//! gauges, the process families) stay in the `prometheus` crate's registry, appended after.
+//! See `table.rs` for why (memory and encode time at 10,000 probes).
+//!
 //! **Encoding cache.** `/metrics` re-encodes only when something changed: every update bumps a
 //! generation counter *after* changing the value, and [`Metrics::render`] reuses the text it
 //! encoded last when the generation it read before encoding is still current. A scrape is
@@ -33,6 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+mod table;
+pub use table::ProbeTable;
 
 use crate::config::{Config, Histograms, ProbeConfig};
 use crate::outcome::details::RttStats;
@@ -54,6 +63,8 @@ pub enum MetricsError {
     Register(#[from] prometheus::Error),
     #[error("metric text is not UTF-8")]
     Encoding,
+    #[error("compressing the metric text failed: {0}")]
+    Compress(#[from] std::io::Error),
 }
 
 /// Candidate types exported on the ICE families (anything else is not exported).
@@ -63,14 +74,10 @@ const RELAY_PROTOCOLS: &[&str] = &["udp", "tcp", "tls"];
 /// NAT mapping behaviours exported on `egress_probe_nat_mapping`.
 const NAT_BEHAVIORS: &[&str] = &["endpoint_independent", "endpoint_dependent"];
 
-/// The per-run families (everything derived from one [`Outcome`]). The `Option` families
-/// exist only with `histograms: per_phase`.
+/// The per-run families derived from one [`Outcome`] besides the default ones of
+/// [`ProbeTable`]. The `Option` families exist only with `histograms: per_phase`.
 struct RunFamilies {
-    success: GaugeVec,
-    duration: HistogramVec,
     phase_duration: Option<HistogramVec>,
-    runs: IntCounterVec,
-    failures: IntCounterVec,
     tls_expiry: GaugeVec,
     relay_rtt: Option<HistogramVec>,
     relay_loss: GaugeVec,
@@ -127,37 +134,12 @@ impl RunFamilies {
     fn register(reg: &Registry, histograms: Histograms) -> Result<RunFamilies, MetricsError> {
         let on = histograms == Histograms::PerPhase;
         Ok(RunFamilies {
-            success: gauge(
-                reg,
-                "egress_probe_success",
-                "Whether the last run of the probe succeeded (1) or failed (0).",
-                &["probe", "kind", "target"],
-            )?,
-            duration: histogram(
-                reg,
-                "egress_probe_duration_seconds",
-                "Wall time of whole probe runs.",
-                &["probe", "kind"],
-                DURATION_BUCKETS,
-            )?,
             phase_duration: detail_histogram(
                 reg,
                 on,
                 "egress_probe_phase_duration_seconds",
                 "Time spent in each phase of a probe run (the failing phase included).",
                 &["probe", "kind", "phase"],
-            )?,
-            runs: counter(
-                reg,
-                "egress_probe_runs_total",
-                "Probe runs completed, by result (success or failure).",
-                &["probe", "kind", "result"],
-            )?,
-            failures: counter(
-                reg,
-                "egress_probe_failures_total",
-                "Failed probe runs by failing phase and reason (e.g. connect/timeout = dropped, connect/refused = rejected).",
-                &["probe", "kind", "phase", "reason"],
             )?,
             tls_expiry: gauge(
                 reg,
@@ -257,31 +239,13 @@ impl RunFamilies {
         })
     }
 
-    /// Creates the counter series of a probe at 0 so rates are defined from the first scrape.
-    fn init(&self, probe: &str, kind: &str) {
-        for result in ["success", "failure"] {
-            self.runs.with_label_values(&[probe, kind, result]);
-        }
-    }
-
-    /// Records one run. `target` is the label value of `egress_probe_success`.
-    fn observe(&self, probe: &str, kind: &str, target: &str, outcome: &Outcome) {
-        self.success
-            .with_label_values(&[probe, kind, target])
-            .set(if outcome.success { 1.0 } else { 0.0 });
-        self.duration.with_label_values(&[probe, kind]).observe(outcome.total.as_secs_f64());
+    /// Records one run (the families of [`ProbeTable`] are recorded there).
+    fn observe(&self, probe: &str, kind: &str, outcome: &Outcome) {
         if let Some(h) = &self.phase_duration {
             for p in &outcome.phases {
                 h.with_label_values(&[probe, kind, p.phase.as_str()])
                     .observe(p.duration.as_secs_f64());
             }
-        }
-        let result = if outcome.success { "success" } else { "failure" };
-        self.runs.with_label_values(&[probe, kind, result]).inc();
-        if let Some(f) = &outcome.failure {
-            self.failures
-                .with_label_values(&[probe, kind, f.phase.as_str(), &f.reason.label()])
-                .inc();
         }
         self.observe_details(probe, kind, outcome);
     }
@@ -400,10 +364,9 @@ pub fn label_name(key: &str) -> String {
 pub struct Metrics {
     registry: Registry,
     runs: RunFamilies,
-    /// `egress_probe_info`; its label names are the union of configured label keys.
-    info: GaugeVec,
-    info_keys: Vec<String>,
-    skipped: IntCounterVec,
+    /// The default series of every configured probe (`egress_probe_info` included, whose
+    /// label names are the union of configured label keys).
+    table: ProbeTable,
     reload_success: Gauge,
     reload_timestamp: Gauge,
     /// `egress_probe_schedule_lag_seconds`: actual start − planned start, all probes together.
@@ -412,7 +375,16 @@ pub struct Metrics {
     generation: Arc<AtomicU64>,
     /// The last encoded text and the generation read before encoding it.
     cache: Mutex<Option<(u64, Arc<str>)>>,
+    /// The gzip of the last text [`Metrics::render_gzip`] compressed, with the tail appended.
+    gzip_cache: Mutex<Option<GzipCache>>,
     push: PushFamilies,
+}
+
+/// One compressed `/metrics` answer and what it was made from.
+struct GzipCache {
+    text: Arc<str>,
+    tail: String,
+    gzip: bytes::Bytes,
 }
 
 /// The push delivery's own families (`egress_probe_push_*`), one series set per receiver
@@ -515,14 +487,6 @@ impl Metrics {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut info_labels: Vec<&str> = vec!["probe", "kind"];
-        info_labels.extend(info_keys.iter().map(String::as_str));
-        let info = gauge(
-            &registry,
-            "egress_probe_info",
-            "Configured probes (always 1), with the labels set in the config for joins.",
-            &info_labels,
-        )?;
         let build = gauge(
             &registry,
             "egress_probe_build_info",
@@ -530,12 +494,6 @@ impl Metrics {
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
-        let skipped = counter(
-            &registry,
-            "egress_probe_skipped_runs_total",
-            "Scheduled runs skipped because the previous run of the same probe was still in flight.",
-            &["probe"],
-        )?;
         let reload_success = scalar(
             &registry,
             "egress_probe_config_reload_success",
@@ -556,22 +514,27 @@ impl Metrics {
         registry.register(Box::new(schedule_lag.clone()))?;
         let generation = Arc::new(AtomicU64::new(0));
         let push = PushFamilies::register(&registry, generation.clone())?;
+        let mut table = ProbeTable::new(true);
+        for p in &config.probes {
+            let by_key: BTreeMap<String, &str> = p.labels.iter().map(|(k, v)| (label_name(k), v.as_str())).collect();
+            let info: Vec<(&str, &str)> = info_keys
+                .iter()
+                .map(|k| (k.as_str(), by_key.get(k).copied().unwrap_or("")))
+                .collect();
+            table.add(&p.name, p.spec.kind(), &p.spec.target(), &info);
+        }
         let m = Metrics {
             registry,
             runs,
-            info,
-            info_keys,
-            skipped,
+            table,
             reload_success,
             reload_timestamp,
             schedule_lag,
             generation,
             cache: Mutex::new(None),
+            gzip_cache: Mutex::new(None),
             push,
         };
-        for p in &config.probes {
-            m.init_probe(p);
-        }
         for rw in &config.push {
             m.push.init(&rw.remote_label());
         }
@@ -579,26 +542,16 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Creates the series of one configured probe (info at 1, counters at 0).
-    fn init_probe(&self, p: &ProbeConfig) {
-        let kind = p.spec.kind();
-        self.runs.init(&p.name, kind);
-        self.skipped.with_label_values(&[p.name.as_str()]);
-        let by_key: BTreeMap<String, &str> = p.labels.iter().map(|(k, v)| (label_name(k), v.as_str())).collect();
-        let mut values: Vec<&str> = vec![p.name.as_str(), kind];
-        values.extend(self.info_keys.iter().map(|k| by_key.get(k).copied().unwrap_or("")));
-        self.info.with_label_values(&values).set(1.0);
-    }
-
     /// Records a finished run of a configured probe.
     pub fn observe(&self, probe: &ProbeConfig, outcome: &Outcome) {
-        self.runs.observe(&probe.name, probe.spec.kind(), &probe.spec.target(), outcome);
+        self.table.observe(&probe.name, outcome);
+        self.runs.observe(&probe.name, probe.spec.kind(), outcome);
         self.changed();
     }
 
     /// Counts a run skipped because the previous one was still in flight.
     pub fn skipped(&self, probe: &str) {
-        self.skipped.with_label_values(&[probe]).inc();
+        self.table.skipped(probe);
         self.changed();
     }
 
@@ -633,7 +586,10 @@ impl Metrics {
                 }
             }
         }
-        let text: Arc<str> = encode(&self.registry)?.into();
+        let mut text = String::with_capacity(self.table.size_hint());
+        self.table.encode_into(&mut text);
+        encode_into(&self.registry, &mut text)?;
+        let text: Arc<str> = text.into();
         if let Ok(mut cache) = self.cache.lock() {
             // Keep the newest encoding when two scrapes raced.
             if cache.as_ref().is_none_or(|(g, _)| *g <= generation) {
@@ -643,9 +599,33 @@ impl Metrics {
         Ok(text)
     }
 
+    /// [`Metrics::render`] followed by `tail` (the endpoint counters), gzip-compressed, for
+    /// a scraper that accepts gzip. Compressed again only when the text or the tail changed.
+    pub fn render_gzip(&self, tail: &str) -> Result<bytes::Bytes, MetricsError> {
+        let text = self.render()?;
+        if let Ok(cache) = self.gzip_cache.lock() {
+            if let Some(c) = cache.as_ref() {
+                if Arc::ptr_eq(&c.text, &text) && c.tail == tail {
+                    return Ok(c.gzip.clone());
+                }
+            }
+        }
+        let gzip = gzip(&[text.as_bytes(), tail.as_bytes()])?;
+        if let Ok(mut cache) = self.gzip_cache.lock() {
+            *cache = Some(GzipCache {
+                text,
+                tail: tail.to_string(),
+                gzip: gzip.clone(),
+            });
+        }
+        Ok(gzip)
+    }
+
     /// Every family as `/metrics` serves it, for the push delivery.
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.registry.gather()
+        let mut families = self.table.families();
+        families.extend(self.registry.gather());
+        families
     }
 
     /// The push delivery's own families.
@@ -672,9 +652,29 @@ fn unix_now() -> f64 {
 }
 
 fn encode(registry: &Registry) -> Result<String, MetricsError> {
+    let mut out = String::new();
+    encode_into(registry, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the text exposition of `registry` to `out`.
+fn encode_into(registry: &Registry, out: &mut String) -> Result<(), MetricsError> {
     let mut buf = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut buf)?;
-    String::from_utf8(buf).map_err(|_| MetricsError::Encoding)
+    out.push_str(std::str::from_utf8(&buf).map_err(|_| MetricsError::Encoding)?);
+    Ok(())
+}
+
+/// One gzip member of `parts` in order, at the fastest level (the text repeats itself so much
+/// that level 1 already shrinks it ~15×).
+fn gzip(parts: &[&[u8]]) -> Result<bytes::Bytes, MetricsError> {
+    use std::io::Write as _;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut z = flate2::write::GzEncoder::new(Vec::with_capacity(len / 8 + 64), flate2::Compression::fast());
+    for p in parts {
+        z.write_all(p)?;
+    }
+    Ok(bytes::Bytes::from(z.finish()?))
 }
 
 /// The endpoint's own counters: refused `/probe` targets and refused connections. They live as
@@ -753,7 +753,7 @@ impl EndpointCounters {
 /// `/probe` output for one run: blackbox-compatible `probe_success` and
 /// `probe_duration_seconds`, plus our families for that run, from a fresh registry.
 /// `histograms` is the config's `metrics: {histograms}`, as for `/metrics`.
-pub fn render_single_run(probe: &str, kind: &str, target: &str, outcome: &Outcome, histograms: Histograms) -> Result<String, MetricsError> {
+pub fn render_single_run(probe: &str, kind: &'static str, target: &str, outcome: &Outcome, histograms: Histograms) -> Result<String, MetricsError> {
     let registry = Registry::new();
     let success = scalar(&registry, "probe_success", "Displays whether or not the probe was a success")?;
     let duration = scalar(
@@ -764,8 +764,13 @@ pub fn render_single_run(probe: &str, kind: &str, target: &str, outcome: &Outcom
     success.set(if outcome.success { 1.0 } else { 0.0 });
     duration.set(outcome.total.as_secs_f64());
     let runs = RunFamilies::register(&registry, histograms)?;
-    runs.observe(probe, kind, target, outcome);
-    encode(&registry)
+    runs.observe(probe, kind, outcome);
+    let mut table = ProbeTable::new(false);
+    table.add(probe, kind, target, &[]);
+    table.observe(probe, outcome);
+    let mut text = encode(&registry)?;
+    table.encode_into(&mut text);
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -983,8 +988,8 @@ mod tests {
                 .collect();
             o
         };
-        f.observe("p", "tcp", "t", &with(&["198.51.100.1", "198.51.100.2"]));
-        f.observe("p", "tcp", "t", &with(&["198.51.100.2"]));
+        f.observe("p", "tcp", &with(&["198.51.100.1", "198.51.100.2"]));
+        f.observe("p", "tcp", &with(&["198.51.100.2"]));
         let families = {
             let r = Registry::new();
             r.register(Box::new(f.address_success.clone())).unwrap();
