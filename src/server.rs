@@ -228,7 +228,7 @@ async fn metrics(State(live): State<LiveState>, headers: HeaderMap) -> Response 
 }
 
 /// The shared `/metrics` text as the owner of a response chunk.
-struct ArcText(Arc<str>);
+struct ArcText(Arc<String>);
 
 impl AsRef<[u8]> for ArcText {
     fn as_ref(&self) -> &[u8] {

@@ -374,7 +374,7 @@ pub struct Metrics {
     /// Bumped after every change to a value; see the module docs on the encoding cache.
     generation: Arc<AtomicU64>,
     /// The last encoded text and the generation read before encoding it.
-    cache: Mutex<Option<(u64, Arc<str>)>>,
+    cache: Mutex<Option<(u64, Arc<String>)>>,
     /// The gzip of the last text [`Metrics::render_gzip`] compressed, with the tail appended.
     gzip_cache: Mutex<Option<GzipCache>>,
     push: PushFamilies,
@@ -382,7 +382,7 @@ pub struct Metrics {
 
 /// One compressed `/metrics` answer and what it was made from.
 struct GzipCache {
-    text: Arc<str>,
+    text: Arc<String>,
     tail: String,
     gzip: bytes::Bytes,
 }
@@ -577,7 +577,7 @@ impl Metrics {
 
     /// The text exposition format for `/metrics`, re-encoded only when a value changed since
     /// the last call (see the module docs).
-    pub fn render(&self) -> Result<Arc<str>, MetricsError> {
+    pub fn render(&self) -> Result<Arc<String>, MetricsError> {
         let generation = self.generation.load(Ordering::Acquire);
         if let Ok(cache) = self.cache.lock() {
             if let Some((g, text)) = cache.as_ref() {
@@ -589,7 +589,9 @@ impl Metrics {
         let mut text = String::with_capacity(self.table.size_hint());
         self.table.encode_into(&mut text);
         encode_into(&self.registry, &mut text)?;
-        let text: Arc<str> = text.into();
+        // Moved, not copied, into the cache (a copy of 12 MB at 10,000 probes).
+        text.shrink_to_fit();
+        let text = Arc::new(text);
         if let Ok(mut cache) = self.cache.lock() {
             // Keep the newest encoding when two scrapes raced.
             if cache.as_ref().is_none_or(|(g, _)| *g <= generation) {

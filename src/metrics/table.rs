@@ -405,3 +405,140 @@ pub(super) fn escape(v: &str) -> std::borrow::Cow<'_, str> {
     }
     s.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{Failure, Phase, PhaseTiming, Reason};
+    use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+    use std::time::Duration;
+
+    fn run(success: bool, ms: u64, failure: Option<(Phase, Reason)>) -> Outcome {
+        Outcome {
+            success,
+            phases: vec![PhaseTiming {
+                phase: Phase::Connect,
+                duration: Duration::from_millis(ms),
+            }],
+            failure: failure.map(|(p, r)| Failure::new(p, r, "refused")),
+            total: Duration::from_millis(ms),
+            detail: Default::default(),
+        }
+    }
+
+    /// Sample lines sorted, HELP/TYPE lines kept in place per family (the series order within
+    /// a family is the crate's hash order, ours is config order).
+    fn normalised(text: &str) -> Vec<String> {
+        let mut families: Vec<Vec<String>> = Vec::new();
+        for l in text.lines() {
+            if l.starts_with("# HELP") {
+                families.push(vec![l.to_string()]);
+            } else if let Some(f) = families.last_mut() {
+                f.push(l.to_string());
+            }
+        }
+        for f in &mut families {
+            f[1..].sort();
+        }
+        families.sort();
+        families.concat()
+    }
+
+    fn encode(families: &[MetricFamily]) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(families, &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn hand_written_text_is_what_the_prometheus_crate_wrote_for_the_same_results() {
+        let runs: Vec<(&str, Outcome)> = vec![
+            ("a", run(true, 3, None)),
+            ("a", run(false, 700, Some((Phase::Connect, Reason::Refused)))),
+            ("b \"quoted\" \\ name", run(false, 6000, Some((Phase::Connect, Reason::Timeout)))),
+            ("a", run(false, 12, Some((Phase::Connect, Reason::Refused)))),
+        ];
+        let mut table = ProbeTable::new(true);
+        table.add("a", "tcp", "h:1", &[("site", "x\ny"), ("team", "voice")]);
+        table.add("b \"quoted\" \\ name", "tcp", "h:2", &[("site", ""), ("team", "")]);
+        table.add("idle", "tcp", "h:3", &[("site", ""), ("team", "")]);
+        for (p, o) in &runs {
+            table.observe(p, o);
+        }
+        table.skipped("idle");
+        let mut ours = String::new();
+        table.encode_into(&mut ours);
+
+        // The same families in the crate, as metrics.rs kept them before this table.
+        let reg = Registry::new();
+        let success = prometheus::GaugeVec::new(Opts::new(SUCCESS.0, SUCCESS.1), &["probe", "kind", "target"]).unwrap();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(DURATION.0, DURATION.1).buckets(DURATION_BUCKETS.to_vec()),
+            &["probe", "kind"],
+        )
+        .unwrap();
+        let runs_c = IntCounterVec::new(Opts::new(RUNS.0, RUNS.1), &["probe", "kind", "result"]).unwrap();
+        let failures = IntCounterVec::new(Opts::new(FAILURES.0, FAILURES.1), &["probe", "kind", "phase", "reason"]).unwrap();
+        let skipped = IntCounterVec::new(Opts::new(SKIPPED.0, SKIPPED.1), &["probe"]).unwrap();
+        let info = prometheus::GaugeVec::new(Opts::new(INFO.0, INFO.1), &["probe", "kind", "site", "team"]).unwrap();
+        for c in [
+            Box::new(success.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(runs_c.clone()),
+            Box::new(failures.clone()),
+            Box::new(skipped.clone()),
+            Box::new(info.clone()),
+        ] {
+            reg.register(c).unwrap();
+        }
+        for (p, target, site, team) in [
+            ("a", "h:1", "x\ny", "voice"),
+            ("b \"quoted\" \\ name", "h:2", "", ""),
+            ("idle", "h:3", "", ""),
+        ] {
+            for r in RESULTS {
+                runs_c.with_label_values(&[p, "tcp", r]);
+            }
+            skipped.with_label_values(&[p]);
+            info.with_label_values(&[p, "tcp", site, team]).set(1.0);
+            for (_, o) in runs.iter().filter(|(n, _)| *n == p) {
+                let name = p;
+                success
+                    .with_label_values(&[name, "tcp", target])
+                    .set(if o.success { 1.0 } else { 0.0 });
+                duration.with_label_values(&[name, "tcp"]).observe(o.total.as_secs_f64());
+                runs_c
+                    .with_label_values(&[name, "tcp", if o.success { "success" } else { "failure" }])
+                    .inc();
+                if let Some(f) = &o.failure {
+                    failures
+                        .with_label_values(&[name, "tcp", f.phase.as_str(), &f.reason.label()])
+                        .inc();
+                }
+            }
+        }
+        skipped.with_label_values(&["idle"]).inc();
+        let theirs = encode(&reg.gather());
+        assert_eq!(normalised(&ours), normalised(&theirs), "ours:\n{ours}\ntheirs:\n{theirs}");
+        // The push's model of the table is the same text again.
+        assert_eq!(normalised(&encode(&table.families())), normalised(&ours));
+    }
+
+    #[test]
+    fn a_one_run_table_shows_only_what_the_run_produced() {
+        let mut table = ProbeTable::new(false);
+        table.add("p", "tls", "h:443", &[]);
+        let mut empty = String::new();
+        table.encode_into(&mut empty);
+        assert_eq!(empty, "", "no run yet: no family at all");
+        table.observe("p", &run(true, 20, None));
+        table.observe("unknown", &run(true, 20, None));
+        let mut text = String::new();
+        table.encode_into(&mut text);
+        assert!(text.contains("egress_probe_runs_total{kind=\"tls\",probe=\"p\",result=\"success\"} 1\n"), "{text}");
+        assert!(!text.contains("result=\"failure\""), "{text}");
+        assert!(!text.contains("skipped") && !text.contains("egress_probe_info") && !text.contains("unknown"), "{text}");
+        assert!(text.contains("egress_probe_duration_seconds_bucket{kind=\"tls\",probe=\"p\",le=\"0.025\"} 1\n"), "{text}");
+        assert!(text.contains("egress_probe_duration_seconds_bucket{kind=\"tls\",probe=\"p\",le=\"0.01\"} 0\n"), "{text}");
+    }
+}
