@@ -27,7 +27,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -56,7 +56,7 @@ pub struct ProbeStatus {
     pub finished_at: String,
 }
 
-/// `/status` document.
+/// `/status` document (the shape [`StatusBoard::snapshot_json`] writes).
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusDoc {
     /// Whether every probe has completed a run.
@@ -65,60 +65,76 @@ pub struct StatusDoc {
 }
 
 /// Last outcome per probe: backs `/ready` and `/status`. A [`Sink`] of the scheduler.
+///
+/// Each probe's last [`ProbeStatus`] is kept as its JSON text (a TCP probe's is ~300 bytes)
+/// rather than as the struct (~2 KB inline, mostly empty detail slots): 10,000 probes would
+/// otherwise hold ~20 MB here. `/status` joins the texts in config order.
 pub struct StatusBoard {
-    /// Configured probe names in config order.
-    names: Vec<String>,
-    last: Mutex<HashMap<String, ProbeStatus>>,
+    /// Probe name → its slot in `last` (config order).
+    index: HashMap<String, usize>,
+    /// The last status of each probe as JSON, `None` until its first run.
+    last: Mutex<Vec<Option<Box<str>>>>,
 }
 
 impl StatusBoard {
     /// A board expecting the probes of `config`.
     pub fn new(config: &Config) -> StatusBoard {
+        let index: HashMap<String, usize> = config.probes.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
         StatusBoard {
-            names: config.probes.iter().map(|p| p.name.clone()).collect(),
-            last: Mutex::new(HashMap::new()),
+            last: Mutex::new(vec![None; config.probes.len()]),
+            index,
         }
     }
 
     /// Whether every configured probe has completed at least one run.
     pub fn ready(&self) -> bool {
-        self.last
-            .lock()
-            .map(|l| self.names.iter().all(|n| l.contains_key(n)))
-            .unwrap_or(false)
+        let (done, all) = self.progress();
+        done == all
     }
 
     /// `(completed, configured)` probe counts.
     pub fn progress(&self) -> (usize, usize) {
-        let done = self
-            .last
-            .lock()
-            .map(|l| self.names.iter().filter(|n| l.contains_key(*n)).count())
-            .unwrap_or(0);
-        (done, self.names.len())
+        match self.last.lock() {
+            Ok(l) => (l.iter().filter(|s| s.is_some()).count(), l.len()),
+            Err(_) => (0, self.index.len().max(1)),
+        }
     }
 
-    /// The `/status` document.
-    pub fn snapshot(&self) -> StatusDoc {
-        let probes = match self.last.lock() {
-            Ok(l) => self.names.iter().filter_map(|n| l.get(n).cloned()).collect(),
-            Err(_) => Vec::new(),
+    /// The `/status` document as JSON text (what `Json(StatusDoc)` would write).
+    pub fn snapshot_json(&self) -> String {
+        let Ok(l) = self.last.lock() else {
+            return r#"{"ready":false,"probes":[]}"#.to_string();
         };
-        StatusDoc {
-            ready: self.ready(),
-            probes,
+        let ready = l.iter().all(Option::is_some);
+        let mut out = String::with_capacity(32 + l.iter().flatten().map(|s| s.len() + 1).sum::<usize>());
+        out.push_str(if ready { r#"{"ready":true,"probes":["# } else { r#"{"ready":false,"probes":["# });
+        for (i, s) in l.iter().flatten().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(s);
         }
+        out.push_str("]}");
+        out
     }
 }
 
 impl Sink for StatusBoard {
     fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
+        let Some(slot) = self.index.get(&probe.name).copied() else {
+            return;
+        };
         let status = ProbeStatus {
             result: ProbeResult::of(&probe.name, &probe.spec, outcome.clone()),
             finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         };
+        let Ok(json) = serde_json::to_string(&status) else {
+            return;
+        };
         if let Ok(mut l) = self.last.lock() {
-            l.insert(probe.name.clone(), status);
+            if let Some(s) = l.get_mut(slot) {
+                *s = Some(json.into_boxed_str());
+            }
         }
     }
 }
@@ -288,8 +304,9 @@ async fn ready(State(live): State<LiveState>) -> Response {
     }
 }
 
-async fn status(State(live): State<LiveState>) -> Json<StatusDoc> {
-    Json(current(&live).board.snapshot())
+async fn status(State(live): State<LiveState>) -> Response {
+    let body = current(&live).board.snapshot_json();
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<String, String>>, headers: HeaderMap) -> Response {
