@@ -380,9 +380,10 @@ pub struct Metrics {
     push: PushFamilies,
 }
 
-/// One compressed `/metrics` answer and what it was made from.
+/// One compressed `/metrics` answer and what it was made from: the generation read before
+/// encoding (as for the text cache) and the endpoint counters' text.
 struct GzipCache {
-    text: Arc<String>,
+    generation: u64,
     tail: String,
     gzip: bytes::Bytes,
 }
@@ -586,9 +587,7 @@ impl Metrics {
                 }
             }
         }
-        let mut text = String::with_capacity(self.table.size_hint());
-        self.table.encode_into(&mut text);
-        encode_into(&self.registry, &mut text)?;
+        let mut text = self.encode()?;
         // Moved, not copied, into the cache (a copy of 12 MB at 10,000 probes).
         text.shrink_to_fit();
         let text = Arc::new(text);
@@ -601,26 +600,46 @@ impl Metrics {
         Ok(text)
     }
 
-    /// [`Metrics::render`] followed by `tail` (the endpoint counters), gzip-compressed, for
-    /// a scraper that accepts gzip. Compressed again only when the text or the tail changed.
+    /// [`Metrics::render`]'s text followed by `tail` (the endpoint counters), gzip-compressed,
+    /// for a scraper that accepts gzip; compressed again only when a value or the tail changed.
+    /// Only the compressed bytes are kept: a stale text is encoded for this answer and dropped
+    /// (not cached), so a Prometheus-only daemon holds ~0.6 MB at 10,000 probes, not 12 MB.
     pub fn render_gzip(&self, tail: &str) -> Result<bytes::Bytes, MetricsError> {
-        let text = self.render()?;
+        let generation = self.generation.load(Ordering::Acquire);
         if let Ok(cache) = self.gzip_cache.lock() {
             if let Some(c) = cache.as_ref() {
-                if Arc::ptr_eq(&c.text, &text) && c.tail == tail {
+                if c.generation == generation && c.tail == tail {
                     return Ok(c.gzip.clone());
                 }
             }
         }
-        let gzip = gzip(&[text.as_bytes(), tail.as_bytes()])?;
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().filter(|(g, _)| *g == generation).map(|(_, t)| t.clone()));
+        let gzip = match cached {
+            Some(text) => gzip(&[text.as_bytes(), tail.as_bytes()])?,
+            None => gzip(&[self.encode()?.as_bytes(), tail.as_bytes()])?,
+        };
         if let Ok(mut cache) = self.gzip_cache.lock() {
-            *cache = Some(GzipCache {
-                text,
-                tail: tail.to_string(),
-                gzip: gzip.clone(),
-            });
+            if cache.as_ref().is_none_or(|c| c.generation <= generation) {
+                *cache = Some(GzipCache {
+                    generation,
+                    tail: tail.to_string(),
+                    gzip: gzip.clone(),
+                });
+            }
         }
         Ok(gzip)
+    }
+
+    /// A fresh encoding of every family (the table's, then the registry's).
+    fn encode(&self) -> Result<String, MetricsError> {
+        let mut text = String::with_capacity(self.table.size_hint());
+        self.table.encode_into(&mut text);
+        encode_into(&self.registry, &mut text)?;
+        Ok(text)
     }
 
     /// Every family as `/metrics` serves it, for the push delivery.
@@ -1080,6 +1099,22 @@ mod tests {
             line_value(&m.render().unwrap(), r#"egress_probe_skipped_runs_total{probe="a"}"#),
             Some(1.0)
         );
+        // The gzip answer follows every result too, with the tail appended, and is reused
+        // (the same bytes) while nothing changed.
+        let gunzip = |b: &[u8]| {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(b), &mut t).unwrap();
+            t
+        };
+        let first = m.render_gzip("tail 1\n").unwrap();
+        assert_eq!(first.as_ptr(), m.render_gzip("tail 1\n").unwrap().as_ptr());
+        assert!(gunzip(&first).ends_with("tail 1\n"));
+        for n in 4..=5 {
+            m.observe(&cfg.probes[0], &refused());
+            let text = gunzip(&m.render_gzip("tail 1\n").unwrap());
+            assert_eq!(line_value(&text, runs), Some(f64::from(n)), "{text}");
+        }
+        assert!(gunzip(&m.render_gzip("tail 2\n").unwrap()).ends_with("tail 2\n"));
         m.schedule_lag(ms(2));
         assert_eq!(
             line_value(&m.render().unwrap(), "egress_probe_schedule_lag_seconds_count"),
