@@ -107,7 +107,11 @@ impl StatusBoard {
         };
         let ready = l.iter().all(Option::is_some);
         let mut out = String::with_capacity(32 + l.iter().flatten().map(|s| s.len() + 1).sum::<usize>());
-        out.push_str(if ready { r#"{"ready":true,"probes":["# } else { r#"{"ready":false,"probes":["# });
+        out.push_str(if ready {
+            r#"{"ready":true,"probes":["#
+        } else {
+            r#"{"ready":false,"probes":["#
+        });
         for (i, s) in l.iter().flatten().enumerate() {
             if i > 0 {
                 out.push(',');

@@ -291,7 +291,12 @@ fn metrics_are_gzipped_for_a_scraper_that_accepts_gzip_and_decode_to_the_same_va
     flate2::read::GzDecoder::new(&body[..])
         .read_to_string(&mut text)
         .expect("the body is one valid gzip stream");
-    assert!(body.len() * 3 < text.len(), "{} compressed bytes for {} of text", body.len(), text.len());
+    assert!(
+        body.len() * 3 < text.len(),
+        "{} compressed bytes for {} of text",
+        body.len(),
+        text.len()
+    );
     // The probe families and the endpoint counters (appended after them) are both inside.
     assert!(sample(&text, r#"egress_probe_runs_total{kind="tcp",probe="open",result="success"}"#).unwrap() >= 1.0);
     assert!(text.contains("egress_probe_web_unauthorized_total 0"), "{text}");

@@ -243,8 +243,7 @@ fn every_family_a_real_daemon_and_responder_export_is_in_metrics_md() {
     }
     // No documented name that the source does not define (families that appear only after
     // an event the scrape did not cause are still defined in the source).
-    let source =
-        metrics_source() + &std::fs::read_to_string(repo("src/responder/metrics.rs")).unwrap();
+    let source = metrics_source() + &std::fs::read_to_string(repo("src/responder/metrics.rs")).unwrap();
     let stale: Vec<_> = documented
         .iter()
         .filter(|f| !scraped.contains(*f) && !source.contains(&format!("\"{f}\"")))

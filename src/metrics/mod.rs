@@ -774,7 +774,13 @@ impl EndpointCounters {
 /// `/probe` output for one run: blackbox-compatible `probe_success` and
 /// `probe_duration_seconds`, plus our families for that run, from a fresh registry.
 /// `histograms` is the config's `metrics: {histograms}`, as for `/metrics`.
-pub fn render_single_run(probe: &str, kind: &'static str, target: &str, outcome: &Outcome, histograms: Histograms) -> Result<String, MetricsError> {
+pub fn render_single_run(
+    probe: &str,
+    kind: &'static str,
+    target: &str,
+    outcome: &Outcome,
+    histograms: Histograms,
+) -> Result<String, MetricsError> {
     let registry = Registry::new();
     let success = scalar(&registry, "probe_success", "Displays whether or not the probe was a success")?;
     let duration = scalar(

@@ -25,7 +25,10 @@ use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, Me
 use super::DURATION_BUCKETS;
 use crate::outcome::Outcome;
 
-const SUCCESS: (&str, &str) = ("egress_probe_success", "Whether the last run of the probe succeeded (1) or failed (0).");
+const SUCCESS: (&str, &str) = (
+    "egress_probe_success",
+    "Whether the last run of the probe succeeded (1) or failed (0).",
+);
 const DURATION: (&str, &str) = ("egress_probe_duration_seconds", "Wall time of whole probe runs.");
 const RUNS: (&str, &str) = ("egress_probe_runs_total", "Probe runs completed, by result (success or failure).");
 const FAILURES: (&str, &str) = (
@@ -535,10 +538,22 @@ mod tests {
         table.observe("unknown", &run(true, 20, None));
         let mut text = String::new();
         table.encode_into(&mut text);
-        assert!(text.contains("egress_probe_runs_total{kind=\"tls\",probe=\"p\",result=\"success\"} 1\n"), "{text}");
+        assert!(
+            text.contains("egress_probe_runs_total{kind=\"tls\",probe=\"p\",result=\"success\"} 1\n"),
+            "{text}"
+        );
         assert!(!text.contains("result=\"failure\""), "{text}");
-        assert!(!text.contains("skipped") && !text.contains("egress_probe_info") && !text.contains("unknown"), "{text}");
-        assert!(text.contains("egress_probe_duration_seconds_bucket{kind=\"tls\",probe=\"p\",le=\"0.025\"} 1\n"), "{text}");
-        assert!(text.contains("egress_probe_duration_seconds_bucket{kind=\"tls\",probe=\"p\",le=\"0.01\"} 0\n"), "{text}");
+        assert!(
+            !text.contains("skipped") && !text.contains("egress_probe_info") && !text.contains("unknown"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress_probe_duration_seconds_bucket{kind=\"tls\",probe=\"p\",le=\"0.025\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress_probe_duration_seconds_bucket{kind=\"tls\",probe=\"p\",le=\"0.01\"} 0\n"),
+            "{text}"
+        );
     }
 }
