@@ -369,3 +369,40 @@ async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<Stri
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::ACCEPT_ENCODING, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn gzip_is_chosen_only_when_the_scraper_accepts_it_with_a_nonzero_quality() {
+        // What Prometheus sends, browsers' lists, wildcards and repeated headers.
+        for yes in [
+            &["gzip"][..],
+            &["GZip"],
+            &["deflate, gzip;q=0.5"],
+            &["*"],
+            &["identity", "br, gzip"],
+        ] {
+            assert!(accepts_gzip(&with(yes)), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &["identity"],
+            &["gzip;q=0"],
+            &["br, deflate"],
+            &["gzipx"],
+            &["gzip; q=0.0"],
+        ] {
+            assert!(!accepts_gzip(&with(no)), "{no:?}");
+        }
+    }
+}
