@@ -8,7 +8,9 @@
 //! fix both: at most two arenas (the daemon runs one or two runtime workers, the contention
 //! is negligible), and a fixed 1 MiB mmap threshold, so buffers of that size or more (only the
 //! exposition text and its gzip at scale) are mapped for their lifetime and returned on free.
-//! Other C libraries (musl) have neither knob; there this does nothing.
+//! Other C libraries (musl) have neither knob; there this does nothing. An operator's own
+//! `MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_` or `GLIBC_TUNABLES` wins: with any of them set,
+//! nothing is changed.
 
 /// Applies the settings; call first thing in `main`.
 pub fn tune() {
@@ -16,6 +18,12 @@ pub fn tune() {
     {
         const ARENAS: libc::c_int = 2;
         const MMAP_THRESHOLD: libc::c_int = 1 << 20;
+        let operator_set = ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        if operator_set {
+            return;
+        }
         // SAFETY: mallopt only changes allocator parameters; it is called before any other
         // thread exists, and a refused value (return 0) leaves glibc's default in place.
         unsafe {
