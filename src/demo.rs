@@ -34,6 +34,8 @@ pub struct Endpoints {
     /// HTTPS + WSS.
     pub web: SocketAddr,
     pub dns: SocketAddr,
+    /// The UDP echo (`kind: udp_ports` probes its one port).
+    pub udp_echo: SocketAddr,
     pub ca_file: PathBuf,
     pub user: String,
     pub password: String,
@@ -56,6 +58,7 @@ pub async fn start() -> anyhow::Result<Demo> {
         turn_tls: first(&a.turn_tls, "TURN tls")?,
         web: first(&a.web, "HTTPS")?,
         dns: first(&a.dns, "DNS")?,
+        udp_echo: first(&a.udp_echo, "UDP echo")?,
         ca_file: responder.tls.ca_file.clone().context("demo responder has no CA file")?,
         user: "demo".into(),
         password,
@@ -131,7 +134,15 @@ probes:
         credentials: {{ username: {user}, password: {pass} }}
     ca_file: {ca}
     expect: [srflx, relay]
+  - name: demo-udp-ports
+    kind: udp_ports
+    host: {echo_ip}
+    ports: "{echo_port}"
+    sample: 1
+    port_timeout: 200ms
 "#,
+        echo_ip = e.udp_echo.ip(),
+        echo_port = e.udp_echo.port(),
         dns_ip = udp.ip(),
     )
 }
@@ -169,6 +180,7 @@ mod tests {
             turn_tls: lo(5349),
             web: lo(8443),
             dns: lo(8053),
+            udp_echo: lo(3479),
             ca_file: PathBuf::from("/tmp/egress-probe-demo/ca.pem"),
             user: "demo".into(),
             password: "demo-password".into(),

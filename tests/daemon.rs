@@ -514,8 +514,9 @@ fn default_settings_keep_a_tcp_probe_within_20_series_and_a_turn_probe_within_40
     std::fs::write(
         &path,
         format!(
-            "defaults:\n  interval: 1s\n  timeout: 900ms\n  jitter: 0%\nprobes:\n  - name: tcp-443\n    kind: tcp\n    target: 127.0.0.1:{open}\n  - name: turn-tls-443\n    kind: turn\n    server: turns:127.0.0.1:{tls}?transport=tcp\n    server_name: relay.example.test\n    ca_file: {ca}\n    count: 4\n    credentials:\n      username: test\n      password: secret\n",
+            "defaults:\n  interval: 1s\n  timeout: 900ms\n  jitter: 0%\nprobes:\n  - name: tcp-443\n    kind: tcp\n    target: 127.0.0.1:{open}\n  - name: turn-tls-443\n    kind: turn\n    server: turns:127.0.0.1:{tls}?transport=tcp\n    server_name: relay.example.test\n    ca_file: {ca}\n    count: 4\n    credentials:\n      username: test\n      password: secret\n  - name: turn-media\n    kind: turn\n    server: turn:127.0.0.1:{udp}\n    interval: 3s\n    media: {{duration: 1s}}\n    credentials: {{username: test, password: secret}}\n",
             open = open.port,
+            udp = turn.port,
             tls = turn.tls_port,
             ca = turn.ca_file.display()
         ),
@@ -564,6 +565,25 @@ fn default_settings_keep_a_tcp_probe_within_20_series_and_a_turn_probe_within_40
         "{text}"
     );
     assert!(!text.contains("egress_probe_relay_rtt_seconds"), "relay RTT histogram is opt-in");
+    // The media gauges exist only for the probe with a stream: 3 more series, within budget.
+    assert!(wait_until(Duration::from_secs(10), || get(addr, "/metrics")
+        .is_some_and(|(_, t)| t.contains(r#"egress_probe_media_mos{probe="turn-media"}"#))));
+    let (_, text) = get(addr, "/metrics").unwrap();
+    let media_series = probe_series(&text, "turn-media");
+    let media_of = |probe: &str| {
+        probe_series(&text, probe)
+            .iter()
+            .filter(|l| l.starts_with("egress_probe_media_"))
+            .count()
+    };
+    assert_eq!(media_of("turn-media"), 3, "{}", media_series.join("\n"));
+    assert_eq!(media_of("turn-tls-443") + media_of("tcp-443"), 0, "no media series without media:");
+    assert!(
+        media_series.len() <= 40,
+        "{} series for a TURN probe with media",
+        media_series.len()
+    );
+    eprintln!("series for a TURN probe with media: {}", media_series.len());
     // The scheduler's lag histogram is one series set for the whole daemon.
     assert!(
         sample(&text, "egress_probe_schedule_lag_seconds_count").unwrap_or(0.0) >= 2.0,

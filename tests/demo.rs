@@ -16,7 +16,7 @@ async fn every_demo_probe_passes_against_the_embedded_responder_and_leaves_nothi
     let kinds: BTreeSet<&str> = cfg.probes.iter().map(|p| p.spec.kind()).collect();
     assert_eq!(
         kinds,
-        BTreeSet::from(["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice"]),
+        BTreeSet::from(["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice", "udp_ports"]),
         "the demo must exercise every probe kind"
     );
 
@@ -128,7 +128,7 @@ fn check_demo_binary_passes_every_kind_within_one_and_a_half_times_its_slowest_p
         let kinds: BTreeSet<&str> = report.results.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(
             kinds,
-            BTreeSet::from(["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice"])
+            BTreeSet::from(["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice", "udp_ports"])
         );
         assert!(report.results.iter().all(|r| r.outcome.success));
         let slowest = report

@@ -511,6 +511,7 @@ fn dashboard_names_only_exported_metrics() {
         "Phase latency p95",
         "TURN relay RTT p95",
         "TURN relay loss",
+        "Call quality: MOS (media:)",
         "ICE candidate types (last run)",
         "Days until the earliest certificate expires",
         "Push: samples by result",
@@ -544,8 +545,8 @@ fn has_data(prom: &str, q: &str) -> bool {
 }
 
 /// A real Prometheus (Debian's) scrapes two real daemons every second: `run --demo` (every probe
-/// kind against the embedded responder) and a daemon with one failing probe (a closed loopback
-/// port) — two sites. Every panel's query, variables substituted, is sent to /api/v1/query: it
+/// kind against the embedded responder) and a daemon with failing probes (a closed loopback
+/// port, over TCP and as a media stream's UDP echo) — two sites. Every panel's query, variables substituted, is sent to /api/v1/query: it
 /// must parse and return data (the push panels may be empty, see PUSH_PANELS_MAY_BE_EMPTY), and
 /// every template variable's label_values query must list values.
 #[test]
@@ -566,7 +567,7 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
     std::fs::write(
         &fail_config,
         format!(
-            "defaults: {{ interval: 1s, timeout: 500ms }}\nprobes:\n  - name: closed-port\n    kind: tcp\n    target: 127.0.0.1:{closed_port}\n  - name: demo-daemon-health\n    kind: http\n    url: http://127.0.0.1:{demo_port}/healthz\n"
+            "defaults: {{ interval: 1s, timeout: 500ms }}\nprobes:\n  - name: closed-port\n    kind: tcp\n    target: 127.0.0.1:{closed_port}\n  - name: demo-daemon-health\n    kind: http\n    url: http://127.0.0.1:{demo_port}/healthz\n  - name: call-quality\n    kind: media\n    target: 127.0.0.1:{closed_port}\n    interval: 2s\n    media: {{ duration: 1s }}\n"
         ),
     )
     .unwrap();
@@ -609,7 +610,8 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
             && has_data(&prom, r#"egress_probe_failures_total{probe="closed-port"} > 2"#)
             && has_data(&prom, "egress_probe_ice_candidates")
             && has_data(&prom, "egress_probe_relay_rtt_seconds_bucket")
-            && has_data(&prom, "egress_probe_tls_cert_expiry_timestamp_seconds");
+            && has_data(&prom, "egress_probe_tls_cert_expiry_timestamp_seconds")
+            && has_data(&prom, "egress_probe_media_mos");
         if ok || Instant::now() > deadline {
             break ok;
         }

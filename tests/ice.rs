@@ -466,6 +466,177 @@ async fn connectivity_through_coturn_reaches_connected() {
     eprintln!("connected after {:?} ({pair})", ice.connected_after);
 }
 
+/// The selected pair is named by candidate types and protocols and timed; every relay
+/// protocol that connected has its own RTT; no address appears in either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectivity_reports_the_selected_pair_by_type_and_protocol_with_its_rtt() {
+    let _lab = LAB.read().await;
+    let turn = Coturn::start(CoturnOptions::default());
+    let s = spec_tls(
+        &turn,
+        vec![
+            server(&turn_udp(&turn), Some(("test", "secret"))),
+            server(&format!("turns:127.0.0.1:{}", turn.tls_port), Some(("test", "secret"))),
+        ],
+        IcePolicy::Relay,
+        &[CandidateKind::Relay],
+        true,
+    );
+    let o = run(&s, Duration::from_secs(10)).await;
+    assert!(o.success, "{o:#?}");
+    let ice = o.detail.ice.as_ref().expect("ice details");
+    // The agent's pair (through the UDP relay) is the one a browser nominates.
+    let pair = ice.selected.as_ref().expect("selected pair");
+    assert_eq!(
+        (pair.local_type.as_str(), pair.remote_type.as_str(), pair.relay_protocol.as_deref()),
+        ("relay", "relay", Some("udp")),
+        "{pair:?}"
+    );
+    assert_eq!((pair.local_protocol.as_str(), pair.remote_protocol.as_str()), ("udp", "udp"));
+    assert_eq!(pair.rtt_method, "data_echo");
+    let rtt = pair.rtt.as_ref().expect("rtt");
+    assert_eq!(rtt.sent, 5, "{rtt:?}");
+    assert!(rtt.received >= 4, "loopback through coturn loses at most one of five: {rtt:?}");
+    assert!(rtt.min > Duration::ZERO && rtt.max < Duration::from_millis(200), "{rtt:?}");
+    // Each relay protocol that connected has its own RTT: the TLS one by relayed Binding checks.
+    let protocols: Vec<&str> = ice.rtt_via.keys().map(String::as_str).collect();
+    assert_eq!(protocols, ["tls", "udp"], "{ice:#?}");
+    let tls = &ice.rtt_via["tls"];
+    assert!(tls.received >= 1 && tls.avg < Duration::from_millis(200), "{tls:?}");
+    assert_eq!(&ice.rtt_via["udp"], rtt);
+    let json = serde_json::to_string(&ice.selected).unwrap() + &serde_json::to_string(&ice.rtt_via).unwrap();
+    assert!(!json.contains("127.0.0.1"), "addresses must not be part of the pair: {json}");
+    eprintln!(
+        "selected {} -> {} via {:?}: rtt avg {:.3} ms; tls relay avg {:.3} ms",
+        pair.local_type,
+        pair.remote_type,
+        pair.relay_protocol,
+        rtt.avg.as_secs_f64() * 1000.0,
+        tls.avg.as_secs_f64() * 1000.0
+    );
+
+    // A TLS relay alone: the selected pair is that relay path, timed by Binding transactions.
+    let s = spec_tls(
+        &turn,
+        vec![server(&format!("turns:127.0.0.1:{}", turn.tls_port), Some(("test", "secret")))],
+        IcePolicy::Relay,
+        &[CandidateKind::Relay],
+        true,
+    );
+    let o = run(&s, Duration::from_secs(10)).await;
+    assert!(o.success, "{o:#?}");
+    let ice = o.detail.ice.as_ref().expect("ice details");
+    let pair = ice.selected.as_ref().expect("selected pair");
+    assert_eq!(pair.relay_protocol.as_deref(), Some("tls"));
+    assert_eq!(pair.rtt_method, "stun_binding");
+    let rtt = pair.rtt.as_ref().expect("rtt");
+    assert!(rtt.sent >= 4 && rtt.received >= 1, "{rtt:?}");
+}
+
+/// A TCP forwarder that holds every chunk for `delay` in each direction (order kept): a known
+/// latency added on the way to coturn's TLS port, the ground truth for the RTT reported
+/// through a TLS relay. Every task it started is aborted when it is dropped.
+struct DelayProxy {
+    port: u16,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl DelayProxy {
+    async fn start(upstream: std::net::SocketAddr, delay: Duration) -> DelayProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let registry = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let pipe = tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    futures::future::join(one_way(cr, sw, delay), one_way(sr, cw, delay)).await;
+                });
+                registry.lock().unwrap().push(pipe.abort_handle());
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+        DelayProxy { port, tasks }
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Forwards `r` to `w`, each chunk written `delay` after it was read.
+async fn one_way(mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, delay: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0 || tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, data)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if w.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    futures::future::join(reader, writer).await;
+}
+
+/// Ground truth: with every TLS segment to and from coturn held 10 ms each way, a relayed
+/// Binding check crosses that proxy four times (request out and in at the remote side,
+/// answer back the same way), so the pair's RTT is 40 ms plus the loopback's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rtt_through_a_tls_relay_is_the_latency_added_on_the_way() {
+    let _lab = LAB.read().await;
+    let turn = Coturn::start(CoturnOptions::default());
+    let delay = Duration::from_millis(10);
+    let proxy = DelayProxy::start(([127, 0, 0, 1], turn.tls_port).into(), delay).await;
+    let s = spec_tls(
+        &turn,
+        vec![server(&format!("turns:127.0.0.1:{}", proxy.port), Some(("test", "secret")))],
+        IcePolicy::Relay,
+        &[CandidateKind::Relay],
+        true,
+    );
+    let o = run(&s, Duration::from_secs(10)).await;
+    assert!(o.success, "{o:#?}");
+    let ice = o.detail.ice.as_ref().expect("ice details");
+    let rtt = ice.selected.as_ref().and_then(|p| p.rtt.clone()).expect("rtt");
+    assert!(rtt.received >= 3, "{rtt:?}");
+    let added = 4 * delay;
+    assert!(rtt.min >= added, "RTT {:?} below the {added:?} the proxy adds", rtt.min);
+    assert!(
+        rtt.min < added + Duration::from_millis(15),
+        "RTT {:?} far above {added:?}: {rtt:?}",
+        rtt.min
+    );
+    eprintln!(
+        "tls relay behind +{} ms each way: rtt min {:.2} / avg {:.2} / max {:.2} ms ({} of {})",
+        delay.as_millis(),
+        rtt.min.as_secs_f64() * 1000.0,
+        rtt.avg.as_secs_f64() * 1000.0,
+        rtt.max.as_secs_f64() * 1000.0,
+        rtt.received,
+        rtt.sent
+    );
+    drop(proxy);
+}
+
 /// Session ids coturn logged as refreshed to lifetime 0: released by an explicit Refresh(0),
 /// not by the server noticing a closed connection (which deletes TCP/TLS allocations too).
 fn refreshed_to_zero(log: &str) -> std::collections::BTreeSet<String> {

@@ -4,9 +4,28 @@
 //! credentials, coturn with a
 //! long-term password and coturn with a REST secret (turn and ice probes) — and none of the
 //! secret strings, nor the encoded forms that travel on the wire, appear in stdout or stderr.
+//!
+//! The signalling set-up gets the same at trace level, `check` and the daemon both: a
+//! `kind: session` probe (OAuth2 client credentials, a REST step that returns the WebSocket
+//! URL, the WebSocket step) and a `concurrent: 3` websocket probe with its own token per
+//! connection; neither the client secret nor any token the in-test token server issued appears
+//! in stderr, the JSON report, `/metrics` or `/status`.
 mod common;
 
-use std::process::Command;
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::proc::{wait_until, ChildGuard};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 
 use base64::Engine;
 use common::coturn::{Auth, Coturn, CoturnOptions};
@@ -129,4 +148,243 @@ probes:
         "the wss server must have received the bearer header: {headers:?}"
     );
     assert!(Seen::get(&ws.seen.upgrades) >= 2);
+}
+
+const CLIENT: &str = "softphone-tenant-9";
+const CLIENT_SECRET: &str = "cs-8d2e4f6a-client-secret";
+
+/// A listener task, aborted on drop.
+struct Task(tokio::task::JoinHandle<()>);
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The tenant's API: `POST /token` (client credentials, HTTP Basic) issues a fresh token and
+/// records it; `POST /channels` with a bearer it issued answers
+/// `{"connectUri": "ws://127.0.0.1:<ws_port>/channels/c1"}`, else 401.
+async fn tenant_api(ws_port: u16, issued: Arc<Mutex<Vec<String>>>) -> (u16, Task) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let issued = issued.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let issued = issued.clone();
+                    async move {
+                        let r = |code: u16, body: String| {
+                            Response::builder()
+                                .status(code)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap()
+                        };
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{CLIENT_SECRET}"));
+                        Ok::<_, Infallible>(match req.uri().path() {
+                            "/token" if auth == format!("Basic {basic}") => {
+                                let token = format!("tok-{:032x}", rand::random::<u128>());
+                                issued.lock().unwrap().push(token.clone());
+                                r(
+                                    200,
+                                    format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":3600}}"#),
+                                )
+                            }
+                            "/token" => r(401, r#"{"error":"invalid_client"}"#.into()),
+                            "/channels" => {
+                                let ok = auth
+                                    .strip_prefix("Bearer ")
+                                    .is_some_and(|t| issued.lock().unwrap().iter().any(|i| i == t));
+                                if ok {
+                                    r(200, format!(r#"{{"id":"c1","connectUri":"ws://127.0.0.1:{ws_port}/channels/c1"}}"#))
+                                } else {
+                                    r(401, "{}".into())
+                                }
+                            }
+                            _ => r(404, "{}".into()),
+                        })
+                    }
+                });
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
+                )
+                .await;
+            });
+        }
+    });
+    (port, Task(task))
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// (where, text) pairs must hold none of `forbidden`.
+fn assert_clean(outputs: &[(&str, &str)], forbidden: &[String]) {
+    for (place, text) in outputs {
+        for secret in forbidden {
+            if let Some(line) = text.lines().find(|l| l.contains(secret.as_str())) {
+                panic!("{place} contains {secret:?}: {line}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_and_concurrent_oauth2_secrets_are_absent_from_logs_report_metrics_and_status_at_trace_level() {
+    let ws = common::signalling::ws_server(WsMode::Good, false).await;
+    let issued = Arc::new(Mutex::new(Vec::new()));
+    let (api, _api) = tenant_api(ws.port, issued.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signalling.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "defaults: {{ timeout: 5s, interval: 60s, jitter: 0% }}
+x-auth: &auth
+  oauth2:
+    token_url: http://127.0.0.1:{api}/token
+    client_id: {CLIENT}
+    client_secret: env:T_CLIENT_SECRET
+    scopes: [signalling]
+probes:
+  - name: signalling-session
+    kind: session
+    auth: *auth
+    steps:
+      - http: {{ method: POST, url: \"http://127.0.0.1:{api}/channels\", expect_status: 200 }}
+        extract: {{ ws_url: /connectUri }}
+      - websocket: {{ url: \"${{ws_url}}\", ping: 1 }}
+  - name: signalling-concurrent
+    kind: websocket
+    url: ws://127.0.0.1:{ws}/
+    auth: *auth
+    concurrent: 3
+    ping: 1
+",
+            ws = ws.port,
+        ),
+    )
+    .unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{CLIENT_SECRET}"));
+
+    // `check`, text and JSON logs; the JSON run prints the JSON report too.
+    for format in ["text", "json"] {
+        let config = config.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("timeout")
+                .arg("60")
+                .arg(common::bin())
+                .args(["--log-format", format, "check", "--config"])
+                .arg(&config)
+                .args(if format == "json" { &["--output", "json"][..] } else { &[][..] })
+                .env("RUST_LOG", "trace")
+                .env("T_CLIENT_SECRET", CLIENT_SECRET)
+                .output()
+                .expect("run egress-probe check")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "{format}: all probes must pass\n{stdout}\n{stderr}");
+        // Trace logging was really on, and dependencies did try to log the exchanges.
+        assert!(
+            stderr.lines().any(|l| l.contains("dependency log events withheld")),
+            "{format}: no withheld summary at trace level:\n{stderr}"
+        );
+        if format == "json" {
+            let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+            let text = report.to_string();
+            assert!(text.contains("\"established\":3"), "the concurrent probe ran: {text}");
+        }
+        let mut forbidden = vec![CLIENT_SECRET.to_string(), basic.clone()];
+        forbidden.extend(issued.lock().unwrap().iter().cloned());
+        assert_clean(&[("check stdout", &stdout), ("check stderr", &stderr)], &forbidden);
+    }
+    // Each process: one token for the session, one per concurrent connection (3).
+    assert_eq!(issued.lock().unwrap().len(), 8, "{:?}", issued.lock().unwrap());
+
+    // The daemon: /metrics and /status after the first runs, and its trace log.
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = ChildGuard::spawn(
+        "egress-probe run",
+        Command::new(common::bin())
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&config)
+            .args(["--listen", &addr.to_string()])
+            .env("RUST_LOG", "trace")
+            .env("T_CLIENT_SECRET", CLIENT_SECRET)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let ran = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(20), || {
+            http_get(addr, "/metrics").is_some_and(|(_, m)| {
+                m.contains("egress_probe_concurrent_established{probe=\"signalling-concurrent\"} 3")
+                    && m.lines()
+                        .any(|l| l.starts_with("egress_probe_success{") && l.contains("signalling-session") && l.ends_with(" 1"))
+            })
+        })
+    })
+    .await
+    .unwrap();
+    let metrics = http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default();
+    let (status_code, status) = http_get(addr, "/status").unwrap_or_default();
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(ran, "both probes must have passed in the daemon:\n{metrics}\n{daemon_log}");
+    assert!(stopped.is_some(), "the daemon stops on SIGTERM");
+    assert_eq!(status_code, 200, "{status}");
+    assert!(status.contains("signalling-session"), "{status}");
+    assert!(
+        daemon_log.lines().any(|l| l.contains("dependency log events withheld")),
+        "trace logging was on in the daemon:\n{daemon_log}"
+    );
+    let mut forbidden = vec![CLIENT_SECRET.to_string(), basic.clone()];
+    forbidden.extend(issued.lock().unwrap().iter().cloned());
+    assert!(forbidden.len() >= 2 + 12, "the daemon got its own tokens: {forbidden:?}");
+    assert_clean(
+        &[("/metrics", &metrics), ("/status", &status), ("daemon log", &daemon_log)],
+        &forbidden,
+    );
+    // The tokens were really used on the wire: the WebSocket server saw bearers it issued.
+    let bearers: Vec<String> = ws
+        .seen
+        .headers
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let tokens = issued.lock().unwrap().clone();
+    // Three processes, each: the session's WebSocket step and three concurrent connections,
+    // every one with a token of its own (none shared between probes or connections).
+    let distinct: std::collections::BTreeSet<&String> = bearers.iter().collect();
+    assert_eq!((bearers.len(), distinct.len()), (12, 12), "{bearers:?}");
+    assert!(
+        bearers.len() >= 12
+            && bearers
+                .iter()
+                .all(|b| b.strip_prefix("Bearer ").is_some_and(|t| tokens.iter().any(|i| i == t))),
+        "{bearers:?}"
+    );
 }

@@ -23,7 +23,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response as WsResponse};
 
-use egress_probe::config::{HttpMethod, HttpSpec, OAuth2Spec, ProbeSpec, Secret, StatusRange, TlsOptions, TokenCache, WebsocketSpec};
+use egress_probe::config::{
+    HttpMethod, HttpSpec, OAuth2Spec, ProbeSpec, ProxySetting, Secret, StatusRange, TlsOptions, TokenCache, WebsocketSpec,
+};
 use egress_probe::outcome::{Outcome, Phase};
 use egress_probe::probe::{self, ProbeContext};
 
@@ -306,6 +308,44 @@ async fn silent_token_server_is_auth_timeout_and_a_closed_port_auth_refused() {
     let out = run(&ws_spec(1, oauth(closed_port, SECRET, &[]))).await;
     assert_eq!(code(&out), "auth/refused", "{out:?}");
     assert!(out.failure.unwrap().message.contains("connect phase"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_request_goes_through_the_probes_proxy_like_the_upgrade() {
+    let issued = Arc::new(Issued::default());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (tport, _t) = token_server(issued.clone(), 3600).await;
+    let (wport, _w) = ws_resource(issued.clone(), seen.clone()).await;
+    let via = |proxy: &common::signalling::Tinyproxy| {
+        let ProxySetting::Url(u) = ProxySetting::parse(&format!("http://127.0.0.1:{}", proxy.port)).unwrap() else {
+            panic!("not a proxy URL")
+        };
+        ProbeContext::with_timeout(Duration::from_secs(5), Some(u))
+    };
+    let spec = ws_spec(wport, oauth(tport, SECRET, &[]));
+    // A proxy that lets CONNECT reach both: the token comes through it, then the upgrade.
+    let both = common::signalling::Tinyproxy::start(None, &[tport, wport]);
+    let out = probe::run(&spec, &via(&both)).await;
+    assert_eq!(code(&out), "ok", "{out:?}");
+    let log = both.log();
+    assert!(
+        log.contains(&format!("127.0.0.1:{tport}")) && log.contains(&format!("127.0.0.1:{wport}")),
+        "tinyproxy saw CONNECTs to the token server and the WebSocket:\n{log}"
+    );
+    assert_eq!(issued.count(), 1);
+    // A proxy that refuses CONNECT to the token server's port: the auth phase fails there
+    // (it never went around the proxy), and the target is never contacted.
+    let spec = ws_spec(wport, oauth(tport, SECRET, &[]));
+    let only_ws = common::signalling::Tinyproxy::start(None, &[wport]);
+    let out = probe::run(&spec, &via(&only_ws)).await;
+    let f = out
+        .failure
+        .as_ref()
+        .unwrap_or_else(|| panic!("the refused CONNECT must fail the run: {out:?}"));
+    assert_eq!(f.phase, Phase::Auth, "{f:?}");
+    assert!(f.message.contains("proxy"), "{}", f.message);
+    assert_eq!(issued.count(), 1, "no token request reached the server around the proxy");
+    assert_eq!(seen.lock().unwrap().len(), 1, "the WebSocket was not opened without a token");
 }
 
 #[tokio::test]

@@ -101,6 +101,8 @@ fn turn(url: &str) -> ProbeSpec {
         channel: false,
         addresses: AddressMode::First,
         tls: TlsOptions::default(),
+        media: None,
+        concurrent: 1,
     })
 }
 

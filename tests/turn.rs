@@ -29,6 +29,8 @@ fn spec(url: &str, credentials: Credentials) -> TurnSpec {
         channel: false,
         addresses: AddressMode::First,
         tls: TlsOptions::default(),
+        media: None,
+        concurrent: 1,
     }
 }
 

@@ -8,8 +8,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use egress_probe::config::{parse_str, Credentials, ProbeSpec, ProxySetting};
+use egress_probe::config::{parse_str, Credentials, MediaSpec, ProbeSpec, ProxySetting};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid").join(name)
@@ -334,7 +335,7 @@ fn example_yaml_validates() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.ends_with(": ok (10 probes)\n"), "{stdout}");
+    assert!(stdout.ends_with(": ok (13 probes)\n"), "{stdout}");
 
     // Without the secrets, every reference is reported, and no secret value is printed.
     let out = validate(&example, &[]);
@@ -349,7 +350,19 @@ fn example_yaml_validates() {
 #[test]
 fn example_yaml_covers_every_kind() {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("probes/example.yaml")).unwrap();
-    for kind in ["dns", "tcp", "tls", "http", "websocket", "stun", "turn", "ice", "path"] {
+    for kind in [
+        "dns",
+        "tcp",
+        "tls",
+        "http",
+        "websocket",
+        "stun",
+        "turn",
+        "ice",
+        "path",
+        "udp_ports",
+        "media",
+    ] {
         let found = text.lines().any(|l| {
             let mut w = l.split_whitespace();
             (w.next(), w.next()) == (Some("kind:"), Some(kind))
@@ -524,5 +537,65 @@ fn metrics_histograms_word_is_checked_at_its_value() {
         got.iter()
             .any(|(l, c, m)| (*l, *c) == (3, 3) && m.contains("unknown field `bucket`")),
         "{got:?}"
+    );
+}
+
+#[test]
+fn media_values_are_range_checked_at_their_line_and_column() {
+    let text = "defaults: {interval: 2m, timeout: 5s}\nprobes:\n  - name: t\n    kind: turn\n    server: turn:t.example\n    credentials: {username: u, password: p}\n    media: {duration: 90s, packet_ms: 5, payload: 8, max_loss: 150%, max_jitter: 0s, min_mos: 5, peer: nowhere}\n  - name: m\n    kind: media\n    target: echo.example:7\n    media: {peer: 127.0.0.1:7, max_rtt: 20s}\n";
+    let e = parse_str(text, "c.yaml").unwrap_err();
+    let got: Vec<(usize, usize, &str)> = e.errors.iter().map(|e| (e.line, e.column, e.message.as_str())).collect();
+    let expect = [
+        (7, 23, "duration must be between 1s and 1m, got 1m 30s"),
+        (7, 39, "`packet_ms` must be between 10 and 120, got 5"),
+        (7, 51, "`payload` must be between 16 and 1200, got 8"),
+        (7, 64, "max_loss must be between 0% and 100%"),
+        (7, 82, "max_jitter: duration \"0s\" must be greater than zero"),
+        (7, 95, "min_mos must be between 1.0 and 4.5, got 5"),
+        (7, 104, "peer: \"nowhere\" is not an IP address and port"),
+        (11, 13, "unknown field `peer` in probe `m` media"),
+        (11, 41, "max_rtt must be between 1ms and 10s, got 20s"),
+    ];
+    assert_eq!(got.len(), expect.len(), "{e}");
+    for ((line, col, msg), (el, ec, phrase)) in got.iter().zip(expect) {
+        assert_eq!((*line, *col), (el, ec), "{msg}");
+        assert!(msg.contains(phrase), "{msg:?} should contain {phrase:?}");
+    }
+}
+
+#[test]
+fn media_defaults_are_the_teams_targets_and_the_interval_must_cover_timeout_plus_duration() {
+    let text = "defaults: {interval: 30s, timeout: 5s}\nprobes:\n  - name: m\n    kind: media\n    target: 127.0.0.1:7\n    media: true\n  - name: t\n    kind: turn\n    server: turn:t.example\n    credentials: {username: u, password: p}\n    media: {duration: 3s, max_loss: 2.5%, min_mos: 3.6, peer: 192.0.2.1:7}\n";
+    let cfg = parse_str(text, "c.yaml").expect("valid");
+    let ProbeSpec::Media(m) = &cfg.probes[0].spec else {
+        panic!("media kind")
+    };
+    assert_eq!(m.media, MediaSpec::default());
+    assert_eq!(m.media.duration, Duration::from_secs(10));
+    assert_eq!((m.media.packet, m.media.payload), (Duration::from_millis(20), 160));
+    let t = m.media.thresholds;
+    assert_eq!(
+        (t.max_rtt, t.max_jitter, t.min_mos),
+        (Duration::from_millis(100), Duration::from_millis(30), None)
+    );
+    assert!((t.max_loss - 0.01).abs() < 1e-12);
+    assert_eq!(cfg.probes[0].run_time(&cfg.defaults), Duration::from_secs(15));
+    let ProbeSpec::Turn(turn) = &cfg.probes[1].spec else {
+        panic!("turn kind")
+    };
+    let media = turn.media.as_ref().expect("media");
+    assert!((media.thresholds.max_loss - 0.025).abs() < 1e-12);
+    assert_eq!(media.thresholds.min_mos, Some(3.6));
+    assert_eq!(media.peer, Some("192.0.2.1:7".parse().unwrap()));
+    assert_eq!(cfg.probes[1].run_time(&cfg.defaults), Duration::from_secs(8));
+
+    let e = parse_str(&text.replace("interval: 30s", "interval: 12s"), "c.yaml").unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+    assert_eq!((e.errors[0].line, e.errors[0].column), (3, 5), "{e}");
+    assert!(
+        e.errors[0]
+            .message
+            .contains("probe `m`: media duration 10s plus timeout 5s is longer than interval 12s"),
+        "{e}"
     );
 }

@@ -475,6 +475,8 @@ fn turn(url: &str, password: &str, tls: TlsOptions) -> ProbeSpec {
         channel: false,
         addresses: AddressMode::First,
         tls,
+        media: None,
+        concurrent: 1,
     })
 }
 

@@ -18,7 +18,11 @@ async fn responder(cap: u32) -> Responder {
 }
 
 async fn run(r: &Responder, concurrent: u32) -> Outcome {
-    let spec = ProbeSpec::Websocket(WebsocketSpec {
+    probe::run(&spec(r, concurrent), &ProbeContext::with_timeout(Duration::from_secs(10), None)).await
+}
+
+fn spec(r: &Responder, concurrent: u32) -> ProbeSpec {
+    ProbeSpec::Websocket(WebsocketSpec {
         url: url::Url::parse(&format!("wss://127.0.0.1:{}/signalling", r.addrs.web[0].port())).unwrap(),
         headers: BTreeMap::new(),
         ping: 1,
@@ -32,8 +36,7 @@ async fn run(r: &Responder, concurrent: u32) -> Outcome {
         auth: None,
         concurrent,
         hold: None,
-    });
-    probe::run(&spec, &ProbeContext::with_timeout(Duration::from_secs(10), None)).await
+    })
 }
 
 /// The value of `series` in the responder's metrics, once it equals `want` (or after 5 s).
@@ -63,6 +66,21 @@ async fn eight_at_once_against_a_cap_of_five_establish_five_and_the_first_refusa
     assert_eq!(f.code(), "upgrade/status_429", "{f:?}");
     assert!(f.message.contains("5 of 8 established"), "{}", f.message);
     assert_eq!(out.detail.retry_after, Some(Duration::from_secs(5)));
+    // The verdict says it as a cap, with the number.
+    let results = [egress_probe::report::ProbeResult::of("signalling-cap", &spec(&r, 8), out.clone())];
+    let verdicts = egress_probe::report::verdict::assess(&results);
+    assert_eq!(
+        verdicts.first().map(|v| (v.rule, v.text.as_str())),
+        Some((
+            "connection_cap",
+            format!(
+                "WebSocket signalling on {} allows only 5 of 8 connections at once (upgrade/status_429): a cap of 5 per client or user (Retry-After 5 s); more parallel clients with these credentials are refused",
+                r.addrs.web[0].port()
+            )
+            .as_str()
+        )),
+        "{verdicts:#?}"
+    );
     // Everything the probe opened was released.
     assert_eq!(metric_settles(&r, "egress_responder_websockets_open", 0.0).await, Some(0.0));
     assert_eq!(metric_settles(&r, "egress_responder_websockets_total", 5.0).await, Some(5.0));

@@ -11,8 +11,16 @@ use common::signalling::{ws_server, Tinyproxy, WsMode};
 use egress_probe::config::{parse_str, HoldSpec, ProbeSpec, ProxySetting, TlsOptions, WebsocketSpec};
 use egress_probe::outcome::{Outcome, Phase};
 use egress_probe::probe::{self, ProbeContext};
+use egress_probe::report::verdict::{assess, contradictions};
+use egress_probe::report::ProbeResult;
 
 async fn hold_through_tinyproxy(ping_interval: Option<Duration>) -> (Outcome, Duration) {
+    let (_, out, took) = holds_through_tinyproxy(ping_interval, 1).await;
+    (out, took)
+}
+
+/// `concurrent` WebSockets held 6 s at once through one tinyproxy with `Timeout 3`.
+async fn holds_through_tinyproxy(ping_interval: Option<Duration>, concurrent: u32) -> (ProbeSpec, Outcome, Duration) {
     let server = ws_server(WsMode::Good, false).await;
     let proxy = Tinyproxy::start_with_timeout(None, &[], 3);
     let spec = ProbeSpec::Websocket(WebsocketSpec {
@@ -23,7 +31,7 @@ async fn hold_through_tinyproxy(ping_interval: Option<Duration>) -> (Outcome, Du
         expect: None,
         tls: TlsOptions::default(),
         auth: None,
-        concurrent: 1,
+        concurrent,
         hold: Some(HoldSpec {
             duration: Duration::from_secs(6),
             ping_interval,
@@ -36,7 +44,7 @@ async fn hold_through_tinyproxy(ping_interval: Option<Duration>) -> (Outcome, Du
     let ctx = ProbeContext::with_timeout(Duration::from_secs(6 + 5), Some(proxy_url));
     let started = Instant::now();
     let out = probe::run(&spec, &ctx).await;
-    (out, started.elapsed())
+    (spec, out, started.elapsed())
 }
 
 #[tokio::test]
@@ -72,6 +80,94 @@ async fn a_hold_with_pings_every_second_survives_the_proxy_idle_timeout() {
     assert!(hold.pings >= 5, "{} pings", hold.pings);
     assert!(out.detail.websocket.as_ref().unwrap().clean_close);
     assert!(took >= Duration::from_secs(6) && took < Duration::from_secs(9), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_holds_cut_at_the_same_age_make_the_verdict_name_the_proxy_idle_timeout() {
+    let (spec, out, took) = holds_through_tinyproxy(None, 3).await;
+    let c = out.detail.concurrent.clone().expect("concurrent details");
+    assert_eq!((c.requested, c.established), (3, 3), "{out:?}");
+    assert_eq!(c.holds.len(), 3, "{c:?}");
+    let lifetimes: Vec<Duration> = c.holds.iter().map(|h| h.lifetime).collect();
+    println!("three idle holds through tinyproxy Timeout 3 cut after {lifetimes:?} (run {took:?})");
+    assert!(c.holds.iter().all(|h| !h.survived && h.pings == 0), "{c:?}");
+    // Each of the three lifetimes is an observation of the hold histogram.
+    let cfg = parse_str(
+        "probes:\n  - {name: signalling-idle, kind: websocket, url: ws://127.0.0.1/, hold: 6s, idle: true, concurrent: 3}\n",
+        "x",
+    )
+    .unwrap();
+    let metrics = egress_probe::metrics::Metrics::new(&cfg).unwrap();
+    metrics.observe(&cfg.probes[0], &out);
+    let text = metrics.render().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "egress_probe_websocket_hold_seconds_count{probe=\"signalling-idle\",result=\"cut\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("egress_probe_websocket_hold_seconds_bucket{probe=\"signalling-idle\",result=\"cut\",le=\"5\"} 3"),
+        "{text}"
+    );
+    let results = [ProbeResult::of("signalling-idle", &spec, out)];
+    let all = assess(&results);
+    assert_eq!(contradictions(&all), Vec::<String>::new(), "{all:#?}");
+    let v = all.first().expect("a verdict");
+    assert_eq!(v.rule, "ws_idle_timeout", "{all:#?}");
+    // tinyproxy's timer counts whole seconds: about 3 s, at most 4.
+    assert!(
+        v.text.starts_with("WebSocket cut after ~3 s of idle, every time (3 idle holds")
+            || v.text.starts_with("WebSocket cut after ~4 s of idle, every time (3 idle holds"),
+        "{}",
+        v.text
+    );
+    assert!(
+        v.text.contains("idle timeout of about") && v.text.contains("(ping_interval < "),
+        "{}",
+        v.text
+    );
+
+    // Pinged every second, the same three survive and no hold verdict is given.
+    let (spec, out, _) = holds_through_tinyproxy(Some(Duration::from_secs(1)), 3).await;
+    assert!(out.success, "{:?}", out.failure);
+    let c = out.detail.concurrent.clone().expect("concurrent details");
+    assert!(c.holds.len() == 3 && c.holds.iter().all(|h| h.survived), "{c:?}");
+    let results = [ProbeResult::of("signalling-pinged", &spec, out)];
+    assert_eq!(assess(&results).iter().map(|v| v.rule).collect::<Vec<_>>(), vec!["all_pass"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_steps_idle_hold_is_cut_by_the_proxy_and_names_its_step() {
+    let http = common::signalling::http_server(false).await;
+    let ws = ws_server(WsMode::Good, false).await;
+    let proxy = Tinyproxy::start_with_timeout(None, &[], 3);
+    let yaml = format!(
+        "probes:\n  - name: s\n    kind: session\n    timeout: 5s\n    interval: 20s\n    proxy: http://127.0.0.1:{}\n    steps:\n      - http: {{url: 'http://127.0.0.1:{}/ok'}}\n      - websocket: {{url: 'ws://127.0.0.1:{}/signalling', ping: 1, hold: 6s, idle: true}}\n",
+        proxy.port, http.port, ws.port
+    );
+    let config = parse_str(&yaml, "session-hold.yaml").expect("config");
+    let p = &config.probes[0];
+    let ProxySetting::Url(proxy_url) = ProxySetting::parse(&format!("http://127.0.0.1:{}", proxy.port)).unwrap() else {
+        panic!("not a proxy URL")
+    };
+    // The deadline the scheduler gives it: timeout plus the steps' holds.
+    let ctx = ProbeContext::with_timeout(p.run_time(&config.defaults), Some(proxy_url));
+    let out = probe::run(&p.spec, &ctx).await;
+    let f = out.failure.as_ref().unwrap_or_else(|| panic!("the idle hold must be cut: {out:?}"));
+    assert_eq!(f.code(), "hold/closed", "{f:?}");
+    assert!(f.message.starts_with("step 2 (websocket): socket cut after"), "{}", f.message);
+    let session = out.detail.session.as_ref().expect("session detail");
+    assert_eq!((session.failed_step, session.completed), (Some(2), 1), "{session:?}");
+    let hold = out.detail.websocket.as_ref().and_then(|w| w.hold.clone()).expect("hold detail");
+    assert!(
+        !hold.survived && hold.lifetime >= Duration::from_millis(2500) && hold.lifetime < Duration::from_secs(5),
+        "{hold:?}"
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("127.0.0.1:{}", ws.port)),
+        "the WebSocket went through tinyproxy:\n{log}"
+    );
 }
 
 #[test]

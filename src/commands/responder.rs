@@ -145,6 +145,9 @@ pub fn summary(r: &Responder) -> String {
     if let Some(m) = r.addrs.metrics {
         line("metrics (http)", &[m]);
     }
+    if let Some((ip, range)) = r.addrs.udp_echo_ports {
+        out.push_str(&format!("  {:<22} {ip} ports {}-{}\n", "UDP echo ports", range.min, range.max));
+    }
     out.push_str(&format!("  relayed address        {}\n", r.relay_ip));
     if let Some(ca) = &r.tls.ca_file {
         out.push_str(&format!("  TLS ca_file            {}\n", ca.display()));

@@ -15,6 +15,7 @@
 mod check;
 mod files;
 mod load;
+pub mod ports;
 pub mod preset;
 pub mod push;
 pub mod schema;

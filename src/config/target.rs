@@ -3,8 +3,10 @@
 //!
 //! What "target" means per kind: `tcp`/`tls` the `host:port`; `http`/`websocket` the URL's
 //! `host:port` (or a whole URL of the same scheme family); `stun`/`turn` the URI's `host:port`;
-//! `ice` every server's `host:port`; `dns` the query name. A TLS `server_name` set in the
-//! config is kept; otherwise SNI follows the new host, as it did the old one.
+//! `ice` every server's `host:port`; `media` the echo's `host:port`; `dns` the query name;
+//! `udp_ports` the host (with a sweep of its own, so the configured host's port results are
+//! not mixed with another's). A TLS `server_name` set in the config is kept; otherwise SNI
+//! follows the new host, as it did the old one.
 
 use super::types::ProbeSpec;
 use super::values::{HostPort, IceUrl};
@@ -20,6 +22,13 @@ impl ProbeSpec {
         match &mut spec {
             ProbeSpec::Tcp(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Path(s) => s.target = HostPort::parse(target, None)?,
+            ProbeSpec::UdpPorts(s) => {
+                s.host = udp_ports_host(target)?;
+                // Another host's answers must not mix into this probe's sweep: a fresh one
+                // (one sample per `/probe` request, its start taken from the clock).
+                s.sweep = super::ports::PortSweep::default();
+            }
+            ProbeSpec::Media(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Tls(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Http(s) => s.url = retarget_url(&s.url, target, &["http", "https"])?,
             ProbeSpec::Websocket(s) => s.url = retarget_url(&s.url, target, &["ws", "wss"])?,
@@ -78,6 +87,14 @@ fn dns_name(target: &str) -> Result<String, String> {
     Ok(target.to_string())
 }
 
+/// `/probe?target=` for `udp_ports`: a host (a `host:port` keeps the host; the set stays).
+fn udp_ports_host(target: &str) -> Result<String, String> {
+    if target.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(target.to_string());
+    }
+    Ok(HostPort::parse(target, Some(1))?.host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::parse_str;
@@ -126,6 +143,16 @@ mod tests {
             .with_target("_turn._udp.example.test")
             .unwrap();
         assert_eq!(t.target(), "_turn._udp.example.test SRV");
+        let u = spec("    kind: udp_ports\n    host: a.example\n    ports: \"20000-20009\"\n");
+        if let ProbeSpec::UdpPorts(s) = &u {
+            s.sweep.record(&s.ports, &[(0, super::super::ports::PortState::Open)]);
+        }
+        for target in ["198.51.100.7", "b.example:3478", "::1"] {
+            let t = u.with_target(target).unwrap();
+            let ProbeSpec::UdpPorts(s) = &t else { panic!() };
+            assert_eq!(s.sweep.covered(), 0, "{target}: a retargeted probe starts its own sweep");
+        }
+        assert_eq!(u.with_target("b.example:3478").unwrap().target(), "udp:b.example:20000-20009");
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub enum ProbeSpec {
     Ice(IceSpec),
     Session(SessionSpec),
     Path(PathSpec),
+    UdpPorts(UdpPortsSpec),
+    Media(MediaProbeSpec),
 }
 
 impl ProbeSpec {
@@ -153,6 +155,12 @@ impl ProbeSpec {
                     PathProtocol::Tcp => Transport::Tcp,
                 },
             ),
+            ProbeSpec::UdpPorts(s) => Endpoint {
+                host: s.host.clone(),
+                port: Some(s.ports.first()),
+                transport: Transport::Udp,
+            },
+            ProbeSpec::Media(s) => host_port(&s.target, Transport::Udp),
         }
     }
 
@@ -169,12 +177,18 @@ impl ProbeSpec {
             ProbeSpec::Ice(_) => "ice",
             ProbeSpec::Session(_) => "session",
             ProbeSpec::Path(_) => "path",
+            ProbeSpec::UdpPorts(_) => "udp_ports",
+            ProbeSpec::Media(_) => "media",
         }
     }
 
-    /// How long the probe keeps a connection open on purpose (`hold:`); zero for most kinds.
+    /// How long the probe keeps a connection open on purpose, on top of the work its timeout
+    /// bounds: a websocket's `hold:`, or the `duration` of a `media:` stream (turn, media);
+    /// zero for most kinds.
     pub fn hold(&self) -> Duration {
         match self {
+            ProbeSpec::Turn(s) => s.media.as_ref().map_or(Duration::ZERO, |m| m.duration),
+            ProbeSpec::Media(s) => s.media.duration,
             ProbeSpec::Websocket(s) => s.hold.map_or(Duration::ZERO, |h| h.duration),
             ProbeSpec::Session(s) => s
                 .steps
@@ -201,6 +215,8 @@ impl ProbeSpec {
             ProbeSpec::Ice(s) => s.servers.iter().map(|s| s.url.to_string()).collect::<Vec<_>>().join(","),
             ProbeSpec::Session(s) => s.steps.first().map(|st| st.display_url()).unwrap_or_default(),
             ProbeSpec::Path(s) => format!("{}:{}", s.protocol.as_str(), s.target),
+            ProbeSpec::UdpPorts(s) => format!("udp:{}:{}", s.host, s.ports),
+            ProbeSpec::Media(s) => format!("udp:{}", s.target),
         }
     }
 }
@@ -352,6 +368,21 @@ pub struct PathSpec {
     pub probes_per_hop: u32,
     /// How long one attempt waits for an answer (default 1 s).
     pub hop_timeout: Duration,
+}
+
+/// `kind: udp_ports`: which UDP ports of a set answer the responder's echo (see
+/// `probe::udp_ports`; the set and the sweep state in `config::ports`).
+#[derive(Clone, Debug)]
+pub struct UdpPortsSpec {
+    /// Host name or IP address of the echo responder.
+    pub host: String,
+    pub ports: super::ports::PortSet,
+    /// Ports probed per run (default 64, at most [`super::ports::MAX_SAMPLE`]).
+    pub sample: u32,
+    /// How long one port's echo is awaited before its one retry (default 500 ms).
+    pub port_timeout: Duration,
+    /// This probe's cursor and per-port results, built once per probe at load.
+    pub sweep: super::ports::PortSweep,
 }
 
 /// `kind: tls`.
@@ -549,6 +580,75 @@ pub struct TurnSpec {
     pub channel: bool,
     pub addresses: AddressMode,
     pub tls: TlsOptions,
+    /// `media:`: after the relay round trips, a paced call-quality stream (phase `media`).
+    pub media: Option<MediaSpec>,
+    /// `concurrent: N` (1–64, default 1): N allocations at once instead of the relay round
+    /// trip (see `probe::turn::concurrent`).
+    pub concurrent: u32,
+}
+
+/// `media: {duration, packet_ms, payload, ...}`: an RTP-sized packet stream judged against
+/// call-quality thresholds (see `probe::media`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaSpec {
+    /// How long packets are sent (1 s to [`MAX_MEDIA_DURATION`]; default 10 s).
+    pub duration: Duration,
+    /// Spacing of packets (`packet_ms`, 10–120 ms; default 20 ms as G.711 softphones send).
+    pub packet: Duration,
+    /// RTP payload bytes per packet (16–1200; default 160 = 20 ms of G.711); the 12-byte RTP
+    /// header comes on top.
+    pub payload: usize,
+    pub thresholds: MediaThresholds,
+    /// turn only: stream to this UDP echo (e.g. the responder's) through one allocation instead
+    /// of to a second allocation on the same server.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Longest `media.duration` accepted.
+pub const MAX_MEDIA_DURATION: Duration = Duration::from_secs(60);
+
+impl Default for MediaSpec {
+    fn default() -> Self {
+        MediaSpec {
+            duration: Duration::from_secs(10),
+            packet: Duration::from_millis(20),
+            payload: 160,
+            thresholds: MediaThresholds::default(),
+            peer: None,
+        }
+    }
+}
+
+/// Pass/fail limits of a media stream; the defaults are Microsoft Teams' client network
+/// targets (round trip < 100 ms, loss < 1 %, jitter < 30 ms).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MediaThresholds {
+    /// Highest average round-trip time (`media/rtt` above it).
+    pub max_rtt: Duration,
+    /// Highest loss fraction, 0.0..=1.0 (`media/loss` above it).
+    pub max_loss: f64,
+    /// Highest RFC 3550 jitter (`media/jitter` above it).
+    pub max_jitter: Duration,
+    /// Lowest acceptable MOS estimate (`media/mos` below it); none by default.
+    pub min_mos: Option<f64>,
+}
+
+impl Default for MediaThresholds {
+    fn default() -> Self {
+        MediaThresholds {
+            max_rtt: Duration::from_millis(100),
+            max_loss: 0.01,
+            max_jitter: Duration::from_millis(30),
+            min_mos: None,
+        }
+    }
+}
+
+/// `kind: media`: the stream straight over UDP to a UDP echo (the responder's `udp_echo`).
+#[derive(Clone, Debug)]
+pub struct MediaProbeSpec {
+    pub target: HostPort,
+    pub media: MediaSpec,
 }
 
 /// `iceTransportPolicy`.

@@ -223,11 +223,15 @@ fn endpoints(spec: &ProbeSpec) -> Vec<(String, u16)> {
     match spec {
         ProbeSpec::Tcp(s) => vec![(norm(&s.target.host), s.target.port)],
         ProbeSpec::Path(s) => vec![(norm(&s.target.host), s.target.port)],
+        ProbeSpec::UdpPorts(s) => vec![(norm(&s.host), s.ports.first())],
         ProbeSpec::Tls(s) => vec![(norm(&s.target.host), s.target.port)],
         ProbeSpec::Http(s) => vec![url(&s.url)],
         ProbeSpec::Websocket(s) => vec![url(&s.url)],
         ProbeSpec::Stun(s) => vec![(norm(&s.server.host), s.server.port)],
-        ProbeSpec::Turn(s) => vec![(norm(&s.server.host), s.server.port)],
+        ProbeSpec::Turn(s) => std::iter::once((norm(&s.server.host), s.server.port))
+            .chain(s.media.as_ref().and_then(|m| m.peer).map(|a| (a.ip().to_string(), a.port())))
+            .collect(),
+        ProbeSpec::Media(s) => vec![(norm(&s.target.host), s.target.port)],
         ProbeSpec::Ice(s) => s.servers.iter().map(|x| (norm(&x.url.host), x.url.port)).collect(),
         ProbeSpec::Dns(s) => vec![(norm(&s.query), 0)],
         // Steps with a literal URL; a `${var}` URL comes from a server at run time.

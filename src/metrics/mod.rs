@@ -44,7 +44,7 @@ mod table;
 pub use table::ProbeTable;
 
 use crate::config::{Config, Histograms, ProbeConfig};
-use crate::outcome::details::RttStats;
+use crate::outcome::details::{HoldDetails, RttStats};
 use crate::outcome::{Outcome, Transport};
 use crate::schedule::Sink;
 
@@ -86,12 +86,18 @@ struct RunFamilies {
     ice_candidates: GaugeVec,
     ice_first: Option<HistogramVec>,
     ice_relays: GaugeVec,
+    ice_rtt: GaugeVec,
     ws_ping_rtt: Option<HistogramVec>,
     ws_hold: HistogramVec,
     concurrent_established: GaugeVec,
     address_success: GaugeVec,
     path_hops: GaugeVec,
     path_reached: GaugeVec,
+    udp_ports_open: GaugeVec,
+    udp_ports_coverage: GaugeVec,
+    media_mos: GaugeVec,
+    media_loss: GaugeVec,
+    media_jitter: GaugeVec,
     /// Server addresses last exported per probe, so addresses that left the DNS answer are
     /// removed instead of reporting a stale value forever.
     last_addresses: Mutex<HashMap<String, BTreeSet<String>>>,
@@ -185,6 +191,36 @@ impl RunFamilies {
                 "kind path: 1 if the last trace reached the target, 0 if it was rejected or went silent on the way.",
                 &["probe"],
             )?,
+            udp_ports_open: gauge(
+                reg,
+                "egress_probe_udp_ports_open_ratio",
+                "kind udp_ports: share of the set's ports tried so far whose echo came back the last time each was tried (0..1); the ranges are in /status and JSON, never labels.",
+                &["probe"],
+            )?,
+            udp_ports_coverage: gauge(
+                reg,
+                "egress_probe_udp_ports_coverage_ratio",
+                "kind udp_ports: share of the set's ports tried at least once since the probe was loaded (0..1).",
+                &["probe"],
+            )?,
+            media_mos: gauge(
+                reg,
+                "egress_probe_media_mos",
+                "media: E-model (ITU-T G.107 simplified, G.711) MOS estimate of the last stream, 1 to 4.5.",
+                &["probe"],
+            )?,
+            media_loss: gauge(
+                reg,
+                "egress_probe_media_loss_ratio",
+                "media: fraction of the last stream's packets that did not come back (0..1).",
+                &["probe"],
+            )?,
+            media_jitter: gauge(
+                reg,
+                "egress_probe_media_jitter_seconds",
+                "media: RFC 3550 interarrival jitter of the last stream's round trips at its end.",
+                &["probe"],
+            )?,
             ice_candidates: gauge(
                 reg,
                 "egress_probe_ice_candidates",
@@ -203,6 +239,12 @@ impl RunFamilies {
                 "egress_probe_ice_relay_candidates",
                 "ICE relay candidates gathered in the last run, by relay protocol (udp, tcp, tls), for each protocol a TURN server is configured for.",
                 &["probe", "protocol"],
+            )?,
+            ice_rtt: gauge(
+                reg,
+                "egress_probe_ice_rtt_seconds",
+                "ICE with connectivity: mean round-trip time through the relay of each relay protocol that connected in the last run (udp: datagrams over the selected pair; tcp/tls: relayed STUN Binding checks).",
+                &["probe", "relay_protocol"],
             )?,
             ws_ping_rtt: detail_histogram(
                 reg,
@@ -295,11 +337,34 @@ impl RunFamilies {
                     self.ice_relays.with_label_values(&[probe, p]).set(f64::from(*n));
                 }
             }
+            // A protocol that did not connect this run has no RTT: its series goes, not stale.
+            for p in RELAY_PROTOCOLS {
+                match ice.rtt_via.get(*p).filter(|r| r.received > 0) {
+                    Some(rtt) => self.ice_rtt.with_label_values(&[probe, p]).set(rtt.avg.as_secs_f64()),
+                    None => {
+                        let _ = self.ice_rtt.remove_label_values(&[probe, p]);
+                    }
+                }
+            }
         }
         if let Some(path) = &d.path {
             self.path_hops.with_label_values(&[probe]).set(f64::from(path.end_hop));
             let reached = if path.end == "reached" { 1.0 } else { 0.0 };
             self.path_reached.with_label_values(&[probe]).set(reached);
+        }
+        if let Some(u) = &d.udp_ports {
+            let known = u.open_ports + u.closed_ports;
+            if known > 0 {
+                let ratio = f64::from(u.open_ports) / f64::from(known);
+                self.udp_ports_open.with_label_values(&[probe]).set(ratio);
+            }
+            self.udp_ports_coverage.with_label_values(&[probe]).set(u.coverage);
+        }
+        // Only probes with `media:` get these series, and only once a stream sent something.
+        if let Some(m) = d.media.as_ref().filter(|m| m.sent > 0) {
+            self.media_mos.with_label_values(&[probe]).set(m.mos);
+            self.media_loss.with_label_values(&[probe]).set(m.loss);
+            self.media_jitter.with_label_values(&[probe]).set(m.jitter.as_secs_f64());
         }
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
             observe_samples(self.ws_ping_rtt.as_ref(), &[probe], rtt);
@@ -309,7 +374,12 @@ impl RunFamilies {
                 .with_label_values(&[probe])
                 .set(f64::from(c.established));
         }
-        if let Some(h) = d.websocket.as_ref().and_then(|w| w.hold.as_ref()) {
+        // Every held socket: each connection's with `concurrent: N`, else the one.
+        let holds: Vec<&HoldDetails> = match d.concurrent.as_ref().filter(|c| !c.holds.is_empty()) {
+            Some(c) => c.holds.iter().collect(),
+            None => d.websocket.iter().filter_map(|w| w.hold.as_ref()).collect(),
+        };
+        for h in holds {
             let result = if h.survived { "survived" } else { "cut" };
             self.ws_hold.with_label_values(&[probe, result]).observe(h.lifetime.as_secs_f64());
         }
@@ -936,6 +1006,53 @@ mod tests {
     }
 
     #[test]
+    fn udp_ports_export_open_share_and_coverage_never_port_labels() {
+        let mut o = Outcome {
+            success: false,
+            total: ms(40),
+            ..Default::default()
+        };
+        o.detail.udp_ports = Some(crate::outcome::details::UdpPortsDetails {
+            set: "20000-20099".into(),
+            set_size: 100,
+            open: vec!["20000-20049".into()],
+            closed: vec!["20050-20079".into()],
+            open_ports: 50,
+            closed_ports: 30,
+            covered: 80,
+            coverage: 0.8,
+            ..Default::default()
+        });
+        let text = render_single_run("p", "udp_ports", "udp:198.51.100.1:20000-20099", &o, Histograms::PerProbe).unwrap();
+        assert!(text.contains(r#"egress_probe_udp_ports_open_ratio{probe="p"} 0.625"#), "{text}");
+        assert!(text.contains(r#"egress_probe_udp_ports_coverage_ratio{probe="p"} 0.8"#), "{text}");
+        assert!(!text.contains("20050"), "port ranges must never become labels");
+    }
+
+    #[test]
+    fn a_media_stream_exports_mos_loss_and_jitter_and_probes_without_one_export_none() {
+        let mut o = Outcome {
+            success: false,
+            total: ms(3000),
+            ..Default::default()
+        };
+        let plain = render_single_run("p", "turn", "turn.example.test:3478", &o, Histograms::PerProbe).unwrap();
+        assert!(!plain.contains("_media_"), "no media series without a stream:\n{plain}");
+        o.detail.media = Some(crate::outcome::details::MediaDetails {
+            sent: 100,
+            received: 95,
+            loss: 0.05,
+            jitter: Duration::from_micros(1500),
+            mos: 3.88,
+            ..Default::default()
+        });
+        let text = render_single_run("p", "turn", "turn.example.test:3478", &o, Histograms::PerProbe).unwrap();
+        assert!(text.contains(r#"egress_probe_media_mos{probe="p"} 3.88"#), "{text}");
+        assert!(text.contains(r#"egress_probe_media_loss_ratio{probe="p"} 0.05"#), "{text}");
+        assert!(text.contains(r#"egress_probe_media_jitter_seconds{probe="p"} 0.0015"#), "{text}");
+    }
+
+    #[test]
     fn details_become_their_families() {
         let mut o = Outcome {
             success: true,
@@ -961,6 +1078,9 @@ mod tests {
             candidates: [("host".to_string(), 2), ("relay".to_string(), 1)].into_iter().collect(),
             first_arrival: [("relay".to_string(), ms(30))].into_iter().collect(),
             relay_protocols: [("udp".to_string(), 0), ("tls".to_string(), 1)].into_iter().collect(),
+            rtt_via: [("tls".to_string(), RttStats::from_samples(2, vec![ms(3), ms(5)]))]
+                .into_iter()
+                .collect(),
             ..Default::default()
         });
         o.detail.per_address = vec![
@@ -994,6 +1114,11 @@ mod tests {
         assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tls"} 1"#));
         assert!(text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="udp"} 0"#));
         assert!(!text.contains(r#"egress_probe_ice_relay_candidates{probe="p",protocol="tcp"}"#));
+        assert!(
+            text.contains(r#"egress_probe_ice_rtt_seconds{probe="p",relay_protocol="tls"} 0.004"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"egress_probe_ice_rtt_seconds{probe="p",relay_protocol="udp"}"#));
         assert!(text.contains(r#"egress_probe_address_success{address="198.51.100.2",kind="turn",probe="p"} 0"#));
         assert!(!text.contains("192.0.2.7"), "the client's mapped address must never be a label");
     }

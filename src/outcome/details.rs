@@ -48,6 +48,12 @@ pub struct Details {
     /// `kind: path`: the hops towards the target and where the trace ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathDetails>,
+    /// `kind: udp_ports`: which ports of the set echoed, as ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_ports: Option<UdpPortsDetails>,
+    /// `media:`: the call-quality stream (loss, jitter, RTT, MOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaDetails>,
     /// Who refused or reported unreachable on a failed connect: an ICMP offender from the
     /// socket's error queue, or the target itself (a TCP RST carries the target's address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +177,10 @@ pub struct SessionDetails {
 pub struct ConcurrentDetails {
     pub requested: u32,
     pub established: u32,
+    /// Websocket with `hold`: every established connection's hold, in connection order (N
+    /// lifetimes of one run: the evidence an idle-timeout verdict needs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<HoldDetails>,
 }
 
 /// How long a held WebSocket lived and how the hold ended.
@@ -283,6 +293,56 @@ pub struct RelayDetails {
     pub allocate: Option<Duration>,
 }
 
+/// What a `media:` stream measured (see `probe::media`). Every figure is of the round trip:
+/// the packets come back to the sender, so no clock needs to be shared with the far side.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MediaDetails {
+    /// How the stream ran: `udp_echo` (straight to a UDP echo), `turn_pair` (through the
+    /// relay to a second allocation on the same server, echoed back), `turn_peer` (through
+    /// the relay to a UDP echo peer, echoed back).
+    pub path: String,
+    /// Packet spacing and RTP payload bytes as configured.
+    #[serde(rename = "packet_ms", with = "duration_ms")]
+    pub packet: Duration,
+    pub payload: usize,
+    /// Packets the duration called for, and those actually sent (fewer when the pacing clock
+    /// skipped ticks because the probe host was too busy: `skipped_ticks`).
+    pub planned: u32,
+    pub sent: u32,
+    pub skipped_ticks: u32,
+    /// Distinct packets that came back before the stream's drain time ran out.
+    pub received: u32,
+    /// Copies of a packet already received (not counted in `received`).
+    pub duplicates: u32,
+    /// `1 - received/sent`.
+    pub loss: f64,
+    /// Packets that arrived after a packet with a higher sequence number.
+    pub reordered: u32,
+    /// Longest run of consecutive sequence numbers lost.
+    pub longest_loss_burst: u32,
+    #[serde(rename = "rtt_min_ms", with = "duration_ms")]
+    pub rtt_min: Duration,
+    #[serde(rename = "rtt_avg_ms", with = "duration_ms")]
+    pub rtt_avg: Duration,
+    /// 95th percentile (nearest rank) of the round-trip times.
+    #[serde(rename = "rtt_p95_ms", with = "duration_ms")]
+    pub rtt_p95: Duration,
+    #[serde(rename = "rtt_max_ms", with = "duration_ms")]
+    pub rtt_max: Duration,
+    /// RFC 3550 §6.4.1 interarrival jitter at the end of the stream (the value an RTCP
+    /// receiver report would carry), and the highest value it reached.
+    #[serde(rename = "jitter_ms", with = "duration_ms")]
+    pub jitter: Duration,
+    #[serde(rename = "jitter_max_ms", with = "duration_ms")]
+    pub jitter_max: Duration,
+    /// ITU-T G.107 (simplified) transmission rating for G.711 and its MOS estimate.
+    pub r_factor: f64,
+    pub mos: f64,
+    /// How long the stream ran (first send to the end of the drain wait).
+    #[serde(rename = "duration_ms", with = "duration_ms")]
+    pub duration: Duration,
+}
+
 /// ICE gathering facts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IceDetails {
@@ -303,6 +363,14 @@ pub struct IceDetails {
     #[serde(rename = "connected_after_ms", alias = "connected_after", default, with = "opt_duration_ms")]
     pub connected_after: Option<Duration>,
     pub selected_pair: Option<String>,
+    /// With `connectivity: true`: the selected pair by candidate types and protocols (never
+    /// addresses) and its round-trip time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<IcePair>,
+    /// With `connectivity: true`: the round-trip time through the relay of each relay
+    /// protocol that connected (`udp`, `tcp`, `tls`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rtt_via: BTreeMap<String, RttStats>,
     /// Every agent was closed (sockets released, TURN allocations refreshed to lifetime 0)
     /// and every TURN/TCP and TURN/TLS allocation's Refresh(0) was confirmed, before the
     /// deadline (plus a short grace); false when the release continued in the background.
@@ -325,6 +393,28 @@ pub struct IceDetails {
     pub connected_via: BTreeMap<String, Duration>,
 }
 
+/// A candidate pair that carried the connectivity check, without its addresses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IcePair {
+    /// `host`, `srflx`, `prflx`, `relay`.
+    pub local_type: String,
+    /// The candidate's own transport (`udp`; a relayed address is always UDP).
+    pub local_protocol: String,
+    pub remote_type: String,
+    pub remote_protocol: String,
+    /// How the client reaches the TURN server the pair goes through (`udp`, `tcp`, `tls`),
+    /// when one end is a relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_protocol: Option<String>,
+    /// Round trips over the pair after it connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<RttStats>,
+    /// How `rtt` was measured: `data_echo` (datagrams over the agents' connection, echoed by
+    /// the remote agent) or `stun_binding` (Binding transactions relayed between two TURN
+    /// allocations, answered by the remote side).
+    pub rtt_method: String,
+}
+
 /// One relay candidate.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IceRelay {
@@ -338,6 +428,44 @@ pub struct IceRelay {
     /// Time from gathering start to this candidate.
     #[serde(rename = "at_ms", with = "duration_ms")]
     pub at: Duration,
+}
+
+/// `kind: udp_ports`: this run's sample and what is known of the whole set so far. Ports are
+/// always given as ranges (`"20000-20049"`, a single port as `"3478"`), never one label each.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UdpPortsDetails {
+    /// The configured set, e.g. `16384-65535`.
+    pub set: String,
+    /// Ports in the set.
+    pub set_size: u32,
+    /// The address the datagrams went to.
+    pub target: Option<IpAddr>,
+    /// Ports probed in this run.
+    pub sampled: u32,
+    /// Of those, how many echoed / stayed silent after the retry.
+    pub sampled_open: u32,
+    pub sampled_closed: u32,
+    /// This run's silent ports, as ranges of consecutive ports (at most the sample).
+    pub sampled_closed_ranges: Vec<String>,
+    /// Ports of the set whose echo came back, the last time each was tried (all runs so far).
+    pub open: Vec<String>,
+    /// Ports of the set that stayed silent, the last time each was tried.
+    pub closed: Vec<String>,
+    /// Ranges left out of `open`/`closed` (each list is bounded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_ranges: u32,
+    pub open_ports: u32,
+    pub closed_ports: u32,
+    /// Ports of the set tried at least once since the probe was loaded, and that share.
+    pub covered: u32,
+    pub coverage: f64,
+    /// Echo round trips of this run's answered first transmissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<RttStats>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Who answered a connection attempt with a reject or an unreachable.
@@ -483,6 +611,36 @@ mod map_duration_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_details_serialise_durations_as_ms_keys_and_read_back() {
+        let m = MediaDetails {
+            path: "turn_pair".into(),
+            packet: Duration::from_millis(20),
+            rtt_p95: Duration::from_micros(20_476),
+            jitter: Duration::from_micros(123),
+            mos: 3.89,
+            ..Default::default()
+        };
+        let d = Details {
+            media: Some(m.clone()),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        for key in [
+            r#""packet_ms":20.0"#,
+            r#""rtt_p95_ms":20.476"#,
+            r#""jitter_ms":0.123"#,
+            r#""mos":3.89"#,
+        ] {
+            assert!(json.contains(key), "{key} missing in {json}");
+        }
+        let back: Details = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.media, Some(m));
+        // Reports written before `media` existed read as having none.
+        let old: Details = serde_json::from_str("{}").unwrap();
+        assert_eq!(old.media, None);
+    }
 
     #[test]
     fn rtt_stats_summarise_loss_and_jitter() {

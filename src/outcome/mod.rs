@@ -46,6 +46,11 @@ pub enum Phase {
     Connectivity,
     /// `kind: path`: the TTL-stepped trace towards the target.
     Trace,
+    /// `kind: udp_ports`: datagrams to each sampled port and their echoes.
+    Udp,
+    /// `media:`: an RTP-sized packet stream (through the relay or to a UDP echo) judged
+    /// against call-quality thresholds (`media/loss`, `media/jitter`, `media/rtt`, `media/mos`).
+    Media,
     Close,
     /// Not the network: the program itself failed the run (a panic in the probe task, a probe
     /// that overran its deadline, a run cancelled by the scheduler stopping). A bug to report,
@@ -74,6 +79,8 @@ impl Phase {
             Phase::Gather => "gather",
             Phase::Connectivity => "connectivity",
             Phase::Trace => "trace",
+            Phase::Udp => "udp",
+            Phase::Media => "media",
             Phase::Close => "close",
             Phase::Internal => "internal",
         }
@@ -148,7 +155,8 @@ pub enum Reason {
     Reset,
     /// The probe host's own firewall refused to send (EPERM from the kernel).
     BlockedLocally,
-    /// The connection was closed before the protocol finished.
+    /// The connection was closed before the protocol finished; for `udp/closed`
+    /// (`kind: udp_ports`), a sampled port gave no echo even after a retry.
     Closed,
     /// DNS: the name does not exist.
     Nxdomain,
@@ -205,6 +213,14 @@ pub enum Reason {
     NoRelay,
     /// ICE: no host candidate appeared.
     NoHost,
+    /// Media stream: more packets lost than `max_loss` allows.
+    Loss,
+    /// Media stream: RFC 3550 interarrival jitter above `max_jitter`.
+    Jitter,
+    /// Media stream: average round-trip time above `max_rtt`.
+    Rtt,
+    /// Media stream: the E-model MOS estimate below `min_mos`.
+    Mos,
     /// The configured server uses a transport the implementation cannot probe.
     UnsupportedTransport,
     /// The probe's own configuration could not be used at run time (e.g. unreadable CA file).
@@ -263,6 +279,10 @@ impl Reason {
             Reason::NoSrflx => "no_srflx",
             Reason::NoRelay => "no_relay",
             Reason::NoHost => "no_host",
+            Reason::Loss => "loss",
+            Reason::Jitter => "jitter",
+            Reason::Rtt => "rtt",
+            Reason::Mos => "mos",
             Reason::UnsupportedTransport => "unsupported_transport",
             Reason::Config => "config",
             Reason::Io => "io",
@@ -313,6 +333,10 @@ impl Reason {
             Reason::NoSrflx,
             Reason::NoRelay,
             Reason::NoHost,
+            Reason::Loss,
+            Reason::Jitter,
+            Reason::Rtt,
+            Reason::Mos,
             Reason::UnsupportedTransport,
             Reason::Config,
             Reason::Io,
@@ -587,6 +611,10 @@ mod tests {
             Reason::Panic,
             Reason::Overrun,
             Reason::Cancelled,
+            Reason::Loss,
+            Reason::Jitter,
+            Reason::Rtt,
+            Reason::Mos,
         ] {
             assert_eq!(Reason::from_label(&r.label()), Some(r.clone()));
         }

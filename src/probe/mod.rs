@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod dns;
 pub mod http;
 pub mod ice;
+pub mod media;
 pub mod oauth2;
 pub mod path;
 pub mod session;
@@ -18,6 +19,7 @@ pub mod stun;
 pub mod tcp;
 pub mod tls;
 pub mod turn;
+pub mod udp_ports;
 pub mod websocket;
 
 use std::future::Future;
@@ -84,6 +86,8 @@ pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
             ProbeSpec::Ice(s) => ice::probe(s, ctx).await,
             ProbeSpec::Session(s) => session::probe(s, ctx).await,
             ProbeSpec::Path(s) => path::probe(s, ctx).await,
+            ProbeSpec::UdpPorts(s) => udp_ports::probe(s, ctx).await,
+            ProbeSpec::Media(s) => media::probe(s, ctx).await,
         }
     };
     bounded(ctx.deadline, fut).await

@@ -25,9 +25,10 @@
 //! With `concurrent: N` (1–64) the probe opens N WebSockets at once, each on its own
 //! connection (and, with `auth`, its own token: every client of a tenant has one), holds every
 //! established one until all N upgrades are decided, then runs each to its close. It reports
-//! `detail.concurrent` (requested, established) and, when fewer than N got through, the first
-//! refusal as the run's failure (`upgrade/status_429` from a per-client cap, `proxy/status_503`
-//! from a proxy's `MaxClients`...), the connection's number in the message.
+//! `detail.concurrent` (requested, established, and with `hold` every connection's hold) and,
+//! when fewer than N got through, the first refusal as the run's failure (`upgrade/status_429`
+//! from a per-client cap, `proxy/status_503` from a proxy's `MaxClients`...), the connection's
+//! number in the message.
 //!
 //! Every opened WebSocket is ended with a close frame, and we wait (bounded by the deadline,
 //! at most [`CLOSE_WAIT`]) for the server's close frame: also after a failed ping or exchange.
@@ -151,7 +152,12 @@ async fn concurrent(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
     if let (Some(i), Some(f)) = (first_failure, out.failure.as_mut()) {
         f.message = format!("connection {} of {n}: {} ({established} of {n} established)", i + 1, f.message);
     }
-    out.detail.concurrent = Some(ConcurrentDetails { requested: n, established });
+    let holds = attempts.iter().filter_map(|o| o.detail.websocket.as_ref()?.hold.clone()).collect();
+    out.detail.concurrent = Some(ConcurrentDetails {
+        requested: n,
+        established,
+        holds,
+    });
     out.total = started.elapsed();
     out
 }

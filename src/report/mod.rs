@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::ProbeSpec;
 use crate::outcome::{Endpoint, Outcome};
 
-/// Version of the JSON report format; bump on incompatible changes.
+/// Version of the JSON report format; bump on incompatible changes. New optional sections
+/// (e.g. `detail.media`) are additions older readers skip and this build reads as absent in
+/// older reports, so they do not bump it.
 ///
 /// - 1: durations in milliseconds under unit-less keys (`total`, `duration`, `min`...).
 /// - 2: the same values, rounded to the microsecond, under keys that say the unit
@@ -185,6 +187,32 @@ pub fn render_failures(results: &[ProbeResult]) -> String {
     out
 }
 
+/// One line per probe that streamed media (pass or fail): the call-quality figures a network
+/// team compares with the vendor's targets.
+pub fn render_media(results: &[ProbeResult]) -> String {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    results
+        .iter()
+        .filter_map(|r| Some((r, r.outcome.detail.media.as_ref().filter(|m| m.sent > 0)?)))
+        .map(|(r, m)| {
+            format!(
+                "{}: media ({}, {} packets of {} ms): loss {:.1}% (longest burst {}), jitter {:.1} ms, round trip avg {:.1} / p95 {:.1} ms, MOS {:.2} (R {:.1})\n",
+                r.name,
+                m.path,
+                m.sent,
+                m.packet.as_millis(),
+                m.loss * 100.0,
+                m.longest_loss_burst,
+                ms(m.jitter),
+                ms(m.rtt_avg),
+                ms(m.rtt_p95),
+                m.mos,
+                m.r_factor
+            )
+        })
+        .collect()
+}
+
 /// A trace that did not reach, as a short indented hop table (TTL, who answered, RTT, what).
 pub fn render_path(path: &crate::outcome::details::PathDetails) -> String {
     use table::Align::{Left, Right};
@@ -257,6 +285,30 @@ mod tests {
         assert_eq!(end_of(lines[1], "3.0"), end_of(lines[2], "1234.0"));
         assert!(!t.contains('\x1b'), "no colour unless asked");
         assert!(render_table(&rows, true).contains("\x1b[32mPASS"));
+    }
+
+    #[test]
+    fn media_streams_get_a_line_of_figures_and_other_probes_none() {
+        let mut r = result("call", "udp:127.0.0.1:7", None, 2000);
+        assert_eq!(render_media(std::slice::from_ref(&r)), "");
+        r.outcome.detail.media = Some(crate::outcome::details::MediaDetails {
+            path: "udp_echo".into(),
+            packet: Duration::from_millis(20),
+            sent: 100,
+            received: 95,
+            loss: 0.05,
+            longest_loss_burst: 1,
+            rtt_avg: Duration::from_micros(20_300),
+            rtt_p95: Duration::from_micros(20_500),
+            jitter: Duration::from_micros(200),
+            mos: 3.89,
+            r_factor: 76.69,
+            ..Default::default()
+        });
+        assert_eq!(
+            render_media(&[r]),
+            "call: media (udp_echo, 100 packets of 20 ms): loss 5.0% (longest burst 1), jitter 0.2 ms, round trip avg 20.3 / p95 20.5 ms, MOS 3.89 (R 76.7)\n"
+        );
     }
 
     #[test]

@@ -212,6 +212,11 @@ pub struct ResponderConfig {
     /// UDP echo peer for relay round trips.
     #[serde(default = "default_udp_echo")]
     pub udp_echo: Vec<Listen>,
+    /// A range of UDP ports echoing on `bind`, one socket each (at most 1024), for
+    /// `kind: udp_ports`; a whole media range is better redirected onto `udp_echo` with
+    /// nftables (see `responder::udp_ports`). Default: none.
+    #[serde(default)]
+    pub udp_echo_ports: Option<PortRange>,
     /// Plain-HTTP `/metrics` of the responder itself; `null` turns it off.
     #[serde(default = "default_metrics")]
     pub metrics: Option<SocketAddr>,
@@ -258,6 +263,7 @@ impl Default for ResponderConfig {
             turn: TurnListeners::default(),
             web: default_web_ports(),
             udp_echo: default_udp_echo(),
+            udp_echo_ports: None,
             metrics: default_metrics(),
             tls: TlsSource::default(),
             dns: None,

@@ -20,6 +20,7 @@ pub mod signalling;
 pub mod stream_conn;
 pub mod turn;
 pub mod udp_echo;
+pub mod udp_ports;
 pub mod websocket;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -66,6 +67,8 @@ pub struct Addresses {
     /// HTTPS and WSS.
     pub web: Vec<SocketAddr>,
     pub udp_echo: Vec<SocketAddr>,
+    /// `udp_echo_ports`: the address and the range of ports echoing (for `kind: udp_ports`).
+    pub udp_echo_ports: Option<(IpAddr, config::PortRange)>,
     /// DNS answerer (UDP), when configured.
     pub dns: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
@@ -178,6 +181,13 @@ impl Responder {
             addrs.udp_echo.push(local(&s)?);
             echo.push(s);
         }
+        let echo_range = match cfg.udp_echo_ports {
+            Some(range) => {
+                addrs.udp_echo_ports = Some((cfg.bind, range));
+                udp_ports::bind(cfg.bind, range).await?
+            }
+            None => Vec::new(),
+        };
         let mut dns_sockets = Vec::new();
         if let Some(z) = &cfg.dns {
             for l in &z.listen {
@@ -267,6 +277,7 @@ impl Responder {
         for s in echo {
             tasks.push(tokio::spawn(udp_echo::serve(s, counters.clone(), shutdown.clone())));
         }
+        tasks.extend(udp_ports::serve(echo_range, &counters, &shutdown));
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(metrics::serve(
                 l,

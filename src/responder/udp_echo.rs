@@ -1,7 +1,7 @@
 //! The UDP echo peer: sends every datagram back to where it came from.
 //!
 //! A TURN probe that relays to a real peer needs someone on the far side to answer; this is
-//! it (put its address in the probe's peer). Datagrams are echoed unchanged, one for one, so
+//! it (`media: {peer: IP:PORT}` on a turn probe), and `kind: media` streams straight to it. Datagrams are echoed unchanged, one for one, so
 //! the probe measures round-trip time and loss through the relay.
 
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod coturn;
 pub mod dns;
+pub mod impair;
 pub mod netns;
 pub mod outcome;
 pub mod proc;

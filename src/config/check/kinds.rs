@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 
 use super::super::types::*;
-use super::super::values::{IceUrl, StatusRange};
+use super::super::values::{HostPort, IceUrl, StatusRange};
 use super::super::yaml::{Node, Val};
+use super::media::media;
 use super::node::*;
 use super::{auth, credentials, headers, hold, tls_options, COMMON, TLS_OPTS};
 
@@ -94,7 +95,16 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "turn",
-        own: &["server", "credentials", "count", "size", "channel", "addresses"],
+        own: &[
+            "server",
+            "credentials",
+            "count",
+            "size",
+            "channel",
+            "addresses",
+            "media",
+            "concurrent",
+        ],
         tls: true,
         build: turn,
     },
@@ -109,6 +119,18 @@ pub const KINDS: &[Kind] = &[
         own: &["target", "protocol", "max_hops", "probes_per_hop", "hop_timeout"],
         tls: false,
         build: path,
+    },
+    Kind {
+        name: "udp_ports",
+        own: &["host", "ports", "sample", "port_timeout"],
+        tls: false,
+        build: udp_ports,
+    },
+    Kind {
+        name: "media",
+        own: &["target", "media"],
+        tls: false,
+        build: media_kind,
     },
     Kind {
         name: "session",
@@ -204,6 +226,63 @@ fn path(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     }))
 }
 
+fn udp_ports(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    use super::super::ports::{PortSet, PortSweep, MAX_SAMPLE};
+    let host = f.need("host", &c.need_what, p).and_then(|v| {
+        let text = non_empty(v, "host", p)?;
+        let t = text.trim();
+        // A bare IPv6 address, or a name/IPv4 without a port (ports go in `ports:`).
+        if t.parse::<std::net::IpAddr>().is_ok() {
+            return Some(t.to_string());
+        }
+        match HostPort::parse(t, Some(1)) {
+            Ok(hp) if hp.host.len() == t.trim_start_matches('[').trim_end_matches(']').len() => Some(hp.host),
+            Ok(_) => {
+                p.at(v.pos, "host: a host name or IP address only; the ports go in `ports:`");
+                None
+            }
+            Err(e) => {
+                p.at(v.pos, format!("host: {e}"));
+                None
+            }
+        }
+    });
+    let ports = f.need("ports", &c.need_what, p).and_then(|v| {
+        let text = match &v.val {
+            Val::Scalar { text, .. } if !v.is_null() => text.clone(),
+            _ => {
+                p.at(
+                    v.pos,
+                    format!(
+                        "`ports` must be a string like \"16384-65535\" or \"3478, 10000-20000\", found {}",
+                        v.describe()
+                    ),
+                );
+                return None;
+            }
+        };
+        PortSet::parse(&text).map_err(|e| p.at(v.pos, format!("ports: {e}"))).ok()
+    });
+    let sample = or_default(f, "sample", 64, p, |v, p| {
+        uint(v, "sample", 1, u64::from(MAX_SAMPLE), p).map(|n| n as u32)
+    });
+    let port_timeout = or_default(f, "port_timeout", std::time::Duration::from_millis(500), p, |v, p| {
+        let d = duration(v, "port_timeout", p)?;
+        if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(10) {
+            p.at(v.pos, "port_timeout: between 10ms and 10s");
+            return None;
+        }
+        Some(d)
+    });
+    Some(ProbeSpec::UdpPorts(UdpPortsSpec {
+        host: host?,
+        ports: ports?,
+        sample: sample?,
+        port_timeout: port_timeout?,
+        sweep: PortSweep::default(),
+    }))
+}
+
 fn tls(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     let target = f.need("target", &c.need_what, p).and_then(|v| host_port(v, "target", p));
     let addresses = addresses(f, p);
@@ -291,7 +370,52 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     let size = or_default(f, "size", 100, p, |v, p| uint(v, "size", 8, 16_384, p).map(|n| n as usize));
     let channel = or_default(f, "channel", false, p, |v, p| boolean(v, "channel", p));
     let addresses = addresses(f, p);
+    let concurrent = or_default(f, "concurrent", 1, p, |v, p| uint(v, "concurrent", 1, 64, p).map(|n| n as u32));
+    if let (Some(n @ 2..), Some(AddressMode::All), Some(v)) = (concurrent, addresses, f.get("concurrent")) {
+        p.at(
+            v.pos,
+            format!(
+                "{}: concurrent: {n} opens its allocations on one server address; it cannot be combined with addresses: all",
+                c.what
+            ),
+        );
+    }
+    if let Some(n @ 2..) = concurrent {
+        // N allocations at once measure a cap, not the relay: the round trip's keys do nothing.
+        for key in ["count", "size", "channel"] {
+            if let Some(v) = f.get(key) {
+                p.at(
+                    v.pos,
+                    format!(
+                        "{}: {key} shapes the relay round trip, which concurrent: {n} does not run (it only allocates and releases)",
+                        c.what
+                    ),
+                );
+            }
+        }
+    }
     let tls = tls_options(f, p);
+    let media = optional(f, "media", p, |v, p| media(v, &c.what, true, p));
+    if let (Some(Some(_)), Some(AddressMode::All), Some(n)) = (&media, &addresses, f.get("media")) {
+        p.at(
+            n.pos,
+            format!(
+                "{}: `media` streams through one server; it does not combine with `addresses: all`",
+                c.what
+            ),
+        );
+        return None;
+    }
+    if let (Some(Some(_)), Some(n @ 2..), Some(v)) = (&media, concurrent, f.get("media")) {
+        p.at(
+            v.pos,
+            format!(
+                "{}: `media` streams through one allocation; concurrent: {n} only allocates and releases, so the two do not combine",
+                c.what
+            ),
+        );
+        return None;
+    }
     Some(ProbeSpec::Turn(TurnSpec {
         server: server?,
         credentials: creds?,
@@ -300,6 +424,18 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         channel: channel?,
         addresses: addresses?,
         tls: tls?,
+        media: media?,
+        concurrent: concurrent?,
+    }))
+}
+
+/// `kind: media`: the stream straight over UDP to a UDP echo (`target: host:port`).
+fn media_kind(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
+    let target = f.need("target", &c.need_what, p).and_then(|v| host_port(v, "target", p));
+    let media = or_default(f, "media", MediaSpec::default(), p, |v, p| media(v, &c.what, false, p));
+    Some(ProbeSpec::Media(MediaProbeSpec {
+        target: target?,
+        media: media?,
     }))
 }
 

@@ -14,6 +14,7 @@
 
 // `kinds` and the key tables are also read by `config::schema` (one source for both).
 pub(in crate::config) mod kinds;
+pub(in crate::config) mod media;
 mod node;
 pub(in crate::config) mod push;
 
@@ -524,13 +525,17 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
             // Both defaulted is impossible here: `defaults` was checked already.
             let pos = timeout.map(|t| t.1).or(interval.map(|i| i.1)).unwrap_or(f.pos);
             let pfx = format!("{what}: ");
+            let extra = match &spec {
+                Some(ProbeSpec::Turn(_) | ProbeSpec::Media(_)) => "media duration",
+                _ => "hold",
+            };
             if held.is_zero() {
                 p.at(pos, too_long(to, iv, &pfx));
             } else {
                 p.at(
                     pos,
                     format!(
-                        "{pfx}hold {} plus timeout {} is longer than interval {}; runs of one probe must not overlap",
+                        "{pfx}{extra} {} plus timeout {} is longer than interval {}; runs of one probe must not overlap",
                         humantime::format_duration(held),
                         humantime::format_duration(to),
                         humantime::format_duration(iv)

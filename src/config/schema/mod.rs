@@ -19,6 +19,7 @@
 use serde_json::{json, Map, Value};
 
 use super::check::kinds::{DNS_EXPECT, HTTP_STEP, ICE_SERVER, KINDS, RCODES, STEP, WS_STEP};
+use super::check::media::MEDIA;
 use super::check::{AUTH, CREDENTIALS, DEFAULTS, METRICS, OAUTH2, TLS_OPTS, TOP};
 use super::preset;
 use super::types::{AddressMode, CandidateKind, HttpMethod, IcePolicy, NetworkType, PathProtocol, RecordKind, TlsVersion};
@@ -204,9 +205,37 @@ fn key_schema(kind: &str, key: &str) -> Value {
             "what the answer must hold",
         ),
         ("tcp" | "tls" | "path", "target") => string("host:port"),
+        ("media", "target") => string("host:port of a UDP echo (the responder's udp_echo)"),
+        ("turn" | "media", "media") => {
+            let number = |d: &str| json!({ "type": ["number", "string"], "description": d });
+            let block = object(
+                MEDIA,
+                |k| match k {
+                    "duration" => duration("how long to stream, 1s..60s (default 10s); the interval must cover timeout + duration"),
+                    "packet_ms" => int(10, 120, "packet spacing in ms (default 20)"),
+                    "payload" => int(16, 1200, "RTP payload bytes per packet (default 160, G.711 at 20 ms)"),
+                    "max_rtt" => duration("highest average round trip (default 100ms): media/rtt"),
+                    "max_loss" => number("highest loss, 1% or 0.01 (default 1%): media/loss"),
+                    "max_jitter" => duration("highest RFC 3550 jitter (default 30ms): media/jitter"),
+                    "min_mos" => {
+                        json!({ "type": "number", "minimum": 1.0, "maximum": 4.5, "description": "lowest E-model MOS (none by default): media/mos" })
+                    }
+                    "peer" => string("turn only: ip:port of a UDP echo to stream to through the relay (default: a second allocation)"),
+                    other => gap(format!("media key {other}")),
+                },
+                "a paced RTP-sized call-quality stream (loss, jitter, RTT, MOS)",
+            );
+            json!({ "oneOf": [block, { "type": "boolean", "const": true }], "description": "call-quality stream; `true` for the defaults" })
+        }
         ("path", "protocol") => words(variants::<PathProtocol>(), "tcp (SYNs) or udp (STUN Binding requests)"),
         ("path", "max_hops") => int(1, 64, "highest TTL tried (default 16)"),
         ("path", "probes_per_hop") => int(1, 5, "attempts while a TTL stays silent (default 2)"),
+        ("udp_ports", "host") => string("host name or IP address of the UDP echo responder (no port)"),
+        ("udp_ports", "ports") => {
+            json!({ "type": ["string", "integer"], "description": "the port set: ranges and single ports, e.g. \"16384-65535\" or \"3478, 10000-20000\" (at most 64 items)" })
+        }
+        ("udp_ports", "sample") => int(1, 256, "ports probed per run; successive runs cover the whole set (default 64)"),
+        ("udp_ports", "port_timeout") => duration("how long one port's echo is awaited before its one retry, 10ms..10s (default 500ms)"),
         ("path", "hop_timeout") => duration("how long one attempt waits, 10ms..30s (default 1s)"),
         ("http" | "websocket", "url") => string("the URL to request"),
         ("http", "method") => words(any_case(variants::<HttpMethod>()), "HTTP method"),
@@ -279,6 +308,7 @@ fn key_schema(kind: &str, key: &str) -> Value {
         ("websocket", "ping_interval") => duration("with hold: a ping this often (>= 100ms)"),
         ("websocket", "idle") => boolean("with hold: no traffic at all while holding"),
         ("websocket", "concurrent") => int(1, 64, "WebSockets opened at once (default 1)"),
+        ("turn", "concurrent") => int(1, 64, "TURN allocations opened at once, each on its own connection (default 1)"),
         ("session", "steps") => json!({
             "type": "array",
             "minItems": 1,

@@ -15,7 +15,11 @@
 //! the same instant and reported alongside (`stream`, where the choice is argued); with
 //! `connectivity: true` the check runs through every relay protocol that gave a candidate: the
 //! agent-to-agent ICE check for UDP, a relayed STUN Binding transaction between two allocations
-//! for TCP/TLS; it passes when one relay path carries it, as a browser's call does.
+//! for TCP/TLS; it passes when one relay path carries it, as a browser's call does. The
+//! selected pair (the agent's, else the TCP/TLS relay path that answered first) is reported
+//! by candidate types and protocols in `detail.ice.selected`, never by address, with its
+//! round-trip time; `rtt_via` has the RTT through each relay protocol that connected
+//! (`connect` and `stream` say how each is timed).
 //!
 //! Other limits of webrtc-ice, reported rather than hidden (`detail.ice.unsupported`): no
 //! ICE-TCP candidates, relay sockets IPv4 only, no srflx over `stuns:`/TCP, and a failed UDP
@@ -45,7 +49,7 @@ use webrtc_ice::agent::Agent;
 use crate::config::{CandidateKind, IcePolicy, IceSpec};
 
 use super::ProbeContext;
-use crate::outcome::details::{IceDetails, IceRelay};
+use crate::outcome::details::{IceDetails, IcePair, IceRelay, RttStats};
 use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 pub use agent::HostInterfaces;
 use agent::{AgentSetup, Gathering};
@@ -287,7 +291,9 @@ async fn gather_and_check(
         let connected = run.phase(Phase::Connectivity, checks).await?;
         ice.connected_after = Some(connected.after);
         ice.selected_pair = connected.selected_pair;
+        ice.selected = connected.selected;
         ice.connected_via = connected.via;
+        ice.rtt_via = connected.rtt_via;
     }
     Ok(())
 }
@@ -307,44 +313,75 @@ fn satisfied(expect: &[CandidateKind], g: &Gathering, stream_relays: usize) -> b
 struct Connectivity {
     after: Duration,
     selected_pair: Option<String>,
+    selected: Option<IcePair>,
     via: BTreeMap<String, Duration>,
+    rtt_via: BTreeMap<String, RttStats>,
 }
 
 /// Passes when one relay path connected (a call needs one); otherwise fails with the first
-/// path's reason and every path's message.
+/// path's reason and every path's message. The selected pair is the agent's when it
+/// connected (what a browser would nominate), else the TURN/TCP or TURN/TLS relay path that
+/// answered first.
 fn combine(
     agent: Option<Result<connect::Connected, Fault>>,
-    streams: Vec<(&'static str, Result<Duration, Fault>)>,
+    streams: Vec<(&'static str, Result<stream::Checked, Fault>)>,
 ) -> Result<Connectivity, Fault> {
     let mut via = BTreeMap::new();
+    let mut rtt_via = BTreeMap::new();
     let mut faults: Vec<(&'static str, Fault)> = Vec::new();
     let mut selected_pair = None;
+    let mut selected = None;
     let mut after: Option<Duration> = None;
     match agent {
         Some(Ok(c)) => {
             via.insert("udp".to_string(), c.after);
+            if let Some(rtt) = c.pair.as_ref().and_then(|p| p.rtt.clone()) {
+                rtt_via.insert("udp".to_string(), rtt);
+            }
             selected_pair = c.selected_pair;
+            selected = c.pair;
             after = Some(c.after);
         }
         Some(Err(f)) => faults.push(("udp", f)),
         None => {}
     }
+    let mut fastest_stream: Option<(Duration, IcePair)> = None;
     for (protocol, r) in streams {
         match r {
-            Ok(d) => {
-                via.insert(protocol.to_string(), d);
-                if after.is_none_or(|a| d < a) && selected_pair.is_none() {
-                    after = Some(d);
+            Ok(c) => {
+                via.insert(protocol.to_string(), c.after);
+                rtt_via.insert(protocol.to_string(), c.rtt.clone());
+                if fastest_stream.as_ref().is_none_or(|(a, _)| c.after < *a) {
+                    let pair = IcePair {
+                        local_type: "relay".into(),
+                        local_protocol: "udp".into(),
+                        remote_type: "relay".into(),
+                        remote_protocol: "udp".into(),
+                        relay_protocol: Some(protocol.to_string()),
+                        rtt: Some(c.rtt),
+                        rtt_method: "stun_binding".into(),
+                    };
+                    fastest_stream = Some((c.after, pair));
                 }
             }
             Err(f) => faults.push((protocol, f)),
         }
     }
-    if let Some(after) = after {
-        if selected_pair.is_none() {
+    if after.is_none() {
+        if let Some((d, pair)) = fastest_stream {
+            after = Some(d);
             selected_pair = Some("relay -> relay".to_string());
+            selected = Some(pair);
         }
-        return Ok(Connectivity { after, selected_pair, via });
+    }
+    if let Some(after) = after {
+        return Ok(Connectivity {
+            after,
+            selected_pair,
+            selected,
+            via,
+            rtt_via,
+        });
     }
     let Some((_, first)) = faults.first() else {
         return Err(Fault::new(Reason::NoRelay, "no relay candidate to check connectivity through"));

@@ -18,7 +18,11 @@
 //! Binding request from our relay to the remote's relayed address, answered by the remote with
 //! a Binding success response carrying the address it saw (our relayed address), retransmitted
 //! on RFC 5389 timers until the deadline. A verified answer proves the path client → TURN over
-//! TCP/TLS → relayed UDP → relay → back, which is what media takes.
+//! TCP/TLS → relayed UDP → relay → back, which is what media takes. The pair's RTT comes from
+//! the same exchange: a few more Binding transactions, each sent once and timed from its
+//! send to its verified answer (the first one counts only if it was not retransmitted), as an
+//! ICE agent's consent checks on the selected pair would be; it is reported as the pair
+//! `relay -> relay` with the relay protocol and `rtt_method: stun_binding`.
 //!
 //! Every client the run opened is kept in a slot owned by the caller, also when its future was
 //! cut by the deadline, so [`release`] can send Refresh(lifetime 0) on every path.
@@ -34,6 +38,7 @@ use tokio::time::Instant;
 
 use crate::config::{ProxyUrl, TlsOptions};
 use crate::net::stun_conn::{self, OpenOptions};
+use crate::outcome::details::RttStats;
 use crate::outcome::{Failure, Fault, Reason, Run};
 use crate::probe::turn::{Allocation, TurnClient};
 
@@ -144,9 +149,9 @@ pub(crate) struct Remote {
 }
 
 /// Checks connectivity through `a`'s relay: a second allocation on the same server and
-/// transport, permissions both ways, a relayed STUN Binding transaction. Returns the time from
-/// the first Binding request to its verified answer.
-pub(crate) async fn check(a: &mut Attempt, remote: &mut Remote, dial: Dial<'_>, deadline: Instant) -> Result<Duration, Fault> {
+/// transport, permissions both ways, relayed STUN Binding transactions. Returns the time from
+/// the first Binding request to its verified answer and the RTT of the transactions after it.
+pub(crate) async fn check(a: &mut Attempt, remote: &mut Remote, dial: Dial<'_>, deadline: Instant) -> Result<Checked, Fault> {
     let Some((ours, _)) = a.relay() else {
         return Err(Fault::new(Reason::NoRelay, "no relay to check"));
     };
@@ -174,63 +179,65 @@ pub(crate) async fn check(a: &mut Attempt, remote: &mut Remote, dial: Dial<'_>, 
     binding_through(client, ours.relayed, rc, theirs.relayed, deadline).await
 }
 
-/// A STUN Binding transaction from `a` (relayed address `ours`) to `b`'s relayed address
-/// `theirs`, through both relays; `b` answers like an ICE agent does.
+/// Binding transactions timed after the first (which proved the path) for the pair's RTT.
+pub(crate) const RTT_SAMPLES: u32 = 5;
+/// Gap between the RTT transactions.
+const RTT_PACING: Duration = Duration::from_millis(20);
+/// How long one RTT transaction waits (never past the deadline); unanswered counts as lost.
+const RTT_WAIT: Duration = Duration::from_secs(1);
+/// How long before the deadline the RTT transactions stop.
+pub(crate) const RTT_MARGIN: Duration = Duration::from_millis(20);
+
+/// What the relayed check established: when the first answer came, and the pair's RTT.
+pub(crate) struct Checked {
+    /// From the first Binding request to its verified answer (retransmissions included).
+    pub after: Duration,
+    /// Round trips of the transactions answered on their only transmission: the first one
+    /// if it was not retransmitted (Karn), then [`RTT_SAMPLES`]` - 1` more, [`RTT_PACING`]
+    /// apart, each sent once.
+    pub rtt: RttStats,
+}
+
+/// STUN Binding transactions from `a` (relayed address `ours`) to `b`'s relayed address
+/// `theirs`, through both relays; `b` answers like an ICE agent does. The first is
+/// retransmitted on RFC 5389 timers until the deadline; once it is answered, a few more are
+/// timed for the RTT (the same exchange an ICE agent's consent checks make on the selected
+/// pair).
 async fn binding_through(
     a: &mut TurnClient,
     ours: SocketAddr,
     b: &mut TurnClient,
     theirs: SocketAddr,
     deadline: Instant,
-) -> Result<Duration, Fault> {
-    let request = StunMessageBuilder::new(BINDING, MessageClass::Request)
-        .with_attribute(Fingerprint::default())
-        .build();
-    let tid = *request.transaction_id();
-    let bytes = stun_conn::encode(&request)?;
+) -> Result<Checked, Fault> {
     let started = Instant::now();
-    let mut sent = 0u32;
-
     let requester = async {
-        let mut rto = CHECK_RTO;
-        loop {
-            a.send_to_peer(theirs, None, &bytes).await?;
+        let first = transaction(a, ours, theirs, deadline, true).await?;
+        let mut sent = 0u32;
+        let mut samples = Vec::new();
+        if first.transmissions == 1 {
             sent += 1;
-            let wait = (Instant::now() + rto).min(deadline);
-            rto *= 2;
-            loop {
-                match tokio::time::timeout_at(wait, a.recv_from_peer()).await {
-                    Err(_) => break,
-                    Ok(Err(f)) => return Err(f),
-                    Ok(Ok(r)) => {
-                        let Some(msg) = decode(&r.data) else { continue };
-                        if *msg.transaction_id() != tid || msg.class() != MessageClass::SuccessResponse {
-                            continue;
-                        }
-                        let mapped = msg
-                            .get::<XorMappedAddress>()
-                            .and_then(|m| m.as_xor_mapped_address().ok())
-                            .map(|m| *m.socket_address());
-                        if mapped != Some(ours) {
-                            return Err(Fault::new(
-                                Reason::BadResponse,
-                                format!("the remote saw the check from {mapped:?}, not from our relayed address {ours}"),
-                            ));
-                        }
-                        return Ok(started.elapsed());
-                    }
-                }
+            samples.push(first.rtt);
+        }
+        // The timing ends short of the deadline: connectivity is proven, and must not turn
+        // into a timeout because an RTT sample was still in flight.
+        let rtt_until = deadline.checked_sub(RTT_MARGIN).unwrap_or(deadline);
+        for _ in 1..RTT_SAMPLES {
+            if Instant::now() + RTT_PACING >= rtt_until {
+                break;
             }
-            if Instant::now() >= deadline {
-                return Err(Fault::new(
-                    Reason::Timeout,
-                    format!(
-                        "no answer through the relay to {sent} Binding request(s) in {} ms",
-                        started.elapsed().as_millis()
-                    ),
-                ));
+            tokio::time::sleep(RTT_PACING).await;
+            sent += 1;
+            match transaction(a, ours, theirs, (Instant::now() + RTT_WAIT).min(rtt_until), false).await {
+                Ok(t) => samples.push(t.rtt),
+                Err(f) if f.reason == Reason::Timeout => {}
+                Err(f) => return Err(f),
             }
         }
+        Ok(Checked {
+            after: first.after,
+            rtt: RttStats::from_samples(sent, samples),
+        })
     };
     let bounded = tokio::time::timeout_at(deadline, async {
         tokio::select! {
@@ -250,6 +257,77 @@ async fn binding_through(
                 started.elapsed().as_millis()
             ),
         )),
+    }
+}
+
+/// One answered Binding transaction through the relays.
+struct Transaction {
+    /// From the first transmission to the answer.
+    after: Duration,
+    /// From the last transmission to the answer.
+    rtt: Duration,
+    transmissions: u32,
+}
+
+/// One Binding transaction from our relay to `theirs`, answered before `until`; with
+/// `retransmit`, resent on RFC 5389 timers (from [`CHECK_RTO`], doubling).
+async fn transaction(
+    a: &mut TurnClient,
+    ours: SocketAddr,
+    theirs: SocketAddr,
+    until: Instant,
+    retransmit: bool,
+) -> Result<Transaction, Fault> {
+    let request = StunMessageBuilder::new(BINDING, MessageClass::Request)
+        .with_attribute(Fingerprint::default())
+        .build();
+    let tid = *request.transaction_id();
+    let bytes = stun_conn::encode(&request)?;
+    let started = Instant::now();
+    let mut sent = 0u32;
+    let mut rto = CHECK_RTO;
+    loop {
+        a.send_to_peer(theirs, None, &bytes).await?;
+        let sent_at = Instant::now();
+        sent += 1;
+        let wait = if retransmit { (sent_at + rto).min(until) } else { until };
+        rto *= 2;
+        loop {
+            match tokio::time::timeout_at(wait, a.recv_from_peer()).await {
+                Err(_) => break,
+                Ok(Err(f)) => return Err(f),
+                Ok(Ok(r)) => {
+                    let Some(msg) = decode(&r.data) else { continue };
+                    if *msg.transaction_id() != tid || msg.class() != MessageClass::SuccessResponse {
+                        continue;
+                    }
+                    let mapped = msg
+                        .get::<XorMappedAddress>()
+                        .and_then(|m| m.as_xor_mapped_address().ok())
+                        .map(|m| *m.socket_address());
+                    if mapped != Some(ours) {
+                        return Err(Fault::new(
+                            Reason::BadResponse,
+                            format!("the remote saw the check from {mapped:?}, not from our relayed address {ours}"),
+                        ));
+                    }
+                    return Ok(Transaction {
+                        after: started.elapsed(),
+                        rtt: sent_at.elapsed(),
+                        transmissions: sent,
+                    });
+                }
+            }
+        }
+        if !retransmit || Instant::now() >= until {
+            return Err(Fault::new(
+                Reason::Timeout,
+                format!(
+                    "no answer through the relay to {sent} Binding request(s) in {} ms",
+                    started.elapsed().as_millis()
+                ),
+            ));
+        }
     }
 }
 

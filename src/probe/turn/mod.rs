@@ -8,12 +8,21 @@
 //! The phases and the allocate time are A's (the "softphone"); B is the helper peer, and
 //! a failure of B is reported in the phase where it happened, its message saying "peer side".
 //!
+//! With `media:` a paced call-quality stream follows the round trips (phase `media`, see
+//! `media.rs` for where it goes and why); the run's deadline is then the timeout plus the
+//! stream's duration.
+//!
 //! Both allocations are always released with Refresh(lifetime 0) and the answer awaited, also
 //! when the probe failed: a slice of the timeout is kept for that ([`cleanup_reserve`]), so the
 //! probe's own phases end that much before the configured timeout. `detail.relay.deallocated`
 //! says whether the server confirmed.
+//!
+//! With `concurrent: N` (N > 1) the probe instead holds N allocations at once and reports how
+//! many were granted: see [`concurrent`].
 
 mod client;
+mod concurrent;
+mod media;
 
 pub use client::{Allocation, Relayed, TurnClient};
 
@@ -36,6 +45,9 @@ const PACKET_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs one turn probe.
 pub async fn probe(spec: &TurnSpec, ctx: &ProbeContext) -> Outcome {
+    if spec.concurrent > 1 {
+        return concurrent::probe(spec, ctx).await;
+    }
     if spec.addresses == AddressMode::All && ctx.proxy_for(&spec.server.host_port()).is_none() {
         let mut run = Run::new(ctx.deadline);
         let result = per_address(&mut run, &spec.server.host_port(), |addr, deadline| {
@@ -192,6 +204,9 @@ async fn session(
             Reason::Timeout,
             format!("none of {count} packets came back through the relay (allocations and permissions were granted)"),
         ));
+    }
+    if let Some(m) = &spec.media {
+        media::stream(run, m, ca, cb, &alloc_a, &alloc_b, spec.channel).await?;
     }
     Ok(())
 }

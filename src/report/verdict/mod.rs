@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::IceUrl;
+use crate::outcome::details::HoldDetails;
 use crate::outcome::{Outcome, Phase, Reason, Transport};
 use crate::report::ProbeResult;
 
@@ -308,6 +309,13 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "connection_cap",
+        severity: Severity::Degraded,
+        when: Scope::Failure(connection_cap),
+        template: "{service} on {port} allows only {established} of {requested} {things} at once ({code}): a cap of {established} per client or user{retry_after}; more parallel clients with these credentials are refused",
+        claim: Claim::None,
+    },
+    Rule {
         id: "rate_limited",
         severity: Severity::Degraded,
         when: Scope::Failure(rate_limited),
@@ -326,6 +334,27 @@ pub static RULES: &[Rule] = &[
         severity: Severity::Broken,
         when: Scope::Failure(ws_not_upgraded),
         template: "WebSocket signalling on {port} is not upgraded ({code}): a proxy strips the Upgrade header or the server refuses it",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "ws_idle_timeout",
+        severity: Severity::Broken,
+        when: Scope::Failure(ws_idle_timeout),
+        template: "WebSocket cut after ~{secs} s of idle, every time ({samples} idle holds cut between {low} and {high} s, {code}): a proxy or firewall idle timeout of about {secs} s; send pings more often than that (ping_interval < {secs} s)",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "ws_lifetime_limit",
+        severity: Severity::Broken,
+        when: Scope::Failure(ws_lifetime_limit),
+        template: "WebSocket cut after ~{secs} s although kept alive with pings, every time ({samples} pinged holds cut between {low} and {high} s, {code}): a proxy or firewall limits a connection's lifetime to about {secs} s; pings do not help, the softphone must reconnect before that",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "ws_hold_cut",
+        severity: Severity::Broken,
+        when: Scope::Failure(ws_hold_cut),
+        template: "The WebSocket of {probe} was cut {secs} s into a hold ({mode}, {code}): {evidence}",
         claim: Claim::None,
     },
     Rule {
@@ -354,6 +383,13 @@ pub static RULES: &[Rule] = &[
         severity: Severity::Broken,
         when: Scope::Failure(relay_no_echo),
         template: "TURN over {proto} on {port} allocates but relayed packets do not come back ({code}): the relay cannot reach the peer",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "call_quality_poor",
+        severity: Severity::Degraded,
+        when: Scope::Failure(call_quality_poor),
+        template: "Media over {proto} to {port} on {host} gets through but not at call quality ({code}: {figures}): expect choppy or delayed calls",
         claim: Claim::None,
     },
     Rule {
@@ -389,6 +425,13 @@ pub static RULES: &[Rule] = &[
         severity: Severity::Broken,
         when: Scope::Failure(path_silent_after_hop),
         template: "{proto} to {port} on {host} goes silent after hop {hop} ({hop_address}) ({code}): packets are dropped after that hop",
+        claim: Claim::None,
+    },
+    Rule {
+        id: "udp_ports_closed",
+        severity: Severity::Broken,
+        when: Scope::Failure(udp_ports_closed),
+        template: "UDP media ports on {host}: {finding} ({code}; {coverage}% of the set tried so far)",
         claim: Claim::None,
     },
     Rule {
@@ -487,6 +530,8 @@ pub struct Facts<'a> {
     pub relays: Vec<WorkingRelay>,
     /// Relay transports this probe tried (`turn`: its own; `ice`: every configured protocol).
     pub relay_tried: Vec<&'static str>,
+    /// WebSocket holds of this run: each connection's with `concurrent: N`, else the one.
+    pub holds: Vec<&'a HoldDetails>,
     pub outcome: &'a Outcome,
 }
 
@@ -525,6 +570,10 @@ impl<'a> Facts<'a> {
             retry_after: o.detail.retry_after,
             relays,
             relay_tried,
+            holds: match o.detail.concurrent.as_ref().filter(|c| !c.holds.is_empty()) {
+                Some(c) => c.holds.iter().collect(),
+                None => o.detail.websocket.iter().filter_map(|w| w.hold.as_ref()).collect(),
+            },
             outcome: o,
         }
     }
@@ -800,6 +849,39 @@ fn proxy_denied(f: &Facts, _: &[Facts]) -> Option<Vars> {
     (f.phase == Some(Phase::Proxy) && !f.reason_is(&Reason::Timeout)).then(Vec::new)
 }
 
+/// `concurrent: N` with some but not all N established, refused by a cap: a 429/503 on the
+/// upgrade or the proxy, or a TURN quota/capacity answer.
+fn connection_cap(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let c = f.outcome.detail.concurrent.as_ref()?;
+    if c.established == 0 || c.established >= c.requested {
+        return None;
+    }
+    let refused = matches!(
+        (f.phase, f.reason),
+        (Some(Phase::Upgrade | Phase::Proxy), Some(Reason::Status(429 | 503)))
+            | (Some(Phase::Allocate), Some(Reason::Quota | Reason::Capacity))
+    );
+    if !refused {
+        return None;
+    }
+    let (service, things) = if f.kind == "turn" {
+        ("TURN", "allocations")
+    } else {
+        ("WebSocket signalling", "connections")
+    };
+    let retry_after = f
+        .retry_after
+        .map(|d| format!(" (Retry-After {} s)", d.as_secs()))
+        .unwrap_or_default();
+    Some(vec![
+        ("service", service.to_string()),
+        ("things", things.to_string()),
+        ("established", c.established.to_string()),
+        ("requested", c.requested.to_string()),
+        ("retry_after", retry_after),
+    ])
+}
+
 fn rate_limited(f: &Facts, _: &[Facts]) -> Option<Vars> {
     if !f.reason_is(&Reason::Status(429)) {
         return None;
@@ -820,6 +902,112 @@ fn ws_not_upgraded(f: &Facts, _: &[Facts]) -> Option<Vars> {
         .then(Vec::new)
 }
 
+/// A hold of this probe cut by the peer or a middlebox (`hold/closed`, `hold/reset`).
+fn cut_hold<'f>(f: &Facts<'f>) -> Option<&'f HoldDetails> {
+    if f.phase != Some(Phase::Hold) || !matches!(f.reason, Some(Reason::Closed | Reason::Reset)) {
+        return None;
+    }
+    f.holds.iter().copied().find(|h| !h.survived)
+}
+
+/// An idle hold carried no traffic after the exchange before it ended (`idle: true`, or a
+/// `ping_interval` longer than the socket lived): its lifetime is the idle time.
+fn idle(h: &HoldDetails) -> bool {
+    h.pings == 0
+}
+
+/// How close lifetimes must be to read as one timer: within ±10 % of their median.
+const CLUSTER: f64 = 0.10;
+
+/// Cut lifetimes (seconds, sorted) of the `is_idle` (or pinged) holds in the whole check.
+fn cut_lifetimes(all: &[Facts], is_idle: bool) -> Vec<f64> {
+    let mut cut: Vec<f64> = all
+        .iter()
+        .flat_map(|f| f.holds.iter().copied())
+        .filter(|h| idle(h) == is_idle && !h.survived)
+        .map(|h| h.lifetime.as_secs_f64())
+        .collect();
+    cut.sort_by(f64::total_cmp);
+    cut
+}
+
+/// The median of sorted `cut` when there are at least two, all within ±10 % of it.
+fn clustered(cut: &[f64]) -> Option<f64> {
+    let median = *cut.get(cut.len() / 2).filter(|_| cut.len() >= 2)?;
+    (median > 0.0 && cut.iter().all(|l| (l - median).abs() <= CLUSTER * median)).then_some(median)
+}
+
+/// A hold of the same kind that survived longer than the cluster's top (which a timer of
+/// that length would have cut), if any.
+fn outlived(all: &[Facts], is_idle: bool, high: f64) -> bool {
+    all.iter()
+        .flat_map(|f| f.holds.iter().copied())
+        .any(|h| idle(h) == is_idle && h.survived && h.lifetime.as_secs_f64() > high * (1.0 + CLUSTER))
+}
+
+/// The timer's evidence when the cut lifetimes of `is_idle` holds cluster and no hold of the
+/// same kind outlived them: median, count and range.
+fn cut_cluster(all: &[Facts], is_idle: bool) -> Option<Vars> {
+    let cut = cut_lifetimes(all, is_idle);
+    let median = clustered(&cut)?;
+    let (low, high) = (cut[0], cut[cut.len() - 1]);
+    if outlived(all, is_idle, high) {
+        return None;
+    }
+    Some(vec![
+        ("secs", secs(median)),
+        ("samples", cut.len().to_string()),
+        ("low", format!("{low:.1}")),
+        ("high", format!("{high:.1}")),
+    ])
+}
+
+/// Seconds for a sentence: whole from 2 s on, else one decimal.
+fn secs(s: f64) -> String {
+    if s >= 2.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
+    }
+}
+
+fn ws_idle_timeout(f: &Facts, all: &[Facts]) -> Option<Vars> {
+    cut_hold(f).filter(|h| idle(h))?;
+    cut_cluster(all, true)
+}
+
+fn ws_lifetime_limit(f: &Facts, all: &[Facts]) -> Option<Vars> {
+    cut_hold(f).filter(|h| !idle(h))?;
+    cut_cluster(all, false)
+}
+
+/// A cut hold without the evidence of a timer: one cut, or lifetimes that do not cluster.
+fn ws_hold_cut(f: &Facts, all: &[Facts]) -> Option<Vars> {
+    let h = cut_hold(f)?;
+    let mode = if idle(h) { "idle" } else { "with pings" };
+    let same = cut_lifetimes(all, idle(h));
+    let (lo, hi) = (same.first().copied().unwrap_or(0.0), same.last().copied().unwrap_or(0.0));
+    let evidence = if same.len() < 2 {
+        "one cut is not yet a pattern: hold several sockets at once (concurrent: N) or watch egress_probe_websocket_hold_seconds for cuts at the same age (an idle or lifetime timer)".to_string()
+    } else if clustered(&same).is_none() {
+        format!(
+            "{} holds were cut at ages from {lo:.1} to {hi:.1} s, too far apart for one timer: an unstable path or a server closing sockets",
+            same.len()
+        )
+    } else {
+        format!(
+            "{} holds were cut at {lo:.1} to {hi:.1} s, but another hold of the same kind lived longer: not one timer on every path (different proxies or servers?)",
+            same.len()
+        )
+    };
+    Some(vec![
+        ("probe", f.probe_phrase()),
+        ("secs", format!("{:.1}", h.lifetime.as_secs_f64())),
+        ("mode", mode.to_string()),
+        ("evidence", evidence),
+    ])
+}
+
 fn turn_auth(f: &Facts, _: &[Facts]) -> Option<Vars> {
     (matches!(f.kind, "turn" | "ice") && matches!(f.reason, Some(Reason::Auth | Reason::WrongCredentials | Reason::StaleNonce)))
         .then(Vec::new)
@@ -835,6 +1023,27 @@ fn turn_capacity(f: &Facts, _: &[Facts]) -> Option<Vars> {
 
 fn relay_no_echo(f: &Facts, _: &[Facts]) -> Option<Vars> {
     (f.kind == "turn" && matches!(f.phase, Some(Phase::Relay | Phase::Permission)) && f.reason_is(&Reason::Timeout)).then(Vec::new)
+}
+
+/// A `media:` stream that ran but missed a threshold: the figures, never the message.
+fn call_quality_poor(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let m = f.outcome.detail.media.as_ref().filter(|m| m.received > 0)?;
+    (f.phase == Some(Phase::Media)
+        && f.reason
+            .is_some_and(|r| matches!(r, Reason::Loss | Reason::Jitter | Reason::Rtt | Reason::Mos)))
+    .then(|| {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        vec![(
+            "figures",
+            format!(
+                "loss {:.1}%, jitter {:.1} ms, round trip {:.0} ms, MOS {:.1}",
+                m.loss * 100.0,
+                ms(m.jitter),
+                ms(m.rtt_avg),
+                m.mos
+            ),
+        )]
+    })
 }
 
 /// ` over UDP and TLS`: the relay transports an ice probe tried (empty when unknown).
@@ -890,6 +1099,35 @@ fn path_silent_after_hop(f: &Facts, _: &[Facts]) -> Option<Vars> {
     let n = p.last_answered?;
     let addr = p.hops.iter().find(|h| h.ttl == n).and_then(|h| h.address)?;
     Some(vec![("hop", n.to_string()), ("hop_address", addr.to_string())])
+}
+
+/// `udp_ports` with silent ports: which part of the range is closed, as ranges.
+fn udp_ports_closed(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    if f.phase != Some(Phase::Udp) || !f.reason_is(&Reason::Closed) {
+        return None;
+    }
+    let u = f.outcome.detail.udp_ports.as_ref()?;
+    let list = |v: &[String]| {
+        let shown = v.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 4 {
+            format!("{shown}, …")
+        } else {
+            shown
+        }
+    };
+    let finding = if u.open_ports == 0 {
+        format!(
+            "none of {} answers: UDP to the media range is blocked, or no echo responder runs there",
+            u.set
+        )
+    } else {
+        format!(
+            "{} get no echo while {} do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio",
+            list(&u.closed),
+            list(&u.open)
+        )
+    };
+    Some(vec![("finding", finding), ("coverage", format!("{:.0}", u.coverage * 100.0))])
 }
 
 fn rejected(f: &Facts, _: &[Facts]) -> Option<Vars> {

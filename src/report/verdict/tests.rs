@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::outcome::details::{Details, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails, TlsDetails};
+use crate::outcome::details::{
+    ConcurrentDetails, Details, HoldDetails, IceDetails, IceRelay, PathDetails, PathHop, RejectOrigin, RelayDetails, TlsDetails,
+    UdpPortsDetails, WebsocketDetails,
+};
 use crate::outcome::{Endpoint, Failure, PhaseTiming};
 
 /// The typed endpoint a real check would carry for `target` of `kind` (the cases below are
@@ -82,6 +85,42 @@ fn tls_detail(r: &mut ProbeResult, issuer: &str, server_name: &str) {
         server_name: server_name.into(),
         ..Default::default()
     });
+}
+
+/// One hold: (lifetime in seconds, pings during the hold, survived).
+type Held = (f64, u32, bool);
+
+fn hold(&(secs, pings, survived): &Held) -> HoldDetails {
+    HoldDetails {
+        planned: Duration::from_secs(6),
+        lifetime: Duration::from_secs_f64(secs),
+        pings,
+        survived,
+    }
+}
+
+/// A websocket probe with these holds: one hold (the first), or with several the holds of a
+/// `concurrent: N` run. Fails `hold/closed` when its first hold was cut.
+fn held(name: &str, holds: &[Held]) -> ProbeResult {
+    let target = "wss://sig.example.com/ws";
+    let mut r = if holds[0].2 {
+        pass(name, "websocket", target)
+    } else {
+        fail(name, "websocket", target, Phase::Hold, Reason::Closed)
+    };
+    r.outcome.detail.websocket = Some(WebsocketDetails {
+        status: Some(101),
+        hold: Some(hold(&holds[0])),
+        ..Default::default()
+    });
+    if holds.len() > 1 {
+        r.outcome.detail.concurrent = Some(ConcurrentDetails {
+            requested: holds.len() as u32,
+            established: holds.len() as u32,
+            holds: holds.iter().map(hold).collect(),
+        });
+    }
+    r
 }
 
 /// (rule id, results, the sentence expected from that rule)
@@ -206,6 +245,33 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "The HTTP proxy does not let relay.example.com:5349 through (proxy/status_403)".into(),
         ),
         (
+            "connection_cap",
+            vec![{
+                let mut r = fail("wss-cap", "websocket", "wss://sig.example.com/ws", Phase::Upgrade, Reason::Status(429));
+                r.outcome.detail.retry_after = Some(Duration::from_secs(5));
+                r.outcome.detail.concurrent = Some(ConcurrentDetails {
+                    requested: 8,
+                    established: 5,
+                    holds: vec![],
+                });
+                r
+            }],
+            "WebSocket signalling on 443 allows only 5 of 8 connections at once (upgrade/status_429): a cap of 5 per client or user (Retry-After 5 s); more parallel clients with these credentials are refused".into(),
+        ),
+        (
+            "connection_cap",
+            vec![{
+                let mut r = fail("turn-quota", "turn", "turn:relay.example.com:3478?transport=udp", Phase::Allocate, Reason::Quota);
+                r.outcome.detail.concurrent = Some(ConcurrentDetails {
+                    requested: 8,
+                    established: 5,
+                    holds: vec![],
+                });
+                r
+            }],
+            "TURN on 3478 allows only 5 of 8 allocations at once (allocate/quota): a cap of 5 per client or user; more parallel clients with these credentials are refused".into(),
+        ),
+        (
             "rate_limited",
             vec![limited],
             "429 from api.example.com: clients are retrying too fast (Retry-After 30 s)".into(),
@@ -219,6 +285,21 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "ws_not_upgraded",
             vec![fail("ws", "websocket", "ws://sig.example.com:8080/ws", Phase::Upgrade, Reason::NotUpgraded)],
             "WebSocket signalling on 8080 is not upgraded (upgrade/not_upgraded): a proxy strips the Upgrade header or the server refuses it".into(),
+        ),
+        (
+            "ws_idle_timeout",
+            vec![held("wss-idle", &[(3.02, 0, false)]), held("wss-idle-2", &[(3.11, 0, false)])],
+            "WebSocket cut after ~3 s of idle, every time (2 idle holds cut between 3.0 and 3.1 s, hold/closed): a proxy or firewall idle timeout of about 3 s; send pings more often than that (ping_interval < 3 s)".into(),
+        ),
+        (
+            "ws_lifetime_limit",
+            vec![held("wss-pinged", &[(60.4, 59, false), (60.2, 59, false), (59.8, 58, false)])],
+            "WebSocket cut after ~60 s although kept alive with pings, every time (3 pinged holds cut between 59.8 and 60.4 s, hold/closed): a proxy or firewall limits a connection's lifetime to about 60 s; pings do not help, the softphone must reconnect before that".into(),
+        ),
+        (
+            "ws_hold_cut",
+            vec![held("wss-idle", &[(3.02, 0, false)])],
+            "The WebSocket of probe wss-idle (websocket to sig.example.com:443) was cut 3.0 s into a hold (idle, hold/closed): one cut is not yet a pattern: hold several sockets at once (concurrent: N) or watch egress_probe_websocket_hold_seconds for cuts at the same age (an idle or lifetime timer)".into(),
         ),
         (
             "turn_auth",
@@ -239,6 +320,23 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
             "relay_no_echo",
             vec![relay_udp],
             "TURN over UDP on 3478 allocates but relayed packets do not come back (relay/timeout): the relay cannot reach the peer".into(),
+        ),
+        (
+            "call_quality_poor",
+            vec![{
+                let mut r = fail("turn-call", "turn", "turn:relay.example.com:3478", Phase::Media, Reason::Loss);
+                r.outcome.detail.media = Some(crate::outcome::details::MediaDetails {
+                    sent: 100,
+                    received: 95,
+                    loss: 0.05,
+                    jitter: Duration::from_micros(1200),
+                    rtt_avg: Duration::from_millis(42),
+                    mos: 3.88,
+                    ..Default::default()
+                });
+                r
+            }],
+            "Media over UDP to 3478 on relay.example.com gets through but not at call quality (media/loss: loss 5.0%, jitter 1.2 ms, round trip 42 ms, MOS 3.9): expect choppy or delayed calls".into(),
         ),
         (
             "ice_no_relay_fallback",
@@ -286,6 +384,28 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                 r
             }],
             "TCP to 443 on relay.example.com is rejected (trace/refused), and the reject comes from 10.0.0.1, 2 hops out, not the server: a firewall before it".into(),
+        ),
+        (
+            "udp_ports_closed",
+            vec![{
+                let mut r = fail("media", "udp_ports", "udp:relay.example.com:20000-20099", Phase::Udp, Reason::Closed);
+                r.endpoint = Endpoint {
+                    host: "relay.example.com".into(),
+                    port: Some(20000),
+                    transport: Transport::Udp,
+                };
+                r.outcome.detail.udp_ports = Some(UdpPortsDetails {
+                    set: "20000-20099".into(),
+                    open: vec!["20000-20049".into()],
+                    closed: vec!["20050-20099".into()],
+                    open_ports: 50,
+                    closed_ports: 50,
+                    coverage: 1.0,
+                    ..Default::default()
+                });
+                r
+            }],
+            "UDP media ports on relay.example.com: 20050-20099 get no echo while 20000-20049 do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio (udp/closed; 100% of the set tried so far)".into(),
         ),
         (
             "path_silent_after_hop",
@@ -423,6 +543,11 @@ fn rejected_before_server_on_a_trace_says_how_many_hops_out() {
     );
 }
 #[test]
+fn udp_ports_closed() {
+    check("udp_ports_closed");
+}
+
+#[test]
 fn path_silent_after_hop() {
     check("path_silent_after_hop");
 }
@@ -508,6 +633,110 @@ fn ws_not_upgraded() {
     check("ws_not_upgraded");
 }
 #[test]
+fn connection_cap() {
+    check("connection_cap");
+}
+#[test]
+fn a_turn_quota_shows_as_a_cap_of_five() {
+    let (_, results, expected) = cases()
+        .into_iter()
+        .filter(|(id, _, _)| *id == "connection_cap")
+        .nth(1)
+        .expect("the turn case");
+    assert_eq!(rule_and_text(&results)[0], ("connection_cap", expected));
+}
+#[test]
+fn none_established_or_all_established_is_no_cap() {
+    for established in [0, 8] {
+        let mut r = fail(
+            "turn-quota",
+            "turn",
+            "turn:relay.example.com:3478?transport=udp",
+            Phase::Allocate,
+            Reason::Quota,
+        );
+        r.outcome.detail.concurrent = Some(ConcurrentDetails {
+            requested: 8,
+            established,
+            holds: vec![],
+        });
+        assert_eq!(rule_and_text(&[r])[0].0, "turn_capacity");
+    }
+}
+#[test]
+fn ws_idle_timeout() {
+    check("ws_idle_timeout");
+}
+#[test]
+fn ws_lifetime_limit() {
+    check("ws_lifetime_limit");
+}
+#[test]
+fn ws_hold_cut() {
+    check("ws_hold_cut");
+}
+
+fn rule_and_text(results: &[ProbeResult]) -> Vec<(&'static str, String)> {
+    let verdicts = assess(results);
+    assert_eq!(contradictions(&verdicts), Vec::<String>::new(), "{verdicts:#?}");
+    verdicts.into_iter().map(|v| (v.rule, v.text)).collect()
+}
+
+#[test]
+fn the_idle_holds_of_one_concurrent_run_are_enough_evidence_for_an_idle_timeout() {
+    let v = rule_and_text(&[held(
+        "wss-4",
+        &[(30.1, 0, false), (30.0, 0, false), (29.6, 0, false), (30.3, 0, false)],
+    )]);
+    assert_eq!(v[0].0, "ws_idle_timeout", "{v:?}");
+    assert!(
+        v[0].1
+            .starts_with("WebSocket cut after ~30 s of idle, every time (4 idle holds cut between 29.6 and 30.3 s"),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn scattered_cut_lifetimes_are_no_timer() {
+    let v = rule_and_text(&[held("a", &[(3.0, 0, false)]), held("b", &[(12.0, 0, false)])]);
+    assert!(v.iter().all(|(r, _)| *r != "ws_idle_timeout"), "{v:?}");
+    let (rule, text) = &v[0];
+    assert_eq!(*rule, "ws_hold_cut");
+    assert!(
+        text.contains("2 holds were cut at ages from 3.0 to 12.0 s, too far apart for one timer"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_idle_hold_that_outlived_the_cluster_rules_out_one_idle_timer() {
+    let v = rule_and_text(&[
+        held("a", &[(3.0, 0, false)]),
+        held("b", &[(3.1, 0, false)]),
+        held("c", &[(6.0, 0, true)]),
+    ]);
+    assert!(v.iter().all(|(r, _)| *r != "ws_idle_timeout"), "{v:?}");
+    assert!(v[0].1.contains("but another hold of the same kind lived longer"), "{v:?}");
+}
+
+#[test]
+fn pinged_cuts_do_not_count_as_idle_evidence_and_idle_cuts_not_as_lifetime_evidence() {
+    // One idle cut at 3 s and one pinged cut at 3 s: neither kind has two samples.
+    let v = rule_and_text(&[held("idle", &[(3.0, 0, false)]), held("pinged", &[(3.0, 2, false)])]);
+    assert!(
+        v.iter().filter(|(r, _)| *r != "some_pass").all(|(r, _)| *r == "ws_hold_cut"),
+        "{v:?}"
+    );
+    // An idle pair clusters even beside a surviving pinged hold (the pings kept that one alive).
+    let v = rule_and_text(&[
+        held("idle", &[(3.0, 0, false)]),
+        held("idle-2", &[(3.05, 0, false)]),
+        held("pinged", &[(6.0, 6, true)]),
+    ]);
+    assert_eq!(v[0].0, "ws_idle_timeout", "{v:?}");
+}
+
+#[test]
 fn turn_auth() {
     check("turn_auth");
 }
@@ -522,6 +751,10 @@ fn turn_capacity() {
 #[test]
 fn relay_no_echo() {
     check("relay_no_echo");
+}
+#[test]
+fn call_quality_poor() {
+    check("call_quality_poor");
 }
 #[test]
 fn ice_no_relay_fallback() {
