@@ -198,6 +198,13 @@ pub struct ResponderArgs {
     /// The name the DNS answerer knows (default relay.egress-probe.test).
     #[arg(long)]
     pub dns_name: Option<String>,
+    /// RFC 5780 NAT behaviour server on PRIMARY[,ALTERNATE] IP (off unless given; with one IP
+    /// it answers without OTHER-ADDRESS, so probes cannot classify the NAT).
+    #[arg(long, value_name = "PRIMARY[,ALTERNATE]")]
+    pub nat_stun: Option<String>,
+    /// Primary and alternate port of --nat-stun (default 3480,3481).
+    #[arg(long, value_name = "PORT,PORT", requires = "nat_stun")]
+    pub nat_stun_ports: Option<String>,
     /// At most this many open WebSockets per client IP; more are answered 429 with
     /// Retry-After: 5 (default: no cap).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]

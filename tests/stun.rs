@@ -17,6 +17,8 @@ fn spec(url: &str) -> StunSpec {
         count: 3,
         nat_mapping: false,
         second_server: None,
+        nat_filtering: false,
+        binding_lifetime: None,
         tls: TlsOptions::default(),
     }
 }

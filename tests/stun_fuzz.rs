@@ -112,6 +112,8 @@ fn stun(url: &str) -> ProbeSpec {
         count: 1,
         nat_mapping: false,
         second_server: None,
+        nat_filtering: false,
+        binding_lifetime: None,
         tls: TlsOptions::default(),
     })
 }

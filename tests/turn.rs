@@ -513,6 +513,8 @@ fn udp_dropped_by_a_firewall_but_turn_over_tls_relays() {
         count: 2,
         nat_mapping: false,
         second_server: None,
+        nat_filtering: false,
+        binding_lifetime: None,
         tls: TlsOptions::default(),
     });
     let turn_udp = ProbeSpec::Turn(spec(&format!("turn:{PEER_IP}:{}", turn.port), long_term("test", "secret")));

@@ -541,6 +541,38 @@ fn metrics_histograms_word_is_checked_at_its_value() {
 }
 
 #[test]
+fn nat_tests_need_udp_and_a_bounded_lifetime_search_that_fits_the_interval() {
+    let ok = "probes:\n  - name: n\n    kind: stun\n    server: stun:nat.example:3480\n    nat_mapping: true\n    nat_filtering: true\n    binding_lifetime: {max: 30s}\n    interval: 2m\n";
+    let c = parse_str(ok, "c.yaml").unwrap();
+    let ProbeSpec::Stun(s) = &c.probes[0].spec else { panic!("stun") };
+    assert!(s.nat_mapping && s.nat_filtering);
+    assert_eq!(s.binding_lifetime.map(|l| l.max.as_secs()), Some(30));
+    // The search's budget (2 x max + 4 s) is part of the run time.
+    assert_eq!(c.probes[0].run_time(&c.defaults).as_secs(), 10 + 64);
+    for (text, want) in [
+        (
+            "probes:\n  - name: n\n    kind: stun\n    server: stun:nat.example:3480?transport=tcp\n    nat_filtering: true\n",
+            "c.yaml:5:20: probe `n`: `nat_filtering` needs a UDP server",
+        ),
+        (
+            "probes:\n  - name: n\n    kind: stun\n    server: stun:nat.example:3480\n    binding_lifetime: {max: 1h}\n    interval: 1h\n",
+            "c.yaml:5:29: binding_lifetime: max must be between 2s and 10m",
+        ),
+        (
+            "probes:\n  - name: n\n    kind: stun\n    server: stun:nat.example:3480\n    binding_lifetime: {mx: 10s}\n",
+            "c.yaml:5:23: binding_lifetime: missing required field `max`\nc.yaml:5:24: unknown field `mx`",
+        ),
+        (
+            "probes:\n  - name: n\n    kind: stun\n    server: stun:nat.example:3480\n    binding_lifetime: {max: 30s}\n    interval: 1m\n",
+            "c.yaml:6:15: probe `n`: binding_lifetime search (2 x max + 4s) 1m 4s plus timeout 10s is longer than interval 1m",
+        ),
+    ] {
+        let e = parse_str(text, "c.yaml").unwrap_err().to_string();
+        assert!(e.starts_with(want), "{text}\n→ {e}");
+    }
+}
+
+#[test]
 fn media_values_are_range_checked_at_their_line_and_column() {
     let text = "defaults: {interval: 2m, timeout: 5s}\nprobes:\n  - name: t\n    kind: turn\n    server: turn:t.example\n    credentials: {username: u, password: p}\n    media: {duration: 90s, packet_ms: 5, payload: 8, max_loss: 150%, max_jitter: 0s, min_mos: 5, peer: nowhere}\n  - name: m\n    kind: media\n    target: echo.example:7\n    media: {peer: 127.0.0.1:7, max_rtt: 20s}\n";
     let e = parse_str(text, "c.yaml").unwrap_err();

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::cli::ResponderArgs;
 use crate::config::Secret;
-use crate::responder::config::{Listen, PortRange, DEMO_DNS_NAME};
+use crate::responder::config::{Listen, NatStunConfig, PortRange, DEMO_DNS_NAME};
 use crate::responder::dns::DnsZone;
 use crate::responder::{Responder, ResponderConfig, ResponderError};
 use crate::shutdown::Signals;
@@ -81,6 +81,9 @@ pub fn build_config(args: &ResponderArgs) -> anyhow::Result<ResponderConfig> {
             cfg.dns = None;
         }
     }
+    if let Some(ips) = &args.nat_stun {
+        cfg.nat_stun = Some(nat_stun(ips, args.nat_stun_ports.as_deref())?);
+    }
     for c in &args.oauth2_clients {
         let (id, secret) = c.split_once(':').context("--oauth2-client must be ID:SECRET")?;
         let secret = Secret::resolve(secret).map_err(anyhow::Error::msg)?;
@@ -106,6 +109,25 @@ pub fn build_config(args: &ResponderArgs) -> anyhow::Result<ResponderConfig> {
         cfg.tls.names = args.tls_names.clone();
     }
     Ok(cfg)
+}
+
+/// `--nat-stun PRIMARY[,ALTERNATE]` with `--nat-stun-ports P1,P2`, checked as the config is.
+fn nat_stun(ips: &str, ports: Option<&str>) -> anyhow::Result<NatStunConfig> {
+    let ips: Vec<std::net::IpAddr> = ips
+        .split(',')
+        .map(|s| s.trim().parse().with_context(|| format!("--nat-stun {s:?}: not an IP address")))
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(ips.len() <= 2, "--nat-stun takes one or two addresses (PRIMARY[,ALTERNATE])");
+    let ports = match ports {
+        Some(p) => Some(
+            p.split(',')
+                .map(|s| s.trim().parse().with_context(|| format!("--nat-stun-ports {s:?}: not a port")))
+                .collect::<anyhow::Result<Vec<u16>>>()?,
+        ),
+        None => None,
+    };
+    NatStunConfig::new(ips[0], ips.get(1).copied(), ports)
+        .map_err(|e| anyhow::anyhow!("--nat-stun: {}", e.trim_start_matches("nat_stun: ")))
 }
 
 fn listeners(values: &[String]) -> anyhow::Result<Vec<Listen>> {
@@ -142,11 +164,15 @@ pub fn summary(r: &Responder) -> String {
     line("HTTPS + WSS echo", &r.addrs.web);
     line("UDP echo peer", &r.addrs.udp_echo);
     line("DNS (udp)", &r.addrs.dns);
+    line("RFC 5780 STUN udp", &r.addrs.nat_stun);
     if let Some(m) = r.addrs.metrics {
         line("metrics (http)", &[m]);
     }
     if let Some((ip, range)) = r.addrs.udp_echo_ports {
         out.push_str(&format!("  {:<22} {ip} ports {}-{}\n", "UDP echo ports", range.min, range.max));
+    }
+    if r.addrs.nat_stun.len() == 2 {
+        out.push_str("  RFC 5780 STUN          one IP only: no OTHER-ADDRESS, NAT mapping/filtering tests unavailable\n");
     }
     out.push_str(&format!("  relayed address        {}\n", r.relay_ip));
     if let Some(ca) = &r.tls.ca_file {
@@ -203,6 +229,19 @@ mod tests {
         assert_eq!(cfg.dns.as_ref().unwrap().name, DEMO_DNS_NAME);
         assert_eq!(cfg.metrics, None);
         assert!(build_config(&args(&["egress-probe", "responder", "--user", "nocolon"])).is_err());
+        let nat = build_config(&args(&[
+            "egress-probe",
+            "responder",
+            "--nat-stun",
+            "192.0.2.1,192.0.2.2",
+            "--nat-stun-ports",
+            "3490,3491",
+        ]))
+        .unwrap();
+        let n = nat.nat_stun.unwrap();
+        assert_eq!((n.alternate, n.ports), (Some("192.0.2.2".parse().unwrap()), [3490, 3491]));
+        let same = build_config(&args(&["egress-probe", "responder", "--nat-stun", "192.0.2.1,192.0.2.1"])).unwrap_err();
+        assert!(format!("{same:#}").starts_with("--nat-stun: alternate"), "{same:#}");
         assert!(build_config(&args(&["egress-probe", "responder", "--web", "nope"])).is_err());
     }
 }

@@ -95,7 +95,8 @@ impl ProbeConfig {
         self.timeout.unwrap_or(d.timeout)
     }
     /// How long one run may take: the timeout, plus the `hold` of a websocket probe (the
-    /// socket is kept open that long on top of the work the timeout bounds).
+    /// socket is kept open that long on top of the work the timeout bounds) or the budget of a
+    /// stun probe's `binding_lifetime` search.
     pub fn run_time(&self, d: &Defaults) -> Duration {
         self.timeout(d) + self.spec.hold()
     }
@@ -198,6 +199,7 @@ impl ProbeSpec {
                     StepAction::Http(_) => Duration::ZERO,
                 })
                 .sum(),
+            ProbeSpec::Stun(s) => s.binding_lifetime.map_or(Duration::ZERO, |l| l.budget()),
             _ => Duration::ZERO,
         }
     }
@@ -549,7 +551,30 @@ pub struct StunSpec {
     pub nat_mapping: bool,
     /// Second server for `nat_mapping`; default the first one's OTHER-ADDRESS.
     pub second_server: Option<IceUrl>,
+    /// RFC 5780 §4.4 filtering test (CHANGE-REQUEST; needs a server with OTHER-ADDRESS).
+    pub nat_filtering: bool,
+    /// RFC 5780 §4.6 binding lifetime search (`binding_lifetime: {max: 60s}`).
+    pub binding_lifetime: Option<LifetimeSearch>,
     pub tls: TlsOptions,
+}
+
+/// `binding_lifetime: {max: DURATION}`: how long an idle UDP mapping survives, searched up to
+/// `max` (bounded: see [`LifetimeSearch::budget`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LifetimeSearch {
+    pub max: Duration,
+}
+
+impl LifetimeSearch {
+    /// Shortest and longest `max` accepted.
+    pub const MIN_MAX: Duration = Duration::from_secs(2);
+    pub const MAX_MAX: Duration = Duration::from_secs(600);
+    /// Time the search may take on top of the probe's timeout: a geometric round (at most
+    /// `max`), one refining round inside the bracket it found (at most `max`), and the
+    /// listening after each round's last check. Added to the run's deadline like a `hold`.
+    pub fn budget(&self) -> Duration {
+        self.max * 2 + Duration::from_secs(4)
+    }
 }
 
 /// Long-term or REST (ephemeral HMAC) TURN credentials.
@@ -623,9 +648,10 @@ impl Default for MediaSpec {
 /// targets (round trip < 100 ms, loss < 1 %, jitter < 30 ms).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MediaThresholds {
-    /// Highest average round-trip time (`media/rtt` above it).
+    /// Highest average round-trip time of one client leg (`media/rtt` above it; see
+    /// `probe::media` for the per-leg estimate).
     pub max_rtt: Duration,
-    /// Highest loss fraction, 0.0..=1.0 (`media/loss` above it).
+    /// Highest one-way loss fraction, 0.0..=1.0 (`media/loss` above it).
     pub max_loss: f64,
     /// Highest RFC 3550 jitter (`media/jitter` above it).
     pub max_jitter: Duration,

@@ -71,8 +71,16 @@ pub enum MetricsError {
 const ICE_TYPES: &[&str] = &["host", "srflx", "prflx", "relay"];
 /// Relay protocols (Chromium's `relayProtocol`): how the client reaches the TURN server.
 const RELAY_PROTOCOLS: &[&str] = &["udp", "tcp", "tls"];
-/// NAT mapping behaviours exported on `egress_probe_nat_mapping`.
-const NAT_BEHAVIORS: &[&str] = &["endpoint_independent", "endpoint_dependent"];
+/// NAT mapping behaviours exported on `egress_probe_nat_mapping`: RFC 5780's three, and
+/// `endpoint_dependent` from a `second_server` comparison (a server without OTHER-ADDRESS).
+const NAT_MAPPINGS: &[&str] = &[
+    "endpoint_independent",
+    "address_dependent",
+    "address_and_port_dependent",
+    "endpoint_dependent",
+];
+/// NAT filtering behaviours exported on `egress_probe_nat_filtering` (RFC 5780).
+const NAT_FILTERINGS: &[&str] = &crate::outcome::details::NAT_BEHAVIORS;
 
 /// The per-run families derived from one [`Outcome`] besides the default ones of
 /// [`ProbeTable`]. The `Option` families exist only with `histograms: per_phase`.
@@ -83,6 +91,8 @@ struct RunFamilies {
     relay_loss: GaugeVec,
     stun_rtt: Option<HistogramVec>,
     nat_mapping: GaugeVec,
+    nat_filtering: GaugeVec,
+    nat_lifetime: GaugeVec,
     ice_candidates: GaugeVec,
     ice_first: Option<HistogramVec>,
     ice_relays: GaugeVec,
@@ -176,8 +186,20 @@ impl RunFamilies {
             nat_mapping: gauge(
                 reg,
                 "egress_probe_nat_mapping",
-                "NAT mapping behaviour seen in the last run (1 for the observed behaviour, 0 for the other).",
+                "NAT mapping behaviour seen in the last run (1 for the observed behaviour, 0 for the others).",
                 &["probe", "behavior"],
+            )?,
+            nat_filtering: gauge(
+                reg,
+                "egress_probe_nat_filtering",
+                "NAT filtering behaviour seen in the last run (RFC 5780; 1 for the observed behaviour, 0 for the others).",
+                &["probe", "behavior"],
+            )?,
+            nat_lifetime: gauge(
+                reg,
+                "egress_probe_nat_binding_lifetime_seconds",
+                "How long an idle UDP mapping survived in the last search (middle of the bracket found; the search's max when none expired).",
+                &["probe"],
             )?,
             path_hops: gauge(
                 reg,
@@ -194,13 +216,13 @@ impl RunFamilies {
             udp_ports_open: gauge(
                 reg,
                 "egress_probe_udp_ports_open_ratio",
-                "kind udp_ports: share of the set's ports tried so far whose echo came back the last time each was tried (0..1); the ranges are in /status and JSON, never labels.",
+                "kind udp_ports: share of the set's settled ports whose echo came back the last time each was tried (0..1; absent until one is settled); the ranges are in /status and JSON, never labels.",
                 &["probe"],
             )?,
             udp_ports_coverage: gauge(
                 reg,
                 "egress_probe_udp_ports_coverage_ratio",
-                "kind udp_ports: share of the set's ports tried at least once since the probe was loaded (0..1).",
+                "kind udp_ports: share of the set's ports with a settled result (open, or silent in two runs) in this sweep (0..1).",
                 &["probe"],
             )?,
             media_mos: gauge(
@@ -243,7 +265,7 @@ impl RunFamilies {
             ice_rtt: gauge(
                 reg,
                 "egress_probe_ice_rtt_seconds",
-                "ICE with connectivity: mean round-trip time through the relay of each relay protocol that connected in the last run (udp: datagrams over the selected pair; tcp/tls: relayed STUN Binding checks).",
+                "ICE with connectivity: mean round-trip time through the relay of each relay protocol that connected in the last run (udp: datagrams over the selected pair; tcp/tls: relayed STUN Binding checks). Both ICE agents run in the probe, so each round trip crosses the probe-to-TURN leg four times: about twice what a call to a far peer sees on that leg.",
                 &["probe", "relay_protocol"],
             )?,
             ws_ping_rtt: detail_histogram(
@@ -312,12 +334,19 @@ impl RunFamilies {
             if let Some(rtt) = &stun.rtt {
                 observe_samples(self.stun_rtt.as_ref(), &[probe], rtt);
             }
-            if let Some(seen) = stun.nat_mapping.as_deref() {
-                for b in NAT_BEHAVIORS {
-                    self.nat_mapping
-                        .with_label_values(&[probe, b])
-                        .set(if *b == seen { 1.0 } else { 0.0 });
+            for (family, seen, words) in [
+                (&self.nat_mapping, stun.nat_mapping.as_deref(), NAT_MAPPINGS),
+                (&self.nat_filtering, stun.nat_filtering.as_deref(), NAT_FILTERINGS),
+            ] {
+                let Some(seen) = seen.filter(|s| words.contains(s)) else {
+                    continue;
+                };
+                for b in words {
+                    family.with_label_values(&[probe, b]).set(if *b == seen { 1.0 } else { 0.0 });
                 }
+            }
+            if let Some(l) = &stun.binding_lifetime {
+                self.nat_lifetime.with_label_values(&[probe]).set(l.estimate().as_secs_f64());
             }
         }
         if let Some(ice) = &d.ice {
@@ -357,14 +386,25 @@ impl RunFamilies {
             if known > 0 {
                 let ratio = f64::from(u.open_ports) / f64::from(known);
                 self.udp_ports_open.with_label_values(&[probe]).set(ratio);
+            } else {
+                // No settled port (yet, or since a reload started a fresh sweep): no stale share.
+                let _ = self.udp_ports_open.remove_label_values(&[probe]);
             }
             self.udp_ports_coverage.with_label_values(&[probe]).set(u.coverage);
         }
-        // Only probes with `media:` get these series, and only once a stream sent something.
-        if let Some(m) = d.media.as_ref().filter(|m| m.sent > 0) {
-            self.media_mos.with_label_values(&[probe]).set(m.mos);
-            self.media_loss.with_label_values(&[probe]).set(m.loss);
-            self.media_jitter.with_label_values(&[probe]).set(m.jitter.as_secs_f64());
+        // Only probes with `media:` get these series, and only once a stream sent something;
+        // a run without a stream (it failed before, or sent nothing) removes them, not stale.
+        match d.media.as_ref().filter(|m| m.sent > 0) {
+            Some(m) => {
+                self.media_mos.with_label_values(&[probe]).set(m.mos);
+                self.media_loss.with_label_values(&[probe]).set(m.loss);
+                self.media_jitter.with_label_values(&[probe]).set(m.jitter.as_secs_f64());
+            }
+            None => {
+                let _ = self.media_mos.remove_label_values(&[probe]);
+                let _ = self.media_loss.remove_label_values(&[probe]);
+                let _ = self.media_jitter.remove_label_values(&[probe]);
+            }
         }
         if let Some(rtt) = d.websocket.as_ref().and_then(|w| w.ping_rtt.as_ref()) {
             observe_samples(self.ws_ping_rtt.as_ref(), &[probe], rtt);
@@ -1071,6 +1111,12 @@ mod tests {
         o.detail.stun = Some(StunDetails {
             rtt: Some(RttStats::from_samples(2, vec![ms(1), ms(1)])),
             nat_mapping: Some("endpoint_independent".into()),
+            nat_filtering: Some("address_and_port_dependent".into()),
+            binding_lifetime: Some(crate::outcome::details::BindingLifetime {
+                alive: Duration::from_secs(28),
+                expired: Some(Duration::from_secs(32)),
+                checks: 9,
+            }),
             mapped: Some("192.0.2.7:5000".parse().unwrap()),
             ..Default::default()
         });
@@ -1108,6 +1154,13 @@ mod tests {
         assert!(text.contains(r#"egress_probe_stun_rtt_seconds_count{probe="p"} 2"#));
         assert!(text.contains(r#"egress_probe_nat_mapping{behavior="endpoint_independent",probe="p"} 1"#));
         assert!(text.contains(r#"egress_probe_nat_mapping{behavior="endpoint_dependent",probe="p"} 0"#));
+        assert!(text.contains(r#"egress_probe_nat_mapping{behavior="address_and_port_dependent",probe="p"} 0"#));
+        assert!(text.contains(r#"egress_probe_nat_filtering{behavior="address_and_port_dependent",probe="p"} 1"#));
+        assert!(text.contains(r#"egress_probe_nat_filtering{behavior="endpoint_independent",probe="p"} 0"#));
+        assert!(
+            text.contains(r#"egress_probe_nat_binding_lifetime_seconds{probe="p"} 30"#),
+            "{text}"
+        );
         assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="srflx"} 0"#));
         assert!(text.contains(r#"egress_probe_ice_candidates{probe="p",type="host"} 2"#));
         assert!(text.contains(r#"egress_probe_ice_first_candidate_seconds_count{probe="p",type="relay"} 1"#));
@@ -1121,6 +1174,30 @@ mod tests {
         assert!(!text.contains(r#"egress_probe_ice_rtt_seconds{probe="p",relay_protocol="udp"}"#));
         assert!(text.contains(r#"egress_probe_address_success{address="198.51.100.2",kind="turn",probe="p"} 0"#));
         assert!(!text.contains("192.0.2.7"), "the client's mapped address must never be a label");
+    }
+
+    #[test]
+    fn media_series_go_when_a_later_run_has_no_stream() {
+        let f = RunFamilies::register(&Registry::new(), Histograms::PerProbe).unwrap();
+        let mut o = Outcome::default();
+        o.detail.media = Some(crate::outcome::details::MediaDetails {
+            sent: 100,
+            received: 100,
+            mos: 4.4,
+            ..Default::default()
+        });
+        f.observe("p", "turn", &o);
+        let count = |f: &RunFamilies| {
+            let r = Registry::new();
+            r.register(Box::new(f.media_mos.clone())).unwrap();
+            r.register(Box::new(f.media_loss.clone())).unwrap();
+            r.register(Box::new(f.media_jitter.clone())).unwrap();
+            r.gather().iter().map(|m| m.get_metric().len()).sum::<usize>()
+        };
+        assert_eq!(count(&f), 3);
+        // The next run failed at allocate: no stream, so no MOS of the run before.
+        f.observe("p", "turn", &Outcome::default());
+        assert_eq!(count(&f), 0, "stale media series remain");
     }
 
     #[test]

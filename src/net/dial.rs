@@ -12,7 +12,7 @@ use std::time::Duration;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::config::{HostPort, ProxyUrl};
 use crate::outcome::details::RejectOrigin;
@@ -90,9 +90,16 @@ fn gai_reason(text: &str) -> Reason {
 /// Connects to one address (phase `connect`).
 pub async fn connect(run: &mut Run, addr: SocketAddr) -> Result<TcpStream, Failure> {
     let mut origin = None;
+    // The socket is made (and IP_RECVERR set) before the phase starts: the phase is the
+    // exchange on the wire, not the process's own socket set-up.
+    let prepared = prepare(addr);
     let result = run
         .phase(Phase::Connect, async {
-            connect_one(addr).await.map_err(|(f, o)| {
+            let result = match prepared {
+                Ok(p) => connect_prepared(p).await,
+                Err(e) => Err(e),
+            };
+            result.map_err(|(f, o)| {
                 origin = o;
                 f
             })
@@ -101,50 +108,126 @@ pub async fn connect(run: &mut Run, addr: SocketAddr) -> Result<TcpStream, Failu
     if origin.is_some() {
         run.detail.reject_origin = origin;
     }
-    let stream = result?;
+    let stream = ready(result?)?;
     run.detail.peer = Some(addr);
     Ok(stream)
 }
 
-/// Connects with `IP_RECVERR` on, so a refused or unreachable connect can say who answered:
-/// the ICMP offender from the socket's error queue, or the target itself when nothing is
-/// queued (a RST carries the target's address). `IP_RECVERR` is switched off again once
-/// connected: on an established TCP socket it would turn a transient ICMP error into a reset.
-async fn connect_one(addr: SocketAddr) -> Result<TcpStream, ConnectError> {
-    let what = format!("connect to {addr}");
-    let socket = if addr.is_ipv6() { TcpSocket::new_v6() } else { TcpSocket::new_v4() }.map_err(|e| (fault_from_io(&what, &e), None))?;
-    let v6 = addr.is_ipv6();
-    // A second descriptor of the same socket: the error queue stays readable after a failed
-    // `connect` has consumed (and closed) the first.
-    let watch: Option<OwnedFd> = match errqueue::enable(socket.as_raw_fd(), v6) {
+/// A socket set up for one connection attempt (outside any timed span): non-blocking, with
+/// `IP_RECVERR` on and, when that worked, a second descriptor of the same socket whose error
+/// queue stays readable after a failed `connect` has consumed (and closed) the first.
+struct Prepared {
+    socket: socket2::Socket,
+    watch: Option<OwnedFd>,
+    addr: SocketAddr,
+}
+
+/// A connected socket: already writable when `connect()` returned (loopback, a LAN), so not
+/// yet registered with the runtime, or registered because its answer had to be awaited.
+enum Connected {
+    Immediate(socket2::Socket, SocketAddr),
+    Registered(TcpStream, SocketAddr),
+}
+
+impl Connected {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Connected::Immediate(_, a) | Connected::Registered(_, a) => *a,
+        }
+    }
+}
+
+fn prepare(addr: SocketAddr) -> Result<Prepared, ConnectError> {
+    let setup = |e: std::io::Error| (fault_from_io(&format!("connect to {addr}"), &e), None);
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(setup)?;
+    socket.set_nonblocking(true).map_err(setup)?;
+    let watch = match errqueue::enable(socket.as_raw_fd(), addr.is_ipv6()) {
         Ok(()) => socket.as_fd().try_clone_to_owned().ok(),
         Err(_) => None,
     };
-    match socket.connect(addr).await {
-        Ok(stream) => {
-            let _ = errqueue::disable(stream.as_raw_fd(), v6);
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Err(e) => {
-            let mut fault = fault_from_io(&what, &e);
-            let origin = match (&watch, classify_io(&e)) {
-                (Some(fd), reason @ (Reason::Refused | Reason::Unreachable)) => {
-                    let o = reject_origin(fd.as_raw_fd(), addr, &reason);
-                    if let Some(o) = &o {
-                        let verb = match o.answer.as_str() {
-                            "rst" | "port_unreachable" | "admin_prohibited" => "refused",
-                            _ => "reported unreachable",
-                        };
-                        fault.message = format!("{}; {}", fault.message, o.phrase(verb));
-                    }
-                    o
+    Ok(Prepared { socket, watch, addr })
+}
+
+/// `connect()` and the wait for the answer: the timed part. The clock stops when the socket is
+/// writable: at once when the handshake completed inside the `connect()` call (a `poll` with
+/// no wait tells), else on the runtime's writable event. Registering an immediately connected
+/// socket with the runtime and the socket options for the established connection come after.
+async fn connect_prepared(p: Prepared) -> Result<Connected, ConnectError> {
+    let Prepared { socket, watch, addr } = p;
+    let fail = |e: &std::io::Error| failed(addr, e, watch.as_ref());
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            if !writable_now(&socket) {
+                let std: std::net::TcpStream = socket.into();
+                let stream = TcpStream::from_std(std).map_err(|e| fail(&e))?;
+                stream.writable().await.map_err(|e| fail(&e))?;
+                if let Some(e) = stream.take_error().map_err(|e| fail(&e))? {
+                    return Err(fail(&e));
                 }
-                _ => None,
-            };
-            Err((fault, origin))
+                return Ok(Connected::Registered(stream, addr));
+            }
         }
+        Err(e) => return Err(fail(&e)),
     }
+    if let Some(e) = socket.take_error().map_err(|e| fail(&e))? {
+        return Err(fail(&e));
+    }
+    Ok(Connected::Immediate(socket, addr))
+}
+
+/// Whether the connecting socket is writable (connected, or failed) right now, without waiting.
+fn writable_now(socket: &socket2::Socket) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for a descriptor we own, a zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n == 1 && pfd.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// A connected socket as the runtime's stream, with the options of an established connection:
+/// `IP_RECVERR` off again (on an established socket it would turn a transient ICMP error into
+/// a reset) and no Nagle delay. Done after the phase's clock stopped.
+fn ready(c: Connected) -> Result<TcpStream, Failure> {
+    let addr = c.addr();
+    let stream = match c {
+        Connected::Registered(s, _) => s,
+        Connected::Immediate(socket, _) => {
+            let std: std::net::TcpStream = socket.into();
+            TcpStream::from_std(std).map_err(|e| fault_from_io(&format!("connect to {addr}"), &e).at(Phase::Connect))?
+        }
+    };
+    let _ = errqueue::disable(stream.as_raw_fd(), addr.is_ipv6());
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// A failed connect as a fault, with who answered when the error queue or the reset says so.
+fn failed(addr: SocketAddr, e: &std::io::Error, watch: Option<&OwnedFd>) -> ConnectError {
+    let mut fault = fault_from_io(&format!("connect to {addr}"), e);
+    let origin = match (watch, classify_io(e)) {
+        (Some(fd), reason @ (Reason::Refused | Reason::Unreachable)) => {
+            let o = reject_origin(fd.as_raw_fd(), addr, &reason);
+            if let Some(o) = &o {
+                let verb = match o.answer.as_str() {
+                    "rst" | "port_unreachable" | "admin_prohibited" => "refused",
+                    _ => "reported unreachable",
+                };
+                fault.message = format!("{}; {}", fault.message, o.phrase(verb));
+            }
+            o
+        }
+        _ => None,
+    };
+    (fault, origin)
 }
 
 /// Who answered a failed connect: the queued ICMP error's offender, else (for a refusal) the
@@ -175,9 +258,11 @@ fn reject_origin(fd: std::os::fd::RawFd, addr: SocketAddr, reason: &Reason) -> O
 /// the message lists each address. At the deadline the phase is `connect/timeout`.
 pub async fn connect_first(run: &mut Run, addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Failure> {
     let mut origin = None;
+    // The first attempt's socket is set up before the clock starts (see [`connect`]).
+    let first = addrs.first().map(|a| prepare(*a));
     let result = run
         .phase(Phase::Connect, async {
-            connect_any_origin(addrs.to_vec()).await.map_err(|(f, o)| {
+            connect_any_origin(addrs.to_vec(), first).await.map_err(|(f, o)| {
                 origin = o;
                 f
             })
@@ -186,7 +271,9 @@ pub async fn connect_first(run: &mut Run, addrs: &[SocketAddr]) -> Result<(TcpSt
     if origin.is_some() {
         run.detail.reject_origin = origin;
     }
-    let (stream, addr) = result?;
+    let connected = result?;
+    let addr = connected.addr();
+    let stream = ready(connected)?;
     run.detail.peer = Some(addr);
     Ok((stream, addr))
 }
@@ -194,11 +281,15 @@ pub async fn connect_first(run: &mut Run, addrs: &[SocketAddr]) -> Result<(TcpSt
 /// [`connect_first`] without a phase: for callers that time it inside another phase (the
 /// connection to a proxy is part of phase `proxy`).
 pub(crate) async fn connect_any(addrs: Vec<SocketAddr>) -> Result<(TcpStream, SocketAddr), Fault> {
-    connect_any_origin(addrs).await.map_err(|(f, _)| f)
+    let connected = connect_any_origin(addrs, None).await.map_err(|(f, _)| f)?;
+    let addr = connected.addr();
+    let stream = ready(connected).map_err(|f| Fault::new(f.reason, f.message))?;
+    Ok((stream, addr))
 }
 
-/// [`connect_any`] keeping who rejected the last failed attempt.
-async fn connect_any_origin(addrs: Vec<SocketAddr>) -> Result<(TcpStream, SocketAddr), ConnectError> {
+/// [`connect_any`] keeping who rejected the last failed attempt. `first` is the first
+/// address's socket when the caller set it up already.
+async fn connect_any_origin(addrs: Vec<SocketAddr>, mut first: Option<Result<Prepared, ConnectError>>) -> Result<Connected, ConnectError> {
     let mut pending = FuturesUnordered::new();
     let mut next = 0usize;
     let mut errors: Vec<(SocketAddr, Fault)> = Vec::new();
@@ -207,7 +298,7 @@ async fn connect_any_origin(addrs: Vec<SocketAddr>) -> Result<(TcpStream, Socket
         if pending.is_empty() {
             match addrs.get(next) {
                 Some(a) => {
-                    pending.push(attempt(*a));
+                    pending.push(attempt(*a, first.take()));
                     next += 1;
                 }
                 None => return Err((combine(errors), origin)),
@@ -216,22 +307,26 @@ async fn connect_any_origin(addrs: Vec<SocketAddr>) -> Result<(TcpStream, Socket
         let more = next < addrs.len();
         tokio::select! {
             Some((a, res)) = pending.next() => match res {
-                Ok(s) => return Ok((s, a)),
+                Ok(c) => return Ok(c),
                 Err((f, o)) => {
                     errors.push((a, f));
                     origin = o;
                 }
             },
             _ = tokio::time::sleep(STAGGER), if more => {
-                pending.push(attempt(addrs[next]));
+                pending.push(attempt(addrs[next], None));
                 next += 1;
             }
         }
     }
 }
 
-async fn attempt(addr: SocketAddr) -> (SocketAddr, Result<TcpStream, ConnectError>) {
-    (addr, connect_one(addr).await)
+async fn attempt(addr: SocketAddr, prepared: Option<Result<Prepared, ConnectError>>) -> (SocketAddr, Result<Connected, ConnectError>) {
+    let result = match prepared.unwrap_or_else(|| prepare(addr)) {
+        Ok(p) => connect_prepared(p).await,
+        Err(e) => Err(e),
+    };
+    (addr, result)
 }
 
 fn combine(errors: Vec<(SocketAddr, Fault)>) -> Fault {

@@ -16,14 +16,21 @@
 //!   deadline. Over TCP/TLS it is sent once: the transport is reliable, and a missing answer is
 //!   the server's (or a middlebox's) silence, which we want to see as `timeout`.
 //!
+//! - **RTT.** From right before a request's send to its answer's arrival: over UDP the
+//!   kernel's receive timestamp of the datagram (`SO_TIMESTAMPNS`), so the time the probe's
+//!   task waited for a CPU after the answer arrived is not counted (on a loaded host that is
+//!   milliseconds); over TCP/TLS, and whenever the stamp is missing or implausible (a wall
+//!   clock step), the monotonic time until the answer was read.
+//!
 //! The codec is `stun-rs`; it has no notion of transactions or transports, which is why this
 //! module exists. [`open`] dials through the shared `net` path (resolve, connect or proxy
 //! CONNECT, TLS with the probe's [`TlsOptions`]), so phases and reasons mean the same as for
 //! every other probe.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
 use stun_rs::{
@@ -71,6 +78,59 @@ pub struct Answer {
     pub transmissions: u32,
 }
 
+/// The RTT from the wall-clock send time to the kernel's receive stamp, when there is a stamp
+/// and it is plausible (not before the send, not after the answer was read: a wall clock step
+/// in between would make it so); else `waited`, the monotonic time until the answer was read.
+fn kernel_rtt(sent_wall: SystemTime, stamp: Option<SystemTime>, waited: Duration) -> Duration {
+    stamp
+        .and_then(|rx| rx.duration_since(sent_wall).ok())
+        .filter(|rtt| *rtt <= waited)
+        .unwrap_or(waited)
+}
+
+/// One `recvmsg` on a non-blocking UDP socket: length, sender and the kernel's receive stamp
+/// (`SCM_TIMESTAMPNS`, when the socket has `SO_TIMESTAMPNS` on). `WouldBlock` when empty.
+fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<SocketAddr>, Option<SystemTime>)> {
+    // u64s: the control buffer must be aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut stamp = None;
+    // SAFETY: `try_init` hands a zeroed sockaddr_storage and its length; the msghdr points at
+    // it, at one iovec over `buf` and at `control`, all alive for the call; the cmsg walk stays
+    // within msg_controllen as the CMSG_* macros guarantee, and reads the timespec unaligned.
+    let (n, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = storage.cast();
+            msg.msg_namelen = *len;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let n = libc::recvmsg(fd, &mut msg, 0);
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            *len = msg.msg_namelen;
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    if ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec) {
+                        stamp = Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+            Ok(n as usize)
+        })?
+    };
+    Ok((n, addr.as_socket(), stamp))
+}
+
 enum Link {
     Datagram {
         socket: Arc<UdpSocket>,
@@ -95,6 +155,9 @@ pub struct StunConn {
     channels: Vec<u16>,
     /// Requests put on the wire so far, retransmissions included (for loss figures).
     pub transmissions: u32,
+    /// The kernel's receive time of the last datagram [`StunConn::recv`] returned, if it
+    /// stamped it (UDP with `SO_TIMESTAMPNS` on).
+    last_stamp: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for StunConn {
@@ -110,6 +173,18 @@ impl StunConn {
     /// A connection over a UDP socket to `server`; `connected` if the socket is connected to it.
     pub fn datagram(socket: Arc<UdpSocket>, server: SocketAddr, connected: bool) -> StunConn {
         let local = socket.local_addr().ok();
+        // Receive timestamps for the RTT; without them (an old kernel) the RTT is monotonic.
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt on a descriptor the socket owns, with an int option value.
+        let _ = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         StunConn {
             link: Link::Datagram {
                 socket,
@@ -121,6 +196,7 @@ impl StunConn {
             local,
             channels: Vec::new(),
             transmissions: 0,
+            last_stamp: None,
         }
     }
 
@@ -135,6 +211,7 @@ impl StunConn {
             local,
             channels: Vec::new(),
             transmissions: 0,
+            last_stamp: None,
         }
     }
 
@@ -212,6 +289,7 @@ impl StunConn {
     /// Receives the next message. Cancel-safe: a cancelled call loses no data.
     pub async fn recv(&mut self) -> Result<Frame, Fault> {
         let channels = &self.channels;
+        self.last_stamp = None;
         match &mut self.link {
             Link::Datagram {
                 socket,
@@ -219,15 +297,13 @@ impl StunConn {
                 connected,
                 buf,
             } => loop {
-                let (n, from) = if *connected {
-                    (socket.recv(buf).await, *server)
-                } else {
-                    match socket.recv_from(buf).await {
-                        Ok((n, from)) => (Ok(n), from),
-                        Err(e) => (Err(e), *server),
-                    }
-                };
-                let n = n.map_err(|e| fault_from_io(&format!("receive from {server}"), &e))?;
+                let received = socket
+                    .async_io(tokio::io::Interest::READABLE, || recv_stamped(socket.as_raw_fd(), buf))
+                    .await;
+                let (n, from, stamp) = received.map_err(|e| fault_from_io(&format!("receive from {server}"), &e))?;
+                // A connected socket only receives from its server (and may not name it).
+                let from = if *connected { *server } else { from.unwrap_or(*server) };
+                self.last_stamp = stamp;
                 if from != *server {
                     continue; // not our server: ignore, as a STUN client must
                 }
@@ -270,10 +346,13 @@ impl StunConn {
         let mut rto = INITIAL_RTO;
         let mut transmissions = 0u32;
         loop {
+            // The clock starts before the send, as the connect phase's before connect(): the
+            // request leaves inside the send call, so the RTT never misses part of the wire.
+            let sent_at = Instant::now();
+            let sent_wall = SystemTime::now();
             self.send_bytes(&bytes).await?;
             transmissions += 1;
             self.transmissions += 1;
-            let sent_at = Instant::now();
             let wait_until = if self.is_stream() || transmissions >= MAX_TRANSMISSIONS {
                 until
             } else {
@@ -288,10 +367,11 @@ impl StunConn {
                         if *m.transaction_id() == tid
                             && matches!(m.class(), MessageClass::SuccessResponse | MessageClass::ErrorResponse) =>
                     {
+                        let waited = sent_at.elapsed();
                         return Ok(Answer {
                             msg: m,
                             raw,
-                            rtt: sent_at.elapsed(),
+                            rtt: kernel_rtt(sent_wall, self.last_stamp, waited),
                             transmissions,
                         });
                     }
@@ -478,6 +558,40 @@ pub async fn open(run: &mut Run, url: &IceUrl, opts: OpenOptions<'_>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_udp_answer_carries_the_kernel_receive_time_and_its_sender() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let server_addr = server.local_addr().unwrap();
+        let mut conn = StunConn::datagram(client.clone(), server_addr, false);
+        let before = SystemTime::now();
+        // A Binding success response with no attributes: a valid STUN message to frame.
+        let mut msg = vec![0x01, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        msg.extend_from_slice(&[7; 12]);
+        server.send_to(&msg, client.local_addr().unwrap()).await.unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(2), conn.recv()).await.unwrap();
+        let after = SystemTime::now();
+        assert!(matches!(frame, Ok(Frame::Stun(..))), "{frame:?}");
+        let stamp = conn.last_stamp.expect("SO_TIMESTAMPNS stamp");
+        assert!(stamp >= before && stamp <= after, "{stamp:?} not within {before:?}..{after:?}");
+    }
+
+    #[test]
+    fn rtt_uses_the_kernel_stamp_only_when_it_is_plausible() {
+        let sent = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let waited = Duration::from_micros(900);
+        // The answer arrived 300 µs after the send; the task read it 600 µs later.
+        assert_eq!(
+            kernel_rtt(sent, Some(sent + Duration::from_micros(300)), waited),
+            Duration::from_micros(300)
+        );
+        // No stamp (TCP, TLS, an old kernel): the monotonic wait.
+        assert_eq!(kernel_rtt(sent, None, waited), waited);
+        // A wall clock step made the stamp precede the send or exceed the wait: the wait.
+        assert_eq!(kernel_rtt(sent, Some(sent - Duration::from_secs(1)), waited), waited);
+        assert_eq!(kernel_rtt(sent, Some(sent + Duration::from_secs(5)), waited), waited);
+    }
 
     #[test]
     fn framing_tells_stun_channeldata_and_garbage_apart() {

@@ -14,10 +14,12 @@
 //! the user's own CA is not reported as interception. Verification errors become sentences
 //! ([`describe_tls_error`]), never a Debug dump of a rustls/webpki enum.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{Resumption, Tls12Resumption, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -74,7 +76,6 @@ impl TlsClient {
     /// Builds a client from probe settings. `default_name` is the target host (SNI default).
     /// `default_alpn` applies when the probe configures none (e.g. `http/1.1` for HTTPS).
     pub fn new(opts: &TlsOptions, default_name: &str, default_alpn: &[&str]) -> Result<TlsClient, Fault> {
-        let mut anchors = Vec::new();
         // The loaded config carries the bundle (`ca`); options built in code may give only
         // the path, read here with the loader's limits (regular file, 1 MiB).
         let ca = match (&opts.ca, &opts.ca_file) {
@@ -82,23 +83,13 @@ impl TlsClient {
             (None, Some(path)) => Some(CaBundle::read(path).map_err(|e| Fault::new(Reason::Config, format!("ca_file: {e}")))?),
             (None, None) => None,
         };
-        let roots = match ca {
-            Some(ca) => {
-                let mut store = RootCertStore::empty();
-                anchors = ca.certs().iter().map(Anchor::new).collect();
-                let (added, _) = store.add_parsable_certificates(ca.certs().iter().cloned());
-                if added == 0 {
-                    let shown = opts.ca_file.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default();
-                    return Err(Fault::new(Reason::Config, format!("ca_file{shown}: no usable certificate")));
-                }
-                Arc::new(store)
-            }
-            None => default_roots(),
+        let trust = match ca {
+            Some(ca) => bundle_trust(&ca).ok_or_else(|| {
+                let shown = opts.ca_file.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default();
+                Fault::new(Reason::Config, format!("ca_file{shown}: no usable certificate"))
+            })?,
+            None => default_trust().map_err(|e| Fault::new(Reason::Config, format!("TLS verifier: {e}")))?,
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| Fault::new(Reason::Config, format!("TLS verifier: {e}")))?;
         let pins = opts
             .pin_sha256
             .iter()
@@ -106,21 +97,17 @@ impl TlsClient {
             .collect::<Result<Vec<_>, _>>()?;
         let record = Arc::new(Mutex::new(ChainRecord::default()));
         let verifier = Arc::new(RecordingVerifier {
-            inner: webpki,
+            inner: trust.verifier.clone(),
             record: record.clone(),
             pins,
-            anchors,
+            anchors: trust.anchors.clone(),
         });
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match opts.min_version {
-            Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
-            _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        };
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .map_err(|e| Fault::new(Reason::Config, format!("TLS versions: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+        // A copy of the bundle's template (built once), with this run's recording verifier.
+        let template = trust
+            .template(matches!(opts.min_version, Some(TlsVersion::Tls13)))
+            .map_err(|e| Fault::new(Reason::Config, format!("TLS versions: {e}")))?;
+        let mut config = ClientConfig::clone(&template);
+        config.dangerous().set_certificate_verifier(verifier);
         let alpn: Vec<Vec<u8>> = if opts.alpn.is_empty() {
             default_alpn.iter().map(|a| a.as_bytes().to_vec()).collect()
         } else {
@@ -158,10 +145,13 @@ where
         *r = ChainRecord::default();
     }
     let connector = TlsConnector::from(client.config.clone());
+    // `connect` builds the ClientHello (key share included) right here, before the clock
+    // starts: phase `tls` runs from the ClientHello's write to the handshake's end, the
+    // exchange a capture of the wire shows (BENCHMARKS.md, timing truth).
+    let connecting = connector.connect(name, stream);
     let result = run
         .phase(Phase::Tls, async move {
-            connector
-                .connect(name, stream)
+            connecting
                 .await
                 .map_err(|e| Fault::new(classify_tls_io(&e), format!("TLS handshake: {}", describe_tls_io(&e))))
         })
@@ -349,15 +339,108 @@ pub fn spki_sha256(cert: &[u8]) -> Option<[u8; 32]> {
     Some(Sha256::digest(parsed.tbs_certificate.subject_pki.raw).into())
 }
 
-fn default_roots() -> Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    ROOTS
+/// The crypto provider (ring), made once: every client of the process shares it.
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+}
+
+/// What a client trusts: the webpki verifier over its roots, and the `ca_file` certificates
+/// as [`Anchor`]s (none for the default roots). Built once per distinct bundle and shared, so
+/// a run does not parse certificates again; every run still gets its own `ClientConfig`
+/// (no session resumption across runs: each probe is a full handshake).
+#[derive(Clone)]
+struct Trust {
+    verifier: Arc<WebPkiServerVerifier>,
+    anchors: Arc<Vec<Anchor>>,
+    /// Client configs over these roots, TLS 1.3 + 1.2 and 1.3 only, built on first use; a run
+    /// clones one and sets its own recording verifier (see [`Trust::template`]).
+    templates: Arc<[OnceLock<Arc<ClientConfig>>; 2]>,
+}
+
+impl Trust {
+    fn new(verifier: Arc<WebPkiServerVerifier>, anchors: Vec<Anchor>) -> Trust {
+        Trust {
+            verifier,
+            anchors: Arc::new(anchors),
+            templates: Arc::new([OnceLock::new(), OnceLock::new()]),
+        }
+    }
+
+    /// The client config a run starts from. Building one through rustls' builder allocates a
+    /// 256-session resumption cache (~100 KB) that a probe never uses; a clone of this
+    /// template does not. Resumption stays off in effect: no session is ever stored
+    /// (`Resumption::disabled`), so every run is a full handshake, and TLS 1.2 still offers
+    /// the empty session ticket extension the builder's default offers (the same ClientHello).
+    fn template(&self, tls13_only: bool) -> Result<Arc<ClientConfig>, rustls::Error> {
+        let slot = &self.templates[usize::from(tls13_only)];
+        if let Some(t) = slot.get() {
+            return Ok(t.clone());
+        }
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if tls13_only {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)?
+            .with_webpki_verifier(self.verifier.clone())
+            .with_no_client_auth();
+        config.resumption = Resumption::disabled().tls12_resumption(Tls12Resumption::SessionIdOrTickets);
+        Ok(slot.get_or_init(|| Arc::new(config)).clone())
+    }
+}
+
+/// Distinct `ca_file` bundles kept at most; past that the cache starts over (a config has a
+/// handful of bundles; a reload that changes them all should not keep the old ones forever).
+const TRUST_CACHE_MAX: usize = 64;
+
+/// The [`Trust`] of a `ca_file` bundle, keyed by the SHA-256 of its certificates; `None` when
+/// no certificate of the bundle is usable as a root.
+fn bundle_trust(ca: &CaBundle) -> Option<Trust> {
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Trust>>> = OnceLock::new();
+    let mut h = Sha256::new();
+    for c in ca.certs() {
+        h.update((c.len() as u64).to_be_bytes());
+        h.update(c.as_ref());
+    }
+    let key: [u8; 32] = h.finalize().into();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(t) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Some(t);
+    }
+    let mut store = RootCertStore::empty();
+    let (added, _) = store.add_parsable_certificates(ca.certs().iter().cloned());
+    if added == 0 {
+        return None;
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
+        .build()
+        .ok()?;
+    let trust = Trust::new(verifier, ca.certs().iter().map(Anchor::new).collect());
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= TRUST_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(key, trust.clone());
+    }
+    Some(trust)
+}
+
+/// The [`Trust`] of the default roots (webpki-roots plus the system's), built on first use:
+/// a process whose probes all name a `ca_file` (or use no TLS) never loads them.
+fn default_trust() -> Result<Trust, String> {
+    static TRUST: OnceLock<Result<Trust, String>> = OnceLock::new();
+    TRUST
         .get_or_init(|| {
             let mut store = RootCertStore::empty();
             store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             let native = rustls_native_certs::load_native_certs();
             let _ = store.add_parsable_certificates(native.certs);
-            Arc::new(store)
+            let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(Trust::new(verifier, Vec::new()))
         })
         .clone()
 }
@@ -367,7 +450,7 @@ struct RecordingVerifier {
     inner: Arc<WebPkiServerVerifier>,
     record: Arc<Mutex<ChainRecord>>,
     pins: Vec<[u8; 32]>,
-    anchors: Vec<Anchor>,
+    anchors: Arc<Vec<Anchor>>,
 }
 
 impl RecordingVerifier {
@@ -437,20 +520,22 @@ impl ServerCertVerifier for RecordingVerifier {
             chain_len: 1 + intermediates.len(),
             ..Default::default()
         };
-        if let Ok((_, leaf)) = x509_parser::parse_x509_certificate(end_entity) {
-            rec.subject = leaf.subject().to_string();
-            rec.issuer = leaf.issuer().to_string();
+        // Each certificate is parsed once: the leaf for its names and expiry, the others for
+        // their expiry.
+        for (i, c) in std::iter::once(end_entity).chain(intermediates.iter()).enumerate() {
+            if let Ok((_, x)) = x509_parser::parse_x509_certificate(c) {
+                if i == 0 {
+                    rec.subject = x.subject().to_string();
+                    rec.issuer = x.issuer().to_string();
+                }
+                let t = x.validity().not_after.timestamp();
+                rec.earliest_expiry_unix = Some(rec.earliest_expiry_unix.map_or(t, |e| e.min(t)));
+            }
         }
         rec.issuer_configured = self
             .anchors
             .iter()
             .any(|a| a.der.as_ref() == end_entity.as_ref() || (!rec.issuer.is_empty() && a.subject == rec.issuer));
-        for c in std::iter::once(end_entity).chain(intermediates.iter()) {
-            if let Ok((_, x)) = x509_parser::parse_x509_certificate(c) {
-                let t = x.validity().not_after.timestamp();
-                rec.earliest_expiry_unix = Some(rec.earliest_expiry_unix.map_or(t, |e| e.min(t)));
-            }
-        }
         let mut verdict = self
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);

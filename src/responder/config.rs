@@ -123,6 +123,13 @@ pub struct TurnListeners {
     pub tls: Vec<Listen>,
 }
 
+impl TurnListeners {
+    /// No STUN/TURN listener at all.
+    pub fn is_empty(&self) -> bool {
+        self.udp.is_empty() && self.tcp.is_empty() && self.tls.is_empty()
+    }
+}
+
 impl Default for TurnListeners {
     fn default() -> Self {
         TurnListeners {
@@ -241,6 +248,99 @@ pub struct ResponderConfig {
     /// Lifetime of issued tokens in seconds (`expires_in`). Default 3600.
     #[serde(default = "default_token_ttl")]
     pub oauth2_token_ttl: u64,
+    /// RFC 5780 NAT behaviour discovery server (off by default; see `nat_stun.rs`).
+    #[serde(default)]
+    pub nat_stun: Option<NatStunConfig>,
+}
+
+/// Default ports of the RFC 5780 server: next to the STUN/TURN and echo ports (3478, 3479),
+/// so they never clash with those listeners on the same address.
+pub const DEFAULT_NAT_STUN_PORTS: [u16; 2] = [3480, 3481];
+
+/// `nat_stun: {primary: IP, alternate: IP, ports: [P1, P2]}`: the RFC 5780 server answers on
+/// primary/alternate IP × primary/alternate port. Without `alternate` it says so: no
+/// OTHER-ADDRESS in its answers and 420 to a CHANGE-REQUEST for another IP (a NAT's mapping
+/// and filtering cannot be told from one address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatStunConfig {
+    pub primary: IpAddr,
+    pub alternate: Option<IpAddr>,
+    /// Primary and alternate port (0 = pick free ports, the same number on both addresses).
+    pub ports: [u16; 2],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNatStun {
+    primary: IpAddr,
+    #[serde(default)]
+    alternate: Option<IpAddr>,
+    #[serde(default = "default_nat_ports")]
+    ports: Vec<u16>,
+}
+
+fn default_nat_ports() -> Vec<u16> {
+    DEFAULT_NAT_STUN_PORTS.to_vec()
+}
+
+impl NatStunConfig {
+    /// Checks and builds one (as the config file's `nat_stun:` is checked).
+    pub fn new(primary: IpAddr, alternate: Option<IpAddr>, ports: Option<Vec<u16>>) -> Result<NatStunConfig, String> {
+        NatStunConfig::try_from(RawNatStun {
+            primary,
+            alternate,
+            ports: ports.unwrap_or_else(default_nat_ports),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for NatStunConfig {
+    // Validated inside the mapping's visitor, so that YAML errors point at `nat_stun:` itself
+    // (a `try_from` error would come out without a position).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NatStunConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping {primary, alternate, ports}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<NatStunConfig, A::Error> {
+                let raw = RawNatStun::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                NatStunConfig::try_from(raw).map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl TryFrom<RawNatStun> for NatStunConfig {
+    type Error = String;
+    fn try_from(r: RawNatStun) -> Result<Self, String> {
+        let ports: [u16; 2] = r
+            .ports
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("nat_stun: ports must be two ports [primary, alternate], found {}", r.ports.len()))?;
+        if ports[0] == ports[1] && ports[0] != 0 {
+            return Err(format!("nat_stun: the alternate port must differ from the primary ({})", ports[0]));
+        }
+        if r.primary.is_unspecified() {
+            return Err("nat_stun: primary must be a specific address (responses say which address answered)".into());
+        }
+        if let Some(a) = r.alternate {
+            if a == r.primary || a.is_unspecified() || a.is_ipv4() != r.primary.is_ipv4() {
+                return Err(format!(
+                    "nat_stun: alternate {a} must be a second specific address of the same family as primary {}",
+                    r.primary
+                ));
+            }
+        }
+        Ok(NatStunConfig {
+            primary: r.primary,
+            alternate: r.alternate,
+            ports,
+        })
+    }
 }
 
 fn default_ws_idle() -> u64 {
@@ -271,6 +371,7 @@ impl Default for ResponderConfig {
             websocket_idle_timeout: default_ws_idle(),
             oauth2_clients: BTreeMap::new(),
             oauth2_token_ttl: default_token_ttl(),
+            nat_stun: None,
         }
     }
 }
@@ -290,13 +391,50 @@ impl ResponderConfig {
         if text.trim().is_empty() {
             return Ok(ResponderConfig::default());
         }
-        serde_norway::from_str(text).map_err(|e| {
+        let cfg: ResponderConfig = serde_norway::from_str(text).map_err(|e| {
             let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             ConfigError::Parse {
                 path: format!("{origin}{at}"),
                 message: e.to_string(),
             }
-        })
+        })?;
+        cfg.check_udp_overlaps()
+            .map_err(|message| ConfigError::Invalid(format!("{origin}: {message}")))?;
+        Ok(cfg)
+    }
+
+    /// `udp_echo_ports` must not share a port with `relay_ports` or any UDP listener (TURN,
+    /// `udp_echo`, DNS): binding it would fail at start, or worse, relayed media or TURN
+    /// traffic would be answered by the echo.
+    pub fn check_udp_overlaps(&self) -> Result<(), String> {
+        let Some(echo) = self.udp_echo_ports else { return Ok(()) };
+        let inside = |p: u16| p != 0 && (echo.min..=echo.max).contains(&p);
+        if let Some(r) = self.relay_ports {
+            if r.min <= echo.max && echo.min <= r.max {
+                return Err(format!(
+                    "udp_echo_ports {}-{} overlaps relay_ports {}-{}: the echo and the TURN relay cannot share ports; give them separate ranges",
+                    echo.min, echo.max, r.min, r.max
+                ));
+            }
+        }
+        let dns: &[Listen] = self.dns.as_ref().map_or(&[], |z| &z.listen);
+        let listeners = [
+            ("turn.udp", &self.turn.udp[..]),
+            ("udp_echo", &self.udp_echo[..]),
+            ("dns.listen", dns),
+        ];
+        for (what, list) in listeners {
+            for l in list {
+                let port = l.resolve(self.bind).port();
+                if inside(port) {
+                    return Err(format!(
+                        "udp_echo_ports {}-{} includes port {port} of {what}: pick a range that leaves the other UDP listeners out",
+                        echo.min, echo.max
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A config for tests and the demo: everything on 127.0.0.1, ephemeral ports, no metrics
@@ -357,10 +495,52 @@ mod tests {
     }
 
     #[test]
+    fn nat_stun_takes_two_addresses_and_two_ports() {
+        let c = ResponderConfig::parse("nat_stun: { primary: 192.0.2.1, alternate: 192.0.2.2, ports: [3480, 3481] }\n", "t").unwrap();
+        let n = c.nat_stun.unwrap();
+        assert_eq!(n.alternate, Some("192.0.2.2".parse().unwrap()));
+        assert_eq!(n.ports, [3480, 3481]);
+        let one = ResponderConfig::parse("nat_stun: { primary: 192.0.2.1 }\n", "t").unwrap();
+        assert_eq!(one.nat_stun.unwrap().ports, DEFAULT_NAT_STUN_PORTS);
+    }
+
+    #[test]
+    fn nat_stun_mistakes_have_positions() {
+        for (text, want) in [
+            ("web: [8443]\nnat_stun: { primary: 192.0.2.1, alternate: 192.0.2.1 }\n", "r.yaml:2:"),
+            ("web: [8443]\nnat_stun:\n  primary: 192.0.2.1\n  ports: [3480]\n", "r.yaml:3:"),
+            ("nat_stun: { primary: 192.0.2.1, alternate: '::1' }\n", "r.yaml:1:11"),
+            ("nat_stun: { primary: 0.0.0.0 }\n", "r.yaml:1:"),
+            ("nat_stun: { primary: 192.0.2.1, alternat: 192.0.2.2 }\n", "r.yaml:1:"),
+        ] {
+            let e = ResponderConfig::parse(text, "r.yaml").unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn mistakes_have_positions() {
         let e = ResponderConfig::parse("web: [8443]\nwbe: [1]\n", "r.yaml").unwrap_err().to_string();
         assert!(e.starts_with("r.yaml:2:"), "{e}");
         assert!(ResponderConfig::parse("relay_ports: 5-1\n", "r").is_err());
         assert!(Listen::parse("nope").is_err());
+    }
+
+    #[test]
+    fn an_echo_range_overlapping_the_relay_ports_or_a_udp_listener_is_refused() {
+        for (yaml, word) in [
+            ("relay_ports: 49152-65535\nudp_echo_ports: 50000-50099\n", "relay_ports"),
+            ("udp_echo_ports: 3400-3499\n", "turn.udp"),
+            ("turn: { udp: [] }\nudp_echo_ports: 3400-3499\n", "udp_echo"),
+            (
+                "turn: { udp: [] }\nudp_echo: []\ndns: { listen: [5353], name: a.test }\nudp_echo_ports: 5300-5399\n",
+                "dns.listen",
+            ),
+        ] {
+            let e = ResponderConfig::parse(yaml, "r.yaml").expect_err(yaml).to_string();
+            assert!(e.starts_with("r.yaml: udp_echo_ports") && e.contains(word), "{e}");
+        }
+        let ok = ResponderConfig::parse("relay_ports: 49152-65535\nudp_echo_ports: 20000-20099\n", "r.yaml").expect("disjoint");
+        assert_eq!(ok.udp_echo_ports, Some(PortRange { min: 20000, max: 20099 }));
     }
 }

@@ -2,7 +2,8 @@
 //! reach on exactly the ports in question: STUN/TURN over UDP, TCP and TLS (`turn.rs`, the
 //! webrtc-rs server), HTTPS and a WebSocket echo sharing a TLS listener (`https.rs`,
 //! `websocket.rs`), a UDP echo peer for relay round trips (`udp_echo.rs`), an optional DNS
-//! answerer for one test name (`dns.rs`), and the
+//! answerer for one test name (`dns.rs`), an optional RFC 5780 NAT behaviour discovery
+//! server on two addresses × two ports (`nat_stun.rs`), and the
 //! responder's own `/metrics` (`metrics.rs`) that proves nothing leaks.
 //!
 //! [`Responder::start`] binds everything first (so a port clash fails the start, not a later
@@ -16,6 +17,7 @@ pub mod config;
 pub mod dns;
 pub mod https;
 pub mod metrics;
+pub mod nat_stun;
 pub mod signalling;
 pub mod stream_conn;
 pub mod turn;
@@ -71,6 +73,9 @@ pub struct Addresses {
     pub udp_echo_ports: Option<(IpAddr, config::PortRange)>,
     /// DNS answerer (UDP), when configured.
     pub dns: Vec<SocketAddr>,
+    /// RFC 5780 STUN, when configured: primary IP (primary port, alternate port), then the
+    /// alternate IP's two (absent with one IP).
+    pub nat_stun: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
 }
 
@@ -116,12 +121,17 @@ fn default_route_ip() -> Option<IpAddr> {
 impl Responder {
     /// Binds every configured listener and starts serving.
     pub async fn start(cfg: &ResponderConfig) -> Result<Responder, ResponderError> {
+        cfg.check_udp_overlaps().map_err(ResponderError::Config)?;
         let relay_ip = match cfg.relay_ip {
             Some(ip) => ip,
             None if !cfg.bind.is_unspecified() => cfg.bind,
-            None => default_route_ip().ok_or_else(|| {
-                ResponderError::Config("cannot find this host's address for relayed candidates; set relay_ip (--relay-ip)".into())
-            })?,
+            // Without TURN listeners nothing is relayed: a host without a default route (a
+            // NAT-test-only responder in a lab) needs no relay address.
+            None => default_route_ip()
+                .or_else(|| cfg.turn.is_empty().then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+                .ok_or_else(|| {
+                    ResponderError::Config("cannot find this host's address for relayed candidates; set relay_ip (--relay-ip)".into())
+                })?,
         };
         let mut names = vec![
             "localhost".to_string(),
@@ -196,6 +206,14 @@ impl Responder {
                 dns_sockets.push(s);
             }
         }
+        let nat_stun = match &cfg.nat_stun {
+            Some(n) => {
+                let set = nat_stun::NatStun::bind(n).await?;
+                addrs.nat_stun = set.addrs();
+                Some(set)
+            }
+            None => None,
+        };
         let metrics_listener = match cfg.metrics {
             Some(a) => {
                 let t = bind_tcp("responder /metrics", a).await?;
@@ -278,6 +296,9 @@ impl Responder {
             tasks.push(tokio::spawn(udp_echo::serve(s, counters.clone(), shutdown.clone())));
         }
         tasks.extend(udp_ports::serve(echo_range, &counters, &shutdown));
+        if let Some(set) = nat_stun {
+            tasks.extend(set.spawn(&shutdown));
+        }
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(metrics::serve(
                 l,

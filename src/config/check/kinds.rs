@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::super::types::*;
-use super::super::values::{HostPort, IceUrl, StatusRange};
+use super::super::values::{HostPort, IceTransport, IceUrl, StatusRange};
 use super::super::yaml::{Node, Val};
 use super::media::media;
 use super::node::*;
@@ -89,7 +89,14 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "stun",
-        own: &["server", "count", "nat_mapping", "second_server"],
+        own: &[
+            "server",
+            "count",
+            "nat_mapping",
+            "second_server",
+            "nat_filtering",
+            "binding_lifetime",
+        ],
         tls: true,
         build: stun,
     },
@@ -353,14 +360,57 @@ fn stun(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     let count = or_default(f, "count", 3, p, |v, p| uint(v, "count", 1, 100, p).map(|n| n as u32));
     let nat_mapping = or_default(f, "nat_mapping", false, p, |v, p| boolean(v, "nat_mapping", p));
     let second = optional(f, "second_server", p, |v, p| stun_url(v, "second_server", p));
+    let nat_filtering = or_default(f, "nat_filtering", false, p, |v, p| boolean(v, "nat_filtering", p));
+    let lifetime = optional(f, "binding_lifetime", p, lifetime_search);
     let tls = tls_options(f, p);
+    let server = server?;
+    let udp = server.transport == IceTransport::Udp && !server.is_tls();
+    let asked = [
+        ("nat_mapping", nat_mapping == Some(true)),
+        ("nat_filtering", nat_filtering == Some(true)),
+        ("binding_lifetime", matches!(lifetime, Some(Some(_)))),
+    ];
+    for (key, on) in asked {
+        if let (Some(n), true, false) = (f.get(key), on, udp) {
+            p.at(
+                n.pos,
+                format!(
+                    "{}: `{key}` needs a UDP server (stun:host:port): NAT behaviour is about UDP mappings",
+                    c.what
+                ),
+            );
+            return None;
+        }
+    }
     Some(ProbeSpec::Stun(StunSpec {
-        server: server?,
+        server,
         count: count?,
         nat_mapping: nat_mapping?,
         second_server: second?,
+        nat_filtering: nat_filtering?,
+        binding_lifetime: lifetime?,
         tls: tls?,
     }))
+}
+
+/// `binding_lifetime: {max: 60s}`.
+fn lifetime_search(v: &Node, p: &mut Problems) -> Option<LifetimeSearch> {
+    let f = Fields::of(v, "binding_lifetime", p)?;
+    f.reject_unknown(&["max"], "binding_lifetime", p);
+    let n = f.need("max", "binding_lifetime", p)?;
+    let max = duration(n, "max", p)?;
+    if !(LifetimeSearch::MIN_MAX..=LifetimeSearch::MAX_MAX).contains(&max) {
+        p.at(
+            n.pos,
+            format!(
+                "binding_lifetime: max must be between {} and {} (the search takes up to twice max)",
+                humantime::format_duration(LifetimeSearch::MIN_MAX),
+                humantime::format_duration(LifetimeSearch::MAX_MAX)
+            ),
+        );
+        return None;
+    }
+    Some(LifetimeSearch { max })
 }
 
 fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {

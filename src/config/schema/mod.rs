@@ -214,8 +214,8 @@ fn key_schema(kind: &str, key: &str) -> Value {
                     "duration" => duration("how long to stream, 1s..60s (default 10s); the interval must cover timeout + duration"),
                     "packet_ms" => int(10, 120, "packet spacing in ms (default 20)"),
                     "payload" => int(16, 1200, "RTP payload bytes per packet (default 160, G.711 at 20 ms)"),
-                    "max_rtt" => duration("highest average round trip (default 100ms): media/rtt"),
-                    "max_loss" => number("highest loss, 1% or 0.01 (default 1%): media/loss"),
+                    "max_rtt" => duration("highest average round trip of one client leg (default 100ms): media/rtt"),
+                    "max_loss" => number("highest one-way loss estimate, 1% or 0.01 (default 1%): media/loss"),
                     "max_jitter" => duration("highest RFC 3550 jitter (default 30ms): media/jitter"),
                     "min_mos" => {
                         json!({ "type": "number", "minimum": 1.0, "maximum": 4.5, "description": "lowest E-model MOS (none by default): media/mos" })
@@ -251,8 +251,14 @@ fn key_schema(kind: &str, key: &str) -> Value {
         ("websocket", "expect") => string("regex the answer to `send` must match"),
         ("stun" | "turn", "server") => string("stun:/stuns: (stun) or turn:/turns: (turn) URI, ?transport=udp|tcp"),
         ("stun", "count") => int(1, 100, "Binding requests to send"),
-        ("stun", "nat_mapping") => boolean("also classify the NAT mapping (needs second_server)"),
-        ("stun", "second_server") => string("a second STUN server for the NAT mapping test"),
+        ("stun", "nat_mapping") => boolean("RFC 5780 mapping behaviour (UDP; needs a server with OTHER-ADDRESS, or second_server)"),
+        ("stun", "second_server") => string("a second STUN server for the NAT mapping test when the server has no OTHER-ADDRESS"),
+        ("stun", "nat_filtering") => boolean("RFC 5780 filtering behaviour (UDP; needs a server with OTHER-ADDRESS and CHANGE-REQUEST)"),
+        ("stun", "binding_lifetime") => object(
+            &["max"],
+            |_| duration("search up to this long (2s-10m); the run may take 2 x max + 4s longer"),
+            "how long an idle UDP mapping survives (RFC 5780 section 4.6)",
+        ),
         ("turn", "credentials") => credentials(),
         ("turn", "count") => int(1, 1000, "packets to relay"),
         ("turn", "size") => int(8, 16_384, "bytes per relayed packet"),

@@ -7,9 +7,16 @@
 //! does the mapped address (XOR-MAPPED-ADDRESS) next to our local address — for humans only,
 //! never a metric label. The probe fails (`stun/timeout`) only if no request is answered.
 //!
-//! `nat_mapping: true` (UDP): from the same local socket, a Binding to a second server address
-//! (`second_server`, else the first server's RFC 5780 OTHER-ADDRESS); the same mapped address
-//! both times is `endpoint_independent` mapping, different ones `endpoint_dependent`.
+//! NAT behaviour (UDP only; `nat.rs`): with a server that advertises RFC 5780 OTHER-ADDRESS,
+//! `nat_mapping: true` classifies the mapping (`endpoint_independent`, `address_dependent`,
+//! `address_and_port_dependent`), `nat_filtering: true` the filtering, and `binding_lifetime:
+//! {max}` searches how long an idle mapping survives. Without OTHER-ADDRESS, `nat_mapping`
+//! falls back to a Binding to `second_server` from the same socket: the same mapped address
+//! is `endpoint_independent`, another `endpoint_dependent` (which of the two dependent kinds
+//! needs the alternate port). These tests run after the `stun` phase and never fail the
+//! probe: what they could not find out is a note. The Binding phase and the mapping/filtering
+//! tests keep to the probe's `timeout`; the lifetime search uses the budget its config adds
+//! to the run's deadline.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +29,8 @@ use tokio::time::Instant;
 
 use crate::config::{IceTransport, StunSpec};
 use crate::net::stun_conn::{self, OpenOptions, StunConn};
+
+mod nat;
 
 use super::ProbeContext;
 use crate::outcome::details::{RttStats, StunDetails};
@@ -39,11 +48,12 @@ pub async fn probe(spec: &StunSpec, ctx: &ProbeContext) -> Outcome {
 
 async fn session(run: &mut Run, spec: &StunSpec, ctx: &ProbeContext) -> Result<(), super::Failure> {
     let udp = spec.server.transport == IceTransport::Udp && !spec.server.is_tls();
+    let nat_tests = udp && (spec.nat_mapping || spec.nat_filtering || spec.binding_lifetime.is_some());
     let opts = OpenOptions {
         tls: &spec.tls,
         proxy: ctx.proxy_for(&spec.server.host_port()),
         fixed: None,
-        unconnected_udp: spec.nat_mapping && udp,
+        unconnected_udp: nat_tests,
     };
     let (mut conn, server) = stun_conn::open(run, &spec.server, opts).await?;
     let mut detail = StunDetails {
@@ -52,16 +62,63 @@ async fn session(run: &mut Run, spec: &StunSpec, ctx: &ProbeContext) -> Result<(
         ..Default::default()
     };
     let count = spec.count.max(1);
-    let until = run.deadline();
+    // The lifetime search's budget sits on top of the timeout: the rest keeps to the timeout.
+    let budget = spec.binding_lifetime.map_or(Duration::ZERO, |l| l.budget());
+    let until = run
+        .deadline()
+        .checked_sub(budget)
+        .filter(|u| *u > Instant::now())
+        .unwrap_or_else(|| run.deadline());
     let result = run.phase(Phase::Stun, bindings(&mut conn, count, until, &mut detail)).await;
-    if result.is_ok() && spec.nat_mapping {
-        if let Err(note) = nat_mapping(spec, &conn, server, until, &mut detail).await {
-            run.detail.notes.push(format!("nat_mapping: {note}"));
+    if result.is_ok() && nat_tests {
+        if let Some(primary) = server {
+            nat_behaviour(spec, &conn, primary, until, run.deadline(), &mut detail, &mut run.detail.notes).await;
         }
     }
     run.detail.stun = Some(detail);
     let _ = tokio::time::timeout_at(ctx.deadline, conn.shutdown()).await;
     result
+}
+
+/// The RFC 5780 tests the spec asks for, in the order that keeps them independent: mapping
+/// (on the main socket), filtering and lifetime (each on fresh sockets).
+async fn nat_behaviour(
+    spec: &StunSpec,
+    conn: &StunConn,
+    primary: SocketAddr,
+    until: Instant,
+    deadline: Instant,
+    detail: &mut StunDetails,
+    notes: &mut Vec<String>,
+) {
+    let wait = nat::silence_wait(detail.rtt.as_ref().map_or(Duration::ZERO, |r| r.max));
+    if spec.nat_mapping {
+        let found = match (detail.other_address, detail.mapped, conn.udp_socket()) {
+            (Some(other), Some(first), Some(socket)) => nat::mapping(&socket, primary, first, other, wait, until).await,
+            _ if spec.second_server.is_some() => second_server_mapping(spec, conn, Some(primary), until, detail).await,
+            _ => Err("the server advertises no OTHER-ADDRESS (RFC 5780) and no second_server is configured".into()),
+        };
+        match found {
+            Ok(m) => {
+                detail.nat_mapping = Some(m.behavior.to_string());
+                detail.second_mapped = m.second;
+                detail.third_mapped = m.third;
+            }
+            Err(e) => notes.push(format!("nat_mapping: {e}")),
+        }
+    }
+    if spec.nat_filtering {
+        match nat::filtering(primary, wait, until).await {
+            Ok(f) => detail.nat_filtering = Some(f.to_string()),
+            Err(e) => notes.push(format!("nat_filtering: {e}")),
+        }
+    }
+    if let Some(search) = spec.binding_lifetime {
+        match nat::lifetime(primary, search, wait, deadline).await {
+            Ok(l) => detail.binding_lifetime = Some(l),
+            Err(e) => notes.push(format!("binding_lifetime: {e}")),
+        }
+    }
 }
 
 /// `count` Binding transactions; fails only when none is answered.
@@ -145,45 +202,41 @@ fn mapped_address(msg: &StunMessage) -> Option<SocketAddr> {
         })
 }
 
-/// RFC 5780 mapping behaviour from the same local socket to a second server address.
-/// Problems here become notes (`Err`): the Binding itself already succeeded.
-async fn nat_mapping(
+/// Without OTHER-ADDRESS: a Binding to `second_server` from the same local socket. Tells
+/// `endpoint_independent` from `endpoint_dependent` only (no alternate port to go further).
+async fn second_server_mapping(
     spec: &StunSpec,
     conn: &StunConn,
     server: Option<SocketAddr>,
     until: Instant,
-    detail: &mut StunDetails,
-) -> Result<(), String> {
+    detail: &StunDetails,
+) -> Result<nat::Mapping, String> {
     let Some(socket) = conn.udp_socket() else {
         return Err("needs a UDP server (every TCP connection gets a mapping of its own)".into());
     };
-    let second = match &spec.second_server {
-        Some(url) => {
-            let hp = url.host_port();
-            let lookup = tokio::time::timeout_at(until, tokio::net::lookup_host((hp.host.as_str(), hp.port))).await;
-            let found = match lookup {
-                Ok(Ok(mut addrs)) => addrs.find(|a| Some(a.is_ipv4()) == server.map(|s| s.is_ipv4())),
-                _ => None,
-            };
-            match found {
-                Some(a) => a,
-                None => return Err(format!("cannot resolve second_server {hp}")),
-            }
-        }
-        None => match detail.other_address {
-            Some(a) => a,
-            None => return Err("no second_server configured and the server advertises no OTHER-ADDRESS (RFC 5780)".into()),
-        },
+    let Some(url) = &spec.second_server else {
+        return Err("no second_server configured".into());
+    };
+    let hp = url.host_port();
+    let lookup = tokio::time::timeout_at(until, tokio::net::lookup_host((hp.host.as_str(), hp.port))).await;
+    let found = match lookup {
+        Ok(Ok(mut addrs)) => addrs.find(|a| Some(a.is_ipv4()) == server.map(|s| s.is_ipv4())),
+        _ => None,
+    };
+    let Some(second) = found else {
+        return Err(format!("cannot resolve second_server {hp}"));
     };
     let mut conn2 = StunConn::datagram(socket, second, false);
     let b = binding(&mut conn2, until)
         .await
         .map_err(|f| format!("second server {second}: {}", f.message))?;
-    detail.second_mapped = b.mapped;
-    detail.nat_mapping = Some(if b.mapped == detail.mapped {
-        "endpoint_independent".into()
-    } else {
-        "endpoint_dependent".into()
-    });
-    Ok(())
+    Ok(nat::Mapping {
+        behavior: if b.mapped == detail.mapped {
+            "endpoint_independent"
+        } else {
+            "endpoint_dependent"
+        },
+        second: b.mapped,
+        third: None,
+    })
 }
