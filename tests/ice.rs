@@ -466,6 +466,18 @@ async fn connectivity_through_coturn_reaches_connected() {
     eprintln!("connected after {:?} ({pair})", ice.connected_after);
 }
 
+/// The run released everything: the agents closed inline and every allocation coturn created
+/// is deleted again (bounded wait: coturn deletes asynchronously), back to 0.
+fn assert_released(o: &Outcome, turn: &Coturn) {
+    let ice = o.detail.ice.as_ref().expect("ice details");
+    assert!(ice.released, "agents must close inline: {ice:#?}");
+    let settled = common::proc::wait_until(Duration::from_secs(5), || {
+        let (created, deleted) = allocations(&turn.log_text());
+        !created.is_empty() && created == deleted
+    });
+    assert!(settled, "allocations left on coturn: {:?}", allocations(&turn.log_text()));
+}
+
 /// The selected pair is named by candidate types and protocols and timed; every relay
 /// protocol that connected has its own RTT; no address appears in either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,6 +518,7 @@ async fn connectivity_reports_the_selected_pair_by_type_and_protocol_with_its_rt
     assert_eq!(&ice.rtt_via["udp"], rtt);
     let json = serde_json::to_string(&ice.selected).unwrap() + &serde_json::to_string(&ice.rtt_via).unwrap();
     assert!(!json.contains("127.0.0.1"), "addresses must not be part of the pair: {json}");
+    assert_released(&o, &turn);
     eprintln!(
         "selected {} -> {} via {:?}: rtt avg {:.3} ms; tls relay avg {:.3} ms",
         pair.local_type,
@@ -531,6 +544,7 @@ async fn connectivity_reports_the_selected_pair_by_type_and_protocol_with_its_rt
     assert_eq!(pair.rtt_method, "stun_binding");
     let rtt = pair.rtt.as_ref().expect("rtt");
     assert!(rtt.sent >= 4 && rtt.received >= 1, "{rtt:?}");
+    assert_released(&o, &turn);
 }
 
 /// A TCP forwarder that holds every chunk for `delay` in each direction (order kept): a known
@@ -634,6 +648,7 @@ async fn the_rtt_through_a_tls_relay_is_the_latency_added_on_the_way() {
         rtt.received,
         rtt.sent
     );
+    assert_released(&o, &turn);
     drop(proxy);
 }
 

@@ -199,19 +199,93 @@ async fn every_twentieth_packet_dropped_and_a_fixed_delay_read_five_percent_loss
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_trip_above_max_rtt_is_media_rtt_and_a_low_mos_is_media_mos() {
+    // The same thresholds pass on the clean echo and fail behind the delay: the delay, not
+    // the thresholds, makes the failure.
     let (_r, echo) = echo().await;
     let impair = Impair::start(echo, 0, DELAY);
     let mut media = stream(1);
     media.thresholds.max_rtt = Duration::from_millis(10);
+    let clean = run(udp_media(echo, media.clone())).await;
+    assert!(clean.success, "{}: {clean:#?}", code(&clean));
     let out = run(udp_media(impair.addr, media.clone())).await;
     assert_eq!(code(&out), "media/rtt", "{out:#?}");
     assert_eq!(media_of(&out).loss, 0.0);
+    // 600 ms added on the way out (answers come straight back): the one-way estimate is half
+    // the round trip, ≈ 300 ms, plus 20 ms of packetisation, past the E-model's 177 ms knee
+    // (R ≈ 70, MOS ≈ 3.6), while loopback rates 4.4.
+    let slow = Impair::start(echo, 0, Duration::from_millis(600));
     media.thresholds = MediaThresholds {
-        min_mos: Some(4.45),
+        max_rtt: Duration::from_secs(2),
+        min_mos: Some(4.3),
         ..MediaThresholds::default()
     };
-    let out = run(udp_media(impair.addr, media)).await;
+    let clean = run(udp_media(echo, media.clone())).await;
+    assert!(clean.success, "{}: {clean:#?}", code(&clean));
+    let out = run(udp_media(slow.addr, media)).await;
     assert_eq!(code(&out), "media/mos", "{out:#?}");
+    let m = media_of(&out);
+    assert!(m.mos < 4.3 && m.mos < media_of(&clean).mos, "{m:?}");
+    assert!(m.one_way_delay >= Duration::from_millis(300), "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_before_the_streams_end_is_media_timeout_not_a_short_clean_call() {
+    let (_r, echo) = echo().await;
+    // 1 s of timeout for a 2 s stream: /probe's scrape-timeout-capped deadline does this.
+    let ctx = ProbeContext::with_timeout(Duration::from_secs(1), None);
+    let out = probe::run(&udp_media(echo, stream(2)), &ctx).await;
+    assert_eq!(code(&out), "media/timeout", "{out:#?}");
+    let msg = &out.failure.as_ref().expect("failure").message;
+    assert!(
+        msg.starts_with("the deadline left ") && msg.contains(" of 2.0 s for the stream: "),
+        "{msg}"
+    );
+    let m = media_of(&out);
+    assert!(m.truncated && m.sent < m.planned, "{m:?}");
+    assert_eq!(m.loss, 0.0, "packets in flight at the cut are not lost: {m:?}");
+    // No time left at all: nothing sent, still a timeout (never a perfect MOS from nothing).
+    let ctx = ProbeContext::with_timeout(Duration::ZERO, None);
+    let out = probe::run(&udp_media(echo, stream(1)), &ctx).await;
+    assert_eq!(code(&out), "media/timeout", "{out:#?}");
+    assert_eq!(media_of(&out).sent, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_stream_cut_by_the_deadline_is_media_timeout_and_both_allocations_are_released() {
+    let turn = Coturn::start(CoturnOptions::default());
+    let url = format!("turn:127.0.0.1:{}", turn.port);
+    let ctx = ProbeContext::with_timeout(Duration::from_millis(2500), None);
+    let out = probe::run(&turn_media(&url, TlsOptions::default(), stream(3)), &ctx).await;
+    assert_eq!(code(&out), "media/timeout", "{out:#?}");
+    assert!(media_of(&out).truncated);
+    assert!(out.detail.relay.as_ref().is_some_and(|r| r.deallocated), "{out:#?}");
+    assert_eq!(allocation_counts(&turn), (2, 2), "every allocation released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_which_nothing_comes_back_is_media_loss_and_the_verdict_says_so() {
+    let (_r, echo) = echo().await;
+    let blackhole = Impair::start(echo, 1, Duration::ZERO); // drops every datagram
+    let spec = udp_media(blackhole.addr, stream(1));
+    let out = run(spec.clone()).await;
+    assert_eq!(code(&out), "media/loss", "{out:#?}");
+    assert_eq!(media_of(&out).received, 0);
+    let result = ProbeResult {
+        name: "call".into(),
+        kind: spec.kind().into(),
+        target: spec.target(),
+        endpoint: spec.endpoint(),
+        outcome: out.clone(),
+    };
+    let said = egress_probe::report::verdict::verdicts(&[result]).join("\n");
+    assert!(
+        said.contains(&format!(
+            "Media over UDP to {} on 127.0.0.1 does not come back: none of {} packets returned (media/loss)",
+            blackhole.addr.port(),
+            media_of(&out).sent
+        )),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

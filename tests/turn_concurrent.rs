@@ -91,7 +91,7 @@ async fn eight_at_once_against_a_user_quota_of_five_grant_five_and_the_first_ref
         Some((
             "connection_cap",
             format!(
-                "TURN on {} allows only 5 of 8 allocations at once (allocate/quota): a cap of 5 per client or user; more parallel clients with these credentials are refused",
+                "TURN on {} allows only 5 of 8 allocations at once (allocate/quota): an allocation quota of 5 (486: these credentials' own quota, or the server's total quota for all users); more parallel calls with these credentials are refused",
                 turn.port
             )
         )),

@@ -187,7 +187,7 @@ async fn reload_all(
             }
         }
     }
-    match reload(path, &current.state.metrics, process.clone()).await {
+    match reload(path, &current.state.metrics, &current.state.config, process.clone()).await {
         Ok(next) => {
             let old = std::mem::replace(current, next);
             live_tx.send_replace(current.state.clone());
@@ -204,14 +204,21 @@ async fn reload_all(
 
 /// Loads the file again; a new generation when it is valid, else the problems (also recorded
 /// on the running generation's metrics).
-async fn reload(path: Option<&Path>, metrics: &Metrics, process: Arc<ProcessState>) -> Result<Generation, String> {
+async fn reload(
+    path: Option<&Path>,
+    metrics: &Metrics,
+    running: &config::Config,
+    process: Arc<ProcessState>,
+) -> Result<Generation, String> {
     let Some(path) = path else {
         tracing::info!("reload ignored: running the built-in demo config");
         return Err("running the built-in demo config; nothing to reload".into());
     };
     match config::load(path).await {
-        Ok(c) => {
+        Ok(mut c) => {
             let probes = c.probes.len();
+            // A udp_ports probe whose host and ports did not change keeps its sweep.
+            config::ports::keep_sweeps(&mut c.probes, &running.probes);
             match Generation::start(c, process) {
                 Ok(g) => {
                     tracing::info!(probes, "config reloaded");

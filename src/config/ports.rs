@@ -9,8 +9,10 @@
 //! **The sweep** ([`PortSweep`]) is why this lives in `config`: a run may probe only `sample`
 //! ports (≤ [`MAX_SAMPLE`]), yet every port of a 49,152-port range must be tried eventually.
 //! The state has to survive from one run to the next and belong to exactly one probe, like the
-//! OAuth2 token cache: it is built once per probe at load (so a reload starts a fresh sweep;
-//! clones of one probe's spec, e.g. `/probe?module=` runs, share it), and `config` is the
+//! OAuth2 token cache: it is built once per probe at load (a reload hands it over to the new
+//! probe of the same name when host and port set are unchanged, see [`keep_sweeps`], and
+//! starts a fresh one otherwise; clones of one probe's spec, e.g. `/probe?module=` runs and
+//! `/probe?target=` pointing at the probe's own host, share it), and `config` is the
 //! lowest layer the probe, the scheduler and `/probe` all see. It holds:
 //!
 //! - a **cursor** into a fixed permutation of the ordinals. Run *k* takes permutation positions
@@ -24,13 +26,20 @@
 //! - the **start**: the first cursor is the wall clock's seconds mod len, so one-shot `check`
 //!   runs (a fresh process each) look at different parts of the set instead of always the
 //!   first sample; the daemon then walks on from there.
-//! - the **last result per port** (unknown / open / closed, one byte per ordinal, allocated on
-//!   first use: 64 KiB at most), from which the reported open and closed *ranges* and the
-//!   coverage are built. A port's result is replaced each time the port is sampled again, so a
-//!   rule change shows up within one full sweep.
+//! - the **last result per port** (unknown / open / silent once / closed, one byte per ordinal,
+//!   allocated on first use: 64 KiB at most), from which the reported open and closed *ranges*
+//!   and the coverage are built. A result replaces the port's earlier one each time the port is
+//!   sampled again, so a rule change shows up within one full sweep; a run that got *no* result
+//!   for a port (its retry cut by the deadline) never overwrites what an earlier run found.
+//! - a **re-test queue** (at most [`MAX_RETEST`] ordinals). One lost datagram plus its lost
+//!   retry must not read as a firewall, so a port silent in one run is only *silent once*; it
+//!   is re-tested first in the next run's sample and called **closed** only when silent in two
+//!   separate runs. A port that got no result at all (unknown) is queued the same way, so the
+//!   cursor moves on only past ports that got a result or are queued to be tried again.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Most ranges/ports one `ports:` value may list.
 pub const MAX_SET_ITEMS: usize = 64;
@@ -38,6 +47,26 @@ pub const MAX_SET_ITEMS: usize = 64;
 pub const MAX_SAMPLE: u32 = 256;
 /// Most ranges a report lists per state (open, closed); the rest are counted.
 pub const MAX_REPORTED_RANGES: usize = 64;
+/// Most ports waiting in the re-test queue (silent once, or no result); beyond it a port
+/// waits for the next sweep to come round.
+pub const MAX_RETEST: usize = 2 * MAX_SAMPLE as usize;
+
+/// Probe datagrams sent back to back before a pause (`probe::udp_ports`).
+pub const BURST: usize = 16;
+/// Pause between bursts.
+pub const PACE: Duration = Duration::from_millis(1);
+/// How long before the deadline a run's exchange stops on its own.
+pub const RUN_MARGIN: Duration = Duration::from_millis(5);
+/// What the load check adds to [`needed`] for resolving the host and starting the run.
+pub const LOAD_SLACK: Duration = Duration::from_millis(100);
+
+/// Time a run needs for `sample` ports: both rounds' sending, a full `port_timeout` after
+/// each, and the margin. A port's verdict needs all of it; the load check requires `timeout`
+/// ≥ this plus [`LOAD_SLACK`], and a run with less time left shrinks its sample.
+pub fn needed(sample: u32, port_timeout: Duration) -> Duration {
+    let bursts = u32::try_from((sample as usize).div_ceil(BURST)).unwrap_or(u32::MAX);
+    2 * (port_timeout + PACE * bursts) + RUN_MARGIN
+}
 
 /// A set of UDP ports: sorted, merged, disjoint inclusive ranges.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,12 +169,15 @@ pub fn range_text(lo: u16, hi: u16) -> String {
     }
 }
 
-/// What is known of one port.
+/// What is known of one port. A run's own finding is `Open`, `Closed` (silent after a retry
+/// that had its full wait) or `Unknown`; the sweep's memory adds `SilentOnce` (see the module
+/// doc: closed takes two silent runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortState {
     Unknown = 0,
     Open = 1,
     Closed = 2,
+    SilentOnce = 3,
 }
 
 /// One port of a run's sample: its ordinal in the set and its number.
@@ -176,12 +208,33 @@ struct SweepState {
     cursor: Option<u32>,
     /// Per ordinal: a [`PortState`] as u8 (allocated on first use).
     known: Vec<u8>,
+    /// Ordinals to try first in the next sample (silent once, or no result yet).
+    retest: std::collections::VecDeque<u32>,
 }
 
 impl fmt::Debug for PortSweep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cursor = self.0.lock().map(|g| g.cursor).unwrap_or(None);
         write!(f, "PortSweep(cursor {cursor:?})")
+    }
+}
+
+/// On reload: every `udp_ports` probe of `new` whose namesake in `old` has the same host and
+/// port set takes over the old probe's sweep (cursor, results, re-test queue), so a reload
+/// that changed something else does not start the coverage from zero.
+pub fn keep_sweeps(new: &mut [super::ProbeConfig], old: &[super::ProbeConfig]) {
+    use super::ProbeSpec;
+    for p in new {
+        let ProbeSpec::UdpPorts(s) = &mut p.spec else { continue };
+        let before = old.iter().find_map(|o| match &o.spec {
+            ProbeSpec::UdpPorts(x) if o.name == p.name && x.ports == s.ports && super::target::same_host(&x.host, &s.host) => {
+                Some(x.sweep.clone())
+            }
+            _ => None,
+        });
+        if let Some(sweep) = before {
+            s.sweep = sweep;
+        }
     }
 }
 
@@ -198,6 +251,15 @@ pub fn stride(n: u32) -> u32 {
     s
 }
 
+fn state_of(b: u8) -> PortState {
+    match b {
+        1 => PortState::Open,
+        2 => PortState::Closed,
+        3 => PortState::SilentOnce,
+        _ => PortState::Unknown,
+    }
+}
+
 fn gcd(mut a: u32, mut b: u32) -> u32 {
     while b != 0 {
         (a, b) = (b, a % b);
@@ -206,43 +268,89 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 }
 
 impl PortSweep {
-    /// The next `sample` ports of `set` (all of them when the set is smaller), advancing the
-    /// cursor. `start` seeds the cursor on the first call only (reduced mod the set's size).
+    /// The next `sample` ports of `set` (all of them when the set is smaller): first the
+    /// re-test queue, then fresh ports from the cursor, which advances past those only.
+    /// `start` seeds the cursor on the first call only (reduced mod the set's size).
     pub fn next_sample(&self, set: &PortSet, sample: u32, start: u64) -> Vec<SamplePort> {
         let n = set.len().max(1);
-        let take = sample.clamp(1, n);
+        let take = sample.clamp(1, n) as usize;
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<SamplePort> = Vec::with_capacity(take);
+        while out.len() < take {
+            let Some(ordinal) = g.retest.pop_front() else { break };
+            if ordinal < n && !out.iter().any(|p| p.ordinal == ordinal) {
+                if let Some(port) = set.nth(ordinal) {
+                    out.push(SamplePort { ordinal, port });
+                }
+            }
+        }
         let cursor = *g.cursor.get_or_insert((start % u64::from(n)) as u32);
         let stride = u64::from(stride(n));
-        let out = (0..take)
-            .filter_map(|k| {
-                let position = (u64::from(cursor) + u64::from(k)) % u64::from(n);
-                let ordinal = ((position * stride) % u64::from(n)) as u32;
-                set.nth(ordinal).map(|port| SamplePort { ordinal, port })
-            })
-            .collect();
-        g.cursor = Some(((u64::from(cursor) + u64::from(take)) % u64::from(n)) as u32);
+        let mut fresh = 0u32;
+        // Bounded: at most n fresh positions (one whole sweep).
+        while out.len() < take && fresh < n {
+            let position = (u64::from(cursor) + u64::from(fresh)) % u64::from(n);
+            fresh += 1;
+            let ordinal = ((position * stride) % u64::from(n)) as u32;
+            if out.iter().any(|p| p.ordinal == ordinal) {
+                continue;
+            }
+            if let Some(port) = set.nth(ordinal) {
+                out.push(SamplePort { ordinal, port });
+            }
+        }
+        g.cursor = Some(((u64::from(cursor) + u64::from(fresh)) % u64::from(n)) as u32);
         out
     }
 
-    /// Records what a run found for each ordinal it sampled.
-    pub fn record(&self, set: &PortSet, results: &[(u32, PortState)]) {
+    /// Records what a run found for each ordinal it sampled (`Open`, `Closed` for silent
+    /// after a full retry, `Unknown` for no result) and returns each port's state after it:
+    /// silent becomes `SilentOnce` (queued for a re-test) unless the port was silent in an
+    /// earlier run already, then `Closed`; `Unknown` keeps the earlier state and queues the
+    /// port again if it had none.
+    pub fn record(&self, set: &PortSet, results: &[(u32, PortState)]) -> Vec<PortState> {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = set.len() as usize;
         if g.known.len() != n {
             g.known = vec![PortState::Unknown as u8; n];
         }
-        for (ordinal, state) in results {
+        let mut after = Vec::with_capacity(results.len());
+        for (ordinal, found) in results {
+            let Some(before) = g.known.get(*ordinal as usize).map(|b| state_of(*b)) else {
+                after.push(PortState::Unknown);
+                continue;
+            };
+            let now = match (found, before) {
+                (PortState::Open, _) => PortState::Open,
+                (PortState::Closed | PortState::SilentOnce, PortState::SilentOnce | PortState::Closed) => PortState::Closed,
+                (PortState::Closed | PortState::SilentOnce, _) => PortState::SilentOnce,
+                (PortState::Unknown, b) => b,
+            };
             if let Some(slot) = g.known.get_mut(*ordinal as usize) {
-                *slot = *state as u8;
+                *slot = now as u8;
             }
+            let queue = now == PortState::SilentOnce || now == PortState::Unknown;
+            if queue && g.retest.len() < MAX_RETEST && !g.retest.contains(ordinal) {
+                g.retest.push_back(*ordinal);
+            }
+            after.push(now);
         }
+        after
     }
 
-    /// Ports of the set tried at least once so far.
+    /// Ports of the set with a settled result (open or closed) so far.
     pub fn covered(&self) -> u32 {
         let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.known.iter().filter(|s| **s != PortState::Unknown as u8).count() as u32
+        g.known
+            .iter()
+            .filter(|s| **s == PortState::Open as u8 || **s == PortState::Closed as u8)
+            .count() as u32
+    }
+
+    /// Ports silent in one run, waiting for their re-test.
+    pub fn silent_once(&self) -> u32 {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.known.iter().filter(|s| **s == PortState::SilentOnce as u8).count() as u32
     }
 
     /// Open and closed ranges as known so far (unknown ports break a range).
@@ -348,14 +456,100 @@ mod tests {
         let sweep = PortSweep::default();
         let mut results: Vec<(u32, PortState)> = (0..5).map(|i| (i, PortState::Open)).collect();
         results.extend((6..10).map(|i| (i, PortState::Closed)));
+        // Silent twice: closed.
+        sweep.record(&set, &results);
         sweep.record(&set, &results);
         let r = sweep.known_ranges(&set);
         assert_eq!(r.open, ["20000-20004"]);
         assert_eq!(r.closed, ["20006-20009"]);
         assert_eq!((r.open_ports, r.closed_ports, sweep.covered()), (5, 4, 9));
         sweep.record(&set, &[(5, PortState::Closed), (9, PortState::Open)]);
+        sweep.record(&set, &[(5, PortState::Closed)]);
         let r = sweep.known_ranges(&set);
         assert_eq!(r.closed, ["20005-20008"]);
         assert_eq!(r.open, ["20000-20004", "20009"]);
+    }
+
+    #[test]
+    fn a_run_without_a_result_never_overwrites_an_earlier_one() {
+        let set = PortSet::parse("20000-20009").unwrap();
+        let sweep = PortSweep::default();
+        sweep.record(&set, &[(0, PortState::Open), (1, PortState::Closed), (1, PortState::Closed)]);
+        let after = sweep.record(&set, &[(0, PortState::Unknown), (1, PortState::Unknown)]);
+        assert_eq!(after, [PortState::Open, PortState::Closed]);
+        let r = sweep.known_ranges(&set);
+        assert_eq!(
+            (r.open, r.closed, sweep.covered()),
+            (vec!["20000".to_string()], vec!["20001".to_string()], 2)
+        );
+    }
+
+    #[test]
+    fn a_port_silent_once_is_retested_first_and_closed_only_when_silent_again() {
+        let set = PortSet::parse("20000-20099").unwrap();
+        let sweep = PortSweep::default();
+        let first = sweep.next_sample(&set, 8, 0);
+        let silent = first[3];
+        let results: Vec<(u32, PortState)> = first
+            .iter()
+            .map(|p| (p.ordinal, if *p == silent { PortState::Closed } else { PortState::Open }))
+            .collect();
+        let after = sweep.record(&set, &results);
+        assert_eq!(after[3], PortState::SilentOnce, "one silent run is not closed");
+        assert_eq!((sweep.known_ranges(&set).closed_ports, sweep.silent_once()), (0, 1));
+        let second = sweep.next_sample(&set, 8, 0);
+        assert_eq!(second[0], silent, "re-tested first");
+        assert!(second[1..].iter().all(|p| !first.contains(p)), "then fresh ports: {second:?}");
+        assert_eq!(sweep.record(&set, &[(silent.ordinal, PortState::Closed)]), [PortState::Closed]);
+        // Silent once, then answering: open, never closed.
+        let other = second[1];
+        sweep.record(&set, &[(other.ordinal, PortState::Closed)]);
+        assert_eq!(sweep.record(&set, &[(other.ordinal, PortState::Open)]), [PortState::Open]);
+    }
+
+    #[test]
+    fn the_cursor_moves_on_only_past_ports_with_a_result_and_unknown_ones_come_back() {
+        let set = PortSet::parse("20000-20099").unwrap();
+        let sweep = PortSweep::default();
+        let first = sweep.next_sample(&set, 4, 0);
+        let none: Vec<(u32, PortState)> = first.iter().map(|p| (p.ordinal, PortState::Unknown)).collect();
+        sweep.record(&set, &none);
+        let second = sweep.next_sample(&set, 4, 0);
+        assert_eq!(first, second, "ports without a result are tried again before new ones");
+        // Every port of the set still settles within the bound number of runs.
+        let mut runs = 0;
+        while sweep.covered() < set.len() && runs < 200 {
+            let s = sweep.next_sample(&set, 4, 0);
+            let r: Vec<(u32, PortState)> = s.iter().map(|p| (p.ordinal, PortState::Open)).collect();
+            sweep.record(&set, &r);
+            runs += 1;
+        }
+        assert_eq!(sweep.covered(), set.len(), "after {runs} runs");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_sweep_only_when_name_host_and_ports_are_unchanged() {
+        use crate::config::{parse_str, ProbeSpec};
+        let load = |host: &str, ports: &str, interval: &str| {
+            let yaml =
+                format!("probes:\n  - name: m\n    kind: udp_ports\n    host: {host}\n    ports: \"{ports}\"\n    interval: {interval}\n");
+            parse_str(&yaml, "p.yaml").unwrap().probes
+        };
+        let covered = |probes: &[crate::config::ProbeConfig]| match &probes[0].spec {
+            ProbeSpec::UdpPorts(s) => s.sweep.covered(),
+            _ => panic!("kind"),
+        };
+        let old = load("a.example", "20000-20009", "30s");
+        if let ProbeSpec::UdpPorts(s) = &old[0].spec {
+            s.sweep.record(&s.ports, &[(0, PortState::Open)]);
+        }
+        let mut same = load("A.example.", "20000-20009", "60s");
+        keep_sweeps(&mut same, &old);
+        assert_eq!(covered(&same), 1, "interval changed only: the sweep carries on");
+        for (host, ports) in [("b.example", "20000-20009"), ("a.example", "20000-20019")] {
+            let mut other = load(host, ports, "30s");
+            keep_sweeps(&mut other, &old);
+            assert_eq!(covered(&other), 0, "{host} {ports}: a fresh sweep");
+        }
     }
 }

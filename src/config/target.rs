@@ -4,8 +4,9 @@
 //! What "target" means per kind: `tcp`/`tls` the `host:port`; `http`/`websocket` the URL's
 //! `host:port` (or a whole URL of the same scheme family); `stun`/`turn` the URI's `host:port`;
 //! `ice` every server's `host:port`; `media` the echo's `host:port`; `dns` the query name;
-//! `udp_ports` the host (with a sweep of its own, so the configured host's port results are
-//! not mixed with another's). A TLS `server_name` set in the config is kept; otherwise SNI
+//! `udp_ports` the host (with a sweep of its own when it is another host, so the configured
+//! host's port results are not mixed with another's; the configured host itself, however
+//! written, keeps the probe's sweep). A TLS `server_name` set in the config is kept; otherwise SNI
 //! follows the new host, as it did the old one.
 
 use super::types::ProbeSpec;
@@ -23,10 +24,14 @@ impl ProbeSpec {
             ProbeSpec::Tcp(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Path(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::UdpPorts(s) => {
-                s.host = udp_ports_host(target)?;
+                let host = udp_ports_host(target)?;
                 // Another host's answers must not mix into this probe's sweep: a fresh one
-                // (one sample per `/probe` request, its start taken from the clock).
-                s.sweep = super::ports::PortSweep::default();
+                // (one sample per `/probe` request, its start taken from the clock). The
+                // probe's own host keeps it, so such runs add to its coverage.
+                if !same_host(&host, &s.host) {
+                    s.sweep = super::ports::PortSweep::default();
+                }
+                s.host = host;
             }
             ProbeSpec::Media(s) => s.target = HostPort::parse(target, None)?,
             ProbeSpec::Tls(s) => s.target = HostPort::parse(target, None)?,
@@ -85,6 +90,18 @@ fn dns_name(target: &str) -> Result<String, String> {
         return Err(format!("{target:?} is not a DNS name"));
     }
     Ok(target.to_string())
+}
+
+/// Two spellings of one host: case, brackets and a trailing dot aside, or equal addresses.
+pub(crate) fn same_host(a: &str, b: &str) -> bool {
+    let norm = |h: &str| {
+        let h = h.trim().trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
+        match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => h.to_ascii_lowercase(),
+        }
+    };
+    norm(a) == norm(b)
 }
 
 /// `/probe?target=` for `udp_ports`: a host (a `host:port` keeps the host; the set stays).
@@ -151,6 +168,11 @@ mod tests {
             let t = u.with_target(target).unwrap();
             let ProbeSpec::UdpPorts(s) = &t else { panic!() };
             assert_eq!(s.sweep.covered(), 0, "{target}: a retargeted probe starts its own sweep");
+        }
+        for target in ["a.example", "A.Example.", "a.example:3478"] {
+            let t = u.with_target(target).unwrap();
+            let ProbeSpec::UdpPorts(s) = &t else { panic!() };
+            assert_eq!(s.sweep.covered(), 1, "{target}: the probe's own host keeps its sweep");
         }
         assert_eq!(u.with_target("b.example:3478").unwrap().target(), "udp:b.example:20000-20009");
     }

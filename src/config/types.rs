@@ -649,9 +649,10 @@ impl Default for MediaSpec {
 /// targets (round trip < 100 ms, loss < 1 %, jitter < 30 ms).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MediaThresholds {
-    /// Highest average round-trip time (`media/rtt` above it).
+    /// Highest average round-trip time of one client leg (`media/rtt` above it; see
+    /// `probe::media` for the per-leg estimate).
     pub max_rtt: Duration,
-    /// Highest loss fraction, 0.0..=1.0 (`media/loss` above it).
+    /// Highest one-way loss fraction, 0.0..=1.0 (`media/loss` above it).
     pub max_loss: f64,
     /// Highest RFC 3550 jitter (`media/jitter` above it).
     pub max_jitter: Duration,

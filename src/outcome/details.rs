@@ -371,12 +371,42 @@ pub struct MediaDetails {
     pub jitter: Duration,
     #[serde(rename = "jitter_max_ms", with = "duration_ms")]
     pub jitter_max: Duration,
-    /// ITU-T G.107 (simplified) transmission rating for G.711 and its MOS estimate.
+    /// ITU-T G.107 (simplified) transmission rating for G.711 and its MOS estimate, from
+    /// `one_way_loss` and `one_way_delay` (the same per-leg figures the thresholds judge).
     pub r_factor: f64,
     pub mos: f64,
     /// How long the stream ran (first send to the end of the drain wait).
     #[serde(rename = "duration_ms", with = "duration_ms")]
     pub duration: Duration,
+    /// One-way crossings of the client's path (client ↔ relay, or client ↔ echo) in one round
+    /// trip: 2 for `udp_echo` and `turn_peer`, 4 for `turn_pair` (A → relay → B's client →
+    /// relay → A, both clients behind the same egress).
+    #[serde(default)]
+    pub crossings: u32,
+    /// Loss of one crossing, `1 − (1 − loss)^(1/crossings)`: what one direction of the
+    /// softphone's leg loses if every crossing loses alike. Judged against `max_loss`.
+    #[serde(default)]
+    pub one_way_loss: f64,
+    /// Round trip of one client leg, `rtt_avg · 2 / crossings`. Judged against `max_rtt`.
+    #[serde(rename = "leg_rtt_avg_ms", with = "duration_ms", default)]
+    pub leg_rtt_avg: Duration,
+    /// The E-model's mouth-to-ear delay: `rtt_avg / crossings` + 2 · jitter + one packet.
+    #[serde(rename = "one_way_delay_ms", with = "duration_ms", default)]
+    pub one_way_delay: Duration,
+    /// The run's deadline ended sending before `duration` (set-up took the rest of the time):
+    /// the stream fails `media/timeout`, its figures cover only what was sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Packets sent in the last drain window before the deadline cut the stream, not back
+    /// yet: still in flight, counted neither as received nor as lost.
+    #[serde(default)]
+    pub in_flight: u32,
+    /// Sends more than one packet time after their slot (the probe host was busy), and the
+    /// latest one.
+    #[serde(default)]
+    pub late_sends: u32,
+    #[serde(rename = "send_late_max_ms", with = "duration_ms", default)]
+    pub send_late_max: Duration,
 }
 
 /// ICE gathering facts.
@@ -478,21 +508,34 @@ pub struct UdpPortsDetails {
     pub target: Option<IpAddr>,
     /// Ports probed in this run.
     pub sampled: u32,
-    /// Of those, how many echoed / stayed silent after the retry.
+    /// Of those, how many echoed / are closed (silent after a full retry in this run *and* an
+    /// earlier one).
     pub sampled_open: u32,
     pub sampled_closed: u32,
-    /// This run's silent ports, as ranges of consecutive ports (at most the sample).
+    /// Silent after a full retry for the first time: re-tested first in the next run before
+    /// being called closed (one lost datagram and its lost retry are not a firewall).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sampled_silent_once: u32,
+    /// No result: the deadline cut the retry's wait (neither open nor closed; tried again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sampled_unknown: u32,
+    /// This run's closed ports, as ranges of consecutive ports (at most the sample).
     pub sampled_closed_ranges: Vec<String>,
     /// Ports of the set whose echo came back, the last time each was tried (all runs so far).
     pub open: Vec<String>,
-    /// Ports of the set that stayed silent, the last time each was tried.
+    /// Ports of the set closed: silent after a full retry in two separate runs (the latest
+    /// two results of each).
     pub closed: Vec<String>,
     /// Ranges left out of `open`/`closed` (each list is bounded).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub more_ranges: u32,
     pub open_ports: u32,
     pub closed_ports: u32,
-    /// Ports of the set tried at least once since the probe was loaded, and that share.
+    /// Ports of the set silent in one run so far, waiting for their re-test.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub silent_once: u32,
+    /// Ports of the set with a settled result (open or closed) since the probe was loaded, and
+    /// that share.
     pub covered: u32,
     pub coverage: f64,
     /// Echo round trips of this run's answered first transmissions.

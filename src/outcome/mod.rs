@@ -234,6 +234,9 @@ pub enum Reason {
     Overrun,
     /// `internal`: the run was cancelled because the scheduler or process was stopping.
     Cancelled,
+    /// `internal/busy`: the probe host was too busy to pace a media stream (many slots
+    /// skipped or sent late), so its jitter and round trip measure this host, not the network.
+    Busy,
 }
 
 impl Reason {
@@ -288,6 +291,7 @@ impl Reason {
             Reason::Io => "io",
             Reason::Panic => "panic",
             Reason::Overrun => "overrun",
+            Reason::Busy => "busy",
             Reason::Cancelled => "cancelled",
             Reason::Status(_) | Reason::StunError(_) => unreachable_label(),
         }
@@ -343,6 +347,7 @@ impl Reason {
             Reason::Panic,
             Reason::Overrun,
             Reason::Cancelled,
+            Reason::Busy,
         ];
         ALL.iter().find(|r| r.static_label() == s).cloned()
     }
@@ -615,6 +620,7 @@ mod tests {
             Reason::Jitter,
             Reason::Rtt,
             Reason::Mos,
+            Reason::Busy,
         ] {
             assert_eq!(Reason::from_label(&r.label()), Some(r.clone()));
         }

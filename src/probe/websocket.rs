@@ -147,7 +147,7 @@ async fn concurrent(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
         .iter()
         .filter(|o| o.detail.websocket.as_ref().and_then(|w| w.status) == Some(101))
         .count() as u32;
-    let first_failure = attempts.iter().position(|o| !o.success);
+    let first_failure = reported(&attempts);
     let mut out = attempts[first_failure.unwrap_or(0)].clone();
     if let (Some(i), Some(f)) = (first_failure, out.failure.as_mut()) {
         f.message = format!("connection {} of {n}: {} ({established} of {n} established)", i + 1, f.message);
@@ -160,6 +160,21 @@ async fn concurrent(spec: &WebsocketSpec, ctx: &ProbeContext) -> Outcome {
     });
     out.total = started.elapsed();
     out
+}
+
+/// Which connection of a concurrent run the outcome reports: a server's or proxy's refusal
+/// (429/503 on the upgrade or the proxy) is the finding a cap needs, so it wins over a
+/// lower-numbered connection's timeout, connect error or cut hold; else the first failure.
+fn reported(attempts: &[Outcome]) -> Option<usize> {
+    let refused = |o: &Outcome| {
+        o.failure
+            .as_ref()
+            .is_some_and(|f| matches!(f.phase, Phase::Upgrade | Phase::Proxy) && matches!(f.reason, Reason::Status(429 | 503)))
+    };
+    attempts
+        .iter()
+        .position(refused)
+        .or_else(|| attempts.iter().position(|o| !o.success))
 }
 
 async fn session(run: &mut Run, spec: &WebsocketSpec, ctx: &ProbeContext, gate: Option<&mut Ticket<'_>>) -> Result<(), Failure> {
@@ -537,6 +552,24 @@ fn ws_fault(doing: &str, e: WsError) -> Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_429_refusal_is_reported_over_an_earlier_connections_cut_hold_or_timeout() {
+        let o = |f: Option<(Phase, Reason)>| Outcome {
+            success: f.is_none(),
+            failure: f.map(|(p, r)| Failure::new(p, r, "x")),
+            ..Default::default()
+        };
+        let attempts = [
+            o(None),
+            o(Some((Phase::Hold, Reason::Closed))),
+            o(Some((Phase::Connect, Reason::Timeout))),
+            o(Some((Phase::Upgrade, Reason::Status(429)))),
+        ];
+        assert_eq!(reported(&attempts), Some(3));
+        assert_eq!(reported(&attempts[..3]), Some(1), "no refusal: the first failure");
+        assert_eq!(reported(&attempts[..1]), None);
+    }
 
     #[test]
     fn default_ports_and_brackets() {

@@ -391,13 +391,50 @@ impl ResponderConfig {
         if text.trim().is_empty() {
             return Ok(ResponderConfig::default());
         }
-        serde_norway::from_str(text).map_err(|e| {
+        let cfg: ResponderConfig = serde_norway::from_str(text).map_err(|e| {
             let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             ConfigError::Parse {
                 path: format!("{origin}{at}"),
                 message: e.to_string(),
             }
-        })
+        })?;
+        cfg.check_udp_overlaps()
+            .map_err(|message| ConfigError::Invalid(format!("{origin}: {message}")))?;
+        Ok(cfg)
+    }
+
+    /// `udp_echo_ports` must not share a port with `relay_ports` or any UDP listener (TURN,
+    /// `udp_echo`, DNS): binding it would fail at start, or worse, relayed media or TURN
+    /// traffic would be answered by the echo.
+    pub fn check_udp_overlaps(&self) -> Result<(), String> {
+        let Some(echo) = self.udp_echo_ports else { return Ok(()) };
+        let inside = |p: u16| p != 0 && (echo.min..=echo.max).contains(&p);
+        if let Some(r) = self.relay_ports {
+            if r.min <= echo.max && echo.min <= r.max {
+                return Err(format!(
+                    "udp_echo_ports {}-{} overlaps relay_ports {}-{}: the echo and the TURN relay cannot share ports; give them separate ranges",
+                    echo.min, echo.max, r.min, r.max
+                ));
+            }
+        }
+        let dns: &[Listen] = self.dns.as_ref().map_or(&[], |z| &z.listen);
+        let listeners = [
+            ("turn.udp", &self.turn.udp[..]),
+            ("udp_echo", &self.udp_echo[..]),
+            ("dns.listen", dns),
+        ];
+        for (what, list) in listeners {
+            for l in list {
+                let port = l.resolve(self.bind).port();
+                if inside(port) {
+                    return Err(format!(
+                        "udp_echo_ports {}-{} includes port {port} of {what}: pick a range that leaves the other UDP listeners out",
+                        echo.min, echo.max
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A config for tests and the demo: everything on 127.0.0.1, ephemeral ports, no metrics
@@ -487,5 +524,23 @@ mod tests {
         assert!(e.starts_with("r.yaml:2:"), "{e}");
         assert!(ResponderConfig::parse("relay_ports: 5-1\n", "r").is_err());
         assert!(Listen::parse("nope").is_err());
+    }
+
+    #[test]
+    fn an_echo_range_overlapping_the_relay_ports_or_a_udp_listener_is_refused() {
+        for (yaml, word) in [
+            ("relay_ports: 49152-65535\nudp_echo_ports: 50000-50099\n", "relay_ports"),
+            ("udp_echo_ports: 3400-3499\n", "turn.udp"),
+            ("turn: { udp: [] }\nudp_echo_ports: 3400-3499\n", "udp_echo"),
+            (
+                "turn: { udp: [] }\nudp_echo: []\ndns: { listen: [5353], name: a.test }\nudp_echo_ports: 5300-5399\n",
+                "dns.listen",
+            ),
+        ] {
+            let e = ResponderConfig::parse(yaml, "r.yaml").expect_err(yaml).to_string();
+            assert!(e.starts_with("r.yaml: udp_echo_ports") && e.contains(word), "{e}");
+        }
+        let ok = ResponderConfig::parse("relay_ports: 49152-65535\nudp_echo_ports: 20000-20099\n", "r.yaml").expect("disjoint");
+        assert_eq!(ok.udp_echo_ports, Some(PortRange { min: 20000, max: 20099 }));
     }
 }

@@ -121,6 +121,7 @@ fn default_route_ip() -> Option<IpAddr> {
 impl Responder {
     /// Binds every configured listener and starts serving.
     pub async fn start(cfg: &ResponderConfig) -> Result<Responder, ResponderError> {
+        cfg.check_udp_overlaps().map_err(ResponderError::Config)?;
         let relay_ip = match cfg.relay_ip {
             Some(ip) => ip,
             None if !cfg.bind.is_unspecified() => cfg.bind,

@@ -11,6 +11,14 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Output, Stdio};
 
+/// Every external command here runs under `timeout`, so a wedged `ip` or `nft` fails the
+/// test instead of hanging it.
+fn bounded(program: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["10", program]);
+    c
+}
+
 /// Address of the client end of the veth pair.
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 /// Address of the peer end.
@@ -23,7 +31,7 @@ pub struct NetPair {
 }
 
 fn ip(args: &[&str]) -> Output {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().expect("run ip");
+    let out = bounded("ip").args(args).stdin(Stdio::null()).output().expect("run ip");
     assert!(
         out.status.success(),
         "ip {}: {}",
@@ -43,7 +51,7 @@ impl NetPair {
         };
         for ns in [&pair.client, &pair.peer] {
             // A namespace left behind by a killed earlier run of this very test+pid: remove it.
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = bounded("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
             ip(&["netns", "add", ns]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
@@ -84,7 +92,7 @@ impl NetPair {
     /// Loads an nftables ruleset (text for `nft -f -`) into namespace `ns`.
     pub fn nft(&self, ns: &str, ruleset: &str) {
         use std::io::Write;
-        let mut child = Command::new("ip")
+        let mut child = bounded("ip")
             .args(["netns", "exec", ns, "nft", "-f", "-"])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
@@ -97,8 +105,11 @@ impl NetPair {
 
     /// Runs a command inside namespace `ns` (`ip netns exec`) and returns its output.
     pub fn exec(&self, ns: &str, cmd: &mut Command) -> Output {
-        let mut full = Command::new("ip");
-        full.args(["netns", "exec", ns]).arg(cmd.get_program()).args(cmd.get_args());
+        // Longer bound than the plumbing: callers run servers and clients this way.
+        let mut full = Command::new("timeout");
+        full.args(["120", "ip", "netns", "exec", ns])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
         for (k, v) in cmd.get_envs() {
             match v {
                 Some(v) => full.env(k, v),
@@ -188,7 +199,7 @@ impl NetPair {
 impl Drop for NetPair {
     fn drop(&mut self) {
         for ns in [&self.client, &self.peer] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = bounded("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
     }
 }
@@ -231,7 +242,7 @@ impl Routed {
         };
         for ns in [&net.inside, &net.fw, &net.outside] {
             kill_all_in(ns);
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = bounded("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
             ip(&["netns", "add", ns]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
@@ -273,7 +284,7 @@ impl Routed {
         ip(&["-n", &net.fw, "link", "set", "fwo0", "up"]);
         ip(&["-n", &net.outside, "link", "set", "out0", "up"]);
         ip(&["-n", &net.inside, "route", "add", "default", "via", &FW_INSIDE_IP.to_string()]);
-        let out = Command::new("ip")
+        let out = bounded("ip")
             .args(["netns", "exec", &net.fw, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
             .output()
             .expect("run sysctl");
@@ -338,7 +349,7 @@ impl Routed {
 
 /// SIGKILLs every process running in namespace `ns` (`ip netns pids`).
 pub fn kill_all_in(ns: &str) {
-    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).stderr(Stdio::null()).output() else {
+    let Ok(out) = bounded("ip").args(["netns", "pids", ns]).stderr(Stdio::null()).output() else {
         return;
     };
     for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
@@ -354,7 +365,7 @@ impl Drop for Routed {
             kill_all_in(ns);
         }
         for ns in [&self.inside, &self.fw, &self.outside] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = bounded("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
     }
 }
@@ -397,7 +408,7 @@ impl Chain {
         };
         for ns in c.all() {
             kill_all_in(ns);
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = bounded("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
             ip(&["netns", "add", ns]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
@@ -475,7 +486,7 @@ impl Drop for Chain {
             kill_all_in(ns);
         }
         for ns in self.all() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = bounded("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
     }
 }

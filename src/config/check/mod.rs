@@ -546,6 +546,27 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
         }
     }
 
+    // udp_ports: a port's verdict needs a send, a retry and a full port_timeout after each.
+    if let (Some(ProbeSpec::UdpPorts(u)), Some(to)) = (&spec, timeout.map_or(Some(d.timeout), |(x, _)| x)) {
+        let need = super::ports::needed(u.sample, u.port_timeout) + super::ports::LOAD_SLACK;
+        if to < need {
+            let pos = timeout
+                .map(|t| t.1)
+                .or_else(|| f.get("port_timeout").map(|n| n.pos))
+                .unwrap_or(f.pos);
+            p.at(
+                pos,
+                format!(
+                    "{what}: timeout {} is shorter than a run of {} port(s) needs: {} (twice port_timeout {}, the sending and a margin); raise timeout or lower port_timeout",
+                    humantime::format_duration(to),
+                    u.sample,
+                    humantime::format_duration(need),
+                    humantime::format_duration(u.port_timeout)
+                ),
+            );
+        }
+    }
+
     Some(ProbeConfig {
         name: name?,
         interval: match interval {

@@ -214,8 +214,8 @@ fn key_schema(kind: &str, key: &str) -> Value {
                     "duration" => duration("how long to stream, 1s..60s (default 10s); the interval must cover timeout + duration"),
                     "packet_ms" => int(10, 120, "packet spacing in ms (default 20)"),
                     "payload" => int(16, 1200, "RTP payload bytes per packet (default 160, G.711 at 20 ms)"),
-                    "max_rtt" => duration("highest average round trip (default 100ms): media/rtt"),
-                    "max_loss" => number("highest loss, 1% or 0.01 (default 1%): media/loss"),
+                    "max_rtt" => duration("highest average round trip of one client leg (default 100ms): media/rtt"),
+                    "max_loss" => number("highest one-way loss estimate, 1% or 0.01 (default 1%): media/loss"),
                     "max_jitter" => duration("highest RFC 3550 jitter (default 30ms): media/jitter"),
                     "min_mos" => {
                         json!({ "type": "number", "minimum": 1.0, "maximum": 4.5, "description": "lowest E-model MOS (none by default): media/mos" })

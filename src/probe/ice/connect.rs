@@ -9,7 +9,14 @@
 //! `udp`), never by address. **Its RTT** is timed by us over the connection the agents
 //! return: [`RTT_SAMPLES`] small datagrams from the local agent over the selected pair, each
 //! echoed by the remote agent, [`RTT_PACING`] apart. That is a media-like round trip over the
-//! exact path a call would take (through the TURN relay), in user space on both ends.
+//! exact path a call would take (through the TURN relay), in user space on both ends. Both
+//! agents run here, so each round trip crosses the client↔TURN leg four times (out to the
+//! relay, back to the remote agent, out again, back to us) and twice the relay itself: it is
+//! about twice the RTT a call to a far peer would see on that leg, not a peer-to-peer figure.
+//! The sampling is capped at [`RTT_BUDGET`] after `Connected` and counts inside the
+//! `connectivity` phase's duration (`connected_after` stops at `Connected`); whatever
+//! happens during it, connectivity stays proven (loss is counted, never a failure), and a
+//! pair with no answered sample reports no RTT rather than 0 ms.
 //! webrtc-ice 0.17.2 cannot give it: its `get_candidate_pairs_stats()` fills only the ids,
 //! state and nomination; `current_round_trip_time` and `total_round_trip_time` stay 0.
 
@@ -34,8 +41,10 @@ use crate::outcome::{Fault, Reason};
 pub(crate) const RTT_SAMPLES: u32 = 5;
 /// Gap between them.
 const RTT_PACING: Duration = Duration::from_millis(20);
-/// How long one waits for its echo (never past the deadline); unanswered counts as lost.
-const RTT_WAIT: Duration = Duration::from_secs(1);
+/// How long one waits for its echo (never past the budget); unanswered counts as lost.
+const RTT_WAIT: Duration = Duration::from_millis(250);
+/// Most time the RTT sampling adds to the connectivity phase.
+pub(crate) const RTT_BUDGET: Duration = Duration::from_millis(300);
 /// Magic at the start of an RTT datagram.
 const RTT_MAGIC: &[u8; 4] = b"EPRT";
 
@@ -107,7 +116,10 @@ pub(crate) async fn check(
         )
     });
     // Ends short of the deadline: connectivity is proven and must not read as a timeout.
-    let rtt_until = deadline.checked_sub(super::stream::RTT_MARGIN).unwrap_or(deadline);
+    let rtt_until = deadline
+        .checked_sub(super::stream::RTT_MARGIN)
+        .unwrap_or(deadline)
+        .min(Instant::now() + RTT_BUDGET);
     let rtt = echo_rtt(local_conn.as_ref(), remote_conn.as_ref(), rtt_until).await;
     let pair = selected.map(|p| {
         let (lt, rt) = (p.local.candidate_type(), p.remote.candidate_type());
@@ -118,7 +130,8 @@ pub(crate) async fn check(
             remote_protocol: protocol_word(p.remote.network_type()).into(),
             // webrtc-ice relays only over TURN/UDP: a pair with a relay end goes through one.
             relay_protocol: (lt == CandidateType::Relay || rt == CandidateType::Relay).then(|| "udp".to_string()),
-            rtt: Some(rtt),
+            // Nothing answered: no RTT, never a 0 ms one.
+            rtt: (rtt.received > 0).then_some(rtt),
             rtt_method: "data_echo".into(),
         }
     });
@@ -154,6 +167,8 @@ async fn echo_rtt<L: Conn + ?Sized, R: Conn + ?Sized>(local: &L, remote: &R, dea
                     break;
                 }
                 tokio::time::sleep(RTT_PACING).await;
+            } else if Instant::now() >= deadline {
+                break;
             }
             let mut d = [0u8; 8];
             d[..4].copy_from_slice(RTT_MAGIC);

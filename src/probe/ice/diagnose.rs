@@ -73,7 +73,7 @@ fn describe(raw: &str) -> String {
         Some(403) => " (the server forbids this client or peer address)",
         Some(437) => " (allocation mismatch: a stale allocation from this address?)",
         Some(441) => " (wrong credentials)",
-        Some(486) => " (allocation quota reached for this user)",
+        Some(486) => " (allocation quota reached: this user's own quota, or the server's total quota for all users)",
         Some(508) => " (server out of relay capacity)",
         _ => "",
     };

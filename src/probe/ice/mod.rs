@@ -350,7 +350,11 @@ fn combine(
         match r {
             Ok(c) => {
                 via.insert(protocol.to_string(), c.after);
-                rtt_via.insert(protocol.to_string(), c.rtt.clone());
+                // Nothing answered during the sampling: no RTT, never a 0 ms one.
+                let rtt = (c.rtt.received > 0).then_some(c.rtt);
+                if let Some(r) = &rtt {
+                    rtt_via.insert(protocol.to_string(), r.clone());
+                }
                 if fastest_stream.as_ref().is_none_or(|(a, _)| c.after < *a) {
                     let pair = IcePair {
                         local_type: "relay".into(),
@@ -358,7 +362,7 @@ fn combine(
                         remote_type: "relay".into(),
                         remote_protocol: "udp".into(),
                         relay_protocol: Some(protocol.to_string()),
-                        rtt: Some(c.rtt),
+                        rtt,
                         rtt_method: "stun_binding".into(),
                     };
                     fastest_stream = Some((c.after, pair));

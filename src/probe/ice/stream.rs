@@ -183,8 +183,8 @@ pub(crate) async fn check(a: &mut Attempt, remote: &mut Remote, dial: Dial<'_>, 
 pub(crate) const RTT_SAMPLES: u32 = 5;
 /// Gap between the RTT transactions.
 const RTT_PACING: Duration = Duration::from_millis(20);
-/// How long one RTT transaction waits (never past the deadline); unanswered counts as lost.
-const RTT_WAIT: Duration = Duration::from_secs(1);
+/// How long one RTT transaction waits (never past the budget); unanswered counts as lost.
+const RTT_WAIT: Duration = Duration::from_millis(250);
 /// How long before the deadline the RTT transactions stop.
 pub(crate) const RTT_MARGIN: Duration = Duration::from_millis(20);
 
@@ -194,15 +194,34 @@ pub(crate) struct Checked {
     pub after: Duration,
     /// Round trips of the transactions answered on their only transmission: the first one
     /// if it was not retransmitted (Karn), then [`RTT_SAMPLES`]` - 1` more, [`RTT_PACING`]
-    /// apart, each sent once.
+    /// apart, each sent once, within `connect::RTT_BUDGET` after the first answer.
     pub rtt: RttStats,
+}
+
+/// The RTT sampling so far, kept outside the requester so that once the first transaction
+/// proved the path, nothing that happens later (an error on either side, the deadline) can
+/// turn it into a failure: the check returns what was measured.
+#[derive(Default)]
+struct Progress {
+    after: Option<Duration>,
+    sent: u32,
+    samples: Vec<Duration>,
+}
+
+impl Progress {
+    fn checked(&self) -> Option<Checked> {
+        self.after.map(|after| Checked {
+            after,
+            rtt: RttStats::from_samples(self.sent, self.samples.clone()),
+        })
+    }
 }
 
 /// STUN Binding transactions from `a` (relayed address `ours`) to `b`'s relayed address
 /// `theirs`, through both relays; `b` answers like an ICE agent does. The first is
 /// retransmitted on RFC 5389 timers until the deadline; once it is answered, a few more are
 /// timed for the RTT (the same exchange an ICE agent's consent checks make on the selected
-/// pair).
+/// pair), for at most `connect::RTT_BUDGET`.
 async fn binding_through(
     a: &mut TurnClient,
     ours: SocketAddr,
@@ -211,33 +230,38 @@ async fn binding_through(
     deadline: Instant,
 ) -> Result<Checked, Fault> {
     let started = Instant::now();
+    let progress = std::sync::Mutex::new(Progress::default());
+    let lock = || progress.lock().unwrap_or_else(|e| e.into_inner());
     let requester = async {
         let first = transaction(a, ours, theirs, deadline, true).await?;
-        let mut sent = 0u32;
-        let mut samples = Vec::new();
-        if first.transmissions == 1 {
-            sent += 1;
-            samples.push(first.rtt);
+        {
+            let mut p = lock();
+            p.after = Some(first.after);
+            if first.transmissions == 1 {
+                p.sent += 1;
+                p.samples.push(first.rtt);
+            }
         }
-        // The timing ends short of the deadline: connectivity is proven, and must not turn
-        // into a timeout because an RTT sample was still in flight.
-        let rtt_until = deadline.checked_sub(RTT_MARGIN).unwrap_or(deadline);
+        // The timing ends short of the deadline and within the budget: connectivity is
+        // proven, and must not turn into a timeout or an error because of a sample.
+        let rtt_until = deadline
+            .checked_sub(RTT_MARGIN)
+            .unwrap_or(deadline)
+            .min(Instant::now() + super::connect::RTT_BUDGET);
         for _ in 1..RTT_SAMPLES {
             if Instant::now() + RTT_PACING >= rtt_until {
                 break;
             }
             tokio::time::sleep(RTT_PACING).await;
-            sent += 1;
+            lock().sent += 1;
             match transaction(a, ours, theirs, (Instant::now() + RTT_WAIT).min(rtt_until), false).await {
-                Ok(t) => samples.push(t.rtt),
+                Ok(t) => lock().samples.push(t.rtt),
                 Err(f) if f.reason == Reason::Timeout => {}
-                Err(f) => return Err(f),
+                // Any other error ends the sampling with what was measured.
+                Err(_) => break,
             }
         }
-        Ok(Checked {
-            after: first.after,
-            rtt: RttStats::from_samples(sent, samples),
-        })
+        Ok::<(), Fault>(())
     };
     let bounded = tokio::time::timeout_at(deadline, async {
         tokio::select! {
@@ -248,8 +272,14 @@ async fn binding_through(
             },
         }
     });
-    match bounded.await {
-        Ok(r) => r,
+    let result = bounded.await;
+    // After a proven path, whatever ended the exchange, the check passed.
+    if let Some(done) = lock().checked() {
+        return Ok(done);
+    }
+    match result {
+        Ok(Ok(())) => Err(Fault::new(Reason::Io, "the relayed check ended without an answer")),
+        Ok(Err(f)) => Err(f),
         Err(_) => Err(Fault::new(
             Reason::Timeout,
             format!(

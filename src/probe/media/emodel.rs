@@ -4,8 +4,8 @@
 //! performance monitoring", 2001).
 //!
 //! ```text
-//! R   = R0 − Is − Id − Ie,eff + A          with G.107 defaults: R0 − Is = 93.2, A = 0
-//! Id  = 0.024·d + 0.11·(d − 177.3)·H(d − 177.3)            d: one-way delay in ms, H: step
+//! R   = 93.2 − Id(d) − Ie,eff               93.2: G.107's default R (all inputs default, T = 0)
+//! Id(d) = 0.024·d + 0.11·(d − 177.3)·H(d − 177.3)          d: one-way delay in ms, H: step
 //! Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl/BurstR + Bpl)       Ppl: loss in %, BurstR = 1
 //!        G.711: Ie = 0, Bpl = 25.1 (with packet loss concealment, G.113 Appendix I)
 //! MOS = 1                                       R < 0
@@ -13,19 +13,29 @@
 //!     = 4.5                                     R > 100
 //! ```
 //!
-//! The one-way delay `d` is estimated from what an echo can measure: half the average round
-//! trip, plus a jitter buffer of twice the jitter, plus one packet time of packetisation.
+//! 93.2 is not `R0 − Is`: it is G.107's whole default rating, `R0 − Is − Id − Ie + A` with
+//! every input at its default (R0 − Is ≈ 94.77 − 1.41 = 93.36, less the default Id of about
+//! 0.15 at T = 0; Ie = 0, A = 0). `Id(d)` above is Cole & Rosenbluth's fit of how much *more*
+//! delay impairs than at zero delay (`Id(0) = 0`), so subtracting it from 93.2 does not count
+//! the default Id twice: at no delay and no loss R is exactly G.107's default 93.2.
+//!
+//! The one-way delay `d` is estimated from what an echo can measure: the average round trip
+//! divided by the crossings of the client's leg it contains (2 for an echo or a relay peer,
+//! 4 between two allocations; see `probe::media`), plus a jitter buffer of twice the jitter,
+//! plus one packet time of packetisation. The loss fed in is the same per-crossing estimate
+//! the `max_loss` threshold judges.
 //!
 //! Limits, say them when quoting a MOS: every other G.107 input is at its default (no echo, no
 //! noise, no sidetone problems, advantage factor 0); loss is treated as random (BurstR = 1)
-//! although the stream's longest burst is reported beside it; the delay is the round trip's
-//! half, which hides asymmetric paths; the codec is G.711 whatever the softphone uses (Opus
+//! although the stream's longest burst is reported beside it; the delay is a share of the
+//! round trip, which hides asymmetric paths; the codec is G.711 whatever the softphone uses (Opus
 //! tolerates loss better). It ranks paths and tracks change over time; it is not a listening
 //! test. No loss and a short path give R = 93.2, MOS 4.41: the ceiling for G.711.
 
 use std::time::Duration;
 
-/// `R0 − Is` with every G.107 default (94.77 − 1.41 = 93.36 by the formulas, quoted rounded as 93.2).
+/// G.107's default rating R with every input at its default (R0 − Is − Id at T = 0 − Ie + A
+/// ≈ 93.36 − 0.15); the delay impairment subtracted from it is the part added by delay.
 pub const R_DEFAULT: f64 = 93.2;
 /// Equipment impairment of G.711 (G.113 Appendix I).
 pub const G711_IE: f64 = 0.0;
@@ -61,9 +71,10 @@ pub fn mos(r: f64) -> f64 {
     (1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6).clamp(1.0, 4.5)
 }
 
-/// One-way delay estimated from the echo: `rtt_avg / 2 + 2 · jitter + packet`.
-pub fn one_way_delay(rtt_avg: Duration, jitter: Duration, packet: Duration) -> Duration {
-    rtt_avg / 2 + jitter * 2 + packet
+/// Mouth-to-ear delay for the E-model: the network's one-way share of the round trip
+/// (`rtt_avg / crossings`), a jitter buffer of `2 · jitter` and one `packet` of packetisation.
+pub fn one_way_delay(network_one_way: Duration, jitter: Duration, packet: Duration) -> Duration {
+    network_one_way + jitter * 2 + packet
 }
 
 #[cfg(test)]
@@ -119,8 +130,8 @@ mod tests {
     }
 
     #[test]
-    fn one_way_delay_is_half_the_round_trip_plus_buffer_and_packetisation() {
-        let d = one_way_delay(Duration::from_millis(80), Duration::from_millis(5), Duration::from_millis(20));
+    fn one_way_delay_is_the_network_share_plus_buffer_and_packetisation() {
+        let d = one_way_delay(Duration::from_millis(40), Duration::from_millis(5), Duration::from_millis(20));
         assert_eq!(d, Duration::from_millis(40 + 10 + 20));
     }
 }

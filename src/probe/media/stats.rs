@@ -26,7 +26,11 @@ pub struct StreamStats {
     /// Distinct sequence numbers that came back.
     pub received: u32,
     pub duplicates: u32,
-    /// `1 - received/sent` (0 when nothing was sent).
+    /// Packets from `in_flight_from` on that had not come back when the stream was cut:
+    /// neither received nor lost.
+    pub in_flight: u32,
+    /// `(counted − received) / counted` with `counted = sent − in_flight` (0 when nothing was
+    /// counted). Integer difference first, so 5 of 100 is exactly 0.05.
     pub loss: f64,
     /// Packets that arrived after one with a higher sequence number.
     pub reordered: u32,
@@ -43,11 +47,13 @@ pub struct StreamStats {
 }
 
 /// Summarises `sent` packets (sequence numbers `0..sent`) from `arrivals` in the order they
-/// arrived. Arrivals with a sequence number outside `0..sent` are ignored.
+/// arrived. Arrivals with a sequence number outside `0..sent` are ignored. Packets from
+/// `in_flight_from` on that never came back were still in flight when the deadline cut the
+/// stream (pass `sent` when it was not cut): they count neither as received nor as lost.
 ///
 /// Jitter follows RFC 3550 §6.4.1 exactly: for each packet received, in arrival order,
 /// `D = (Rj - Ri) - (Sj - Si)` against the previous arrival and `J += (|D| - J) / 16`.
-pub fn summarise(sent: u32, arrivals: &[Arrival]) -> StreamStats {
+pub fn summarise(sent: u32, arrivals: &[Arrival], in_flight_from: u32) -> StreamStats {
     let mut seen = vec![false; sent as usize];
     let mut rtts: Vec<Duration> = Vec::with_capacity(arrivals.len().min(sent as usize));
     let (mut duplicates, mut reordered) = (0u32, 0u32);
@@ -78,15 +84,17 @@ pub fn summarise(sent: u32, arrivals: &[Arrival]) -> StreamStats {
         previous_transit = Some(transit);
     }
     let received = rtts.len() as u32;
-    let loss = if sent == 0 {
+    let in_flight = seen.iter().skip(in_flight_from as usize).filter(|got| !**got).count() as u32;
+    let counted = sent - in_flight;
+    let loss = if counted == 0 {
         0.0
     } else {
-        1.0 - f64::from(received) / f64::from(sent)
+        f64::from(counted - received) / f64::from(counted)
     };
     let mut longest_loss_burst = 0u32;
     let mut run = 0u32;
-    for got in &seen {
-        if *got {
+    for (seq, got) in seen.iter().enumerate() {
+        if *got || seq >= in_flight_from as usize {
             run = 0;
         } else {
             run += 1;
@@ -97,6 +105,7 @@ pub fn summarise(sent: u32, arrivals: &[Arrival]) -> StreamStats {
         sent,
         received,
         duplicates,
+        in_flight,
         loss,
         reordered,
         longest_loss_burst,
@@ -145,7 +154,7 @@ mod tests {
 
     #[test]
     fn every_twentieth_packet_dropped_is_five_percent_loss_in_bursts_of_one() {
-        let s = summarise(100, &stream(100, |s| s % 20 != 19, |_| 30.0));
+        let s = summarise(100, &stream(100, |s| s % 20 != 19, |_| 30.0), 100);
         assert_eq!(s.received, 95);
         assert!((s.loss - 0.05).abs() < 1e-12, "{s:?}");
         assert_eq!(s.longest_loss_burst, 1);
@@ -156,7 +165,7 @@ mod tests {
 
     #[test]
     fn the_longest_loss_burst_counts_consecutive_missing_sequence_numbers() {
-        let s = summarise(50, &stream(50, |s| !(10..14).contains(&s) && s != 30 && s != 49, |_| 5.0));
+        let s = summarise(50, &stream(50, |s| !(10..14).contains(&s) && s != 30 && s != 49, |_| 5.0), 50);
         assert_eq!(s.longest_loss_burst, 4);
         assert_eq!(s.received, 44);
     }
@@ -176,10 +185,10 @@ mod tests {
                 received: ms(40.0),
             },
         ];
-        let s = summarise(2, &a);
+        let s = summarise(2, &a, 2);
         assert!((s.jitter.as_secs_f64() * 1000.0 - 0.625).abs() < 1e-9, "{s:?}");
         // Alternating 10/20 ms transit: J_n = 10 * (1 - (15/16)^n) ms after n differences.
-        let s = summarise(200, &stream(200, |_| true, |seq| if seq % 2 == 0 { 10.0 } else { 20.0 }));
+        let s = summarise(200, &stream(200, |_| true, |seq| if seq % 2 == 0 { 10.0 } else { 20.0 }), 200);
         let expected = 10.0 * (1.0 - (15.0f64 / 16.0).powi(199));
         assert!((s.jitter.as_secs_f64() * 1000.0 - expected).abs() < 1e-6, "{s:?}");
         assert!(s.jitter_max >= s.jitter);
@@ -193,7 +202,7 @@ mod tests {
             received: ms(at),
         };
         let a = [mk(0, 5.0), mk(2, 45.0), mk(1, 50.0), mk(3, 65.0), mk(3, 66.0), mk(7, 1.0)];
-        let s = summarise(4, &a);
+        let s = summarise(4, &a, 4);
         assert_eq!((s.received, s.reordered, s.duplicates), (4, 1, 1), "{s:?}");
         assert_eq!(s.loss, 0.0);
     }
@@ -201,7 +210,7 @@ mod tests {
     #[test]
     fn rtt_percentile_is_the_nearest_rank() {
         // RTTs 1..=100 ms: p95 is the 95th smallest, 95 ms; the average 50.5 ms.
-        let s = summarise(100, &stream(100, |_| true, |seq| f64::from(seq + 1)));
+        let s = summarise(100, &stream(100, |_| true, |seq| f64::from(seq + 1)), 100);
         assert_eq!(s.rtt_p95, ms(95.0));
         assert_eq!(s.rtt_min, ms(1.0));
         assert_eq!(s.rtt_max, ms(100.0));
@@ -210,8 +219,24 @@ mod tests {
 
     #[test]
     fn nothing_back_is_total_loss_and_nothing_sent_is_no_loss() {
-        let s = summarise(10, &[]);
+        let s = summarise(10, &[], 10);
         assert_eq!((s.loss, s.longest_loss_burst), (1.0, 10));
-        assert_eq!(summarise(0, &[]).loss, 0.0);
+        assert_eq!(summarise(0, &[], 0).loss, 0.0);
+    }
+
+    #[test]
+    fn five_of_a_hundred_lost_is_exactly_five_percent() {
+        // 1 − 95/100 is 0.050000000000000044 in floating point: above a max_loss of 5 %.
+        let s = summarise(100, &stream(100, |s| s >= 5, |_| 1.0), 100);
+        assert_eq!(s.loss, 0.05);
+    }
+
+    #[test]
+    fn packets_still_in_flight_at_a_cut_are_neither_received_nor_lost() {
+        // 50 sent, the last 10 in the drain window: 3 of them back, 7 in flight; 2 lost before.
+        let s = summarise(50, &stream(50, |s| s != 5 && s != 6 && !(43..50).contains(&s), |_| 2.0), 40);
+        assert_eq!((s.received, s.in_flight), (41, 7), "{s:?}");
+        assert_eq!(s.loss, 2.0 / 43.0);
+        assert_eq!(s.longest_loss_burst, 2, "the in-flight tail is no burst");
     }
 }

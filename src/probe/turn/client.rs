@@ -296,7 +296,7 @@ fn stun_error(method: MessageMethod, msg: &StunMessage, code: u16, authenticated
         437 => " (allocation mismatch: the server holds another allocation for this 5-tuple)",
         438 => " (stale nonce twice in a row)",
         441 => " (wrong credentials for this allocation)",
-        486 => " (allocation quota reached for this user)",
+        486 => " (allocation quota reached: this user's own quota, or the server's total quota for all users)",
         508 => " (server out of relay capacity)",
         _ => "",
     };

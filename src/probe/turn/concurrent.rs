@@ -162,9 +162,8 @@ async fn allocate_all(run: &mut Run, spec: &TurnSpec, ctx: &ProbeContext, n: u32
             Err(f) => failures.push((i, f.at(Phase::Allocate))),
         }
     }
-    failures.sort_by_key(|(i, _)| *i);
     let established = clients.iter().filter(|c| c.allocation().is_some()).count();
-    match failures.into_iter().next() {
+    match reported(failures) {
         None => Ok(()),
         Some((i, f)) => {
             let message = if f.message.starts_with("allocation ") {
@@ -178,5 +177,34 @@ async fn allocate_all(run: &mut Run, spec: &TurnSpec, ctx: &ProbeContext, n: u32
                 format!("{message} ({established} of {n} established at once)"),
             ))
         }
+    }
+}
+
+/// The failure a concurrent run reports: a server's refusal (486 quota, 508 capacity) is the
+/// finding a cap needs, so it wins over a lower-numbered connection's timeout or connect
+/// error; among equals, the lowest connection number.
+fn reported(mut failures: Vec<(u32, Failure)>) -> Option<(u32, Failure)> {
+    failures.sort_by_key(|(i, f)| (!matches!(f.reason, Reason::Quota | Reason::Capacity), *i));
+    failures.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quota_refusal_is_reported_over_an_earlier_connections_timeout() {
+        let f = |phase, reason| Failure::new(phase, reason, "x");
+        let got = reported(vec![
+            (5, f(Phase::Allocate, Reason::Quota)),
+            (2, f(Phase::Connect, Reason::Timeout)),
+            (6, f(Phase::Allocate, Reason::Capacity)),
+        ]);
+        assert_eq!(got.map(|(i, f)| (i, f.code())), Some((5, "allocate/quota".to_string())));
+        let got = reported(vec![
+            (4, f(Phase::Allocate, Reason::Timeout)),
+            (3, f(Phase::Connect, Reason::Refused)),
+        ]);
+        assert_eq!(got.map(|(i, _)| i), Some(3), "no refusal: the lowest number");
     }
 }

@@ -6,9 +6,11 @@
 //!   client echoes each packet to A's relayed address. It needs nothing but the TURN server, so
 //!   it works against any vendor's relay with the credentials a softphone gets, and every
 //!   packet crosses the customer's egress path the way a call's does (client ↔ relay, UDP or
-//!   TCP/TLS 443). The price: the round trip contains the client ↔ relay leg twice (A's and
-//!   B's), so `rtt_*` is about twice what one call leg sees and jitter and loss are those of two
-//!   legs — a conservative reading (`detail.media.path: turn_pair`).
+//!   TCP/TLS 443). The price: A and B sit behind the same egress, so a round trip crosses the
+//!   client ↔ relay leg four times (A up, B down, B up, A down): `detail.media.path:
+//!   turn_pair`, `crossings: 4`, and the thresholds judge the per-leg estimates (one leg's
+//!   round trip = half the measured one, one-way loss = the fourth root's complement; see
+//!   `probe::media`).
 //! - **With `peer: ip:port`: to a UDP echo through one allocation** (the responder's
 //!   `udp_echo` next to the relay). A permits the peer and streams to it; the echo sends each
 //!   packet back to A's relayed address. The round trip is then one client ↔ relay leg plus
@@ -26,7 +28,7 @@ use tokio::time::Instant;
 
 use super::{Allocation, TurnClient, CHANNEL};
 use crate::config::MediaSpec;
-use crate::outcome::{Failure, Fault, Phase, Run};
+use crate::outcome::{Failure, Fault, Phase, Reason, Run};
 use crate::probe::media::{judge, Stream};
 
 /// Runs the stream and records `detail.media`; fails phase `media` on a threshold or a
@@ -62,9 +64,14 @@ pub(super) async fn stream(
     let result = pump(&mut stream, ca, echo, dest, alloc_a.relayed, ch_a, until).await;
     run.record(Phase::Media, started.elapsed());
     let details = stream.finish(path);
-    let verdict = result.and_then(|()| judge(&details, &spec.thresholds));
+    let verdict = match result {
+        // A truncated stream says so whatever ended it.
+        Err(_) if details.truncated => judge(&details, &spec.thresholds),
+        Err(f) => Err(f.at(Phase::Media)),
+        Ok(()) => judge(&details, &spec.thresholds),
+    };
     run.detail.media = Some(details);
-    verdict.map_err(|f| f.at(Phase::Media))
+    verdict
 }
 
 /// Sends on the pacing clock from A to `dest`, lets B (when given) echo to `echo_to`, and
@@ -88,24 +95,42 @@ async fn pump(
         } else {
             until
         };
+        // Biased as in `probe::media`: a due deadline wins over a ready tick, the tick over
+        // receiving. Sends over TCP/TLS can block on a full send buffer: each is bounded by
+        // the deadline, so the probe always gets back to `turn/mod.rs` to release (Refresh 0).
         tokio::select! {
+            biased;
+            _ = tokio::time::sleep_until(drain) => {
+                stream.end(Instant::now(), until);
+                return Ok(());
+            }
+            t = tick.tick(), if !stream.done_sending() => {
+                if let Some(p) = stream.on_tick(t) {
+                    bounded(until, ca.send_to_peer(dest, channel, &p), stream).await?;
+                }
+            }
             r = ca.recv_from_peer() => stream.on_receive(&r?.data, Instant::now()),
             r = echo_recv(cb.as_deref_mut()) => {
                 let data = r?;
                 if let Some(b) = cb.as_deref_mut() {
                     // B's echo uses B's channel to A when channels are on (same number).
-                    b.send_to_peer(echo_to, channel, &data).await?;
+                    bounded(until, b.send_to_peer(echo_to, channel, &data), stream).await?;
                 }
             }
-            t = tick.tick(), if !stream.done_sending() => {
-                if let Some(p) = stream.on_tick(t) {
-                    ca.send_to_peer(dest, channel, &p).await?;
-                }
-            }
-            _ = tokio::time::sleep_until(drain) => {
-                stream.stop();
-                return Ok(());
-            }
+        }
+    }
+}
+
+/// A send through the relay, given until `until`; past it the stream ends there.
+async fn bounded(until: Instant, send: impl std::future::Future<Output = Result<(), Fault>>, stream: &mut Stream) -> Result<(), Fault> {
+    match tokio::time::timeout_at(until, send).await {
+        Ok(r) => r,
+        Err(_) => {
+            stream.end(Instant::now(), until);
+            Err(Fault::new(
+                Reason::Timeout,
+                "a send through the relay was still blocked at the deadline (the TCP/TLS connection to the server stopped taking data)",
+            ))
         }
     }
 }

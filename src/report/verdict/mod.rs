@@ -312,7 +312,7 @@ pub static RULES: &[Rule] = &[
         id: "connection_cap",
         severity: Severity::Degraded,
         when: Scope::Failure(connection_cap),
-        template: "{service} on {port} allows only {established} of {requested} {things} at once ({code}): a cap of {established} per client or user{retry_after}; more parallel clients with these credentials are refused",
+        template: "{service} on {port} allows only {established} of {requested} {things} at once ({code}): {cause}",
         claim: Claim::None,
     },
     Rule {
@@ -393,6 +393,13 @@ pub static RULES: &[Rule] = &[
         claim: Claim::None,
     },
     Rule {
+        id: "media_silent",
+        severity: Severity::Broken,
+        when: Scope::Failure(media_silent),
+        template: "Media over {proto} to {port} on {host} does not come back: none of {sent} packets returned ({code}){cause}",
+        claim: Claim::None,
+    },
+    Rule {
         id: "ice_no_relay_fallback",
         severity: Severity::Degraded,
         when: Scope::Failure(ice_no_relay_fallback),
@@ -431,7 +438,7 @@ pub static RULES: &[Rule] = &[
         id: "udp_ports_closed",
         severity: Severity::Broken,
         when: Scope::Failure(udp_ports_closed),
-        template: "UDP media ports on {host}: {finding} ({code}; {coverage}% of the set tried so far)",
+        template: "UDP media ports on {host}: {finding} ({code}; {tried} ports tried so far)",
         claim: Claim::None,
     },
     Rule {
@@ -664,7 +671,10 @@ pub struct WorkingRelay {
 fn relay_facts(kind: &str, o: &Outcome, host: &str, transport: &'static str, port: Option<u16>) -> (Vec<WorkingRelay>, Vec<&'static str>) {
     match kind {
         "turn" => {
-            let works = o.success.then(|| WorkingRelay {
+            // A probe that failed only at `media` allocated and relayed its round trips: the
+            // relay works, the call quality is another finding (`call_quality_poor`).
+            let relayed = o.success || o.failure.as_ref().is_some_and(|f| f.phase == Phase::Media);
+            let works = relayed.then(|| WorkingRelay {
                 transport,
                 host: host.to_string(),
                 port,
@@ -862,12 +872,18 @@ fn proxy_auth(f: &Facts, _: &[Facts]) -> Option<Vars> {
     (f.phase == Some(Phase::Proxy) && matches!(f.reason, Some(Reason::Auth | Reason::Status(407)))).then(Vec::new)
 }
 
+/// With `concurrent: N` and some established through the proxy, its 429/503 for the rest is
+/// its own connection limit (`connection_cap`), neither an unreachable target nor a policy.
+fn proxy_cap(f: &Facts) -> bool {
+    f.outcome.detail.concurrent.as_ref().is_some_and(|c| c.established > 0) && matches!(f.reason, Some(Reason::Status(429 | 503)))
+}
+
 fn proxy_upstream_failed(f: &Facts, _: &[Facts]) -> Option<Vars> {
-    (f.phase == Some(Phase::Proxy) && matches!(f.reason, Some(Reason::Status(502..=504)))).then(Vec::new)
+    (f.phase == Some(Phase::Proxy) && matches!(f.reason, Some(Reason::Status(502..=504))) && !proxy_cap(f)).then(Vec::new)
 }
 
 fn proxy_denied(f: &Facts, _: &[Facts]) -> Option<Vars> {
-    (f.phase == Some(Phase::Proxy) && !f.reason_is(&Reason::Timeout)).then(Vec::new)
+    (f.phase == Some(Phase::Proxy) && !f.reason_is(&Reason::Timeout) && !proxy_cap(f)).then(Vec::new)
 }
 
 /// `concurrent: N` with some but not all N established, refused by a cap: a 429/503 on the
@@ -894,12 +910,28 @@ fn connection_cap(f: &Facts, _: &[Facts]) -> Option<Vars> {
         .retry_after
         .map(|d| format!(" (Retry-After {} s)", d.as_secs()))
         .unwrap_or_default();
+    let e = c.established;
+    // Who set the limit decides who else it hits.
+    let cause = match (f.phase, f.reason) {
+        (Some(Phase::Proxy), _) => format!(
+            "the HTTP proxy's own connection limit (e.g. MaxClients){retry_after}, shared by every client behind that proxy whatever its credentials; busy hours leave fewer"
+        ),
+        (_, Some(Reason::Capacity)) => format!(
+            "the server ran out of relay capacity after {e} (508, server-wide: not a quota on these credentials); other users' calls take from the same pool"
+        ),
+        (_, Some(Reason::Quota)) => format!(
+            "an allocation quota of {e} (486: these credentials' own quota, or the server's total quota for all users); more parallel calls with these credentials are refused"
+        ),
+        _ => format!(
+            "a cap of {e} per client or user{retry_after}; more parallel clients with these credentials are refused"
+        ),
+    };
     Some(vec![
         ("service", service.to_string()),
         ("things", things.to_string()),
         ("established", c.established.to_string()),
         ("requested", c.requested.to_string()),
-        ("retry_after", retry_after),
+        ("cause", cause),
     ])
 }
 
@@ -942,14 +974,19 @@ const CLUSTER: f64 = 0.10;
 
 /// Cut lifetimes (seconds, sorted) of the `is_idle` (or pinged) holds in the whole check.
 fn cut_lifetimes(all: &[Facts], is_idle: bool) -> Vec<f64> {
-    let mut cut: Vec<f64> = all
-        .iter()
-        .flat_map(|f| f.holds.iter().copied())
-        .filter(|h| idle(h) == is_idle && !h.survived)
-        .map(|h| h.lifetime.as_secs_f64())
-        .collect();
+    let mut cut: Vec<f64> = cut_holds(all, is_idle).map(|(_, l)| l).collect();
     cut.sort_by(f64::total_cmp);
     cut
+}
+
+/// (index of the result, lifetime) of every cut `is_idle` (or pinged) hold in the check.
+fn cut_holds<'a>(all: &'a [Facts], is_idle: bool) -> impl Iterator<Item = (usize, f64)> + 'a {
+    all.iter().enumerate().flat_map(move |(i, f)| {
+        f.holds
+            .iter()
+            .filter(move |h| idle(h) == is_idle && !h.survived)
+            .map(move |h| (i, h.lifetime.as_secs_f64()))
+    })
 }
 
 /// The median of sorted `cut` when there are at least two, all within ±10 % of it.
@@ -966,13 +1003,29 @@ fn outlived(all: &[Facts], is_idle: bool, high: f64) -> bool {
         .any(|h| idle(h) == is_idle && h.survived && h.lifetime.as_secs_f64() > high * (1.0 + CLUSTER))
 }
 
-/// The timer's evidence when the cut lifetimes of `is_idle` holds cluster and no hold of the
-/// same kind outlived them: median, count and range.
+/// Whether the cuts can be told from one event that cut every socket at once (a proxy or
+/// server restart): the N holds of one `concurrent` run start together, so cuts at one age
+/// are cuts at one moment. They can when the cuts come from two or more results (separate
+/// probes or runs), or, for idle cuts, when a pinged hold in the check survived past them
+/// (a control: an event would have cut it too; an idle timer spares it).
+fn not_one_event(all: &[Facts], is_idle: bool, high: f64) -> bool {
+    let mut sources: Vec<usize> = cut_holds(all, is_idle).map(|(i, _)| i).collect();
+    sources.dedup();
+    let control = is_idle
+        && all
+            .iter()
+            .flat_map(|f| f.holds.iter().copied())
+            .any(|h| !idle(h) && h.survived && h.lifetime.as_secs_f64() >= high);
+    sources.len() >= 2 || control
+}
+
+/// The timer's evidence when the cut lifetimes of `is_idle` holds cluster, no hold of the
+/// same kind outlived them and they are not one event: median, count and range.
 fn cut_cluster(all: &[Facts], is_idle: bool) -> Option<Vars> {
     let cut = cut_lifetimes(all, is_idle);
     let median = clustered(&cut)?;
     let (low, high) = (cut[0], cut[cut.len() - 1]);
-    if outlived(all, is_idle, high) {
+    if outlived(all, is_idle, high) || !not_one_event(all, is_idle, high) {
         return None;
     }
     Some(vec![
@@ -1015,10 +1068,20 @@ fn ws_hold_cut(f: &Facts, all: &[Facts]) -> Option<Vars> {
             "{} holds were cut at ages from {lo:.1} to {hi:.1} s, too far apart for one timer: an unstable path or a server closing sockets",
             same.len()
         )
-    } else {
+    } else if outlived(all, idle(h), hi) {
         format!(
             "{} holds were cut at {lo:.1} to {hi:.1} s, but another hold of the same kind lived longer: not one timer on every path (different proxies or servers?)",
             same.len()
+        )
+    } else {
+        format!(
+            "the {} holds of one run were all cut at {lo:.1} to {hi:.1} s: a timer, or one event that cut them together (a proxy or server restart); repeat the probe{}",
+            same.len(),
+            if idle(h) {
+                ", or hold a pinged socket beside the idle ones as a control"
+            } else {
+                ""
+            }
         )
     };
     Some(vec![
@@ -1054,17 +1117,37 @@ fn call_quality_poor(f: &Facts, _: &[Facts]) -> Option<Vars> {
             .is_some_and(|r| matches!(r, Reason::Loss | Reason::Jitter | Reason::Rtt | Reason::Mos)))
     .then(|| {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let leg = if m.crossings == 4 {
+            format!(" (≈{:.0} ms per client leg)", ms(m.leg_rtt_avg))
+        } else {
+            String::new()
+        };
         vec![(
             "figures",
             format!(
-                "loss {:.1}%, jitter {:.1} ms, round trip {:.0} ms, MOS {:.1}",
+                "loss {:.1}% (≈{:.1}% one way), jitter {:.1} ms, round trip {:.0} ms{leg}, MOS {:.1}",
                 m.loss * 100.0,
+                m.one_way_loss * 100.0,
                 ms(m.jitter),
                 ms(m.rtt_avg),
                 m.mos
             ),
         )]
     })
+}
+
+/// A `media:` stream of which nothing came back (`media/loss` with none received).
+fn media_silent(f: &Facts, _: &[Facts]) -> Option<Vars> {
+    let m = f.outcome.detail.media.as_ref().filter(|m| m.sent > 0 && m.received == 0)?;
+    if f.phase != Some(Phase::Media) || !f.reason_is(&Reason::Loss) {
+        return None;
+    }
+    let cause = if f.kind == "turn" {
+        ": the relay allocated and relayed its round trips, but not the stream; a rate limit or a policy on the relay's media, or the peer does not echo"
+    } else {
+        ": UDP to that port is dropped on the way out or back, or no UDP echo answers there"
+    };
+    Some(vec![("sent", m.sent.to_string()), ("cause", cause.to_string())])
 }
 
 /// ` over UDP and TLS`: the relay transports an ice probe tried (empty when unknown).
@@ -1137,8 +1220,10 @@ fn udp_ports_closed(f: &Facts, _: &[Facts]) -> Option<Vars> {
         }
     };
     let finding = if u.open_ports == 0 {
+        // Only what was tried: a sample of 64 says nothing of the other 49,088 ports.
+        let silent = u.closed_ports + u.silent_once;
         format!(
-            "none of {} answers: UDP to the media range is blocked, or no echo responder runs there",
+            "none of the {silent} port(s) of {} tried so far answers: UDP to the media range is blocked, or no echo responder runs there",
             u.set
         )
     } else {
@@ -1148,7 +1233,8 @@ fn udp_ports_closed(f: &Facts, _: &[Facts]) -> Option<Vars> {
             list(&u.open)
         )
     };
-    Some(vec![("finding", finding), ("coverage", format!("{:.0}", u.coverage * 100.0))])
+    let tried = format!("{} of {}", u.covered + u.silent_once, u.set_size);
+    Some(vec![("finding", finding), ("tried", tried)])
 }
 
 fn rejected(f: &Facts, _: &[Facts]) -> Option<Vars> {

@@ -33,6 +33,7 @@ fn endpoint(kind: &str, target: &str) -> Endpoint {
             let (transport, rest) = match first.split_once(':') {
                 Some(("udp", rest)) if other == "path" => (Transport::Udp, rest),
                 Some(("tcp", rest)) if other == "path" => (Transport::Tcp, rest),
+                _ if other == "media" => (Transport::Udp, first),
                 _ if other == "tls" => (Transport::Tls, first),
                 _ => (Transport::Tcp, first),
             };
@@ -302,7 +303,7 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                 });
                 r
             }],
-            "TURN on 3478 allows only 5 of 8 allocations at once (allocate/quota): a cap of 5 per client or user; more parallel clients with these credentials are refused".into(),
+            "TURN on 3478 allows only 5 of 8 allocations at once (allocate/quota): an allocation quota of 5 (486: these credentials' own quota, or the server's total quota for all users); more parallel calls with these credentials are refused".into(),
         ),
         (
             "rate_limited",
@@ -326,8 +327,11 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
         ),
         (
             "ws_lifetime_limit",
-            vec![held("wss-pinged", &[(60.4, 59, false), (60.2, 59, false), (59.8, 58, false)])],
-            "WebSocket cut after ~60 s although kept alive with pings, every time (3 pinged holds cut between 59.8 and 60.4 s, hold/closed): a proxy or firewall limits a connection's lifetime to about 60 s; pings do not help, the softphone must reconnect before that".into(),
+            vec![
+                held("wss-pinged", &[(60.4, 59, false), (60.2, 59, false), (59.8, 58, false)]),
+                held("wss-pinged-2", &[(60.1, 59, false)]),
+            ],
+            "WebSocket cut after ~60 s although kept alive with pings, every time (4 pinged holds cut between 59.8 and 60.4 s, hold/closed): a proxy or firewall limits a connection's lifetime to about 60 s; pings do not help, the softphone must reconnect before that".into(),
         ),
         (
             "ws_hold_cut",
@@ -362,6 +366,8 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                     sent: 100,
                     received: 95,
                     loss: 0.05,
+                    one_way_loss: 0.0253,
+                    crossings: 2,
                     jitter: Duration::from_micros(1200),
                     rtt_avg: Duration::from_millis(42),
                     mos: 3.88,
@@ -369,7 +375,21 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                 });
                 r
             }],
-            "Media over UDP to 3478 on relay.example.com gets through but not at call quality (media/loss: loss 5.0%, jitter 1.2 ms, round trip 42 ms, MOS 3.9): expect choppy or delayed calls".into(),
+            "Media over UDP to 3478 on relay.example.com gets through but not at call quality (media/loss: loss 5.0% (≈2.5% one way), jitter 1.2 ms, round trip 42 ms, MOS 3.9): expect choppy or delayed calls".into(),
+        ),
+        (
+            "media_silent",
+            vec![{
+                let mut r = fail("call", "media", "127.0.0.1:9999", Phase::Media, Reason::Loss);
+                r.outcome.detail.media = Some(crate::outcome::details::MediaDetails {
+                    sent: 100,
+                    received: 0,
+                    loss: 1.0,
+                    ..Default::default()
+                });
+                r
+            }],
+            "Media over UDP to 9999 on 127.0.0.1 does not come back: none of 100 packets returned (media/loss): UDP to that port is dropped on the way out or back, or no UDP echo answers there".into(),
         ),
         (
             "ice_no_relay_fallback",
@@ -431,14 +451,36 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                     set: "20000-20099".into(),
                     open: vec!["20000-20049".into()],
                     closed: vec!["20050-20099".into()],
+                    set_size: 100,
                     open_ports: 50,
                     closed_ports: 50,
+                    covered: 100,
                     coverage: 1.0,
                     ..Default::default()
                 });
                 r
             }],
-            "UDP media ports on relay.example.com: 20050-20099 get no echo while 20000-20049 do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio (udp/closed; 100% of the set tried so far)".into(),
+            "UDP media ports on relay.example.com: 20050-20099 get no echo while 20000-20049 do: a firewall passes only part of the media range, so calls whose media lands on a closed port have no audio (udp/closed; 100 of 100 ports tried so far)".into(),
+        ),
+        (
+            "udp_ports_closed",
+            vec![{
+                let mut r = fail("media", "udp_ports", "udp:relay.example.com:16384-65535", Phase::Udp, Reason::Closed);
+                r.endpoint = Endpoint {
+                    host: "relay.example.com".into(),
+                    port: Some(16384),
+                    transport: Transport::Udp,
+                };
+                r.outcome.detail.udp_ports = Some(UdpPortsDetails {
+                    set: "16384-65535".into(),
+                    set_size: 49152,
+                    sampled: 64,
+                    silent_once: 64,
+                    ..Default::default()
+                });
+                r
+            }],
+            "UDP media ports on relay.example.com: none of the 64 port(s) of 16384-65535 tried so far answers: UDP to the media range is blocked, or no echo responder runs there (udp/closed; 64 of 49152 ports tried so far)".into(),
         ),
         (
             "path_silent_after_hop",
@@ -578,6 +620,18 @@ fn rejected_before_server_on_a_trace_says_how_many_hops_out() {
 #[test]
 fn udp_ports_closed() {
     check("udp_ports_closed");
+}
+
+#[test]
+fn udp_ports_with_nothing_answering_names_only_the_ports_tried_not_the_whole_range() {
+    let (_, results, expected) = cases()
+        .into_iter()
+        .filter(|(id, _, _)| *id == "udp_ports_closed")
+        .nth(1)
+        .expect("the nothing-answers case");
+    let verdicts = assess(&results);
+    let v = verdicts.iter().find(|v| v.rule == "udp_ports_closed").expect("fired");
+    assert_eq!(v.text, expected);
 }
 
 #[test]
@@ -754,6 +808,48 @@ fn a_turn_quota_shows_as_a_cap_of_five() {
     assert_eq!(rule_and_text(&results)[0], ("connection_cap", expected));
 }
 #[test]
+fn a_proxy_limit_and_a_full_relay_are_not_called_a_per_user_cap() {
+    let cap = |mut r: ProbeResult| {
+        r.outcome.detail.concurrent = Some(ConcurrentDetails {
+            requested: 8,
+            established: 5,
+            holds: vec![],
+        });
+        rule_and_text(&[r])
+    };
+    let v = cap(fail(
+        "wss-cap",
+        "websocket",
+        "wss://sig.example.com/ws",
+        Phase::Proxy,
+        Reason::Status(503),
+    ));
+    assert_eq!(
+        v[0],
+        (
+            "connection_cap",
+            "WebSocket signalling on 443 allows only 5 of 8 connections at once (proxy/status_503): the HTTP proxy's own connection limit (e.g. MaxClients), shared by every client behind that proxy whatever its credentials; busy hours leave fewer".to_string()
+        )
+    );
+    let v = cap(fail(
+        "turn-full",
+        "turn",
+        "turn:relay.example.com:3478?transport=udp",
+        Phase::Allocate,
+        Reason::Capacity,
+    ));
+    assert_eq!(
+        v[0],
+        (
+            "connection_cap",
+            "TURN on 3478 allows only 5 of 8 allocations at once (allocate/capacity): the server ran out of relay capacity after 5 (508, server-wide: not a quota on these credentials); other users' calls take from the same pool".to_string()
+        )
+    );
+    for (_, text) in v {
+        assert!(!text.contains("per client or user"), "{text}");
+    }
+}
+#[test]
 fn none_established_or_all_established_is_no_cap() {
     for established in [0, 8] {
         let mut r = fail(
@@ -791,17 +887,37 @@ fn rule_and_text(results: &[ProbeResult]) -> Vec<(&'static str, String)> {
 }
 
 #[test]
-fn the_idle_holds_of_one_concurrent_run_are_enough_evidence_for_an_idle_timeout() {
-    let v = rule_and_text(&[held(
-        "wss-4",
-        &[(30.1, 0, false), (30.0, 0, false), (29.6, 0, false), (30.3, 0, false)],
-    )]);
+fn the_idle_holds_of_one_concurrent_run_alone_may_be_one_event_not_an_idle_timeout() {
+    // Four sockets opened together and cut at one age were cut at one moment: a timer, or a
+    // proxy restart. Alone they are no proof of an idle timer.
+    let run = [(30.1, 0, false), (30.0, 0, false), (29.6, 0, false), (30.3, 0, false)];
+    let v = rule_and_text(&[held("wss-4", &run)]);
+    assert!(v.iter().all(|(r, _)| *r != "ws_idle_timeout"), "{v:?}");
+    assert_eq!(v[0].0, "ws_hold_cut", "{v:?}");
+    assert!(
+        v[0].1.contains("the 4 holds of one run were all cut at 29.6 to 30.3 s: a timer, or one event that cut them together (a proxy or server restart)"),
+        "{v:?}"
+    );
+    // A pinged hold that lived through it is the control: an event would have cut it too.
+    let v = rule_and_text(&[held("wss-4", &run), held("wss-pinged", &[(40.0, 8, true)])]);
     assert_eq!(v[0].0, "ws_idle_timeout", "{v:?}");
     assert!(
         v[0].1
             .starts_with("WebSocket cut after ~30 s of idle, every time (4 idle holds cut between 29.6 and 30.3 s"),
         "{v:?}"
     );
+    // So are cuts at the same age in a second run (another probe).
+    let v = rule_and_text(&[held("wss-4", &run), held("wss-1", &[(30.2, 0, false)])]);
+    assert_eq!(v[0].0, "ws_idle_timeout", "{v:?}");
+}
+
+#[test]
+fn the_pinged_holds_of_one_run_need_a_second_run_for_a_lifetime_limit() {
+    let run = [(60.4, 59, false), (60.2, 59, false), (59.8, 58, false)];
+    let v = rule_and_text(&[held("wss-pinged", &run)]);
+    assert_eq!(v[0].0, "ws_hold_cut", "{v:?}");
+    let v = rule_and_text(&[held("wss-pinged", &run), held("wss-pinged-2", &[(60.1, 59, false)])]);
+    assert_eq!(v[0].0, "ws_lifetime_limit", "{v:?}");
 }
 
 #[test]
@@ -863,6 +979,38 @@ fn relay_no_echo() {
 #[test]
 fn call_quality_poor() {
     check("call_quality_poor");
+}
+#[test]
+fn media_silent() {
+    check("media_silent");
+}
+#[test]
+fn a_turn_probe_that_failed_only_at_media_is_still_a_working_relay() {
+    // UDP is dropped; TURN over TLS allocated and relayed its round trips, only its call
+    // quality fell short. Calls do have a media path: over that relay.
+    let turns = "turns:relay.example.com:443?transport=tcp";
+    let mut poor = fail("turn-tls", "turn", turns, Phase::Media, Reason::Loss);
+    poor.outcome.detail.media = Some(crate::outcome::details::MediaDetails {
+        sent: 100,
+        received: 95,
+        loss: 0.05,
+        one_way_loss: 0.0253,
+        crossings: 4,
+        mos: 3.9,
+        ..Default::default()
+    });
+    let udp = fail(
+        "stun",
+        "stun",
+        "stun:relay.example.com:3478?transport=udp",
+        Phase::Stun,
+        Reason::Timeout,
+    );
+    let v = rule_and_text(&[udp, poor]);
+    let rules: Vec<&str> = v.iter().map(|(r, _)| *r).collect();
+    assert!(rules.contains(&"udp_dropped_relay_works"), "{v:?}");
+    assert!(!rules.contains(&"udp_dropped_relay_fails"), "{v:?}");
+    assert!(rules.contains(&"call_quality_poor"), "{v:?}");
 }
 #[test]
 fn ice_no_relay_fallback() {
