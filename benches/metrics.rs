@@ -1,7 +1,8 @@
 //! The in-process hot parts behind `/metrics`, timed with `Instant` (no bench framework, so no
 //! extra dependency): recording an `Outcome` into the registry, encoding `/metrics` for 1,000
-//! TCP probes (every encode after a new result, so the cache never answers), serving it from
-//! the cache, and loading a config of 10,000 probes.
+//! and 10,000 TCP probes (every encode after a new result, so the cache never answers), the
+//! same plus gzip (what a Prometheus scrape gets), serving it from the cache, and loading a
+//! config of 10,000 probes.
 //!
 //! Bounded loops (`ITER`, default 200, at most 10,000). Run in release with
 //! `cargo bench --bench metrics`; `scripts/bench` measures the same through a real daemon.
@@ -103,5 +104,37 @@ fn main() {
         assert_eq!(text.len(), size);
     }
     report("/metrics from the cache, 1,000 probes", cached);
-    println!("/metrics text for 1,000 TCP probes: {size} bytes");
+    let mut gz = Vec::new();
+    let mut gz_size = 0;
+    for i in 0..iter {
+        m.observe(&cfg.probes[i % cfg.probes.len()], &ok);
+        let t = Instant::now();
+        let body = m.render_gzip("").expect("render");
+        gz.push(t.elapsed());
+        gz_size = body.len();
+    }
+    report("encode + gzip after a new result, 1,000", gz);
+    println!("/metrics text for 1,000 TCP probes: {size} bytes, gzip {gz_size} bytes");
+
+    let cfg = parse_str(&config_text(10_000), "bench.yaml").expect("bench config is valid");
+    let m = Metrics::new(&cfg).expect("registry");
+    for p in &cfg.probes {
+        m.observe(p, &failed);
+        m.observe(p, &ok);
+    }
+    let (mut plain, mut gz) = (Vec::new(), Vec::new());
+    let (mut size, mut gz_size) = (0, 0);
+    for i in 0..iter.min(20) {
+        m.observe(&cfg.probes[i], &ok);
+        let t = Instant::now();
+        size = m.render().expect("render").len();
+        plain.push(t.elapsed());
+        m.observe(&cfg.probes[i], &ok);
+        let t = Instant::now();
+        gz_size = m.render_gzip("").expect("render").len();
+        gz.push(t.elapsed());
+    }
+    report("encode after a new result, 10,000", plain);
+    report("encode + gzip after a new result, 10,000", gz);
+    println!("/metrics text for 10,000 TCP probes: {size} bytes, gzip {gz_size} bytes");
 }

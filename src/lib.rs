@@ -33,7 +33,9 @@
 //! stored reports alone. `shutdown` (one stop signal) has no crate imports and is used by the
 //! scheduler, the server and the responder alike. `log_redact` (the tracing layer that keeps
 //! dependencies' wire dumps out of the log) has no crate imports either; only `main.rs` uses it.
+//! `allocator` (glibc malloc settings applied at start) has no crate imports; only `main.rs` uses it.
 
+pub mod allocator;
 pub mod cli;
 pub mod commands;
 pub mod config;

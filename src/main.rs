@@ -9,6 +9,7 @@ use egress_probe::commands;
 use egress_probe::log_redact::RedactWire;
 
 fn main() -> ExitCode {
+    egress_probe::allocator::tune();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -27,7 +27,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -56,7 +56,7 @@ pub struct ProbeStatus {
     pub finished_at: String,
 }
 
-/// `/status` document.
+/// `/status` document (the shape [`StatusBoard::snapshot_json`] writes).
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusDoc {
     /// Whether every probe has completed a run.
@@ -65,60 +65,80 @@ pub struct StatusDoc {
 }
 
 /// Last outcome per probe: backs `/ready` and `/status`. A [`Sink`] of the scheduler.
+///
+/// Each probe's last [`ProbeStatus`] is kept as its JSON text (a TCP probe's is ~300 bytes)
+/// rather than as the struct (~2 KB inline, mostly empty detail slots): 10,000 probes would
+/// otherwise hold ~20 MB here. `/status` joins the texts in config order.
 pub struct StatusBoard {
-    /// Configured probe names in config order.
-    names: Vec<String>,
-    last: Mutex<HashMap<String, ProbeStatus>>,
+    /// Probe name → its slot in `last` (config order).
+    index: HashMap<String, usize>,
+    /// The last status of each probe as JSON, `None` until its first run.
+    last: Mutex<Vec<Option<Box<str>>>>,
 }
 
 impl StatusBoard {
     /// A board expecting the probes of `config`.
     pub fn new(config: &Config) -> StatusBoard {
+        let index: HashMap<String, usize> = config.probes.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
         StatusBoard {
-            names: config.probes.iter().map(|p| p.name.clone()).collect(),
-            last: Mutex::new(HashMap::new()),
+            last: Mutex::new(vec![None; config.probes.len()]),
+            index,
         }
     }
 
     /// Whether every configured probe has completed at least one run.
     pub fn ready(&self) -> bool {
-        self.last
-            .lock()
-            .map(|l| self.names.iter().all(|n| l.contains_key(n)))
-            .unwrap_or(false)
+        let (done, all) = self.progress();
+        done == all
     }
 
     /// `(completed, configured)` probe counts.
     pub fn progress(&self) -> (usize, usize) {
-        let done = self
-            .last
-            .lock()
-            .map(|l| self.names.iter().filter(|n| l.contains_key(*n)).count())
-            .unwrap_or(0);
-        (done, self.names.len())
+        match self.last.lock() {
+            Ok(l) => (l.iter().filter(|s| s.is_some()).count(), l.len()),
+            Err(_) => (0, self.index.len().max(1)),
+        }
     }
 
-    /// The `/status` document.
-    pub fn snapshot(&self) -> StatusDoc {
-        let probes = match self.last.lock() {
-            Ok(l) => self.names.iter().filter_map(|n| l.get(n).cloned()).collect(),
-            Err(_) => Vec::new(),
+    /// The `/status` document as JSON text (what `Json(StatusDoc)` would write).
+    pub fn snapshot_json(&self) -> String {
+        let Ok(l) = self.last.lock() else {
+            return r#"{"ready":false,"probes":[]}"#.to_string();
         };
-        StatusDoc {
-            ready: self.ready(),
-            probes,
+        let ready = l.iter().all(Option::is_some);
+        let mut out = String::with_capacity(32 + l.iter().flatten().map(|s| s.len() + 1).sum::<usize>());
+        out.push_str(if ready {
+            r#"{"ready":true,"probes":["#
+        } else {
+            r#"{"ready":false,"probes":["#
+        });
+        for (i, s) in l.iter().flatten().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(s);
         }
+        out.push_str("]}");
+        out
     }
 }
 
 impl Sink for StatusBoard {
     fn record(&self, probe: &ProbeConfig, outcome: &Outcome) {
+        let Some(slot) = self.index.get(&probe.name).copied() else {
+            return;
+        };
         let status = ProbeStatus {
             result: ProbeResult::of(&probe.name, &probe.spec, outcome.clone()),
             finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         };
+        let Ok(json) = serde_json::to_string(&status) else {
+            return;
+        };
         if let Ok(mut l) = self.last.lock() {
-            l.insert(probe.name.clone(), status);
+            if let Some(s) = l.get_mut(slot) {
+                *s = Some(json.into_boxed_str());
+            }
         }
     }
 }
@@ -185,7 +205,7 @@ fn current(live: &LiveState) -> Arc<AppState> {
     live.borrow().clone()
 }
 
-async fn metrics(State(live): State<LiveState>) -> Response {
+async fn metrics(State(live): State<LiveState>, headers: HeaderMap) -> Response {
     let st = current(&live);
     let pr = &st.process;
     pr.counters.sync_listener(
@@ -193,15 +213,67 @@ async fn metrics(State(live): State<LiveState>) -> Response {
         pr.listener.tls_failed.load(std::sync::atomic::Ordering::Relaxed),
         pr.listener.unauthorized.load(std::sync::atomic::Ordering::Relaxed),
     );
-    match (st.metrics.render(), pr.counters.render()) {
-        (Ok(body), Ok(endpoint)) => {
-            let mut all = String::with_capacity(body.len() + endpoint.len());
-            all.push_str(&body);
-            all.push_str(&endpoint);
-            text(StatusCode::OK, all)
-        }
-        (Err(e), _) | (_, Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    let endpoint = match pr.counters.render() {
+        Ok(e) => e,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    };
+    let vary = (header::VARY, "Accept-Encoding");
+    if accepts_gzip(&headers) {
+        return match st.metrics.render_gzip(&endpoint) {
+            Ok(gz) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, TEXT_FORMAT), (header::CONTENT_ENCODING, "gzip"), vary],
+                gz,
+            )
+                .into_response(),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        };
     }
+    match st.metrics.render() {
+        // The cached text and the endpoint counters as two chunks: no copy of the (large) text.
+        Ok(body) => {
+            let len = body.len() + endpoint.len();
+            let chunks = [bytes::Bytes::from_owner(ArcText(body)), bytes::Bytes::from(endpoint)];
+            let stream = futures::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>));
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, TEXT_FORMAT), vary],
+                [(header::CONTENT_LENGTH, len.to_string())],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// The shared `/metrics` text as the owner of a response chunk.
+struct ArcText(Arc<String>);
+
+impl AsRef<[u8]> for ArcText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) with a non-zero quality.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let zero = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !zero
+        })
 }
 
 async fn reload(State(live): State<LiveState>) -> Response {
@@ -236,8 +308,9 @@ async fn ready(State(live): State<LiveState>) -> Response {
     }
 }
 
-async fn status(State(live): State<LiveState>) -> Json<StatusDoc> {
-    Json(current(&live).board.snapshot())
+async fn status(State(live): State<LiveState>) -> Response {
+    let body = current(&live).board.snapshot_json();
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<String, String>>, headers: HeaderMap) -> Response {
@@ -294,5 +367,42 @@ async fn probe_once(State(live): State<LiveState>, Query(q): Query<BTreeMap<Stri
     match render_single_run(&p.name, spec.kind(), &spec.target(), &outcome, st.config.metrics.histograms) {
         Ok(body) => text(StatusCode::OK, body),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::ACCEPT_ENCODING, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn gzip_is_chosen_only_when_the_scraper_accepts_it_with_a_nonzero_quality() {
+        // What Prometheus sends, browsers' lists, wildcards and repeated headers.
+        for yes in [
+            &["gzip"][..],
+            &["GZip"],
+            &["deflate, gzip;q=0.5"],
+            &["*"],
+            &["identity", "br, gzip"],
+        ] {
+            assert!(accepts_gzip(&with(yes)), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &["identity"],
+            &["gzip;q=0"],
+            &["br, deflate"],
+            &["gzipx"],
+            &["gzip; q=0.0"],
+        ] {
+            assert!(!accepts_gzip(&with(no)), "{no:?}");
+        }
     }
 }

@@ -262,6 +262,53 @@ fn daemon_counts_runs_exports_pass_and_refused_and_stops_on_sigterm() {
     eprintln!("SIGTERM → exit took {took:?}");
 }
 
+/// A GET with `Accept-Encoding: gzip`; returns (head, raw body bytes).
+fn get_gzip(addr: SocketAddr, path: &str) -> Option<(String, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept-Encoding: gzip\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some((String::from_utf8_lossy(&raw[..at]).to_string(), raw[at + 4..].to_vec()))
+}
+
+#[test]
+fn metrics_are_gzipped_for_a_scraper_that_accepts_gzip_and_decode_to_the_same_valid_text() {
+    let open = Listening::start();
+    let closed = closed_port();
+    let d = start_daemon(open.port, closed);
+    assert!(
+        wait_until(Duration::from_secs(5), || get(d.addr, "/ready").map(|r| r.0) == Some(200)),
+        "/ready never turned 200"
+    );
+    let (head, body) = get_gzip(d.addr, "/metrics").expect("gzip scrape");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 200") || head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .expect("the body is one valid gzip stream");
+    assert!(
+        body.len() * 3 < text.len(),
+        "{} compressed bytes for {} of text",
+        body.len(),
+        text.len()
+    );
+    // The probe families and the endpoint counters (appended after them) are both inside.
+    assert!(sample(&text, r#"egress_probe_runs_total{kind="tcp",probe="open",result="success"}"#).unwrap() >= 1.0);
+    assert!(text.contains("egress_probe_web_unauthorized_total 0"), "{text}");
+    promtool_check(&text);
+    // Without the header: plain text, the same families.
+    let (status, plain) = get(d.addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let families = |t: &str| -> Vec<String> { t.lines().filter(|l| l.starts_with("# TYPE")).map(String::from).collect() };
+    assert_eq!(families(&plain), families(&text));
+    promtool_check(&plain);
+}
+
 #[test]
 fn probe_endpoint_retargets_a_module_and_refuses_unknown_ones() {
     let open = Listening::start();

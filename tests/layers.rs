@@ -17,6 +17,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("shutdown", &[][..]),
         // The tracing layer that withholds dependencies' wire dumps: imports nothing.
         ("log_redact", &[][..]),
+        // glibc malloc settings applied at start by main.rs: imports nothing.
+        ("allocator", &[][..]),
         // The endpoint's web config (exporter-toolkit format) and bounded listener; it reads
         // its files with the config's bounded reader.
         ("web", &["config"][..]),

@@ -5,7 +5,7 @@
 //!   responder says so and the probe notes why it cannot tell. coturn's
 //!   `turnutils_natdiscovery` (an independent RFC 5780 client) reads our responder the same,
 //!   and our probe reads coturn's own RFC 5780 server (two listening IPs) the same. The
-//!   daemon exports the results as small state sets (24 series for a stun probe with every
+//!   daemon exports the results as small state sets (23 series for a stun probe with every
 //!   NAT test, within a TURN probe's budget of 40).
 //! - Namespaces (`Routed`: inside — fw — outside): the real binary's `check` inside, the
 //!   responder binary outside on 10.203.0.2 + 10.203.0.3, the NAT and the firewall in fw's
@@ -14,7 +14,12 @@
 //!   without NAT an open router is endpoint-independent filtering, a `ct state new` drop of
 //!   inbound is address-and-port-dependent, and a set of (remote address, local port) seen
 //!   outbound admits only known addresses (address-dependent); the binding lifetime search
-//!   finds fw's conntrack UDP timeout.
+//!   finds fw's conntrack UDP timeout. An open router also shows `local == mapped` and the
+//!   "No NAT" verdict; a router dropping the first two answers from the alternate address
+//!   shows the filtering test asking again before silence counts; a small STUN server outside
+//!   whose OTHER-ADDRESS has the primary port (behind `fully-random`) shows the mapping test
+//!   stopping at `endpoint_dependent`; a router that drops every new flow to the server after
+//!   the lifetime search's first round shows the bracket found being kept, with a note.
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -270,7 +275,9 @@ async fn the_daemon_exports_nat_behaviour_as_small_state_sets() {
     let of = |family: &str| series.iter().filter(|l| l.starts_with(family)).count();
     assert_eq!(of("egress_probe_nat_mapping{"), 4, "{text}");
     assert_eq!(of("egress_probe_nat_filtering{"), 3, "{text}");
-    assert_eq!(of("egress_probe_nat_binding_lifetime_seconds{"), 1, "{text}");
+    // Nothing expires on loopback: the search found no lifetime, so none is exported (the
+    // search's `max` would read as a lifetime found).
+    assert_eq!(of("egress_probe_nat_binding_lifetime_seconds{"), 0, "{text}");
     for line in [
         r#"egress_probe_nat_mapping{behavior="endpoint_independent",probe="nat"} 1"#,
         r#"egress_probe_nat_mapping{behavior="address_and_port_dependent",probe="nat"} 0"#,
@@ -278,11 +285,6 @@ async fn the_daemon_exports_nat_behaviour_as_small_state_sets() {
     ] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
-    let lifetime = text
-        .lines()
-        .find_map(|l| l.strip_prefix(r#"egress_probe_nat_binding_lifetime_seconds{probe="nat"} "#))
-        .and_then(|v| v.parse::<f64>().ok());
-    assert!(lifetime.is_some_and(|v| (2.0..3.0).contains(&v)), "lifetime {lifetime:?}:\n{text}");
     // The same budget as a TURN probe (tests/daemon.rs); no address ever becomes a label.
     assert!(
         series.len() <= 40,
@@ -365,9 +367,14 @@ impl Lab {
     /// Runs `check --output json` inside with one stun probe (`extra` YAML lines added to it);
     /// returns the probe's outcome and the verdict lines.
     fn check(&self, extra: &str, timeout_s: u32) -> (Value, Vec<String>) {
+        self.check_port(PRIMARY_PORT, extra, timeout_s)
+    }
+
+    /// [`Lab::check`] against the STUN server on `port` of the signalling address.
+    fn check_port(&self, port: u16, extra: &str, timeout_s: u32) -> (Value, Vec<String>) {
         let file = self.dir.path().join(format!("check-{}.yaml", rand::random::<u32>()));
         let yaml = format!(
-            "probes:\n  - name: nat\n    kind: stun\n    server: stun:{SIGNALLING_IP}:{PRIMARY_PORT}\n    timeout: 10s\n    interval: 2m\n{extra}"
+            "probes:\n  - name: nat\n    kind: stun\n    server: stun:{SIGNALLING_IP}:{port}\n    timeout: 10s\n    interval: 2m\n{extra}"
         );
         std::fs::write(&file, yaml).expect("write config");
         let out = Command::new("timeout")
@@ -446,11 +453,120 @@ fn fully_random_masquerade_maps_every_destination_apart() {
 #[test]
 fn an_open_router_without_nat_lets_every_address_in() {
     let lab = Lab::new("natopen", None);
-    let (o, _) = lab.check(MAPPING_AND_FILTERING, 30);
+    let (o, verdicts) = lab.check(MAPPING_AND_FILTERING, 30);
     let s = stun(&o);
     assert_eq!(addr(&s["mapped"]).ip(), IpAddr::V4(common::netns::INSIDE_IP), "no NAT: {o:#}");
+    // The NAT tests' socket is unconnected: `local` still names the address used, not 0.0.0.0.
+    assert_eq!(addr(&s["local"]), addr(&s["mapped"]), "{o:#}");
     assert_eq!(s["nat_mapping"], "endpoint_independent", "{o:#}");
     assert_eq!(s["nat_filtering"], "endpoint_independent", "{o:#}");
+    assert!(
+        verdicts
+            .iter()
+            .any(|v| v.starts_with("No NAT between this host and the STUN server")),
+        "{verdicts:#?}"
+    );
+    assert!(
+        !verdicts.iter().any(|v| v.contains("NAT mapping is endpoint-independent")),
+        "{verdicts:#?}"
+    );
+}
+
+#[test]
+fn a_lost_filtering_answer_is_asked_again_before_it_counts_as_filtered() {
+    let lab = Lab::new("natloss", None);
+    // The router drops the first two packets from the alternate address and port: both
+    // transmissions of the first change-IP-and-port request go unanswered, as if lost.
+    lab.net.policy(
+        "accept",
+        &[&format!(
+            "iifname \"fwo0\" ip saddr {RELAY_IP} udp sport {ALTERNATE_PORT} numgen inc mod 1000000 < 2 drop"
+        )],
+    );
+    let (o, _) = lab.check(MAPPING_AND_FILTERING, 30);
+    let s = stun(&o);
+    assert_eq!(s["nat_filtering"], "endpoint_independent", "{o:#}");
+    let counter = lab.net.nft_cmd(&lab.net.fw, &["list", "chain", "inet", "filter", "forward"]);
+    assert!(counter.contains("numgen"), "{counter}");
+}
+
+/// A STUN server outside (signalling and relay address, one port) whose OTHER-ADDRESS names
+/// the relay address on the *same* port; it answers Binding only. Stopped on drop.
+struct SamePortServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SamePortServer {
+    fn start(ns: &str, port: u16) -> SamePortServer {
+        use stun_rs::attributes::discovery::OtherAddress;
+        use stun_rs::attributes::stun::{Fingerprint, XorMappedAddress};
+        use stun_rs::{MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, StunMessageBuilder};
+        let sockets = NetPair::run_in(ns, move || {
+            [SIGNALLING_IP, RELAY_IP].map(|ip| std::net::UdpSocket::bind((ip, port)).expect("bind outside"))
+        });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = SocketAddr::new(IpAddr::V4(RELAY_IP), port);
+        let threads = sockets
+            .into_iter()
+            .map(|socket| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    socket.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+                    let started = Instant::now();
+                    let mut buf = [0u8; 1500];
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+                        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+                        let Ok((req, _)) = MessageDecoderBuilder::default().build().decode(&buf[..n]) else {
+                            continue;
+                        };
+                        if req.method() != stun_rs::methods::BINDING || req.class() != MessageClass::Request {
+                            continue;
+                        }
+                        let msg = StunMessageBuilder::new(stun_rs::methods::BINDING, MessageClass::SuccessResponse)
+                            .with_transaction_id(*req.transaction_id())
+                            .with_attribute(XorMappedAddress::from(from))
+                            .with_attribute(OtherAddress::from(other))
+                            .with_attribute(Fingerprint::default())
+                            .build();
+                        let mut out = [0u8; 512];
+                        if let Ok(len) = MessageEncoderBuilder::default().build().encode(&mut out, &msg) {
+                            let _ = socket.send_to(&out[..len], from);
+                        }
+                    }
+                })
+            })
+            .collect();
+        SamePortServer { stop, threads }
+    }
+}
+
+impl Drop for SamePortServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn other_address_on_the_primary_port_stops_the_mapping_test_at_endpoint_dependent() {
+    let lab = Lab::new("natsame", Some("masquerade fully-random"));
+    let port = 3490;
+    let _server = SamePortServer::start(&lab.net.outside, port);
+    let (o, verdicts) = lab.check_port(port, "    nat_mapping: true\n", 30);
+    let s = stun(&o);
+    assert_eq!(addr(&s["other_address"]), SocketAddr::new(IpAddr::V4(RELAY_IP), port), "{o:#}");
+    // Tests II and III would ask the same destination: the second answer cannot tell the
+    // dependent kinds apart, so the probe does not pretend to.
+    assert_eq!(s["nat_mapping"], "endpoint_dependent", "{o:#}");
+    assert!(s.get("third_mapped").is_none_or(Value::is_null), "{o:#}");
+    assert!(
+        verdicts.iter().any(|v| v.starts_with("Symmetric NAT (endpoint-dependent mapping")
+            && v.contains("direct media fails towards peers behind NAT; calls need the relay")),
+        "{verdicts:#?}"
+    );
 }
 
 #[test]
@@ -512,6 +628,43 @@ fn binding_lifetime_search_finds_the_routers_udp_timeout() {
         verdicts.iter().any(|v| v.starts_with("Idle UDP mappings expire after about 4 s")
             || v.starts_with("Idle UDP mappings expire after about 3 s")
             || v.starts_with("Idle UDP mappings expire after about 5 s")),
+        "{verdicts:#?}"
+    );
+}
+
+#[test]
+fn a_lifetime_search_cut_short_in_a_later_round_keeps_the_bracket_found() {
+    let lab = Lab::new("natcut", Some("masquerade"));
+    let out = bounded(
+        10,
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.net.fw,
+            "sysctl",
+            "-qw",
+            "net.netfilter.nf_conntrack_udp_timeout=5",
+        ],
+    );
+    assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
+    // Round 1 opens 7 flows to the server (the main socket, the trigger, 5 idle mappings for
+    // 1, 2, 4, 8, 10 s); every newer flow is dropped, so round 2 cannot open its mappings.
+    lab.net.policy(
+        "accept",
+        &[&format!(
+            "iifname \"fwi0\" ip daddr {SIGNALLING_IP} udp dport {PRIMARY_PORT} ct state new numgen inc mod 1000000 >= 7 drop"
+        )],
+    );
+    let (o, verdicts) = lab.check("    binding_lifetime: { max: 10s }\n", 60);
+    let life = &stun(&o)["binding_lifetime"];
+    let alive = life["alive_ms"].as_f64().unwrap_or_else(|| panic!("the bracket is kept: {o:#}"));
+    let expired = life["expired_ms"].as_f64().unwrap_or_else(|| panic!("the bracket is kept: {o:#}"));
+    assert!(alive < 5000.0 && expired > 5000.0 && alive < expired, "{life}");
+    let notes = o["detail"]["notes"].to_string();
+    assert!(notes.contains("search stopped in round 2"), "{notes}");
+    assert!(
+        verdicts.iter().any(|v| v.starts_with("Idle UDP mappings expire after about")),
         "{verdicts:#?}"
     );
 }

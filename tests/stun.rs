@@ -109,6 +109,20 @@ async fn nat_mapping_to_two_servers_from_one_socket_is_endpoint_independent_on_l
 }
 
 #[tokio::test]
+async fn a_second_server_resolving_to_the_server_itself_is_refused() {
+    let turn = Coturn::start(CoturnOptions::default());
+    let mut s = spec(&format!("stun:127.0.0.1:{}", turn.port));
+    s.nat_mapping = true;
+    // Another spelling of the same address: only resolving shows it is the server again.
+    s.second_server = Some(IceUrl::parse(&format!("stun:localhost:{}", turn.port)).unwrap());
+    let out = run(s, Duration::from_secs(3)).await;
+    assert!(out.success, "{:?}", out.failure);
+    assert_eq!(out.detail.stun.as_ref().unwrap().nat_mapping, None, "{:?}", out.detail.notes);
+    let notes = out.detail.notes.join(" | ");
+    assert!(notes.contains("the server's own address"), "{notes}");
+}
+
+#[tokio::test]
 async fn nat_mapping_without_second_address_is_a_note_not_a_failure() {
     // coturn with one IP advertises no OTHER-ADDRESS (it logs "cannot support CHANGE_REQUEST").
     let turn = Coturn::start(CoturnOptions::default());

@@ -566,6 +566,10 @@ fn nat_tests_need_udp_and_a_bounded_lifetime_search_that_fits_the_interval() {
             "probes:\n  - name: n\n    kind: stun\n    server: stun:nat.example:3480\n    binding_lifetime: {max: 30s}\n    interval: 1m\n",
             "c.yaml:6:15: probe `n`: binding_lifetime search (2 x max + 4s) 1m 4s plus timeout 10s is longer than interval 1m",
         ),
+        (
+            "probes:\n  - name: n\n    kind: stun\n    server: stun:nat.example:3480\n    nat_mapping: true\n    second_server: stun:nat.example:3480\n",
+            "c.yaml:6:20: probe `n`: `second_server` is the server itself (nat.example:3480)",
+        ),
     ] {
         let e = parse_str(text, "c.yaml").unwrap_err().to_string();
         assert!(e.starts_with(want), "{text}\n→ {e}");

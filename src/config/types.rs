@@ -549,7 +549,8 @@ pub struct StunSpec {
     pub count: u32,
     /// Compare mapped addresses from two server addresses (RFC 5780).
     pub nat_mapping: bool,
-    /// Second server for `nat_mapping`; default the first one's OTHER-ADDRESS.
+    /// Fallback for `nat_mapping` when the server advertises no OTHER-ADDRESS (a server that
+    /// does is always used instead); must not be the server itself.
     pub second_server: Option<IceUrl>,
     /// RFC 5780 §4.4 filtering test (CHANGE-REQUEST; needs a server with OTHER-ADDRESS).
     pub nat_filtering: bool,

@@ -4,15 +4,18 @@
 //! can answer from *another* address: this one binds four UDP sockets, primary/alternate IP ×
 //! primary/alternate port, and answers every Binding request with
 //!
-//! - XOR-MAPPED-ADDRESS (and MAPPED-ADDRESS for RFC 3489-era clients): where the request
-//!   came from (the NAT's mapping);
+//! - XOR-MAPPED-ADDRESS: where the request came from (the NAT's mapping; no MAPPED-ADDRESS:
+//!   stun-rs rejects RFC 3489 requests without the magic cookie anyway, and every attribute
+//!   more is amplification);
 //! - RESPONSE-ORIGIN: the socket the answer leaves from;
 //! - OTHER-ADDRESS: the alternate IP *and* port relative to the socket that received it (the
 //!   address a client tests mapping and filtering against);
 //!
 //! and honours CHANGE-REQUEST (answer from the other IP, the other port, or both: the
 //! filtering tests) and RESPONSE-PORT (answer to the request's IP on another port: the
-//! binding lifetime test, RFC 5780 §4.6). FINGERPRINT on everything.
+//! binding lifetime test, RFC 5780 §4.6; ports below 1024 are not answered, so the server
+//! cannot be aimed at a requester's DNS, NTP or other privileged service). FINGERPRINT on
+//! everything.
 //!
 //! With only one IP configured the server says so rather than pretend: two sockets (one IP ×
 //! two ports), no OTHER-ADDRESS in answers (a client then knows it cannot run the RFC 5780
@@ -21,14 +24,22 @@
 //!
 //! It is a separate endpoint from the TURN listeners on purpose: the webrtc-rs TURN server
 //! answers Binding itself and knows nothing of CHANGE-REQUEST. Only Binding requests are
-//! answered; anything else (undecodable, other methods, responses) is dropped without a word,
-//! so the server cannot be used to reflect traffic anywhere but the requester's own address.
+//! answered; anything else (undecodable, other methods, responses) is dropped without a word.
+//!
+//! A UDP server answers whatever source address a packet claims, and its answer (64 bytes)
+//! is larger than the smallest request (20): it is a reflector. That is bounded, not
+//! prevented: answers go only to the request's source IP, a [`Limiter`] caps them per source
+//! IP ([`SOURCE_RATE`]/s, bursts of [`SOURCE_BURST`]; a fixed table of [`SOURCE_SLOTS`]
+//! buckets keyed by a randomly seeded hash, so memory stays fixed whatever the number of
+//! sources) and in total ([`GLOBAL_RATE`]/s), and whatever goes over is dropped silently.
 
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use stun_rs::attributes::discovery::{ChangeRequest, ChangeRequestFlags, OtherAddress, ResponseOrigin, ResponsePort};
-use stun_rs::attributes::stun::{ErrorCode, Fingerprint, MappedAddress, UnknownAttributes, XorMappedAddress};
+use stun_rs::attributes::stun::{ErrorCode, Fingerprint, UnknownAttributes, XorMappedAddress};
 use stun_rs::methods::BINDING;
 use stun_rs::{MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, StunMessage, StunMessageBuilder};
 use tokio::net::UdpSocket;
@@ -42,11 +53,77 @@ const CHANGE_REQUEST_TYPE: u16 = 0x0003;
 const MAX_REQUEST: usize = 2048;
 /// Attempts at finding a free port number free on both addresses (ports `0`).
 const PORT_ATTEMPTS: usize = 32;
+/// Lowest RESPONSE-PORT answered.
+const MIN_RESPONSE_PORT: u16 = 1024;
+/// Answers per second to one source IP, and the burst allowed (a probe's `count` of up to
+/// 100 Bindings paced 20 ms apart, or a lifetime round's dozen idle mappings, fit).
+pub const SOURCE_RATE: f64 = 50.0;
+pub const SOURCE_BURST: f64 = 100.0;
+/// Answers per second in total, and the burst allowed.
+pub const GLOBAL_RATE: f64 = 2000.0;
+pub const GLOBAL_BURST: f64 = 2000.0;
+/// Per-source buckets (sources sharing a slot share a bucket; a new source takes the slot).
+pub const SOURCE_SLOTS: usize = 256;
+
+/// A token bucket: `rate` tokens a second, at most `burst`.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket { tokens: burst, last: now }
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * rate).min(burst);
+        self.last = now;
+    }
+}
+
+/// The answer budget: one global bucket and a fixed table of per-source buckets.
+pub struct Limiter {
+    global: Bucket,
+    slots: Vec<Option<(IpAddr, Bucket)>>,
+    seed: RandomState,
+}
+
+impl Limiter {
+    pub fn new(now: Instant) -> Limiter {
+        Limiter {
+            global: Bucket::full(GLOBAL_BURST, now),
+            slots: vec![None; SOURCE_SLOTS],
+            seed: RandomState::new(),
+        }
+    }
+
+    /// Whether one more answer to `ip` is within budget (and takes it if so).
+    pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let slot = (self.seed.hash_one(ip) % SOURCE_SLOTS as u64) as usize;
+        let entry = self.slots[slot].get_or_insert((ip, Bucket::full(SOURCE_BURST, now)));
+        if entry.0 != ip {
+            *entry = (ip, Bucket::full(SOURCE_BURST, now));
+        }
+        let source = &mut entry.1;
+        source.refill(SOURCE_RATE, SOURCE_BURST, now);
+        self.global.refill(GLOBAL_RATE, GLOBAL_BURST, now);
+        if source.tokens < 1.0 || self.global.tokens < 1.0 {
+            return false;
+        }
+        source.tokens -= 1.0;
+        self.global.tokens -= 1.0;
+        true
+    }
+}
 
 /// The bound sockets: index `ip * 2 + port` (0 = primary, 1 = alternate).
 pub struct NatStun {
     sockets: Vec<Arc<UdpSocket>>,
     addrs: Vec<SocketAddr>,
+    limiter: Mutex<Limiter>,
 }
 
 impl NatStun {
@@ -73,7 +150,11 @@ impl NatStun {
                 sockets.push(Arc::new(s));
             }
         }
-        Ok(NatStun { sockets, addrs })
+        Ok(NatStun {
+            sockets,
+            addrs,
+            limiter: Mutex::new(Limiter::new(Instant::now())),
+        })
     }
 
     /// Where it listens, in the order primary IP (primary port, alternate port), then the
@@ -152,6 +233,14 @@ async fn serve(set: Arc<NatStun>, index: usize, shutdown: Shutdown) {
         let Some(answer) = answer(&set, index, &buf[..n], from) else {
             continue;
         };
+        let allowed = set
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .allow(answer.to.ip(), Instant::now());
+        if !allowed {
+            continue;
+        }
         tracing::debug!(peer = %from, to = %answer.to, from_socket = %set.addrs[answer.via], "RFC 5780 Binding");
         if let Err(e) = set.sockets[answer.via].send_to(&answer.bytes, answer.to).await {
             tracing::debug!("RFC 5780 STUN send to {}: {e}", answer.to);
@@ -197,13 +286,14 @@ fn answer(set: &NatStun, index: usize, request: &[u8], from: SocketAddr) -> Opti
     }
     let via = (ip ^ usize::from(change_ip)) * 2 + (port ^ usize::from(change_port));
     let to = match req.get::<ResponsePort>().and_then(|a| a.as_response_port().ok()) {
+        // Privileged ports are services (DNS, NTP, …), never a probe's idle mapping.
+        Some(p) if p.as_u16() != 0 && p.as_u16() < MIN_RESPONSE_PORT => return None,
         Some(p) if p.as_u16() != 0 => SocketAddr::new(from.ip(), p.as_u16()),
         _ => from,
     };
     let mut b = StunMessageBuilder::new(BINDING, MessageClass::SuccessResponse)
         .with_transaction_id(*req.transaction_id())
         .with_attribute(XorMappedAddress::from(from))
-        .with_attribute(MappedAddress::from(from))
         .with_attribute(ResponseOrigin::from(set.addrs[via]));
     if set.two_ips() {
         b = b.with_attribute(OtherAddress::from(set.addrs[(1 - ip) * 2 + (1 - port)]));
@@ -335,6 +425,73 @@ mod tests {
         )
         .unwrap();
         assert_eq!(port_only.via, 0);
+    }
+
+    #[tokio::test]
+    async fn answers_carry_no_mapped_address_and_privileged_response_ports_get_none() {
+        let s = server(true).await;
+        let client: SocketAddr = "127.0.0.9:5000".parse().unwrap();
+        let plain = answer(&s, 0, &request(None, None), client).unwrap();
+        assert!(decode(&plain).get::<stun_rs::attributes::stun::MappedAddress>().is_none());
+        // 20-byte header, XOR-MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS, FINGERPRINT.
+        assert_eq!(plain.bytes.len(), 64);
+        for port in [53, 123, 1023] {
+            assert!(answer(&s, 0, &request(None, Some(port)), client).is_none(), "{port}");
+        }
+        assert!(answer(&s, 0, &request(None, Some(1024)), client).is_some());
+    }
+
+    #[test]
+    fn the_limiter_bounds_one_source_and_all_sources_with_fixed_memory() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(t0);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let granted = (0..1000).filter(|_| l.allow(a, t0)).count();
+        assert_eq!(granted as f64, SOURCE_BURST);
+        // A second later the bucket has refilled by the rate, not more.
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        let granted = (0..1000).filter(|_| l.allow(a, t1)).count();
+        assert_eq!(granted as f64, SOURCE_RATE);
+        // Many sources (spoofed ones, say): the global bucket caps the total, the table stays.
+        let mut l = Limiter::new(t0);
+        let total = (0..100_000u32)
+            .filter(|i| l.allow(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), t0))
+            .count();
+        assert_eq!(total as f64, GLOBAL_BURST);
+        assert_eq!(l.slots.len(), SOURCE_SLOTS);
+    }
+
+    #[tokio::test]
+    async fn a_burst_from_one_source_gets_a_bounded_number_of_answers() {
+        let s = server(true).await;
+        let target = s.addrs()[0];
+        let stop = Shutdown::new();
+        let tasks = s.spawn(&stop);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sent = 400;
+        let started = Instant::now();
+        let req = request(None, None);
+        for _ in 0..sent {
+            client.send_to(&req, target).await.unwrap();
+        }
+        let mut buf = [0u8; 512];
+        let mut answers = 0usize;
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        while let Ok(Ok(_)) = tokio::time::timeout_at(until, client.recv_from(&mut buf)).await {
+            answers += 1;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        stop.trigger();
+        for t in tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
+        }
+        let bound = SOURCE_BURST + SOURCE_RATE * elapsed + 1.0;
+        assert!(
+            (answers as f64) <= bound,
+            "{answers} answers to {sent} requests in {elapsed:.2} s (bound {bound:.0})"
+        );
+        assert!(answers as f64 >= SOURCE_BURST * 0.9, "the burst itself is answered: {answers}");
+        eprintln!("{sent} requests from one source: {answers} answers in {elapsed:.2} s");
     }
 
     #[tokio::test]

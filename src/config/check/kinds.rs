@@ -387,6 +387,19 @@ fn stun(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
             refused = true;
         }
     }
+    if let (Some(Some(second)), Some(n)) = (&second, f.get("second_server")) {
+        if second.host_port() == server.host_port() {
+            p.at(
+                n.pos,
+                format!(
+                    "{}: `second_server` is the server itself ({}): the mapping test needs another address",
+                    c.what,
+                    server.host_port()
+                ),
+            );
+            refused = true;
+        }
+    }
     if refused {
         return None;
     }

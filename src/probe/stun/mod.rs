@@ -11,9 +11,11 @@
 //! `nat_mapping: true` classifies the mapping (`endpoint_independent`, `address_dependent`,
 //! `address_and_port_dependent`), `nat_filtering: true` the filtering, and `binding_lifetime:
 //! {max}` searches how long an idle mapping survives. Without OTHER-ADDRESS, `nat_mapping`
-//! falls back to a Binding to `second_server` from the same socket: the same mapped address
-//! is `endpoint_independent`, another `endpoint_dependent` (which of the two dependent kinds
-//! needs the alternate port). These tests run after the `stun` phase and never fail the
+//! falls back to a Binding to `second_server` from the same socket (refused when it resolves
+//! to the server's own address): the same mapped address is `endpoint_independent`, another
+//! `endpoint_dependent` (which of the two dependent kinds needs the alternate port). `local`
+//! is the address the kernel picks towards the server even on the NAT tests' unconnected
+//! socket, so `local == mapped` says there is no NAT on the path. These tests run after the `stun` phase and never fail the
 //! probe: what they could not find out is a note. The Binding phase and the mapping/filtering
 //! tests keep to the probe's `timeout`; the lifetime search uses the budget its config adds
 //! to the run's deadline.
@@ -58,7 +60,12 @@ async fn session(run: &mut Run, spec: &StunSpec, ctx: &ProbeContext) -> Result<(
     let (mut conn, server) = stun_conn::open(run, &spec.server, opts).await?;
     let mut detail = StunDetails {
         transport: conn.transport().to_string(),
-        local: conn.local_addr(),
+        local: conn.local_addr().map(|l| match server {
+            // The NAT tests' socket is unconnected (bound to 0.0.0.0): name the address the
+            // kernel would pick towards the server, so `local` can be compared with `mapped`.
+            Some(s) if l.ip().is_unspecified() => nat::local_ip_towards(s).map_or(l, |ip| SocketAddr::new(ip, l.port())),
+            _ => l,
+        }),
         ..Default::default()
     };
     let count = spec.count.max(1);
@@ -115,7 +122,10 @@ async fn nat_behaviour(
     }
     if let Some(search) = spec.binding_lifetime {
         match nat::lifetime(primary, search, wait, deadline).await {
-            Ok(l) => detail.binding_lifetime = Some(l),
+            Ok((l, found)) => {
+                detail.binding_lifetime = Some(l);
+                notes.extend(found.into_iter().map(|n| format!("binding_lifetime: {n}")));
+            }
             Err(e) => notes.push(format!("binding_lifetime: {e}")),
         }
     }
@@ -226,6 +236,11 @@ async fn second_server_mapping(
     let Some(second) = found else {
         return Err(format!("cannot resolve second_server {hp}"));
     };
+    if Some(second) == server {
+        return Err(format!(
+            "second_server {hp} resolves to the server's own address {second}: it cannot test mapping"
+        ));
+    }
     let mut conn2 = StunConn::datagram(socket, second, false);
     let b = binding(&mut conn2, until)
         .await

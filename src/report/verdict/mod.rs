@@ -501,21 +501,21 @@ pub static RULES: &[Rule] = &[
         id: "nat_symmetric",
         severity: Severity::Degraded,
         when: Scope::Whole(nat_symmetric),
-        template: "Symmetric NAT ({mapping} mapping, seen by {probes}): direct media will fail, calls need the relay (Genesys Cloud requires endpoint-independent mapping)",
+        template: "Symmetric NAT ({mapping} mapping, seen by {probes}): direct media fails towards peers behind NAT; calls need the relay (Genesys Cloud requires endpoint-independent mapping)",
         claim: Claim::None,
     },
     Rule {
         id: "nat_short_lifetime",
         severity: Severity::Degraded,
         when: Scope::Whole(nat_short_lifetime),
-        template: "Idle UDP mappings expire after about {lifetime} s ({probes}), far below RFC 4787's 2 minutes: media and keepalives must never pause that long, or calls lose audio",
+        template: "Idle UDP mappings expire after about {lifetime} s ({probes}), below the 2 minutes RFC 4787 (REQ-5) asks for: media and keepalives must never pause that long, or calls lose audio",
         claim: Claim::None,
     },
     Rule {
         id: "nat_endpoint_independent",
         severity: Severity::Ok,
         when: Scope::Whole(nat_endpoint_independent),
-        template: "NAT mapping is endpoint-independent{filtering}, as Genesys Cloud requires ({probes}): direct media can work{once}",
+        template: "{what}{filtering}, as Genesys Cloud requires ({probes}): direct media can work{once}",
         claim: Claim::None,
     },
     Rule {
@@ -1280,9 +1280,10 @@ fn ice_relay_only_over_stream(all: &[Facts]) -> Option<Vars> {
         .map(fallback_vars)
 }
 
-/// Shortest binding lifetime below which idle mappings are worth a warning (RFC 4787 REQ-5
-/// asks for 2 minutes; below 30 s even short pauses in media or keepalives lose the mapping).
-const SHORT_LIFETIME: Duration = Duration::from_secs(30);
+/// RFC 4787 REQ-5: an idle UDP mapping must live at least 2 minutes. A search that saw a
+/// mapping expire while the longest alive idle time was below this warns (Linux's default
+/// conntrack UDP timer of 30 s brackets at about 29–32 s: the expiry may lie above 30 s).
+const SHORT_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Names of the stun probes whose NAT `pick` returns `Some`, sorted, and the first value.
 fn nat_probes<'f>(all: &'f [Facts], pick: impl Fn(&'f crate::outcome::details::StunDetails) -> Option<String>) -> Option<(String, String)> {
@@ -1318,16 +1319,33 @@ fn nat_symmetric(all: &[Facts]) -> Option<Vars> {
 fn nat_short_lifetime(all: &[Facts]) -> Option<Vars> {
     let (probes, secs) = nat_probes(all, |s| {
         let l = s.binding_lifetime.as_ref()?;
-        l.expired.filter(|e| *e <= SHORT_LIFETIME)?;
+        l.expired?;
+        (l.alive < SHORT_LIFETIME).then_some(())?;
         Some(format!("{:.0}", l.estimate().as_secs_f64()))
     })?;
     Some(vec![("probes", probes), ("lifetime", secs)])
 }
 
+/// Endpoint-independent mapping; when the server saw the probe's own address (`mapped ==
+/// local`) there is no NAT at all on the path, and the verdict says that instead.
 fn nat_endpoint_independent(all: &[Facts]) -> Option<Vars> {
-    let (probes, filtering) = nat_probes(all, |s| {
-        (s.nat_mapping.as_deref() == Some("endpoint_independent")).then(|| s.nat_filtering.clone().unwrap_or_default())
+    let (probes, seen) = nat_probes(all, |s| {
+        let no_nat = s.mapped.is_some() && s.mapped == s.local;
+        (s.nat_mapping.as_deref() == Some("endpoint_independent")).then(|| {
+            format!(
+                "{}{}",
+                if no_nat { "-" } else { "+" },
+                s.nat_filtering.as_deref().unwrap_or_default()
+            )
+        })
     })?;
+    let (nat, filtering) = seen.split_at(1);
+    let what = if nat == "-" {
+        "No NAT between this host and the STUN server (it sees our own address)"
+    } else {
+        "NAT mapping is endpoint-independent"
+    };
+    let filtering = filtering.to_string();
     let (filtering, once) = match filtering.as_str() {
         "" => (String::new(), ""),
         "endpoint_independent" => (" with endpoint-independent filtering".to_string(), ""),
@@ -1336,7 +1354,12 @@ fn nat_endpoint_independent(all: &[Facts]) -> Option<Vars> {
             " once this side has sent to the peer, as ICE does",
         ),
     };
-    Some(vec![("probes", probes), ("filtering", filtering), ("once", once.to_string())])
+    Some(vec![
+        ("probes", probes),
+        ("what", what.to_string()),
+        ("filtering", filtering),
+        ("once", once.to_string()),
+    ])
 }
 
 fn all_pass(all: &[Facts]) -> Option<Vars> {

@@ -184,12 +184,12 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                 nat("nat-b", "address_and_port_dependent", Some("address_and_port_dependent"), None),
                 nat("nat-a", "address_and_port_dependent", None, None),
             ],
-            "Symmetric NAT (address-and-port-dependent mapping, seen by nat-a, nat-b): direct media will fail, calls need the relay (Genesys Cloud requires endpoint-independent mapping)".into(),
+            "Symmetric NAT (address-and-port-dependent mapping, seen by nat-a, nat-b): direct media fails towards peers behind NAT; calls need the relay (Genesys Cloud requires endpoint-independent mapping)".into(),
         ),
         (
             "nat_short_lifetime",
             vec![nat("nat", "endpoint_independent", None, Some((8, Some(12))))],
-            "Idle UDP mappings expire after about 10 s (nat), far below RFC 4787's 2 minutes: media and keepalives must never pause that long, or calls lose audio".into(),
+            "Idle UDP mappings expire after about 10 s (nat), below the 2 minutes RFC 4787 (REQ-5) asks for: media and keepalives must never pause that long, or calls lose audio".into(),
         ),
         (
             "nat_endpoint_independent",
@@ -651,6 +651,61 @@ fn nat_short_lifetime() {
 fn nat_endpoint_independent() {
     check("nat_endpoint_independent");
 }
+/// A stun probe's detail with mapping `endpoint_independent` and a lifetime bracket in ms.
+fn nat_lifetime_ms(alive: u64, expired: Option<u64>) -> Vec<ProbeResult> {
+    let mut r = pass("nat", "stun", "stun:nat.example.com:3480");
+    r.outcome.detail.stun = Some(StunDetails {
+        transport: "udp".into(),
+        nat_mapping: Some("endpoint_independent".into()),
+        binding_lifetime: Some(BindingLifetime {
+            alive: Duration::from_millis(alive),
+            expired: expired.map(Duration::from_millis),
+            checks: 9,
+        }),
+        ..Default::default()
+    });
+    vec![r]
+}
+
+#[test]
+fn linux_default_conntrack_udp_timeout_is_a_short_lifetime() {
+    // nf_conntrack_udp_timeout = 30 s: alive at 28.8 s, gone at 32 s (the check lands late).
+    let verdicts = assess(&nat_lifetime_ms(28_800, Some(32_000)));
+    let short = verdicts.iter().find(|v| v.rule == "nat_short_lifetime");
+    assert_eq!(
+        short.map(|v| v.text.as_str()),
+        Some("Idle UDP mappings expire after about 30 s (nat), below the 2 minutes RFC 4787 (REQ-5) asks for: media and keepalives must never pause that long, or calls lose audio"),
+        "{verdicts:#?}"
+    );
+    assert!(verdicts.iter().all(|v| v.rule != "all_pass"), "{verdicts:#?}");
+}
+
+#[test]
+fn a_lifetime_of_two_minutes_or_one_that_never_expired_is_no_warning() {
+    for (alive, expired) in [(120_000, Some(125_000)), (30_000, None)] {
+        let verdicts = assess(&nat_lifetime_ms(alive, expired));
+        assert!(
+            verdicts.iter().all(|v| v.rule != "nat_short_lifetime"),
+            "{alive} {expired:?}: {verdicts:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_path_without_nat_is_not_called_an_endpoint_independent_nat() {
+    let mut results = nat_lifetime_ms(60_000, None);
+    let stun = results[0].outcome.detail.stun.as_mut().unwrap();
+    let own: SocketAddr = "10.202.0.2:40000".parse().unwrap();
+    (stun.local, stun.mapped) = (Some(own), Some(own));
+    stun.nat_filtering = Some("endpoint_independent".into());
+    let verdicts = assess(&results);
+    let v = verdicts.iter().find(|v| v.rule == "nat_endpoint_independent").expect("verdict");
+    assert_eq!(
+        v.text,
+        "No NAT between this host and the STUN server (it sees our own address) with endpoint-independent filtering, as Genesys Cloud requires (nat): direct media can work"
+    );
+}
+
 #[test]
 fn a_symmetric_nat_is_not_all_paths_work() {
     let (_, results, _) = cases().into_iter().find(|(id, _, _)| *id == "nat_symmetric").unwrap();
