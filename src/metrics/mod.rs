@@ -1226,7 +1226,7 @@ mod tests {
             mos: 1.0,
             ..Default::default()
         });
-        f.observe("p", "turn", "t", &silent);
+        f.observe("p", "turn", &silent);
         assert_eq!(count(&f), 2, "no jitter series with nothing back");
         // The next run failed at allocate: no stream, so no MOS of the run before.
         f.observe("p", "turn", &Outcome::default());
