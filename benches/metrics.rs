@@ -83,7 +83,7 @@ fn main() {
                 assert_eq!(text, same);
             }
             report(&format!("/probe text, {name} run, {hname}"), ours);
-            report(&format!("  … through a registry (before)"), registry);
+            report("  … through a registry (before)", registry);
         }
     }
 
