@@ -539,3 +539,42 @@ fn udp_dropped_by_a_firewall_but_turn_over_tls_relays() {
     );
     assert_eq!(allocation_counts(&turn), (2, 2));
 }
+
+/// RFC 8656 §7.2: a 437 on Allocate means the server still holds an allocation for this UDP
+/// 5-tuple (here: one a vanished client left on the very port the new client binds; on a busy
+/// host also a just-released one, which coturn frees on its next 1 s tick, when the kernel hands
+/// that port out again). The client retries once from a new local port and says so.
+#[tokio::test]
+async fn an_allocate_answered_437_is_retried_once_from_a_new_local_port() {
+    use egress_probe::net::stun_conn::StunConn;
+    use egress_probe::probe::turn::TurnClient;
+    use std::sync::Arc;
+    let _g = GATE.read().await;
+    let turn = Coturn::start(CoturnOptions::default());
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], turn.port).into();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let connected = || async {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        s.connect(server).await.expect("connect");
+        s
+    };
+    // An allocation left behind on port P (never released while the test looks).
+    let first = connected().await;
+    let port = first.local_addr().expect("local").port();
+    let mut holder = TurnClient::new(StunConn::datagram(Arc::new(first), server, true), "test".into(), "secret".into());
+    holder.allocate(until).await.expect("first allocation");
+    assert!(!holder.moved_port());
+    // The holder goes away without releasing (as a crashed client would): coturn keeps its
+    // allocation for the 5-tuple, and the port is free again for the next socket.
+    drop(holder);
+    // A new client on the same local port: the server answers 437, the client moves and succeeds.
+    let again = tokio::net::UdpSocket::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the held port again");
+    again.connect(server).await.expect("connect");
+    let mut client = TurnClient::new(StunConn::datagram(Arc::new(again), server, true), "test".into(), "secret".into());
+    let got = client.allocate(until).await.expect("allocation from a new port after the 437");
+    assert!(client.moved_port(), "the client must have moved off port {port}");
+    assert_ne!(got.mapped.map(|m| m.port()), Some(port), "{got:?}");
+    client.deallocate(until).await.expect("release the new allocation");
+}

@@ -215,6 +215,28 @@ impl StunConn {
         }
     }
 
+    /// Moves a connected datagram connection to a fresh local port towards the same server
+    /// (a TURN client answered 437: the server still holds an allocation for the old 5-tuple).
+    /// `Ok(false)` for streams and unconnected sockets, which are left as they are.
+    pub async fn move_to_new_port(&mut self) -> Result<bool, Fault> {
+        let Link::Datagram {
+            server, connected: true, ..
+        } = &self.link
+        else {
+            return Ok(false);
+        };
+        let server = *server;
+        let socket = bind_udp(server).await?;
+        socket
+            .connect(server)
+            .await
+            .map_err(|e| fault_from_io(&format!("UDP connect to {server}"), &e))?;
+        let transmissions = self.transmissions;
+        *self = StunConn::datagram(Arc::new(socket), server, true);
+        self.transmissions = transmissions;
+        Ok(true)
+    }
+
     /// Accepts ChannelData on `channel` from now on (after a successful ChannelBind).
     pub fn bind_channel(&mut self, channel: u16) {
         if !self.channels.contains(&channel) {

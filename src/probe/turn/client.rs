@@ -46,6 +46,8 @@ pub struct TurnClient {
     realm: Option<Realm>,
     nonce: Option<Nonce>,
     key: Option<HMACKey>,
+    /// Set when a 437 moved the connection to a new local port (see `allocate`).
+    moved_port: bool,
     /// Set once an authenticated Allocate went out: the server may hold an allocation for our
     /// 5-tuple even if its answer never came back, so cleanup must try a Refresh(0).
     allocate_sent: bool,
@@ -73,6 +75,7 @@ impl TurnClient {
             nonce: None,
             key: None,
             allocate_sent: false,
+            moved_port: false,
             allocation: None,
         }
     }
@@ -94,7 +97,29 @@ impl TurnClient {
 
     /// Allocate a UDP relay: an unauthenticated request, the 401 challenge (realm, nonce), the
     /// authenticated request. Time the whole call to get the allocate time a softphone sees.
+    ///
+    /// A 437 over UDP (the server still holds an allocation for this 5-tuple: one of ours just
+    /// released, which coturn keeps until its next 1 s timer tick, when the kernel handed the
+    /// same local port out again; or another client's behind a NAT) is retried once from a
+    /// new local port, as RFC 8656 §7.2 suggests and softphones do ([`Self::moved_port`]).
     pub async fn allocate(&mut self, until: Instant) -> Result<Allocation, Fault> {
+        match self.allocate_once(until).await {
+            Err(f) if f.reason == Reason::Mismatch && !self.moved_port && self.conn.move_to_new_port().await? => {
+                self.moved_port = true;
+                // The old 5-tuple's allocation is not ours: nothing to release there.
+                self.allocate_sent = false;
+                self.allocate_once(until).await
+            }
+            other => other,
+        }
+    }
+
+    /// Whether [`Self::allocate`] moved to a new local port after a 437.
+    pub fn moved_port(&self) -> bool {
+        self.moved_port
+    }
+
+    async fn allocate_once(&mut self, until: Instant) -> Result<Allocation, Fault> {
         let first = StunMessageBuilder::new(ALLOCATE, MessageClass::Request)
             .with_attribute(RequestedTrasport::new(stun_rs::protocols::UDP))
             .with_attribute(Fingerprint::default())

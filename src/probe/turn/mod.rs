@@ -43,6 +43,10 @@ const CHANNEL: u16 = stun_conn::CHANNEL_MIN;
 /// Longest wait for one relayed packet before it counts as lost.
 const PACKET_WAIT: Duration = Duration::from_secs(1);
 
+/// Said when an Allocate answered 437 and was retried from a new local port.
+const MOVED_PORT_NOTE: &str =
+    "Allocate answered 437 (the server still held an allocation for our UDP 5-tuple, e.g. a just-released one on a reused port): retried once from a new local port";
+
 /// Runs one turn probe.
 pub async fn probe(spec: &TurnSpec, ctx: &ProbeContext) -> Outcome {
     if spec.concurrent > 1 {
@@ -153,6 +157,9 @@ async fn session(
     if let Some(r) = run.detail.relay.as_mut() {
         r.allocate = Some(started.elapsed());
     }
+    if ca.moved_port() {
+        run.detail.notes.push(MOVED_PORT_NOTE.into());
+    }
     let alloc_a = alloc_a?;
     if let Some(r) = run.detail.relay.as_mut() {
         r.relayed = Some(alloc_a.relayed);
@@ -169,7 +176,11 @@ async fn session(
     };
     let (conn_b, _) = stun_conn::open(&mut side, url, opts_b).await.map_err(peer_side)?;
     let cb = b.insert(TurnClient::new(conn_b, user, pass));
-    let alloc_b = side.phase(Phase::Allocate, cb.allocate(until)).await.map_err(peer_side)?;
+    let alloc_b = side.phase(Phase::Allocate, cb.allocate(until)).await;
+    if cb.moved_port() {
+        run.detail.notes.push(format!("second allocation (peer side): {MOVED_PORT_NOTE}"));
+    }
+    let alloc_b = alloc_b.map_err(peer_side)?;
 
     // Mutual permissions (and channels).
     let channel = spec.channel.then_some(CHANNEL);
