@@ -103,17 +103,6 @@ fn show(what: &str, m: &MediaDetails) {
     );
 }
 
-/// Allocation lifecycle in coturn's verbose log: (created, released by Refresh(0)).
-fn allocation_counts(turn: &Coturn) -> (usize, usize) {
-    let log = turn.log_text();
-    let created = log.lines().filter(|l| l.contains(": new, realm=")).count();
-    let deleted = log
-        .lines()
-        .filter(|l| l.contains(": refreshed, realm=") && (l.ends_with("lifetime=0") || l.contains("lifetime=0,")))
-        .count();
-    (created, deleted)
-}
-
 /// Every 20th of the packets sent dropped: 5 %, within one point when a busy machine skipped
 /// a few pacing slots (fewer packets sent, the same drop rule).
 fn assert_five_percent(m: &MediaDetails) {
@@ -259,7 +248,7 @@ async fn a_turn_stream_cut_by_the_deadline_is_media_timeout_and_both_allocations
     assert_eq!(code(&out), "media/timeout", "{out:#?}");
     assert!(media_of(&out).truncated);
     assert!(out.detail.relay.as_ref().is_some_and(|r| r.deallocated), "{out:#?}");
-    assert_eq!(allocation_counts(&turn), (2, 2), "every allocation released");
+    assert_eq!(turn.allocation_counts(), (2, 2), "every allocation released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,7 +318,7 @@ async fn a_clean_stream_through_coturn_between_two_allocations_rates_high_and_re
         assert!(m.mos >= 4.3, "{url}: {m:?}");
         assert!(out.detail.relay.as_ref().is_some_and(|r| r.deallocated), "{url}");
     }
-    assert_eq!(allocation_counts(&turn), (6, 6), "every allocation released");
+    assert_eq!(turn.allocation_counts(), (6, 6), "every allocation released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +342,7 @@ async fn through_coturn_to_the_echo_an_impairment_relay_reads_five_percent_loss_
     assert_delay_seen(c, m);
     assert!(m.mos < c.mos);
     assert_eq!(code(&out), "media/loss");
-    assert_eq!(allocation_counts(&turn), (4, 4), "every allocation released");
+    assert_eq!(turn.allocation_counts(), (4, 4), "every allocation released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

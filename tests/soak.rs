@@ -45,17 +45,6 @@ fn runs(text: &str, result: &str) -> f64 {
         .sum()
 }
 
-/// Allocations coturn created and deleted (Refresh lifetime=0), from its verbose log.
-fn allocations(turn: &Coturn) -> (usize, usize) {
-    let log = turn.log_text();
-    let created = log.lines().filter(|l| l.contains(": new, realm=")).count();
-    let deleted = log
-        .lines()
-        .filter(|l| l.contains(": refreshed, realm=") && (l.ends_with("lifetime=0") || l.contains("lifetime=0,")))
-        .count();
-    (created, deleted)
-}
-
 #[test]
 fn fds_and_rss_stay_flat_and_every_allocation_is_released_over_a_soak() {
     let turn = Coturn::start(CoturnOptions::default());
@@ -151,10 +140,10 @@ probes:
     // Every allocation coturn created was deleted by the probe (Refresh lifetime=0); coturn
     // writes its log lines asynchronously, so wait for the last ones (bounded).
     let ok = common::proc::wait_until(Duration::from_secs(3), || {
-        let (c, d) = allocations(&turn);
+        let (c, d) = turn.allocation_counts();
         c > 0 && c == d
     });
-    let (created, deleted) = allocations(&turn);
+    let (created, deleted) = turn.allocation_counts();
     assert!(ok, "coturn allocations created {created}, deleted {deleted}");
     assert!(created >= 100, "allocations made: {created}");
 }

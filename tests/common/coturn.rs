@@ -154,6 +154,20 @@ impl Coturn {
         self._guard.pid()
     }
 
+    /// Allocation lifecycle in coturn's verbose log: (created, released by Refresh(0)).
+    /// coturn logs `session N: new, realm=<..>, username=<..>, lifetime=600` when it creates an
+    /// allocation and `session N: refreshed, realm=<..>, username=<..>, lifetime=0` when a
+    /// client deletes it.
+    pub fn allocation_counts(&self) -> (usize, usize) {
+        let log = self.log_text();
+        let created = log.lines().filter(|l| l.contains(": new, realm=")).count();
+        let deleted = log
+            .lines()
+            .filter(|l| l.contains(": refreshed, realm=") && (l.ends_with("lifetime=0") || l.contains("lifetime=0,")))
+            .count();
+        (created, deleted)
+    }
+
     /// coturn's log so far (to prove allocations were deleted).
     pub fn log_text(&self) -> String {
         // coturn may add a date suffix to the log file name.
