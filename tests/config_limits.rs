@@ -9,8 +9,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -262,15 +261,9 @@ fn regex_that_compiles_too_large_is_refused_with_regex_size_limit() {
     assert!(e.contains("exceeds size limit"), "{e}");
 }
 
-/// A plain HTTP/1.0 GET with short timeouts; (status, body).
+/// A plain HTTP/1.0 GET with a short read timeout (2 s); (status, body).
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+    common::http::get_within(addr, path, Duration::from_secs(2))
 }
 
 #[test]

@@ -14,15 +14,9 @@ use common::proc::ChildGuard;
 const SOAK: Duration = Duration::from_secs(40);
 const WARM_UP: Duration = Duration::from_secs(10);
 
+/// A plain HTTP/1.0 GET given 10 s to read (a scrape while the soak loads the machine).
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+    common::http::get_within(addr, path, Duration::from_secs(10))
 }
 
 /// (open fds, RSS in KiB) of process `pid`.

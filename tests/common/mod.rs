@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod coturn;
 pub mod dns;
+pub mod http;
 pub mod impair;
 pub mod netns;
 pub mod outcome;
@@ -41,6 +42,22 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// Path of the built binary, for end-to-end tests.
 pub fn bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_egress-probe"))
+}
+
+/// `egress-probe --log-format FORMAT check --config CONFIG` at `RUST_LOG=trace` with `env`
+/// set, bounded by `timeout 60`; the JSON log run prints the JSON report too (every outcome's
+/// details), so a secret test sees both. Blocking: async tests call it in `spawn_blocking`.
+pub fn check_at_trace(config: &std::path::Path, format: &str, env: &[(&str, String)]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .arg("60")
+        .arg(bin())
+        .args(["--log-format", format, "check", "--config"])
+        .arg(config)
+        .args(if format == "json" { &["--output", "json"][..] } else { &[][..] })
+        .env("RUST_LOG", "trace")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run egress-probe check")
 }
 
 /// The `UDP reflexive addr: IP:PORT` that `turnutils_stunclient` prints from the server's
