@@ -103,6 +103,18 @@ fn show(what: &str, m: &MediaDetails) {
     );
 }
 
+/// What `check` says about probe "call" of `spec` that ended in `out`.
+fn verdict(spec: &ProbeSpec, out: &Outcome) -> String {
+    let result = ProbeResult {
+        name: "call".into(),
+        kind: spec.kind().into(),
+        target: spec.target(),
+        endpoint: spec.endpoint(),
+        outcome: out.clone(),
+    };
+    egress_probe::report::verdict::verdicts(&[result]).join("\n")
+}
+
 /// Every 20th of the packets sent dropped: 5 %, within one point when a busy machine skipped
 /// a few pacing slots (fewer packets sent, the same drop rule).
 fn assert_five_percent(m: &MediaDetails) {
@@ -167,15 +179,7 @@ async fn every_twentieth_packet_dropped_and_a_fixed_delay_read_five_percent_loss
     assert!(msg.contains("above max_loss 1.0%"), "{msg}");
     assert_eq!(impair.dropped.load(std::sync::atomic::Ordering::Relaxed), m.sent / 20);
     // `check` says it in words: the path works, the quality does not.
-    let spec = udp_media(impair.addr, stream(2));
-    let result = ProbeResult {
-        name: "call".into(),
-        kind: spec.kind().into(),
-        target: spec.target(),
-        endpoint: spec.endpoint(),
-        outcome: out.clone(),
-    };
-    let said = egress_probe::report::verdict::verdicts(&[result]).join("\n");
+    let said = verdict(&udp_media(impair.addr, stream(2)), &out);
     assert!(
         said.contains(&format!(
             "Media over UDP to {} on 127.0.0.1 gets through but not at call quality (media/loss: loss {:.1}%",
@@ -259,14 +263,7 @@ async fn a_stream_of_which_nothing_comes_back_is_media_loss_and_the_verdict_says
     let out = run(spec.clone()).await;
     assert_eq!(code(&out), "media/loss", "{out:#?}");
     assert_eq!(media_of(&out).received, 0);
-    let result = ProbeResult {
-        name: "call".into(),
-        kind: spec.kind().into(),
-        target: spec.target(),
-        endpoint: spec.endpoint(),
-        outcome: out.clone(),
-    };
-    let said = egress_probe::report::verdict::verdicts(&[result]).join("\n");
+    let said = verdict(&spec, &out);
     assert!(
         said.contains(&format!(
             "Media over UDP to {} on 127.0.0.1 does not come back: none of {} packets returned (media/loss)",
