@@ -11,10 +11,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::proc::{wait_until, ChildGuard};
+use common::proc::wait_until;
 
 use egress_probe::config::parse_str;
 
@@ -275,16 +275,13 @@ fn sighup_with_fifo_device_or_fifo_config_keeps_the_daemon_serving_and_sigterm_e
     );
     let config = dir.path().join("probes.yaml");
     std::fs::write(&config, &good).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
     let log = dir.path().join("daemon.log");
-    let mut daemon = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(env!("CARGO_BIN_EXE_egress-probe"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
+    let (addr, mut daemon) = common::spawn_daemon(
+        &config,
+        common::DaemonStart {
+            log: Some(&log),
+            ..Default::default()
+        },
     );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::http::get;
 use common::proc::{wait_until, ChildGuard};
+use common::DaemonStart;
 
 /// A TCP server that accepts and closes connections until dropped.
 struct Listening {
@@ -133,18 +134,15 @@ fn start_daemon(open: u16, closed: u16) -> Daemon {
 fn start_daemon_with_env(open: u16, closed: u16, env: &[(&str, &str)]) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), open, closed, "");
-    let port = common::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let log = dir.path().join("daemon.log");
-    let guard = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(&config)
-            .args(["--listen", &addr.to_string()])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
+    let (addr, guard) = common::spawn_daemon(
+        &config,
+        DaemonStart {
+            global: &["--log-format", "json"],
+            env,
+            log: Some(&log),
+            ..Default::default()
+        },
     );
     assert!(
         wait_until(Duration::from_secs(10), || get(addr, "/healthz").map(|r| r.0) == Some(200)),
@@ -360,17 +358,8 @@ fn ready_is_503_until_every_probe_has_run() {
         ),
     )
     .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
     let started = Instant::now();
-    let mut guard = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut guard) = common::spawn_daemon(&path, DaemonStart::default());
     assert!(wait_until(Duration::from_secs(10), || get(addr, "/healthz").is_some()));
     let (status, body) = get(addr, "/ready").unwrap();
     assert_eq!(status, 503, "{body}");
@@ -451,16 +440,7 @@ fn tls_stun_and_turn_runs_against_coturn_fill_their_families() {
         ),
     )
     .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
-    let mut guard = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut guard) = common::spawn_daemon(&path, DaemonStart::default());
     assert!(wait_until(Duration::from_secs(10), || get(addr, "/ready").map(|r| r.0) == Some(200)));
     let (_, text) = get(addr, "/metrics").unwrap();
     for (probe, kind) in [("turn-tls-cert", "tls"), ("stun-udp", "stun"), ("turn-udp", "turn")] {
@@ -511,16 +491,7 @@ fn default_settings_keep_a_tcp_probe_within_20_series_and_a_turn_probe_within_40
         ),
     )
     .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
-    let mut guard = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut guard) = common::spawn_daemon(&path, DaemonStart::default());
     assert!(wait_until(Duration::from_secs(10), || get(addr, "/ready").map(|r| r.0) == Some(200)));
     let (_, text) = get(addr, "/metrics").unwrap();
     for (probe, kind) in [("tcp-443", "tcp"), ("turn-tls-443", "turn")] {

@@ -12,13 +12,11 @@
 //! in stderr, the JSON report, `/metrics` or `/status`.
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::http::{self, json, Task};
-use common::proc::{wait_until, ChildGuard};
+use common::proc::wait_until;
 use hyper::body::Incoming;
 use hyper::Request;
 
@@ -254,18 +252,15 @@ probes:
     assert_eq!(issued.lock().unwrap().len(), 8, "{:?}", issued.lock().unwrap());
 
     // The daemon: /metrics and /status after the first runs, and its trace log.
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
     let log = dir.path().join("daemon.log");
-    let mut daemon = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(&config)
-            .args(["--listen", &addr.to_string()])
-            .env("RUST_LOG", "trace")
-            .env("T_CLIENT_SECRET", CLIENT_SECRET)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
+    let (addr, mut daemon) = common::spawn_daemon(
+        &config,
+        common::DaemonStart {
+            global: &["--log-format", "json"],
+            env: &[("RUST_LOG", "trace"), ("T_CLIENT_SECRET", CLIENT_SECRET)],
+            log: Some(&log),
+            ..Default::default()
+        },
     );
     let ran = tokio::task::spawn_blocking(move || {
         wait_until(Duration::from_secs(20), || {

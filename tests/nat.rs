@@ -189,18 +189,6 @@ async fn our_probe_reads_coturns_rfc5780_server() {
     assert!(life.alive >= Duration::from_secs(2) && life.expired.is_none(), "{life:?}");
 }
 
-/// `GET path` over HTTP/1.0, bounded; the body of a 200.
-fn get_200(addr: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1)? == "200").then(|| body.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_exports_nat_behaviour_as_small_state_sets() {
     let r = loopback_responder(true).await;
@@ -214,22 +202,15 @@ async fn the_daemon_exports_nat_behaviour_as_small_state_sets() {
         ),
     )
     .expect("write config");
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
-    let mut daemon = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", &addr.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut daemon) = common::spawn_daemon(&path, common::DaemonStart::default());
     let done = r#"egress_probe_runs_total{kind="stun",probe="nat",result="success"} 1"#;
     let text = tokio::task::spawn_blocking(move || {
         let mut last = String::new();
         wait_until(Duration::from_secs(20), || {
-            last = get_200(addr, "/metrics").unwrap_or_default();
+            last = match common::http::get(addr, "/metrics") {
+                Some((200, body)) => body,
+                _ => String::new(),
+            };
             last.contains(done)
         });
         last

@@ -5,11 +5,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::coturn::{Coturn, CoturnOptions};
-use common::proc::ChildGuard;
 
 const SOAK: Duration = Duration::from_secs(40);
 const WARM_UP: Duration = Duration::from_secs(10);
@@ -80,17 +78,7 @@ probes:
         ),
     )
     .unwrap();
-    let port = common::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut daemon = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut daemon) = common::spawn_daemon(&config, common::DaemonStart::default());
     let start = Instant::now();
     let mut warm: Option<(usize, u64)> = None;
     let mut peak = (0usize, 0u64);
