@@ -1,16 +1,16 @@
 //! The in-process hot parts behind `/metrics`, timed with `Instant` (no bench framework, so no
 //! extra dependency): recording an `Outcome` into the registry, encoding `/metrics` for 1,000
 //! and 10,000 TCP probes (every encode after a new result, so the cache never answers), the
-//! same plus gzip (what a Prometheus scrape gets), serving it from the cache, and loading a
-//! config of 10,000 probes.
+//! same plus gzip (what a Prometheus scrape gets), serving it from the cache, loading a
+//! config of 10,000 probes, and `/probe`'s text for one TCP and one TLS run.
 //!
 //! Bounded loops (`ITER`, default 200, at most 10,000). Run in release with
 //! `cargo bench --bench metrics`; `scripts/bench` measures the same through a real daemon.
 
 use std::time::{Duration, Instant};
 
-use egress_probe::config::parse_str;
-use egress_probe::metrics::Metrics;
+use egress_probe::config::{parse_str, Histograms};
+use egress_probe::metrics::{render_single_run, render_single_run_registry, Metrics};
 use egress_probe::outcome::{Failure, Outcome, Phase, PhaseTiming, Reason};
 
 fn report(name: &str, mut v: Vec<Duration>) {
@@ -59,6 +59,33 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200)
         .clamp(1, 10_000);
+
+    // `/probe`'s body for one run (what every on-demand probe encodes).
+    let mut tls = outcome(true);
+    tls.phases.push(PhaseTiming {
+        phase: Phase::Tls,
+        duration: Duration::from_millis(4),
+    });
+    tls.detail.tls = Some(egress_probe::outcome::details::TlsDetails {
+        earliest_expiry_unix: Some(1_900_000_000),
+        ..Default::default()
+    });
+    for (name, kind, o) in [("tcp", "tcp", outcome(false)), ("tls", "tls", tls)] {
+        for (h, hname) in [(Histograms::PerProbe, "default"), (Histograms::PerPhase, "per_phase")] {
+            let (mut ours, mut registry) = (Vec::new(), Vec::new());
+            for _ in 0..iter * 10 {
+                let t = Instant::now();
+                let text = render_single_run(name, kind, "127.0.0.1:443", &o, h).expect("render");
+                ours.push(t.elapsed());
+                let t = Instant::now();
+                let same = render_single_run_registry(name, kind, "127.0.0.1:443", &o, h).expect("render");
+                registry.push(t.elapsed());
+                assert_eq!(text, same);
+            }
+            report(&format!("/probe text, {name} run, {hname}"), ours);
+            report("  … through a registry (before)", registry);
+        }
+    }
 
     let big = config_text(10_000);
     let mut loads = Vec::new();

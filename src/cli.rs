@@ -202,8 +202,9 @@ pub struct ResponderArgs {
     /// it answers without OTHER-ADDRESS, so probes cannot classify the NAT).
     #[arg(long, value_name = "PRIMARY[,ALTERNATE]")]
     pub nat_stun: Option<String>,
-    /// Primary and alternate port of --nat-stun (default 3480,3481).
-    #[arg(long, value_name = "PORT,PORT", requires = "nat_stun")]
+    /// Primary and alternate port of --nat-stun or of the config file's nat_stun (default
+    /// 3480,3481).
+    #[arg(long, value_name = "PORT,PORT")]
     pub nat_stun_ports: Option<String>,
     /// At most this many open WebSockets per client IP; more are answered 429 with
     /// Retry-After: 5 (default: no cap).

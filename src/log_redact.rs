@@ -61,6 +61,14 @@ pub const MARKERS: &[&str] = &[
     "message_integrity",
 ];
 
+/// The log filter when `RUST_LOG` is unset: our own events from info up; the webrtc-rs crates
+/// (`turn`, `stun`, `webrtc_util`) from warn, since they log every ICE state change at info;
+/// `webrtc_ice` from error only, because its warnings are its own housekeeping after a probe
+/// already succeeded or failed ("pingAllCandidates called with no candidate pairs", "Failed to
+/// close candidate … the agent is closed" while agents are closed) and every failure that
+/// matters is in the probe's result. `RUST_LOG=webrtc_ice=warn` shows them again.
+pub const DEFAULT_FILTER: &str = "info,webrtc_ice=error,turn=warn,webrtc_util=warn,stun=warn";
+
 static WITHHELD: AtomicU64 = AtomicU64::new(0);
 
 /// How many events this process has withheld so far (logged once at exit, at debug, so an
@@ -144,5 +152,41 @@ mod tests {
         assert!(!allowed("some_crate", Level::INFO, "sending Authorization: Bearer x"));
         assert!(!allowed("some_crate", Level::WARN, "proxy-authorization: Basic eA=="));
         assert!(allowed("hickory_net::udp", Level::TRACE, "received 1 message"));
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_default_filter_hides_webrtc_ice_warnings_but_keeps_ours_and_its_errors() {
+        let out = Capture::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(DEFAULT_FILTER))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "webrtc_ice::agent::agent_internal", "pingAllCandidates called with no candidate pairs");
+            tracing::info!(target: "turn::client", "state change");
+            tracing::warn!(target: "egress_probe::probe::ice", "our own warning");
+            tracing::info!(target: "egress_probe::schedule", "our own info");
+            tracing::error!(target: "webrtc_ice::agent", "a real error");
+        });
+        let text = String::from_utf8(out.0.lock().expect("capture").clone()).expect("utf-8");
+        assert!(!text.contains("pingAllCandidates") && !text.contains("state change"), "{text}");
+        for kept in ["our own warning", "our own info", "a real error"] {
+            assert!(text.contains(kept), "{kept} hidden: {text}");
+        }
     }
 }

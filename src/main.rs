@@ -50,10 +50,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    // The webrtc-rs crates log every ICE state change at info; that is noise next to our own
-    // per-run lines, so they start at warn unless RUST_LOG says otherwise.
+    // The webrtc-rs crates' info lines and webrtc-ice's warnings are noise next to our own
+    // per-run lines (see `DEFAULT_FILTER`), unless RUST_LOG says otherwise.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,webrtc_ice=warn,turn=warn,webrtc_util=warn,stun=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(egress_probe::log_redact::DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

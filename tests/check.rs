@@ -284,3 +284,45 @@ fn a_panicking_probe_reads_internal_panic_and_exits_1() {
     let up = out.lines().find(|l| l.starts_with("up ")).unwrap_or_else(|| panic!("{out}"));
     assert!(up.contains("FAIL") && up.ends_with("internal/panic"), "{out}");
 }
+
+#[test]
+fn a_media_stream_to_a_closed_port_says_no_packet_came_back_and_reports_no_zero_round_trip() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_d, path, _up, _) = lab(&format!(
+        "  - name: call\n    kind: media\n    target: \"{closed}\"\n    media: {{duration: 1s}}\n"
+    ));
+    let o = check(&path, &["--probe", "call"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("call: media (udp_echo, ") && out.contains("no packet came back"),
+        "{out}"
+    );
+    assert!(!out.contains("MOS 1.00") && !out.contains("jitter 0.0 ms"), "{out}");
+    let json = check(&path, &["--probe", "call", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let media = &v["results"][0]["outcome"]["detail"]["media"];
+    assert_eq!(media["received"], 0, "{media}");
+    for key in ["rtt_min_ms", "rtt_avg_ms", "rtt_p95_ms", "rtt_max_ms", "jitter_ms", "jitter_max_ms"] {
+        assert!(media.get(key).is_none(), "{key} absent with nothing back: {media}");
+    }
+}
+
+#[test]
+fn a_udp_ports_probe_gets_a_line_of_open_and_closed_ranges_and_coverage_under_the_table() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_d, path, _up, _) = lab(&format!(
+        "  - name: ports\n    kind: udp_ports\n    host: 127.0.0.1\n    ports: \"{closed}\"\n    port_timeout: 50ms\n"
+    ));
+    let o = check(&path, &["--probe", "ports"]);
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("ports: UDP ports {closed}: open none")))
+        .unwrap_or_else(|| panic!("no udp_ports line: {out}"));
+    assert!(line.contains("coverage "), "{line}");
+    assert!(
+        !stdout(&check(&path, &["--probe", "ports", "--quiet"])).contains("UDP ports"),
+        "--quiet: the table only"
+    );
+}

@@ -546,16 +546,26 @@ fn has_data(prom: &str, q: &str) -> bool {
 
 /// A real Prometheus (Debian's) scrapes two real daemons every second: `run --demo` (every probe
 /// kind against the embedded responder) and a daemon with failing probes (a closed loopback
-/// port, over TCP and as a media stream's UDP echo) — two sites. Every panel's query, variables substituted, is sent to /api/v1/query: it
+/// port, over TCP and as a media stream's UDP echo, beside a stream to a responder's echo) — two sites. Every panel's query, variables substituted, is sent to /api/v1/query: it
 /// must parse and return data (the push panels may be empty, see PUSH_PANELS_MAY_BE_EMPTY), and
 /// every template variable's label_values query must list values.
 #[test]
 fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
     let d = dashboard();
     let dir = tempfile::tempdir().unwrap();
-    let ports = common::free_ports(4);
-    let (demo_port, fail_port, prom_port, closed_port) = (ports[0], ports[1], ports[2], ports[3]);
+    let ports = common::free_ports(5);
+    let (demo_port, fail_port, prom_port, closed_port, echo_port) = (ports[0], ports[1], ports[2], ports[3], ports[4]);
     let bin = env!("CARGO_BIN_EXE_egress-probe");
+    // A UDP echo for a stream that comes back (jitter is exported only for one that does).
+    let _echo = common::proc::ChildGuard::spawn(
+        "egress-probe responder (udp echo)",
+        Command::new(bin)
+            .args(["responder", "--bind", "127.0.0.1", "--turn-udp", "none", "--turn-tcp", "none"])
+            .args(["--turn-tls", "none", "--web", "none", "--metrics", "none", "--udp-echo"])
+            .arg(echo_port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
     let _demo = common::proc::ChildGuard::spawn(
         "egress-probe run --demo",
         Command::new(bin)
@@ -567,7 +577,7 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
     std::fs::write(
         &fail_config,
         format!(
-            "defaults: {{ interval: 1s, timeout: 500ms }}\nprobes:\n  - name: closed-port\n    kind: tcp\n    target: 127.0.0.1:{closed_port}\n  - name: demo-daemon-health\n    kind: http\n    url: http://127.0.0.1:{demo_port}/healthz\n  - name: call-quality\n    kind: media\n    target: 127.0.0.1:{closed_port}\n    interval: 2s\n    media: {{ duration: 1s }}\n"
+            "defaults: {{ interval: 1s, timeout: 500ms }}\nprobes:\n  - name: closed-port\n    kind: tcp\n    target: 127.0.0.1:{closed_port}\n  - name: demo-daemon-health\n    kind: http\n    url: http://127.0.0.1:{demo_port}/healthz\n  - name: call-quality\n    kind: media\n    target: 127.0.0.1:{closed_port}\n    interval: 2s\n    media: {{ duration: 1s }}\n  - name: call-quality-echo\n    kind: media\n    target: 127.0.0.1:{echo_port}\n    interval: 2s\n    media: {{ duration: 1s }}\n"
         ),
     )
     .unwrap();
@@ -611,7 +621,8 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
             && has_data(&prom, "egress_probe_ice_candidates")
             && has_data(&prom, "egress_probe_relay_rtt_seconds_bucket")
             && has_data(&prom, "egress_probe_tls_cert_expiry_timestamp_seconds")
-            && has_data(&prom, "egress_probe_media_mos");
+            && has_data(&prom, "egress_probe_media_mos")
+            && has_data(&prom, "egress_probe_media_jitter_seconds");
         if ok || Instant::now() > deadline {
             break ok;
         }

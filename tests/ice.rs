@@ -884,9 +884,14 @@ fn ice_with_only_a_turns_server_validates_and_passes_in_check() {
     let out = std::process::Command::new(common::bin())
         .args(["check", "--quiet", "--output", "json", "--config"])
         .arg(&config)
+        .env_remove("RUST_LOG")
         .output()
         .expect("run check");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    // A passing check at the default log level shows none of webrtc-ice's own warnings
+    // ("pingAllCandidates called with no candidate pairs", "Failed to close candidate").
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("webrtc_ice"), "webrtc-ice noise on stderr:\n{stderr}");
     let report: egress_probe::report::Report = serde_json::from_slice(&out.stdout).expect("report");
     let ice = report.results[0].outcome.detail.ice.as_ref().expect("ice details");
     assert_eq!(ice.relay_protocols.get("tls"), Some(&1), "{ice:?}");
@@ -923,4 +928,41 @@ async fn a_run_dropped_midway_still_releases_its_tls_allocation() {
         created,
         "released by Refresh(0), not by a closed socket"
     );
+}
+
+/// A passing ICE connectivity check through the real binary at the default log level prints
+/// none of webrtc-ice's own warnings on stderr ("pingAllCandidates called with no candidate
+/// pairs", "Failed to close candidate … the agent is closed"): they come from closing the
+/// agents after success, not from anything the user can act on.
+#[test]
+fn a_passing_ice_check_prints_no_webrtc_ice_warnings_at_the_default_log_level() {
+    let _lab = LAB.blocking_read();
+    let turn = Coturn::start(CoturnOptions::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ice.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "probes:\n  - name: ice\n    kind: ice\n    timeout: 5s\n    connectivity: true\n    servers:\n      - url: stun:127.0.0.1:{p}\n      - url: turn:127.0.0.1:{p}\n        credentials: {{ username: test, password: secret }}\n",
+            p = turn.port
+        ),
+    )
+    .expect("write config");
+    let mut stderr = String::new();
+    // Closing races with the last checks: a few runs, so the noise would have shown.
+    for _ in 0..3 {
+        let out = std::process::Command::new("timeout")
+            .arg("30")
+            .arg(common::bin())
+            .args(["check", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("timeout(1) and egress-probe");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("ice: ICE pair "), "the pair line under the table: {stdout}");
+        stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!stderr.contains("webrtc_ice"), "webrtc-ice noise on stderr:\n{stderr}");
 }

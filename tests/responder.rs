@@ -564,3 +564,104 @@ fn responder_help_states_the_real_default_ports() {
     assert!(line("--turn-udp").contains(&format!("default {DEFAULT_TURN_PORT}")), "{help}");
     assert!(line("--udp-echo").contains(&format!("default {DEFAULT_UDP_ECHO_PORT}")), "{help}");
 }
+
+/// A responder config error as the user sees it: `FILE:LINE:COLUMN: sentence`.
+fn responder_config_error(yaml: &str) -> String {
+    ResponderConfig::parse(yaml, "r.yaml").expect_err(yaml).to_string()
+}
+
+#[test]
+fn responder_config_mistakes_read_file_line_column_and_a_sentence_with_the_value_got() {
+    for (yaml, at, said) in [
+        (
+            "web: [8443]\nudp_echo_ports: 43600-43500\n",
+            "r.yaml:2:17: ",
+            "udp_echo_ports: the range 43600-43500 runs backwards (MIN above MAX); write 43500-43600",
+        ),
+        (
+            "web: [8443]\nudp_echo_ports: 43600\n",
+            "r.yaml:2:17: ",
+            "udp_echo_ports: expected a port range MIN-MAX (like 20000-20099), got the single number 43600",
+        ),
+        (
+            "web: [8443]\nudp_echo_ports: [43500, 43600]\n",
+            "r.yaml:2:17: ",
+            "udp_echo_ports: expected a port range MIN-MAX (like 20000-20099) as one string, got a list",
+        ),
+        (
+            "relay_ports: 16384–65535\n",
+            "r.yaml:1:14: ",
+            "relay_ports: expected a port range MIN-MAX, got \"16384–65535\": write the dash as a plain hyphen (16384-65535)",
+        ),
+        (
+            "web: [8443]\nudp_echo_ports: 20000-21999\n",
+            "r.yaml:2:17: ",
+            "udp_echo_ports 20000-21999 is 2000 ports, at most 1024",
+        ),
+        (
+            "relay_ports: 49152-65535\nudp_echo_ports: 50000-50099\n",
+            "r.yaml:2:17: ",
+            "udp_echo_ports 50000-50099 overlaps relay_ports 49152-65535",
+        ),
+        (
+            "web: [8443]\nudp_echo: [3480]\nnat_stun: { primary: 192.0.2.1 }\n",
+            "r.yaml:3:11: ",
+            "nat_stun: port 3480 on 192.0.2.1 is also udp_echo's (0.0.0.0:3480)",
+        ),
+        (
+            "web: [8443]\nnat_stun: { primary: 192.0.2.1, ports: [3478, 3490] }\n",
+            "r.yaml:2:11: ",
+            "nat_stun: port 3478 on 192.0.2.1 is also turn.udp's (0.0.0.0:3478)",
+        ),
+    ] {
+        let e = responder_config_error(yaml);
+        assert!(e.starts_with(&format!("{at}{said}")), "{yaml}→ {e}");
+    }
+    // A nat_stun mistake says the key and the position once, in front.
+    let e = responder_config_error("web: [8443]\n\n\n\n\n\n\nnat_stun: { primary: 192.0.2.1, alternate: 192.0.2.1 }\n");
+    assert!(e.starts_with("r.yaml:8:"), "{e}");
+    assert_eq!(e.matches("nat_stun").count(), 1, "{e}");
+    assert!(!e.contains(" at line "), "{e}");
+}
+
+#[test]
+fn nat_stun_port_flags_override_the_config_files_nat_stun() {
+    use clap::Parser;
+    use egress_probe::cli::{Cli, Command};
+    use egress_probe::commands::responder::build_config;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.yaml");
+    std::fs::write(
+        &file,
+        "nat_stun: { primary: 192.0.2.1, alternate: 192.0.2.2, ports: [3490, 3491] }\n",
+    )
+    .unwrap();
+    let build = |extra: &[&str]| {
+        let mut argv = vec!["egress-probe", "responder", "--config", file.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        let Command::Responder(a) = Cli::try_parse_from(argv).expect("flags parse").command else {
+            unreachable!("a responder command")
+        };
+        build_config(&a)
+    };
+    let n = build(&["--nat-stun-ports", "3500,3501"])
+        .expect("ports alone override")
+        .nat_stun
+        .unwrap();
+    assert_eq!(
+        (n.primary.to_string(), n.alternate.map(|a| a.to_string()), n.ports),
+        ("192.0.2.1".into(), Some("192.0.2.2".into()), [3500, 3501])
+    );
+    let n = build(&["--nat-stun", "192.0.2.9"])
+        .expect("addresses alone override")
+        .nat_stun
+        .unwrap();
+    assert_eq!(
+        (n.primary.to_string(), n.alternate, n.ports),
+        ("192.0.2.9".into(), None, [3490, 3491]),
+        "the file's ports stay"
+    );
+    std::fs::write(&file, "web: [8443]\n").unwrap();
+    let e = build(&["--nat-stun-ports", "3500,3501"]).expect_err("nothing to set ports of");
+    assert!(format!("{e:#}").contains("--nat-stun-ports needs"), "{e:#}");
+}

@@ -627,11 +627,79 @@ fn media_defaults_are_the_teams_targets_and_the_interval_must_cover_timeout_plus
 
     let e = parse_str(&text.replace("interval: 30s", "interval: 12s"), "c.yaml").unwrap_err();
     assert_eq!(e.errors.len(), 1, "{e}");
-    assert_eq!((e.errors[0].line, e.errors[0].column), (3, 5), "{e}");
+    assert_eq!(
+        (e.errors[0].line, e.errors[0].column),
+        (6, 12),
+        "at `media`, not the probe's first line: {e}"
+    );
     assert!(
         e.errors[0]
             .message
             .contains("probe `m`: media duration 10s plus timeout 5s is longer than interval 12s"),
         "{e}"
     );
+}
+
+#[test]
+fn every_nat_test_on_a_tcp_stun_server_and_every_turn_clash_is_reported_in_one_run() {
+    let stun = "probes:\n  - name: n\n    kind: stun\n    server: stun:nat.example:3480?transport=tcp\n    nat_mapping: true\n    nat_filtering: true\n    binding_lifetime: {max: 30s}\n    interval: 2m\n";
+    let e = parse_str(stun, "c.yaml").unwrap_err();
+    let keys: Vec<&str> = ["nat_mapping", "nat_filtering", "binding_lifetime"]
+        .into_iter()
+        .filter(|k| e.errors.iter().any(|x| x.message.contains(&format!("`{k}` needs a UDP server"))))
+        .collect();
+    assert_eq!(keys, ["nat_mapping", "nat_filtering", "binding_lifetime"], "{e}");
+    let turn = "probes:\n  - name: t\n    kind: turn\n    server: turn:t.example\n    credentials: {username: u, password: p}\n    concurrent: 8\n    media: true\n    addresses: all\n";
+    let e = parse_str(turn, "c.yaml").unwrap_err();
+    for phrase in [
+        "concurrent: 8 opens its allocations on one server address",
+        "does not combine with `addresses: all`",
+        "concurrent: 8 only allocates and releases, so the two do not combine",
+    ] {
+        assert!(e.errors.iter().any(|x| x.message.contains(phrase)), "{phrase} missing: {e}");
+    }
+}
+
+#[test]
+fn probe_config_messages_say_the_value_got_and_point_at_the_key_that_made_the_run_long() {
+    let lifetime = "defaults: {interval: 1m}\nprobes:\n  - name: n\n    kind: stun\n    server: stun:nat.example:3480\n    binding_lifetime: {max: 30s}\n";
+    let e = parse_str(lifetime, "c.yaml").unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+    assert_eq!(e.errors[0].line, 6, "at binding_lifetime, not the probe's first line: {e}");
+    assert!(e.errors[0].message.contains("binding_lifetime search (2 x max + 4s) 1m 4s"), "{e}");
+    let probe = |body: &str| format!("probes:\n  - name: x\n{body}");
+    for (body, want) in [
+        (
+            "    kind: udp_ports\n    host: 127.0.0.1\n    ports: 20000-20010\n    port_timeout: 5ms\n",
+            "port_timeout must be between 10ms and 10s, got 5ms",
+        ),
+        (
+            "    kind: stun\n    server: stun:nat.example:3480\n    binding_lifetime: {max: 1s}\n",
+            "binding_lifetime: max must be between 2s and 10m (the search takes up to twice max), got 1s",
+        ),
+        (
+            "    kind: turn\n    server: turn:t.example\n    credentials: {username: u, password: p}\n    media: {peer: nowhere}\n",
+            "peer: \"nowhere\" is not an IP address and port (e.g. 198.51.100.7:3479",
+        ),
+        (
+            "    kind: udp_ports\n    host: 127.0.0.1\n    ports: \"16384–65535\"\n",
+            "has an en dash where a range needs a plain hyphen: write \"16384-65535\"",
+        ),
+        (
+            "    kind: media\n    target: 127.0.0.1:7\n    media: {max_loss: 1}\n",
+            "max_loss: 1 is ambiguous (1 % or a fraction meaning 100 %?): write a percentage like 1% or a fraction below 1 like 0.01",
+        ),
+    ] {
+        let e = parse_str(&probe(body), "c.yaml").unwrap_err();
+        assert!(e.errors.iter().any(|x| x.message.contains(want)), "{body}\n→ {e}");
+    }
+    let fraction = parse_str(
+        &probe("    kind: media\n    target: 127.0.0.1:7\n    media: {max_loss: 0.02}\n"),
+        "c.yaml",
+    )
+    .expect("a fraction below 1");
+    let ProbeSpec::Media(m) = &fraction.probes[0].spec else {
+        panic!("media")
+    };
+    assert!((m.media.thresholds.max_loss - 0.02).abs() < 1e-12);
 }

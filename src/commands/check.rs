@@ -71,9 +71,10 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<u8> {
             let colour = crate::cli::colour_on(std::io::stdout().is_terminal());
             print!("{}", report::render_table(&report.results, colour));
             if !args.quiet {
-                let media = report::render_media(&report.results);
-                if !media.is_empty() {
-                    print!("\n{media}");
+                // Call quality, then the other results a table cell cannot hold, one block.
+                let lines = report::render_media(&report.results) + &report::render_facts(&report.results);
+                if !lines.is_empty() {
+                    print!("\n{lines}");
                 }
                 let failures = report::render_failures(&report.results);
                 if !failures.is_empty() {

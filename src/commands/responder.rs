@@ -41,7 +41,7 @@ pub fn build_config(args: &ResponderArgs) -> anyhow::Result<ResponderConfig> {
         cfg.relay_ip = Some(r);
     }
     if let Some(r) = &args.relay_ports {
-        cfg.relay_ports = Some(PortRange::parse(r).map_err(anyhow::Error::msg)?);
+        cfg.relay_ports = Some(PortRange::parse(r).map_err(|e| anyhow::anyhow!("--relay-ports: {e}"))?);
     }
     if let Some(r) = &args.realm {
         cfg.realm = r.clone();
@@ -81,8 +81,25 @@ pub fn build_config(args: &ResponderArgs) -> anyhow::Result<ResponderConfig> {
             cfg.dns = None;
         }
     }
-    if let Some(ips) = &args.nat_stun {
-        cfg.nat_stun = Some(nat_stun(ips, args.nat_stun_ports.as_deref())?);
+    // Flags override the file: --nat-stun its addresses, --nat-stun-ports its ports (each
+    // keeps the file's other half).
+    match (&args.nat_stun, &args.nat_stun_ports, &cfg.nat_stun) {
+        (Some(ips), ports, file) => {
+            let ports = ports.as_deref();
+            let keep = file.as_ref().filter(|_| ports.is_none()).map(|n| n.ports.to_vec());
+            cfg.nat_stun = Some(nat_stun(ips, ports, keep)?);
+        }
+        (None, Some(ports), Some(file)) => {
+            let ips = match file.alternate {
+                Some(a) => format!("{},{a}", file.primary),
+                None => file.primary.to_string(),
+            };
+            cfg.nat_stun = Some(nat_stun(&ips, Some(ports), None)?);
+        }
+        (None, Some(_), None) => anyhow::bail!(
+            "--nat-stun-ports needs the RFC 5780 server on: give --nat-stun PRIMARY[,ALTERNATE] or nat_stun: in the config file"
+        ),
+        (None, None, _) => {}
     }
     for c in &args.oauth2_clients {
         let (id, secret) = c.split_once(':').context("--oauth2-client must be ID:SECRET")?;
@@ -112,7 +129,7 @@ pub fn build_config(args: &ResponderArgs) -> anyhow::Result<ResponderConfig> {
 }
 
 /// `--nat-stun PRIMARY[,ALTERNATE]` with `--nat-stun-ports P1,P2`, checked as the config is.
-fn nat_stun(ips: &str, ports: Option<&str>) -> anyhow::Result<NatStunConfig> {
+fn nat_stun(ips: &str, ports: Option<&str>, file_ports: Option<Vec<u16>>) -> anyhow::Result<NatStunConfig> {
     let ips: Vec<std::net::IpAddr> = ips
         .split(',')
         .map(|s| s.trim().parse().with_context(|| format!("--nat-stun {s:?}: not an IP address")))
@@ -124,7 +141,7 @@ fn nat_stun(ips: &str, ports: Option<&str>) -> anyhow::Result<NatStunConfig> {
                 .map(|s| s.trim().parse().with_context(|| format!("--nat-stun-ports {s:?}: not a port")))
                 .collect::<anyhow::Result<Vec<u16>>>()?,
         ),
-        None => None,
+        None => file_ports,
     };
     NatStunConfig::new(ips[0], ips.get(1).copied(), ports)
         .map_err(|e| anyhow::anyhow!("--nat-stun: {}", e.trim_start_matches("nat_stun: ")))

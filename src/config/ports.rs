@@ -78,6 +78,19 @@ pub struct PortSet {
 impl PortSet {
     /// Parses `"16384-65535"`, `"3478"` or a comma-separated mix (overlaps are merged).
     pub fn parse(text: &str) -> Result<PortSet, String> {
+        if let Some(dash) = text.chars().find(|c| matches!(c, '–' | '—' | '−')) {
+            return Err(format!(
+                "{text:?} has {} where a range needs a plain hyphen: write {:?}",
+                if dash == '–' {
+                    "an en dash"
+                } else if dash == '—' {
+                    "an em dash"
+                } else {
+                    "a minus sign"
+                },
+                text.replace(['–', '—', '−'], "-")
+            ));
+        }
         let items: Vec<&str> = text.split(',').map(str::trim).collect();
         if items.iter().all(|i| i.is_empty()) {
             return Err("no ports given (write e.g. \"16384-65535\" or \"3478, 10000-20000\")".into());

@@ -2,9 +2,9 @@
 //!
 //! Two shapes share the same code: the daemon's long-lived [`Metrics`] (one registry for the
 //! process, counters initialised at 0 for every configured probe so `rate()` works from the
-//! first scrape), and [`render_single_run`] for `/probe`, which builds a fresh registry per
-//! request with blackbox-compatible `probe_success` / `probe_duration_seconds` plus our
-//! families for that one run.
+//! first scrape), and [`render_single_run`] for `/probe`: blackbox-compatible `probe_success` /
+//! `probe_duration_seconds` plus our families for that one run, written straight to text for
+//! the common runs (TCP, TLS, HTTP) and through a fresh registry for runs with richer details.
 //!
 //! **Series budget.** A site runs ~10 probes and a Prometheus scrapes hundreds of sites, so the
 //! default keeps every probe small: `_success`, `_runs_total{result}`,
@@ -150,19 +150,8 @@ impl RunFamilies {
     fn register(reg: &Registry, histograms: Histograms) -> Result<RunFamilies, MetricsError> {
         let on = histograms == Histograms::PerPhase;
         Ok(RunFamilies {
-            phase_duration: detail_histogram(
-                reg,
-                on,
-                "egress_probe_phase_duration_seconds",
-                "Time spent in each phase of a probe run (the failing phase included).",
-                &["probe", "kind", "phase"],
-            )?,
-            tls_expiry: gauge(
-                reg,
-                "egress_probe_tls_cert_expiry_timestamp_seconds",
-                "Earliest notAfter of the certificate chain the server presented, as a Unix timestamp.",
-                &["probe"],
-            )?,
+            phase_duration: detail_histogram(reg, on, PHASE_DURATION.0, PHASE_DURATION.1, &["probe", "kind", "phase"])?,
+            tls_expiry: gauge(reg, TLS_EXPIRY.0, TLS_EXPIRY.1, &["probe"])?,
             relay_rtt: detail_histogram(
                 reg,
                 on,
@@ -414,7 +403,13 @@ impl RunFamilies {
             Some(m) => {
                 self.media_mos.with_label_values(&[probe]).set(m.mos);
                 self.media_loss.with_label_values(&[probe]).set(m.loss);
-                self.media_jitter.with_label_values(&[probe]).set(m.jitter.as_secs_f64());
+                // Nothing back: no jitter measured, so no series (a 0 would read as perfect).
+                match m.jitter {
+                    Some(j) => self.media_jitter.with_label_values(&[probe]).set(j.as_secs_f64()),
+                    None => {
+                        let _ = self.media_jitter.remove_label_values(&[probe]);
+                    }
+                }
             }
             None => {
                 let _ = self.media_mos.remove_label_values(&[probe]);
@@ -898,8 +893,14 @@ impl EndpointCounters {
 }
 
 /// `/probe` output for one run: blackbox-compatible `probe_success` and
-/// `probe_duration_seconds`, plus our families for that run, from a fresh registry.
-/// `histograms` is the config's `metrics: {histograms}`, as for `/metrics`.
+/// `probe_duration_seconds`, plus our families for that run. `histograms` is the config's
+/// `metrics: {histograms}`, as for `/metrics`.
+///
+/// A run whose details export nothing besides the TLS expiry (TCP, TLS, HTTP, DNS: most
+/// `/probe` traffic) is written straight to text by [`render_plain_run`]; any other run goes
+/// through a fresh `prometheus` registry ([`render_single_run_registry`]). Building that
+/// registry (25 families registered, gathered, encoded) was most of the user-space cost of a
+/// `/probe` besides the handshake; both write the same text (a test pins it byte for byte).
 pub fn render_single_run(
     probe: &str,
     kind: &'static str,
@@ -907,13 +908,136 @@ pub fn render_single_run(
     outcome: &Outcome,
     histograms: Histograms,
 ) -> Result<String, MetricsError> {
+    if plain_run(kind, &outcome.detail) {
+        Ok(render_plain_run(probe, kind, target, outcome, histograms))
+    } else {
+        render_single_run_registry(probe, kind, target, outcome, histograms)
+    }
+}
+
+/// Whether a run's details feed no family of [`RunFamilies`] but the TLS expiry (and the
+/// per-phase histogram, which every run feeds). The destructuring names every field so that a
+/// new detail cannot be added without deciding here whether it exports something.
+fn plain_run(kind: &str, d: &crate::outcome::details::Details) -> bool {
+    let crate::outcome::details::Details {
+        peer: _,
+        resolved: _,
+        dns: _,
+        tls: _,
+        http: _,
+        websocket,
+        session: _,
+        concurrent,
+        auth: _,
+        stun,
+        relay,
+        ice,
+        path,
+        udp_ports,
+        media,
+        reject_origin: _,
+        per_address,
+        retry_after: _,
+        notes: _,
+    } = d;
+    kind != "stun"
+        && websocket.is_none()
+        && concurrent.is_none()
+        && stun.is_none()
+        && relay.is_none()
+        && ice.is_none()
+        && path.is_none()
+        && udp_ports.is_none()
+        && media.is_none()
+        && per_address.is_empty()
+}
+
+/// [`render_single_run`] for a [`plain_run`]: the text the registry would write (families
+/// sorted by name, series by label values, labels by name), then the one-run table.
+fn render_plain_run(probe: &str, kind: &'static str, target: &str, outcome: &Outcome, histograms: Histograms) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(2048);
+    let p = table::escape(probe);
+    if histograms == Histograms::PerPhase && !outcome.phases.is_empty() {
+        // One series per phase, sorted by phase word (kind and probe are the same on all).
+        let mut series: Vec<(&str, [u64; TIMING_BUCKETS.len()], f64, u64)> = Vec::with_capacity(outcome.phases.len());
+        for t in &outcome.phases {
+            let phase = t.phase.as_str();
+            let i = match series.iter().position(|s| s.0 == phase) {
+                Some(i) => i,
+                None => {
+                    series.push((phase, [0; TIMING_BUCKETS.len()], 0.0, 0));
+                    series.len() - 1
+                }
+            };
+            let v = t.duration.as_secs_f64();
+            let s = &mut series[i];
+            if let Some(b) = TIMING_BUCKETS.iter().position(|b| v <= *b) {
+                s.1[b] += 1;
+            }
+            s.2 += v;
+            s.3 += 1;
+        }
+        series.sort_by(|a, b| a.0.cmp(b.0));
+        let (name, help) = PHASE_DURATION;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (phase, buckets, sum, count) in &series {
+            let mut cumulative = 0;
+            for (le, n) in TIMING_BUCKETS.iter().zip(buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{kind=\"{kind}\",phase=\"{phase}\",probe=\"{p}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{kind=\"{kind}\",phase=\"{phase}\",probe=\"{p}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(out, "{name}_sum{{kind=\"{kind}\",phase=\"{phase}\",probe=\"{p}\"}} {sum}");
+            let _ = writeln!(out, "{name}_count{{kind=\"{kind}\",phase=\"{phase}\",probe=\"{p}\"}} {count}");
+        }
+    }
+    if let Some(expiry) = outcome.detail.tls.as_ref().and_then(|t| t.earliest_expiry_unix) {
+        let (name, help) = TLS_EXPIRY;
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{probe=\"{p}\"}} {}",
+            expiry as f64
+        );
+    }
+    let (name, help) = PROBE_DURATION;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+        outcome.total.as_secs_f64()
+    );
+    let (name, help) = PROBE_SUCCESS;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+        u8::from(outcome.success)
+    );
+    let mut table = ProbeTable::new(false);
+    table.add(probe, kind, target, &[]);
+    table.observe(probe, outcome);
+    table.encode_into(&mut out);
+    out
+}
+
+/// [`render_single_run`] through a fresh registry: every family of [`RunFamilies`], for runs
+/// with more details than [`render_plain_run`] writes; public for `benches/metrics.rs`, which
+/// times both.
+pub fn render_single_run_registry(
+    probe: &str,
+    kind: &'static str,
+    target: &str,
+    outcome: &Outcome,
+    histograms: Histograms,
+) -> Result<String, MetricsError> {
     let registry = Registry::new();
-    let success = scalar(&registry, "probe_success", "Displays whether or not the probe was a success")?;
-    let duration = scalar(
-        &registry,
-        "probe_duration_seconds",
-        "Returns how long the probe took to complete in seconds",
-    )?;
+    let success = scalar(&registry, PROBE_SUCCESS.0, PROBE_SUCCESS.1)?;
+    let duration = scalar(&registry, PROBE_DURATION.0, PROBE_DURATION.1)?;
     success.set(if outcome.success { 1.0 } else { 0.0 });
     duration.set(outcome.total.as_secs_f64());
     let runs = RunFamilies::register(&registry, histograms)?;
@@ -925,6 +1049,19 @@ pub fn render_single_run(
     table.encode_into(&mut text);
     Ok(text)
 }
+
+/// `/probe`'s blackbox-compatible families (name, help), as blackbox_exporter words them.
+const PROBE_SUCCESS: (&str, &str) = ("probe_success", "Displays whether or not the probe was a success");
+const PROBE_DURATION: (&str, &str) = ("probe_duration_seconds", "Returns how long the probe took to complete in seconds");
+/// The two [`RunFamilies`] a plain run can have, shared by the registry and the text writer.
+const PHASE_DURATION: (&str, &str) = (
+    "egress_probe_phase_duration_seconds",
+    "Time spent in each phase of a probe run (the failing phase included).",
+);
+const TLS_EXPIRY: (&str, &str) = (
+    "egress_probe_tls_cert_expiry_timestamp_seconds",
+    "Earliest notAfter of the certificate chain the server presented, as a Unix timestamp.",
+);
 
 #[cfg(test)]
 mod tests {
@@ -1098,7 +1235,7 @@ mod tests {
             sent: 100,
             received: 95,
             loss: 0.05,
-            jitter: Duration::from_micros(1500),
+            jitter: Some(Duration::from_micros(1500)),
             mos: 3.88,
             ..Default::default()
         });
@@ -1193,6 +1330,101 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_run_is_written_byte_for_byte_as_the_registry_wrote_it() {
+        let phases = |ds: &[(Phase, f64)]| -> Vec<PhaseTiming> {
+            ds.iter()
+                .map(|(phase, s)| PhaseTiming {
+                    phase: *phase,
+                    duration: Duration::from_secs_f64(*s),
+                })
+                .collect()
+        };
+        let run = |success: bool, ds: &[(Phase, f64)], total: f64, failure: Option<(Phase, Reason)>| Outcome {
+            success,
+            phases: phases(ds),
+            failure: failure.map(|(p, r)| Failure::new(p, r, "a message")),
+            total: Duration::from_secs_f64(total),
+            detail: Details::default(),
+        };
+        let with_tls = |mut o: Outcome, expiry: Option<i64>| {
+            o.detail.tls = Some(TlsDetails {
+                earliest_expiry_unix: expiry,
+                ..Default::default()
+            });
+            o
+        };
+        let tls_ok = with_tls(
+            run(
+                true,
+                &[(Phase::Resolve, 0.0004), (Phase::Connect, 0.005), (Phase::Tls, 0.0031)],
+                0.0085,
+                None,
+            ),
+            Some(1_900_000_000),
+        );
+        let mut http = with_tls(
+            run(
+                true,
+                &[(Phase::Connect, 0.001), (Phase::Tls, 0.004), (Phase::Request, 0.27)],
+                0.275,
+                None,
+            ),
+            Some(1_800_000_001),
+        );
+        http.detail.http = Some(crate::outcome::details::HttpDetails::default());
+        http.detail.peer = Some("127.0.0.1:443".parse().unwrap());
+        http.detail.notes = vec!["a note".into()];
+        let outcomes = [
+            refused(),
+            run(true, &[(Phase::Resolve, 0.001), (Phase::Connect, 0.002)], 0.003, None),
+            tls_ok,
+            with_tls(
+                run(
+                    false,
+                    &[(Phase::Connect, 0.001), (Phase::Tls, 0.2)],
+                    0.201,
+                    Some((Phase::Tls, Reason::Timeout)),
+                ),
+                None,
+            ),
+            http,
+            // A phase twice (one series, two observations), a timeout past every bucket.
+            run(
+                false,
+                &[(Phase::Connect, 0.5), (Phase::Connect, 45.0)],
+                45.5,
+                Some((Phase::Connect, Reason::Timeout)),
+            ),
+            // Nothing ran at all.
+            run(false, &[], 0.0, Some((Phase::Internal, Reason::Cancelled))),
+        ];
+        for name in ["p", "b \"quoted\" \\ name\nx"] {
+            for histograms in [Histograms::PerProbe, Histograms::PerPhase] {
+                for kind in ["tcp", "tls", "http"] {
+                    for o in &outcomes {
+                        assert!(plain_run(kind, &o.detail));
+                        let ours = render_plain_run(name, kind, "h:443", o, histograms);
+                        let theirs = render_single_run_registry(name, kind, "h:443", o, histograms).unwrap();
+                        assert_eq!(ours, theirs, "{name} {kind} {histograms:?}");
+                        assert_eq!(render_single_run(name, kind, "h:443", o, histograms).unwrap(), ours);
+                    }
+                }
+            }
+        }
+        // Any detail with families of its own goes through the registry.
+        let mut o = Outcome::default();
+        assert!(!plain_run("stun", &o.detail));
+        o.detail.per_address = vec![AddressResult {
+            address: "198.51.100.1:443".parse().unwrap(),
+            success: true,
+            failure: None,
+            total: ms(1),
+            tls: None,
+        }];
+        assert!(!plain_run("tcp", &o.detail));
+    }
+
+    #[test]
     fn media_series_go_when_a_later_run_has_no_stream() {
         let f = RunFamilies::register(&Registry::new(), Histograms::PerProbe).unwrap();
         let mut o = Outcome::default();
@@ -1200,6 +1432,7 @@ mod tests {
             sent: 100,
             received: 100,
             mos: 4.4,
+            jitter: Some(Duration::from_millis(1)),
             ..Default::default()
         });
         f.observe("p", "turn", &o);
@@ -1211,6 +1444,16 @@ mod tests {
             r.gather().iter().map(|m| m.get_metric().len()).sum::<usize>()
         };
         assert_eq!(count(&f), 3);
+        // A stream of which nothing came back measured no jitter: MOS and loss, no jitter.
+        let mut silent = Outcome::default();
+        silent.detail.media = Some(crate::outcome::details::MediaDetails {
+            sent: 100,
+            loss: 1.0,
+            mos: 1.0,
+            ..Default::default()
+        });
+        f.observe("p", "turn", &silent);
+        assert_eq!(count(&f), 2, "no jitter series with nothing back");
         // The next run failed at allocate: no stream, so no MOS of the run before.
         f.observe("p", "turn", &Outcome::default());
         assert_eq!(count(&f), 0, "stale media series remain");

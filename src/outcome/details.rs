@@ -356,23 +356,32 @@ pub struct MediaDetails {
     pub reordered: u32,
     /// Longest run of consecutive sequence numbers lost.
     pub longest_loss_burst: u32,
-    #[serde(rename = "rtt_min_ms", with = "duration_ms")]
-    pub rtt_min: Duration,
-    #[serde(rename = "rtt_avg_ms", with = "duration_ms")]
-    pub rtt_avg: Duration,
+    /// Round-trip and jitter figures exist only when at least one packet came back: with
+    /// `received: 0` they are absent (a zero would read as a perfect network).
+    #[serde(rename = "rtt_min_ms", default, skip_serializing_if = "Option::is_none", with = "opt_duration_ms")]
+    pub rtt_min: Option<Duration>,
+    #[serde(rename = "rtt_avg_ms", default, skip_serializing_if = "Option::is_none", with = "opt_duration_ms")]
+    pub rtt_avg: Option<Duration>,
     /// 95th percentile (nearest rank) of the round-trip times.
-    #[serde(rename = "rtt_p95_ms", with = "duration_ms")]
-    pub rtt_p95: Duration,
-    #[serde(rename = "rtt_max_ms", with = "duration_ms")]
-    pub rtt_max: Duration,
+    #[serde(rename = "rtt_p95_ms", default, skip_serializing_if = "Option::is_none", with = "opt_duration_ms")]
+    pub rtt_p95: Option<Duration>,
+    #[serde(rename = "rtt_max_ms", default, skip_serializing_if = "Option::is_none", with = "opt_duration_ms")]
+    pub rtt_max: Option<Duration>,
     /// RFC 3550 §6.4.1 interarrival jitter at the end of the stream (the value an RTCP
     /// receiver report would carry), and the highest value it reached.
-    #[serde(rename = "jitter_ms", with = "duration_ms")]
-    pub jitter: Duration,
-    #[serde(rename = "jitter_max_ms", with = "duration_ms")]
-    pub jitter_max: Duration,
+    #[serde(rename = "jitter_ms", default, skip_serializing_if = "Option::is_none", with = "opt_duration_ms")]
+    pub jitter: Option<Duration>,
+    #[serde(
+        rename = "jitter_max_ms",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_ms"
+    )]
+    pub jitter_max: Option<Duration>,
     /// ITU-T G.107 (simplified) transmission rating for G.711 and its MOS estimate, from
     /// `one_way_loss` and `one_way_delay` (the same per-leg figures the thresholds judge).
+    /// With nothing back: R 0 and MOS 1.0, the scale's floor (100 % loss), so an alert on a
+    /// low MOS still fires.
     pub r_factor: f64,
     pub mos: f64,
     /// How long the stream ran (first send to the end of the drain wait).
@@ -388,11 +397,21 @@ pub struct MediaDetails {
     #[serde(default)]
     pub one_way_loss: f64,
     /// Round trip of one client leg, `rtt_avg · 2 / crossings`. Judged against `max_rtt`.
-    #[serde(rename = "leg_rtt_avg_ms", with = "duration_ms", default)]
-    pub leg_rtt_avg: Duration,
+    #[serde(
+        rename = "leg_rtt_avg_ms",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_ms"
+    )]
+    pub leg_rtt_avg: Option<Duration>,
     /// The E-model's mouth-to-ear delay: `rtt_avg / crossings` + 2 · jitter + one packet.
-    #[serde(rename = "one_way_delay_ms", with = "duration_ms", default)]
-    pub one_way_delay: Duration,
+    #[serde(
+        rename = "one_way_delay_ms",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_ms"
+    )]
+    pub one_way_delay: Option<Duration>,
     /// The run's deadline ended sending before `duration` (set-up took the rest of the time):
     /// the stream fails `media/timeout`, its figures cover only what was sent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -696,8 +715,8 @@ mod tests {
         let m = MediaDetails {
             path: "turn_pair".into(),
             packet: Duration::from_millis(20),
-            rtt_p95: Duration::from_micros(20_476),
-            jitter: Duration::from_micros(123),
+            rtt_p95: Some(Duration::from_micros(20_476)),
+            jitter: Some(Duration::from_micros(123)),
             mos: 3.89,
             ..Default::default()
         };

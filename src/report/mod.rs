@@ -5,6 +5,7 @@
 //! (`verdict`) and the before/after comparison (`diff`).
 
 pub mod diff;
+pub mod facts;
 pub mod table;
 pub mod verdict;
 
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ProbeSpec;
 use crate::outcome::{Endpoint, Outcome};
+
+pub use facts::render_facts;
 
 /// Version of the JSON report format; bump on incompatible changes. New optional sections
 /// (e.g. `detail.media`) are additions older readers skip and this build reads as absent in
@@ -195,20 +198,20 @@ pub fn render_media(results: &[ProbeResult]) -> String {
         .iter()
         .filter_map(|r| Some((r, r.outcome.detail.media.as_ref().filter(|m| m.sent > 0)?)))
         .map(|(r, m)| {
-            format!(
-                "{}: media ({}, {} packets of {} ms): loss {:.1}% (longest burst {}), jitter {:.1} ms, round trip avg {:.1} / p95 {:.1} ms, MOS {:.2} (R {:.1})\n",
-                r.name,
-                m.path,
-                m.sent,
-                m.packet.as_millis(),
-                m.loss * 100.0,
-                m.longest_loss_burst,
-                ms(m.jitter),
-                ms(m.rtt_avg),
-                ms(m.rtt_p95),
-                m.mos,
-                m.r_factor
-            )
+            let head = format!("{}: media ({}, {} packets of {} ms)", r.name, m.path, m.sent, m.packet.as_millis());
+            match (m.received, m.jitter, m.rtt_avg, m.rtt_p95) {
+                (1.., Some(jitter), Some(avg), Some(p95)) => format!(
+                    "{head}: loss {:.1}% (longest burst {}), jitter {:.1} ms, round trip avg {:.1} / p95 {:.1} ms, MOS {:.2} (R {:.1})\n",
+                    m.loss * 100.0,
+                    m.longest_loss_burst,
+                    ms(jitter),
+                    ms(avg),
+                    ms(p95),
+                    m.mos,
+                    m.r_factor
+                ),
+                _ => format!("{head}: no packet came back\n"),
+            }
         })
         .collect()
 }
@@ -298,9 +301,9 @@ mod tests {
             received: 95,
             loss: 0.05,
             longest_loss_burst: 1,
-            rtt_avg: Duration::from_micros(20_300),
-            rtt_p95: Duration::from_micros(20_500),
-            jitter: Duration::from_micros(200),
+            rtt_avg: Some(Duration::from_micros(20_300)),
+            rtt_p95: Some(Duration::from_micros(20_500)),
+            jitter: Some(Duration::from_micros(200)),
             mos: 3.89,
             r_factor: 76.69,
             ..Default::default()
@@ -308,6 +311,23 @@ mod tests {
         assert_eq!(
             render_media(&[r]),
             "call: media (udp_echo, 100 packets of 20 ms): loss 5.0% (longest burst 1), jitter 0.2 ms, round trip avg 20.3 / p95 20.5 ms, MOS 3.89 (R 76.7)\n"
+        );
+    }
+
+    #[test]
+    fn a_media_stream_of_which_nothing_came_back_says_so_instead_of_zero_figures() {
+        let mut r = result("call", "udp:127.0.0.1:7", None, 2000);
+        r.outcome.detail.media = Some(crate::outcome::details::MediaDetails {
+            path: "udp_echo".into(),
+            packet: Duration::from_millis(20),
+            sent: 50,
+            loss: 1.0,
+            mos: 1.0,
+            ..Default::default()
+        });
+        assert_eq!(
+            render_media(&[r]),
+            "call: media (udp_echo, 50 packets of 20 ms): no packet came back\n"
         );
     }
 

@@ -171,21 +171,70 @@ pub struct PortRange {
 
 impl<'de> Deserialize<'de> for PortRange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        PortRange::parse(&s).map_err(serde::de::Error::custom)
+        // Any YAML shape, so a number or a list gets a sentence naming it, not serde's words.
+        let v = serde_norway::Value::deserialize(d)?;
+        PortRange::from_value(&v).map_err(serde::de::Error::custom)
     }
+}
+
+/// `relay_ports` / `udp_echo_ports`: the key in front of the range's own sentence (serde
+/// does not say which field a value-level error came from).
+fn range_field<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<Option<PortRange>, D::Error> {
+    let v = serde_norway::Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    PortRange::from_value(&v)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{key}: {e}")))
+}
+fn relay_ports_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PortRange>, D::Error> {
+    range_field(d, "relay_ports")
+}
+fn udp_echo_ports_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PortRange>, D::Error> {
+    range_field(d, "udp_echo_ports")
 }
 
 impl PortRange {
     /// Parses `49152-65535`.
     pub fn parse(s: &str) -> Result<PortRange, String> {
-        let (a, b) = s.split_once('-').ok_or_else(|| format!("port range {s:?}: expected MIN-MAX"))?;
-        let min = a.trim().parse::<u16>().map_err(|_| format!("port range {s:?}: bad MIN"))?;
-        let max = b.trim().parse::<u16>().map_err(|_| format!("port range {s:?}: bad MAX"))?;
-        if min == 0 || min > max {
-            return Err(format!("port range {s:?}: need 0 < MIN <= MAX"));
+        let t = s.trim();
+        if t.contains(['–', '—']) {
+            return Err(format!(
+                "expected a port range MIN-MAX, got {t:?}: write the dash as a plain hyphen ({})",
+                t.replace(['–', '—'], "-")
+            ));
+        }
+        let Some((a, b)) = t.split_once('-') else {
+            return Err(format!(
+                "expected a port range MIN-MAX (like 20000-20099), got {t:?}; a single port is {t}-{t}"
+            ));
+        };
+        let port = |x: &str| x.trim().parse::<u16>().ok().filter(|p| *p > 0);
+        let (Some(min), Some(max)) = (port(a), port(b)) else {
+            return Err(format!("expected a port range MIN-MAX with ports 1 to 65535, got {t:?}"));
+        };
+        if min > max {
+            return Err(format!("the range {t} runs backwards (MIN above MAX); write {max}-{min}"));
         }
         Ok(PortRange { min, max })
+    }
+
+    /// From any YAML value: a `MIN-MAX` string; a bare number or a list is named in the error.
+    fn from_value(v: &serde_norway::Value) -> Result<PortRange, String> {
+        match v {
+            serde_norway::Value::String(s) => PortRange::parse(s),
+            serde_norway::Value::Number(n) => Err(format!(
+                "expected a port range MIN-MAX (like 20000-20099), got the single number {n}; a single port is {n}-{n}"
+            )),
+            serde_norway::Value::Sequence(_) => Err("expected a port range MIN-MAX (like 20000-20099) as one string, got a list".into()),
+            _ => Err("expected a port range MIN-MAX (like 20000-20099), got a mapping or other value".into()),
+        }
+    }
+
+    /// How many ports the range holds.
+    pub fn ports(self) -> u32 {
+        u32::from(self.max) - u32::from(self.min) + 1
     }
 }
 
@@ -201,7 +250,7 @@ pub struct ResponderConfig {
     #[serde(default)]
     pub relay_ip: Option<IpAddr>,
     /// UDP ports for relayed addresses; default: any ephemeral port.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "relay_ports_field")]
     pub relay_ports: Option<PortRange>,
     #[serde(default = "default_realm")]
     pub realm: String,
@@ -222,7 +271,7 @@ pub struct ResponderConfig {
     /// A range of UDP ports echoing on `bind`, one socket each (at most 1024), for
     /// `kind: udp_ports`; a whole media range is better redirected onto `udp_echo` with
     /// nftables (see `responder::udp_ports`). Default: none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "udp_echo_ports_field")]
     pub udp_echo_ports: Option<PortRange>,
     /// Plain-HTTP `/metrics` of the responder itself; `null` turns it off.
     #[serde(default = "default_metrics")]
@@ -392,14 +441,40 @@ impl ResponderConfig {
             return Ok(ResponderConfig::default());
         }
         let cfg: ResponderConfig = serde_norway::from_str(text).map_err(|e| {
-            let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+            let mut message = e.to_string();
+            let mut at = e.location().map(|l| (l.line(), l.column()));
+            if let Some((line, column)) = at {
+                // The position goes in front, once.
+                let suffix = format!(" at line {line} column {column}");
+                if let Some(m) = message.strip_suffix(&suffix) {
+                    message = m.to_string();
+                }
+            }
+            // serde names the field and our own check does too: say it once.
+            for key in ["nat_stun", "relay_ports", "udp_echo_ports"] {
+                let twice = format!("{key}: {key}: ");
+                if message.starts_with(&twice) {
+                    message = message.replacen(&twice, &format!("{key}: "), 1);
+                }
+            }
+            // A value-level error (untagged, custom) comes without a position or at 1:1:
+            // point at the key it names instead.
+            if at.is_none() || at == Some((1, 1)) {
+                let key = message.split(':').next().unwrap_or_default();
+                if let Some(found) = locate(text, key) {
+                    at = Some(found);
+                }
+            }
+            let at = at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
             ConfigError::Parse {
                 path: format!("{origin}{at}"),
-                message: e.to_string(),
+                message,
             }
         })?;
-        cfg.check_udp_overlaps()
-            .map_err(|message| ConfigError::Invalid(format!("{origin}: {message}")))?;
+        if let Err((key, message)) = cfg.udp_clash() {
+            let at = locate(text, key).map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
+            return Err(ConfigError::Invalid(format!("{origin}{at}: {message}")));
+        }
         Ok(cfg)
     }
 
@@ -407,30 +482,86 @@ impl ResponderConfig {
     /// `udp_echo`, DNS): binding it would fail at start, or worse, relayed media or TURN
     /// traffic would be answered by the echo.
     pub fn check_udp_overlaps(&self) -> Result<(), String> {
-        let Some(echo) = self.udp_echo_ports else { return Ok(()) };
-        let inside = |p: u16| p != 0 && (echo.min..=echo.max).contains(&p);
-        if let Some(r) = self.relay_ports {
-            if r.min <= echo.max && echo.min <= r.max {
-                return Err(format!(
-                    "udp_echo_ports {}-{} overlaps relay_ports {}-{}: the echo and the TURN relay cannot share ports; give them separate ranges",
-                    echo.min, echo.max, r.min, r.max
-                ));
-            }
-        }
+        self.udp_clash().map_err(|(_, message)| message)
+    }
+
+    /// [`Self::check_udp_overlaps`] with the top-level key the problem is at (for its
+    /// position in the file). Also: at most [`MAX_ECHO_PORTS`](super::udp_ports::MAX_ECHO_PORTS)
+    /// echo ports, and the RFC 5780 server's ports free of the other UDP listeners.
+    fn udp_clash(&self) -> Result<(), (&'static str, String)> {
         let dns: &[Listen] = self.dns.as_ref().map_or(&[], |z| &z.listen);
         let listeners = [
             ("turn.udp", &self.turn.udp[..]),
             ("udp_echo", &self.udp_echo[..]),
             ("dns.listen", dns),
         ];
-        for (what, list) in listeners {
-            for l in list {
-                let port = l.resolve(self.bind).port();
-                if inside(port) {
-                    return Err(format!(
-                        "udp_echo_ports {}-{} includes port {port} of {what}: pick a range that leaves the other UDP listeners out",
-                        echo.min, echo.max
+        if let Some(echo) = self.udp_echo_ports {
+            let max = super::udp_ports::MAX_ECHO_PORTS;
+            if echo.ports() > max {
+                return Err((
+                    "udp_echo_ports",
+                    format!(
+                        "udp_echo_ports {}-{} is {} ports, at most {max} (one socket each); for a whole media range, redirect it with nftables onto udp_echo (see docs/responder.md)",
+                        echo.min,
+                        echo.max,
+                        echo.ports()
+                    ),
+                ));
+            }
+            let inside = |p: u16| p != 0 && (echo.min..=echo.max).contains(&p);
+            if let Some(r) = self.relay_ports {
+                if r.min <= echo.max && echo.min <= r.max {
+                    return Err((
+                        "udp_echo_ports",
+                        format!(
+                            "udp_echo_ports {}-{} overlaps relay_ports {}-{}: the echo and the TURN relay cannot share ports; give them separate ranges",
+                            echo.min, echo.max, r.min, r.max
+                        ),
                     ));
+                }
+            }
+            for (what, list) in listeners {
+                for l in list {
+                    let port = l.resolve(self.bind).port();
+                    if inside(port) {
+                        return Err((
+                            "udp_echo_ports",
+                            format!(
+                                "udp_echo_ports {}-{} includes port {port} of {what}: pick a range that leaves the other UDP listeners out",
+                                echo.min, echo.max
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(n) = &self.nat_stun {
+            let ips = std::iter::once(n.primary).chain(n.alternate);
+            for ip in ips {
+                for port in n.ports.into_iter().filter(|p| *p != 0) {
+                    for (what, list) in listeners {
+                        for l in list {
+                            let a = l.resolve(self.bind);
+                            let shared = a.ip() == ip || a.ip().is_unspecified();
+                            if a.port() == port && shared {
+                                return Err((
+                                    "nat_stun",
+                                    format!(
+                                        "nat_stun: port {port} on {ip} is also {what}'s ({a}): two UDP listeners cannot share it; give nat_stun other ports (default {}, {})",
+                                        DEFAULT_NAT_STUN_PORTS[0], DEFAULT_NAT_STUN_PORTS[1]
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    let in_echo = self.udp_echo_ports.is_some_and(|r| (r.min..=r.max).contains(&port));
+                    let shared = ip == self.bind || self.bind.is_unspecified();
+                    if in_echo && shared {
+                        return Err((
+                            "nat_stun",
+                            format!("nat_stun: port {port} on {ip} is inside udp_echo_ports: give nat_stun ports outside that range"),
+                        ));
+                    }
                 }
             }
         }
@@ -466,6 +597,25 @@ impl ResponderConfig {
     pub fn has_credentials(&self) -> bool {
         !self.users.is_empty() || self.rest_secret.is_some()
     }
+}
+
+/// Line and column (1-based) of a top-level `key:`'s value in `text` (of the key itself when
+/// its value starts on the next line); `None` when the key is not written at the top level.
+fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return None;
+    }
+    let head = format!("{key}:");
+    text.lines().enumerate().find_map(|(i, line)| {
+        let rest = line.strip_prefix(&head)?;
+        let value = rest.trim_start();
+        let column = if value.is_empty() || value.starts_with('#') {
+            1
+        } else {
+            head.chars().count() + rest.chars().count() - value.chars().count() + 1
+        };
+        Some((i + 1, column))
+    })
 }
 
 #[cfg(test)]
@@ -538,7 +688,10 @@ mod tests {
             ),
         ] {
             let e = ResponderConfig::parse(yaml, "r.yaml").expect_err(yaml).to_string();
-            assert!(e.starts_with("r.yaml: udp_echo_ports") && e.contains(word), "{e}");
+            assert!(
+                e.starts_with("r.yaml:") && e.contains(": udp_echo_ports ") && e.contains(word),
+                "{e}"
+            );
         }
         let ok = ResponderConfig::parse("relay_ports: 49152-65535\nudp_echo_ports: 20000-20099\n", "r.yaml").expect("disjoint");
         assert_eq!(ok.udp_echo_ports, Some(PortRange { min: 20000, max: 20099 }));

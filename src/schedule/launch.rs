@@ -7,10 +7,12 @@
 //! deadline starts (its ticks are skipped and counted meanwhile); `/probe` must get it before
 //! its deadline, else [`Busy`].
 //!
-//! Each run is its own task ([`Launch`]): a panic in a probe ends that run as `internal/panic`
-//! instead of taking the caller (a scheduler loop, an HTTP handler) with it, a task cancelled
+//! Each scheduled run is its own task ([`Launch`]): a panic in a probe ends that run as
+//! `internal/panic` instead of taking the caller (a scheduler loop) with it, a task cancelled
 //! before it finished reads `internal/cancelled`, and dropping a [`Launch`] aborts the task,
-//! which drops the probe and closes its sockets. How a probe is run is a [`Runner`], so the
+//! which drops the probe and closes its sockets. `/probe`'s run ([`Launcher::launch_within`])
+//! runs in the handler's own task with the panic caught the same way (one task and wake-up
+//! fewer per request); dropping the handler drops the run. How a probe is run is a [`Runner`], so the
 //! scheduler's timing tests inject synthetic ones.
 
 use std::future::Future;
@@ -159,14 +161,15 @@ impl Launcher {
             Ok(Err(_)) => return Ok(cancelled("the scheduler is shutting down")),
             Err(_) => return Err(Busy),
         };
-        let this = self.clone();
+        // In the caller's task (the `/probe` handler's), not a task of its own: that saves a
+        // task, its join and a cross-task wake-up per request. A panic still ends the run as
+        // `internal/panic` (caught here), and dropping the caller still drops the run.
         let name = probe.name.clone();
-        Ok(Launch::new(
-            name,
-            Default::default(),
-            tokio::spawn(async move { this.run(probe, deadline, permit, slots).await }),
-        )
-        .await)
+        let run = std::panic::AssertUnwindSafe(self.run(probe, deadline, permit, slots));
+        Ok(match futures::FutureExt::catch_unwind(run).await {
+            Ok(outcome) => outcome,
+            Err(_) => panicked(&name),
+        })
     }
 
     async fn run(&self, probe: Arc<ProbeConfig>, deadline: Instant, _permit: OwnedSemaphorePermit, _slots: Option<HostSlots>) -> Outcome {
@@ -220,19 +223,22 @@ fn cancelled(message: &str) -> Outcome {
 fn outcome_of(probe: &str, joined: Result<Outcome, JoinError>) -> Outcome {
     match joined {
         Ok(outcome) => outcome,
-        Err(e) if e.is_panic() => {
-            tracing::error!(
-                probe,
-                "the probe task panicked (a bug in egress-probe); the run counts as internal/panic"
-            );
-            Outcome::failed_before_start(Failure::new(
-                Phase::Internal,
-                Reason::Panic,
-                "the probe task panicked: a bug in egress-probe (the panic message is on stderr)",
-            ))
-        }
+        Err(e) if e.is_panic() => panicked(probe),
         Err(_) => cancelled("the run was cancelled before it finished"),
     }
+}
+
+/// The outcome of a run whose probe panicked.
+fn panicked(probe: &str) -> Outcome {
+    tracing::error!(
+        probe,
+        "the probe task panicked (a bug in egress-probe); the run counts as internal/panic"
+    );
+    Outcome::failed_before_start(Failure::new(
+        Phase::Internal,
+        Reason::Panic,
+        "the probe task panicked: a bug in egress-probe (the panic message is on stderr)",
+    ))
 }
 
 #[cfg(test)]
@@ -299,6 +305,19 @@ mod tests {
                 ("own".to_string(), Duration::from_millis(300), None),
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn launch_within_turns_a_panic_into_internal_panic_and_gives_the_permit_back() {
+        let log = Arc::new(Log::default());
+        let launcher = Launcher::new(&config(vec![], 100, 0.0, 1)).with_runner(panicker(log, Instant::now(), &["boom"]));
+        let out = launcher.launch_within(Arc::new(probe("boom")), None).await.expect("a free permit");
+        assert_eq!(out.failure.map(|f| f.code()).as_deref(), Some("internal/panic"));
+        let next = launcher
+            .launch_within(Arc::new(probe("fine")), Some(Duration::from_millis(100)))
+            .await
+            .expect("the panicked run gave its permit back");
+        assert!(next.success);
     }
 
     #[tokio::test(start_paused = true)]

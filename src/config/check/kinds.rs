@@ -276,7 +276,10 @@ fn udp_ports(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     let port_timeout = or_default(f, "port_timeout", std::time::Duration::from_millis(500), p, |v, p| {
         let d = duration(v, "port_timeout", p)?;
         if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(10) {
-            p.at(v.pos, "port_timeout: between 10ms and 10s");
+            p.at(
+                v.pos,
+                format!("port_timeout must be between 10ms and 10s, got {}", humantime::format_duration(d)),
+            );
             return None;
         }
         Some(d)
@@ -370,6 +373,8 @@ fn stun(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
         ("nat_filtering", nat_filtering == Some(true)),
         ("binding_lifetime", matches!(lifetime, Some(Some(_)))),
     ];
+    // Every NAT test asked of a non-UDP server is named, not only the first.
+    let mut refused = false;
     for (key, on) in asked {
         if let (Some(n), true, false) = (f.get(key), on, udp) {
             p.at(
@@ -379,7 +384,7 @@ fn stun(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
                     c.what
                 ),
             );
-            return None;
+            refused = true;
         }
     }
     if let (Some(Some(second)), Some(n)) = (&second, f.get("second_server")) {
@@ -392,8 +397,11 @@ fn stun(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
                     server.host_port()
                 ),
             );
-            return None;
+            refused = true;
         }
+    }
+    if refused {
+        return None;
     }
     Some(ProbeSpec::Stun(StunSpec {
         server,
@@ -416,9 +424,10 @@ fn lifetime_search(v: &Node, p: &mut Problems) -> Option<LifetimeSearch> {
         p.at(
             n.pos,
             format!(
-                "binding_lifetime: max must be between {} and {} (the search takes up to twice max)",
+                "binding_lifetime: max must be between {} and {} (the search takes up to twice max), got {}",
                 humantime::format_duration(LifetimeSearch::MIN_MAX),
-                humantime::format_duration(LifetimeSearch::MAX_MAX)
+                humantime::format_duration(LifetimeSearch::MAX_MAX),
+                humantime::format_duration(max)
             ),
         );
         return None;
@@ -459,6 +468,8 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
     }
     let tls = tls_options(f, p);
     let media = optional(f, "media", p, |v, p| media(v, &c.what, true, p));
+    // Each clash is reported, so one run of `validate` names them all.
+    let mut clash = false;
     if let (Some(Some(_)), Some(AddressMode::All), Some(n)) = (&media, &addresses, f.get("media")) {
         p.at(
             n.pos,
@@ -467,7 +478,7 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
                 c.what
             ),
         );
-        return None;
+        clash = true;
     }
     if let (Some(Some(_)), Some(n @ 2..), Some(v)) = (&media, concurrent, f.get("media")) {
         p.at(
@@ -477,6 +488,9 @@ fn turn(f: &Fields, c: &Ctx, p: &mut Problems) -> Option<ProbeSpec> {
                 c.what
             ),
         );
+        clash = true;
+    }
+    if clash {
         return None;
     }
     Some(ProbeSpec::Turn(TurnSpec {

@@ -93,12 +93,24 @@ fn bounded_duration(v: &Node, key: &str, min: Duration, max: Duration, p: &mut P
     Some(d)
 }
 
-/// `1%`, `0.5 %` or a fraction `0.01`; 0 to 100 %.
+/// `1%`, `0.5 %` or a fraction below 1 (`0.01`); 0 to 100 %. A bare `1` or more is refused:
+/// `max_loss: 1` reads as 1 % to some and as 100 % (a fraction) to others, so it must say `%`.
 fn loss_fraction(v: &Node, p: &mut Problems) -> Option<f64> {
     let text = v.scalar().map(str::trim).unwrap_or_default().to_string();
     let parsed = match text.strip_suffix('%') {
         Some(pc) => pc.trim().parse::<f64>().ok().map(|x| x / 100.0),
-        None => text.parse::<f64>().ok(),
+        None => match text.parse::<f64>().ok() {
+            Some(x) if x >= 1.0 => {
+                p.at(
+                    v.pos,
+                    format!(
+                        "max_loss: {text} is ambiguous (1 % or a fraction meaning 100 %?): write a percentage like {text}% or a fraction below 1 like 0.01"
+                    ),
+                );
+                return None;
+            }
+            x => x,
+        },
     };
     match parsed {
         Some(x) if x.is_finite() && (0.0..=1.0).contains(&x) => Some(x),

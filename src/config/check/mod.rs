@@ -523,12 +523,23 @@ fn probe(node: &Node, index: usize, d: &Defaults, names: &mut HashMap<String, Po
         let held = spec.as_ref().map_or(Duration::ZERO, ProbeSpec::hold);
         if to + held > iv {
             // Both defaulted is impossible here: `defaults` was checked already.
-            let pos = timeout.map(|t| t.1).or(interval.map(|i| i.1)).unwrap_or(f.pos);
             let pfx = format!("{what}: ");
-            let extra = match &spec {
-                Some(ProbeSpec::Turn(_) | ProbeSpec::Media(_)) => "media duration",
-                Some(ProbeSpec::Stun(_)) => "binding_lifetime search (2 x max + 4s)",
-                _ => "hold",
+            let (extra, key) = match &spec {
+                Some(ProbeSpec::Turn(_) | ProbeSpec::Media(_)) => ("media duration", "media"),
+                Some(ProbeSpec::Stun(_)) => ("binding_lifetime search (2 x max + 4s)", "binding_lifetime"),
+                _ => ("hold", "hold"),
+            };
+            // With a hold, at the probe's own interval if written, else at the key that holds
+            // (binding_lifetime, media, hold): never at the probe's first line.
+            let written = |k: &str| f.get(k).map(|n| n.pos);
+            let pos = if held.is_zero() {
+                timeout.map(|t| t.1).or(interval.map(|i| i.1)).unwrap_or(f.pos)
+            } else {
+                interval
+                    .map(|i| i.1)
+                    .or_else(|| written(key))
+                    .or(timeout.map(|t| t.1))
+                    .unwrap_or(f.pos)
             };
             if held.is_zero() {
                 p.at(pos, too_long(to, iv, &pfx));

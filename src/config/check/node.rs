@@ -307,6 +307,8 @@ pub fn socket_addr(v: &Node, key: &str, default_port: Option<u16>, p: &mut Probl
     }
     let example = if default_port.is_some() {
         "127.0.0.1:53 or 10.0.0.2"
+    } else if key == "peer" {
+        "198.51.100.7:3479, the UDP echo to stream to"
     } else {
         "0.0.0.0:9469 or [::]:9469"
     };

@@ -262,6 +262,8 @@ impl Stream {
         let one_way_loss = one_way(s.loss, crossings);
         let leg_rtt_avg = s.rtt_avg * 2 / crossings;
         let one_way_delay = emodel::one_way_delay(s.rtt_avg / crossings, s.jitter, self.packet);
+        // With nothing back there is no round trip and no jitter to report (not zero).
+        let heard = |d: Duration| (s.received > 0).then_some(d);
         let (r_factor, mos) = if s.received == 0 {
             (0.0, 1.0) // nothing heard
         } else {
@@ -280,19 +282,19 @@ impl Stream {
             loss: s.loss,
             reordered: s.reordered,
             longest_loss_burst: s.longest_loss_burst,
-            rtt_min: s.rtt_min,
-            rtt_avg: s.rtt_avg,
-            rtt_p95: s.rtt_p95,
-            rtt_max: s.rtt_max,
-            jitter: s.jitter,
-            jitter_max: s.jitter_max,
+            rtt_min: heard(s.rtt_min),
+            rtt_avg: heard(s.rtt_avg),
+            rtt_p95: heard(s.rtt_p95),
+            rtt_max: heard(s.rtt_max),
+            jitter: heard(s.jitter),
+            jitter_max: heard(s.jitter_max),
             r_factor,
             mos,
             duration: self.start.elapsed(),
             crossings,
             one_way_loss,
-            leg_rtt_avg,
-            one_way_delay,
+            leg_rtt_avg: heard(leg_rtt_avg),
+            one_way_delay: heard(one_way_delay),
             truncated: self.truncated.is_some() || s.sent == 0,
             in_flight: s.in_flight,
             late_sends: self.late_sends,
@@ -361,6 +363,9 @@ pub fn judge(d: &MediaDetails, t: &MediaThresholds) -> Result<(), Failure> {
     if d.received == 0 {
         return fail(Reason::Loss, format!("none of {} media packets came back ({})", d.sent, d.path));
     }
+    // Something came back, so the timing figures are all present.
+    let get = |x: Option<Duration>| x.unwrap_or_default();
+    let (jitter, rtt_avg, rtt_p95, leg_rtt_avg) = (get(d.jitter), get(d.rtt_avg), get(d.rtt_p95), get(d.leg_rtt_avg));
     let mut failed: Vec<(Reason, String)> = Vec::new();
     if d.one_way_loss > t.max_loss {
         let counted = d.sent - d.in_flight;
@@ -378,31 +383,27 @@ pub fn judge(d: &MediaDetails, t: &MediaThresholds) -> Result<(), Failure> {
             ),
         ));
     }
-    if d.jitter > t.max_jitter {
+    if jitter > t.max_jitter {
         failed.push((
             Reason::Jitter,
-            format!(
-                "jitter {} (of the round trip) is above max_jitter {}",
-                ms(d.jitter),
-                ms(t.max_jitter)
-            ),
+            format!("jitter {} (of the round trip) is above max_jitter {}", ms(jitter), ms(t.max_jitter)),
         ));
     }
-    if d.leg_rtt_avg > t.max_rtt {
+    if leg_rtt_avg > t.max_rtt {
         let text = if k == 4 {
             format!(
                 "one leg's round trip ≈ {} (half the measured average {}, which crosses {}; p95 {}) is above max_rtt {}",
-                ms(d.leg_rtt_avg),
-                ms(d.rtt_avg),
+                ms(leg_rtt_avg),
+                ms(rtt_avg),
                 crossing_words(k),
-                ms(d.rtt_p95),
+                ms(rtt_p95),
                 ms(t.max_rtt)
             )
         } else {
             format!(
                 "average round trip {} (p95 {}) is above max_rtt {}",
-                ms(d.rtt_avg),
-                ms(d.rtt_p95),
+                ms(rtt_avg),
+                ms(rtt_p95),
                 ms(t.max_rtt)
             )
         };
@@ -417,7 +418,7 @@ pub fn judge(d: &MediaDetails, t: &MediaThresholds) -> Result<(), Failure> {
                     d.mos,
                     d.r_factor,
                     d.one_way_loss * 100.0,
-                    ms(d.one_way_delay)
+                    ms(get(d.one_way_delay))
                 ),
             ));
         }
@@ -441,7 +442,12 @@ pub fn judge(d: &MediaDetails, t: &MediaThresholds) -> Result<(), Failure> {
             ),
         ));
     }
-    fail(reason, format!("{text} (MOS {:.2})", d.mos))
+    // The MOS failure already names the MOS; the others get it appended for context.
+    if text.contains("is below min_mos") {
+        fail(reason, text)
+    } else {
+        fail(reason, format!("{text} (MOS {:.2})", d.mos))
+    }
 }
 
 /// Runs one `kind: media` probe: resolve, then the stream over UDP to the echo (phase `media`).
@@ -573,7 +579,7 @@ mod tests {
         s.on_receive(&p1, Instant::now()); // a copy
         let d = s.finish("udp_echo");
         assert_eq!((d.sent, d.received, d.duplicates), (2, 1, 1));
-        assert_eq!(d.rtt_avg, ms(30), "sent at 20 ms, back at 50 ms");
+        assert_eq!(d.rtt_avg, Some(ms(30)), "sent at 20 ms, back at 50 ms");
     }
 
     #[tokio::test(start_paused = true)]
@@ -592,7 +598,7 @@ mod tests {
         s.on_receive(&p1, Instant::now());
         let d = s.finish("udp_echo");
         assert_eq!((d.sent, d.received), (2, 1), "the forged copy of packet 0 is not counted");
-        assert_eq!(d.rtt_avg, ms(10), "packet 1: sent at 20 ms by our clock, back at 30 ms");
+        assert_eq!(d.rtt_avg, Some(ms(10)), "packet 1: sent at 20 ms by our clock, back at 30 ms");
     }
 
     #[tokio::test(start_paused = true)]
@@ -644,6 +650,15 @@ mod tests {
         assert_eq!(d.late_sends, 1, "slot 2 went out 25 ms late, more than one packet time");
         assert_eq!(d.send_late_max, ms(25));
         assert_eq!((d.loss, d.mos), (1.0, 1.0), "nothing came back");
+        assert_eq!(
+            (d.rtt_min, d.rtt_avg, d.rtt_p95, d.rtt_max, d.jitter, d.jitter_max),
+            (None, None, None, None, None, None),
+            "nothing came back: no round trip and no jitter, not zeros"
+        );
+        let json = serde_json::to_value(&d).expect("serialises");
+        for key in ["rtt_min_ms", "rtt_avg_ms", "rtt_p95_ms", "rtt_max_ms", "jitter_ms", "jitter_max_ms"] {
+            assert!(json.get(key).is_none(), "{key} is absent with nothing back: {json}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -704,9 +719,10 @@ mod tests {
         assert_eq!((d.crossings, d.sent, d.received), (4, 50, 48));
         assert_eq!(d.loss, 0.04);
         assert!((d.one_way_loss - (1.0 - 0.96f64.powf(0.25))).abs() < 1e-12, "{}", d.one_way_loss);
-        assert_eq!(d.leg_rtt_avg, d.rtt_avg / 2);
-        assert_eq!(d.one_way_delay, d.rtt_avg / 4 + d.jitter * 2 + ms(20));
-        let r = emodel::r_factor(d.one_way_delay, d.one_way_loss);
+        let (rtt_avg, jitter) = (d.rtt_avg.expect("packets came back"), d.jitter.expect("jitter"));
+        assert_eq!(d.leg_rtt_avg, Some(rtt_avg / 2));
+        assert_eq!(d.one_way_delay, Some(rtt_avg / 4 + jitter * 2 + ms(20)));
+        let r = emodel::r_factor(rtt_avg / 4 + jitter * 2 + ms(20), d.one_way_loss);
         assert_eq!(d.r_factor, round2(r), "the E-model gets the same per-leg loss and delay");
         let f = judge(
             &d,
@@ -733,9 +749,9 @@ mod tests {
             sent: 100,
             received: 100,
             crossings: 2,
-            rtt_avg: ms(40),
-            leg_rtt_avg: ms(40),
-            jitter: ms(2),
+            rtt_avg: Some(ms(40)),
+            leg_rtt_avg: Some(ms(40)),
+            jitter: Some(ms(2)),
             mos: 4.3,
             ..Default::default()
         }
@@ -752,8 +768,8 @@ mod tests {
             received: 97,
             loss: 0.03,
             one_way_loss: 1.0 - 0.97f64.sqrt(),
-            rtt_avg: ms(150),
-            leg_rtt_avg: ms(150),
+            rtt_avg: Some(ms(150)),
+            leg_rtt_avg: Some(ms(150)),
             mos: 3.5,
             ..good()
         };
@@ -768,10 +784,15 @@ mod tests {
             assert!(f.message.contains(part), "{part} missing: {}", f.message);
         }
         assert!(!f.message.contains("jitter"), "jitter was within its limit: {}", f.message);
-        let jittery = MediaDetails { jitter: ms(31), ..good() };
+        let jittery = MediaDetails {
+            jitter: Some(ms(31)),
+            ..good()
+        };
         assert_eq!(judge(&jittery, &t).unwrap_err().code(), "media/jitter");
         let low = MediaDetails { mos: 3.9, ..good() };
-        assert_eq!(judge(&low, &t).unwrap_err().code(), "media/mos");
+        let f = judge(&low, &t).unwrap_err();
+        assert_eq!(f.code(), "media/mos");
+        assert_eq!(f.message.matches("MOS").count(), 1, "the MOS is named once: {}", f.message);
         let silent = MediaDetails {
             received: 0,
             loss: 1.0,
@@ -801,7 +822,7 @@ mod tests {
             sent: 90,
             received: 90,
             skipped_ticks: 10,
-            jitter: ms(40),
+            jitter: Some(ms(40)),
             ..good()
         };
         let f = judge(&busy, &MediaThresholds::default()).unwrap_err();
@@ -813,7 +834,7 @@ mod tests {
         );
         let late = MediaDetails {
             late_sends: 6,
-            jitter: ms(40),
+            jitter: Some(ms(40)),
             ..good()
         };
         assert_eq!(judge(&late, &MediaThresholds::default()).unwrap_err().code(), "internal/busy");

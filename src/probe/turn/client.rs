@@ -300,8 +300,35 @@ fn stun_error(method: MessageMethod, msg: &StunMessage, code: u16, authenticated
         508 => " (server out of relay capacity)",
         _ => "",
     };
-    Fault::new(
-        Reason::from_stun_code(code),
-        format!("{} answered {code} {phrase}{hint}", method_name(method)),
-    )
+    Fault::new(Reason::from_stun_code(code), answered(method_name(method), code, &phrase, hint))
+}
+
+/// `Allocate answered 401 Unauthorized (hint)`: single spaces also when the server sent no
+/// reason phrase.
+fn answered(method: &str, code: u16, phrase: &str, hint: &str) -> String {
+    let phrase = phrase.trim();
+    let head = if phrase.is_empty() {
+        format!("{method} answered {code}")
+    } else {
+        format!("{method} answered {code} {phrase}")
+    };
+    format!("{head}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered;
+
+    #[test]
+    fn an_error_without_a_reason_phrase_reads_with_single_spaces() {
+        let hint = " (credentials rejected: wrong username/password, or expired REST credentials)";
+        assert_eq!(
+            answered("Allocate", 401, "", hint),
+            "Allocate answered 401 (credentials rejected: wrong username/password, or expired REST credentials)"
+        );
+        assert_eq!(
+            answered("Allocate", 486, "Allocation Quota Reached", ""),
+            "Allocate answered 486 Allocation Quota Reached"
+        );
+    }
 }

@@ -1118,7 +1118,7 @@ fn call_quality_poor(f: &Facts, _: &[Facts]) -> Option<Vars> {
     .then(|| {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let leg = if m.crossings == 4 {
-            format!(" (≈{:.0} ms per client leg)", ms(m.leg_rtt_avg))
+            format!(" (≈{:.0} ms per client leg)", ms(m.leg_rtt_avg.unwrap_or_default()))
         } else {
             String::new()
         };
@@ -1128,8 +1128,8 @@ fn call_quality_poor(f: &Facts, _: &[Facts]) -> Option<Vars> {
                 "loss {:.1}% (≈{:.1}% one way), jitter {:.1} ms, round trip {:.0} ms{leg}, MOS {:.1}",
                 m.loss * 100.0,
                 m.one_way_loss * 100.0,
-                ms(m.jitter),
-                ms(m.rtt_avg),
+                ms(m.jitter.unwrap_or_default()),
+                ms(m.rtt_avg.unwrap_or_default()),
                 m.mos
             ),
         )]

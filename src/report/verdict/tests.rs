@@ -368,8 +368,8 @@ fn cases() -> Vec<(&'static str, Vec<ProbeResult>, String)> {
                     loss: 0.05,
                     one_way_loss: 0.0253,
                     crossings: 2,
-                    jitter: Duration::from_micros(1200),
-                    rtt_avg: Duration::from_millis(42),
+                    jitter: Some(Duration::from_micros(1200)),
+                    rtt_avg: Some(Duration::from_millis(42)),
                     mos: 3.88,
                     ..Default::default()
                 });
