@@ -83,6 +83,15 @@ fn turns_of(t: &Coturn) -> IceServer {
     server(&format!("turns:127.0.0.1:{}", t.tls_port), Some(("test", "secret")))
 }
 
+/// `yaml` written as `ice.yaml` in a fresh temporary directory (removed when the returned
+/// guard drops), for the tests that run the real binary.
+fn ice_config(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ice.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    (dir, config)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_network_gathers_host_srflx_and_relay() {
     let _lab = LAB.read().await;
@@ -777,16 +786,10 @@ fn check_waits_for_an_agent_still_gathering_so_its_allocation_is_released() {
     let turn = Coturn::start(CoturnOptions::default());
     let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let silent_port = silent.local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ice.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "probes:\n  - name: ice-relay\n    kind: ice\n    timeout: 1500ms\n    interval: 30s\n    expect: [relay]\n    servers:\n      - url: stun:127.0.0.1:{silent_port}\n      - url: turn:127.0.0.1:{}\n        credentials: {{ username: test, password: secret }}\n",
-            turn.port
-        ),
-    )
-    .expect("write config");
+    let (_dir, config) = ice_config(&format!(
+        "probes:\n  - name: ice-relay\n    kind: ice\n    timeout: 1500ms\n    interval: 30s\n    expect: [relay]\n    servers:\n      - url: stun:127.0.0.1:{silent_port}\n      - url: turn:127.0.0.1:{}\n        credentials: {{ username: test, password: secret }}\n",
+        turn.port
+    ));
     let started = Instant::now();
     let out = std::process::Command::new(common::bin())
         .args(["check", "--quiet", "--output", "json", "--config"])
@@ -864,17 +867,11 @@ async fn tls_allocations_are_released_on_every_path_including_the_deadline() {
 fn ice_with_only_a_turns_server_validates_and_passes_in_check() {
     let _lab = LAB.blocking_read();
     let turn = Coturn::start(CoturnOptions::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ice.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "probes:\n  - name: ice-tls\n    kind: ice\n    timeout: 3s\n    policy: relay\n    connectivity: true\n    ca_file: {}\n    servers:\n      - url: turns:127.0.0.1:{}?transport=tcp\n        credentials: {{ username: test, password: secret }}\n",
-            turn.ca_file.display(),
-            turn.tls_port
-        ),
-    )
-    .expect("write config");
+    let (_dir, config) = ice_config(&format!(
+        "probes:\n  - name: ice-tls\n    kind: ice\n    timeout: 3s\n    policy: relay\n    connectivity: true\n    ca_file: {}\n    servers:\n      - url: turns:127.0.0.1:{}?transport=tcp\n        credentials: {{ username: test, password: secret }}\n",
+        turn.ca_file.display(),
+        turn.tls_port
+    ));
     let validate = std::process::Command::new(common::bin())
         .args(["validate", "--config"])
         .arg(&config)
@@ -938,16 +935,10 @@ async fn a_run_dropped_midway_still_releases_its_tls_allocation() {
 fn a_passing_ice_check_prints_no_webrtc_ice_warnings_at_the_default_log_level() {
     let _lab = LAB.blocking_read();
     let turn = Coturn::start(CoturnOptions::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ice.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "probes:\n  - name: ice\n    kind: ice\n    timeout: 5s\n    connectivity: true\n    servers:\n      - url: stun:127.0.0.1:{p}\n      - url: turn:127.0.0.1:{p}\n        credentials: {{ username: test, password: secret }}\n",
-            p = turn.port
-        ),
-    )
-    .expect("write config");
+    let (_dir, config) = ice_config(&format!(
+        "probes:\n  - name: ice\n    kind: ice\n    timeout: 5s\n    connectivity: true\n    servers:\n      - url: stun:127.0.0.1:{p}\n      - url: turn:127.0.0.1:{p}\n        credentials: {{ username: test, password: secret }}\n",
+        p = turn.port
+    ));
     let mut stderr = String::new();
     // Closing races with the last checks: a few runs, so the noise would have shown.
     for _ in 0..3 {
