@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::proc::{wait_until, ChildGuard};
+use common::proc::wait_until;
 
 use egress_probe::config::parse_str;
 
@@ -262,15 +261,9 @@ fn regex_that_compiles_too_large_is_refused_with_regex_size_limit() {
     assert!(e.contains("exceeds size limit"), "{e}");
 }
 
-/// A plain HTTP/1.0 GET with short timeouts; (status, body).
+/// A plain HTTP/1.0 GET with a short read timeout (2 s); (status, body).
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+    common::http::get_within(addr, path, Duration::from_secs(2))
 }
 
 #[test]
@@ -282,16 +275,13 @@ fn sighup_with_fifo_device_or_fifo_config_keeps_the_daemon_serving_and_sigterm_e
     );
     let config = dir.path().join("probes.yaml");
     std::fs::write(&config, &good).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
     let log = dir.path().join("daemon.log");
-    let mut daemon = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(env!("CARGO_BIN_EXE_egress-probe"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
+    let (addr, mut daemon) = common::spawn_daemon(
+        &config,
+        common::DaemonStart {
+            log: Some(&log),
+            ..Default::default()
+        },
     );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

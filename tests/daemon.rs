@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::http::get;
 use common::proc::{wait_until, ChildGuard};
+use common::DaemonStart;
 
 /// A TCP server that accepts and closes connections until dropped.
 struct Listening {
@@ -56,18 +58,6 @@ impl Drop for Listening {
 
 fn closed_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A plain HTTP/1.0 GET; returns (status, body).
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
 }
 
 /// The value of the first sample line starting with `prefix` (labels in sorted order).
@@ -144,18 +134,15 @@ fn start_daemon(open: u16, closed: u16) -> Daemon {
 fn start_daemon_with_env(open: u16, closed: u16, env: &[(&str, &str)]) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), open, closed, "");
-    let port = common::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let log = dir.path().join("daemon.log");
-    let guard = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(&config)
-            .args(["--listen", &addr.to_string()])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
+    let (addr, guard) = common::spawn_daemon(
+        &config,
+        DaemonStart {
+            global: &["--log-format", "json"],
+            env,
+            log: Some(&log),
+            ..Default::default()
+        },
     );
     assert!(
         wait_until(Duration::from_secs(10), || get(addr, "/healthz").map(|r| r.0) == Some(200)),
@@ -371,17 +358,8 @@ fn ready_is_503_until_every_probe_has_run() {
         ),
     )
     .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
     let started = Instant::now();
-    let mut guard = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut guard) = common::spawn_daemon(&path, DaemonStart::default());
     assert!(wait_until(Duration::from_secs(10), || get(addr, "/healthz").is_some()));
     let (status, body) = get(addr, "/ready").unwrap();
     assert_eq!(status, 503, "{body}");
@@ -462,16 +440,7 @@ fn tls_stun_and_turn_runs_against_coturn_fill_their_families() {
         ),
     )
     .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
-    let mut guard = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut guard) = common::spawn_daemon(&path, DaemonStart::default());
     assert!(wait_until(Duration::from_secs(10), || get(addr, "/ready").map(|r| r.0) == Some(200)));
     let (_, text) = get(addr, "/metrics").unwrap();
     for (probe, kind) in [("turn-tls-cert", "tls"), ("stun-udp", "stun"), ("turn-udp", "turn")] {
@@ -522,16 +491,7 @@ fn default_settings_keep_a_tcp_probe_within_20_series_and_a_turn_probe_within_40
         ),
     )
     .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
-    let mut guard = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut guard) = common::spawn_daemon(&path, DaemonStart::default());
     assert!(wait_until(Duration::from_secs(10), || get(addr, "/ready").map(|r| r.0) == Some(200)));
     let (_, text) = get(addr, "/metrics").unwrap();
     for (probe, kind) in [("tcp-443", "tcp"), ("turn-tls-443", "turn")] {

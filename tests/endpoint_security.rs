@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -131,19 +131,14 @@ struct Daemon {
 }
 
 async fn daemon(config: &Path, extra: &[&str], auth: Option<&str>) -> Daemon {
-    let port = common::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let guard = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .args(["--listen", &addr.to_string()])
-            .args(extra)
-            .env("T_TOKEN", format!("Bearer {TOKEN}"))
-            .env("T_TURN_PASSWORD", TURN_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let bearer = format!("Bearer {TOKEN}");
+    let (addr, guard) = common::spawn_daemon(
+        config,
+        common::DaemonStart {
+            extra,
+            env: &[("T_TOKEN", bearer.as_str()), ("T_TURN_PASSWORD", TURN_PASSWORD)],
+            ..Default::default()
+        },
     );
     let end = Instant::now() + Duration::from_secs(10);
     loop {

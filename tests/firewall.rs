@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::certs::TestCa;
 use common::netns::{NetPair, Routed, FW_INSIDE_IP, RELAY_IP, SIGNALLING_IP};
-use common::proc::{wait_until, ChildGuard};
+use common::proc::{bounded, wait_until, ChildGuard};
 use serde_json::{json, Value};
 
 const TURN_USER: &str = "softphone";
@@ -89,18 +89,6 @@ fn bin() -> PathBuf {
     common::bin()
 }
 
-/// Runs `program args` bounded by `timeout SECS`, returning its output; panics if it cannot
-/// start.
-fn bounded(secs: u32, program: &str, args: &[&str]) -> std::process::Output {
-    Command::new("timeout")
-        .arg(secs.to_string())
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (run scripts/test, which installs the lab packages)"))
-}
-
 impl Lab {
     /// Namespaces, certificates, coturn (STUN/TURN on RELAY_IP 3478 udp+tcp, TLS on 443) and
     /// the responder (HTTPS/WSS on SIGNALLING_IP 443 and 8443, DNS on 53) outside.
@@ -120,7 +108,7 @@ impl Lab {
             .write(dir.path(), "turn", Some(&ca));
 
         // coturn, the reference TURN server (Chromium and egress-probe both use it).
-        let conf = [
+        let conf = vec![
             format!("listening-ip={RELAY_IP}"),
             format!("relay-ip={RELAY_IP}"),
             "listening-port=3478".into(),
@@ -132,27 +120,11 @@ impl Lab {
             "lt-cred-mech".into(),
             format!("user={TURN_USER}:{TURN_PASS}"),
             "realm=fw.test".into(),
-            "no-cli".into(),
-            "no-dtls".into(),
             "no-multicast-peers".into(),
             "min-port=49160".into(),
             "max-port=49260".into(),
-            format!("pidfile={}", dir.path().join("turn.pid").display()),
-            format!("log-file={}", dir.path().join("turn.log").display()),
-            "simple-log".into(),
-            "no-stdout-log".into(),
         ];
-        let conf_path = dir.path().join("turnserver.conf");
-        std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write coturn conf");
-        let coturn = ChildGuard::spawn(
-            "turnserver",
-            Command::new("ip")
-                .args(["netns", "exec", &net.outside, "turnserver", "-c"])
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
+        let (coturn, turn_log) = common::coturn::spawn_conf(dir.path(), conf, Some(&net.outside));
 
         // The responder: signalling endpoints and a DNS answerer for DNS_NAME (→ RELAY_IP).
         let mut responder = ChildGuard::spawn(
@@ -210,7 +182,7 @@ impl Lab {
             ready,
             "coturn/responder not ready in {}; coturn log: {}",
             net.outside,
-            std::fs::read_to_string(dir.path().join("turn.log")).unwrap_or_default()
+            std::fs::read_to_string(&turn_log).unwrap_or_default()
         );
         Lab {
             scenario: scenario.to_string(),
@@ -236,20 +208,11 @@ impl Lab {
         let file = self.path(&format!("check-{}.yaml", rand::random::<u32>()));
         std::fs::write(&file, yaml).expect("write config");
         let clock = Instant::now();
-        let mut cmd = Command::new("timeout");
-        cmd.args(["30", "ip", "netns", "exec", &self.net.inside])
-            .arg(bin())
-            .args(["check", "--output", "json", "--config"])
-            .arg(&file);
+        let mut args = vec!["--output", "json"];
         for p in only {
-            cmd.args(["--probe", p]);
+            args.extend(["--probe", p]);
         }
-        let out = cmd
-            .env("RUST_LOG", "off")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run check");
+        let out = common::netns::check_in(&self.net.inside, 30, &[], &file, &args);
         let wall = clock.elapsed();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);

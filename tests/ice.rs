@@ -68,15 +68,36 @@ fn turn_udp(t: &Coturn) -> String {
     format!("turn:127.0.0.1:{}", t.port)
 }
 
+/// `t` as a STUN server (UDP, no credentials).
+fn stun_of(t: &Coturn) -> IceServer {
+    server(&format!("stun:127.0.0.1:{}", t.port), None)
+}
+
+/// `t` as a TURN server over UDP with the lab's long-term credentials.
+fn turn_of(t: &Coturn) -> IceServer {
+    server(&turn_udp(t), Some(("test", "secret")))
+}
+
+/// `t` as a TURN server over TLS (`turns:`) with the lab's long-term credentials.
+fn turns_of(t: &Coturn) -> IceServer {
+    server(&format!("turns:127.0.0.1:{}", t.tls_port), Some(("test", "secret")))
+}
+
+/// `yaml` written as `ice.yaml` in a fresh temporary directory (removed when the returned
+/// guard drops), for the tests that run the real binary.
+fn ice_config(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ice.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    (dir, config)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_network_gathers_host_srflx_and_relay() {
     let _lab = LAB.read().await;
     let turn = Coturn::start(CoturnOptions::default());
     let s = spec(
-        vec![
-            server(&format!("stun:127.0.0.1:{}", turn.port), None),
-            server(&turn_udp(&turn), Some(("test", "secret"))),
-        ],
+        vec![stun_of(&turn), turn_of(&turn)],
         IcePolicy::All,
         &[CandidateKind::Host, CandidateKind::Srflx, CandidateKind::Relay],
         false,
@@ -116,10 +137,7 @@ async fn relay_policy_yields_only_relay_candidates() {
     let _lab = LAB.read().await;
     let turn = Coturn::start(CoturnOptions::default());
     let s = spec(
-        vec![
-            server(&format!("stun:127.0.0.1:{}", turn.port), None),
-            server(&turn_udp(&turn), Some(("test", "secret"))),
-        ],
+        vec![stun_of(&turn), turn_of(&turn)],
         IcePolicy::Relay,
         &[CandidateKind::Relay],
         false,
@@ -224,12 +242,8 @@ async fn turns_only_server_gathers_a_relay_with_protocol_tls() {
     assert_eq!(Some(tls_ms), first_ms(&o, "relay"));
     assert!(tls_ms > 0.0 && tls_ms < o.total.as_secs_f64() * 1000.0);
     // Released: coturn logs the allocation deleted.
-    let settled = common::proc::wait_until(Duration::from_secs(5), || {
-        let (created, deleted) = allocations(&turn.log_text());
-        created.len() == 1 && created == deleted
-    });
-    assert!(settled, "coturn log: {:?}", allocations(&turn.log_text()));
-    assert_eq!(refreshed_to_zero(&turn.log_text()), allocations(&turn.log_text()).0);
+    let created = assert_all_deleted(&turn, Duration::from_secs(5), Created::Exactly(1), "");
+    assert_eq!(refreshed_to_zero(&turn.log_text()), created);
 
     // Without the test CA the TLS relay fails with the server's certificate named.
     let untrusted = spec(vec![server(&tls, Some(("test", "secret")))], IcePolicy::Relay, &[], false);
@@ -252,10 +266,10 @@ async fn relays_over_udp_tcp_and_tls_are_reported_per_protocol() {
     let s = spec_tls(
         &turn,
         vec![
-            server(&format!("stun:127.0.0.1:{}", turn.port), None),
-            server(&turn_udp(&turn), creds),
+            stun_of(&turn),
+            turn_of(&turn),
             server(&format!("turn:127.0.0.1:{}?transport=tcp", turn.port), creds),
-            server(&format!("turns:127.0.0.1:{}", turn.tls_port), creds),
+            turns_of(&turn),
         ],
         IcePolicy::All,
         &[CandidateKind::Host, CandidateKind::Srflx, CandidateKind::Relay],
@@ -296,13 +310,7 @@ async fn relays_over_udp_tcp_and_tls_are_reported_per_protocol() {
 async fn connectivity_through_a_tls_relay_reaches_the_remote() {
     let _lab = LAB.read().await;
     let turn = Coturn::start(CoturnOptions::default());
-    let s = spec_tls(
-        &turn,
-        vec![server(&format!("turns:127.0.0.1:{}", turn.tls_port), Some(("test", "secret")))],
-        IcePolicy::Relay,
-        &[CandidateKind::Relay],
-        true,
-    );
+    let s = spec_tls(&turn, vec![turns_of(&turn)], IcePolicy::Relay, &[CandidateKind::Relay], true);
     let o = run(&s, Duration::from_secs(5)).await;
     assert!(o.success, "{o:#?}");
     let ice = o.detail.ice.as_ref().expect("ice details");
@@ -316,12 +324,8 @@ async fn connectivity_through_a_tls_relay_reaches_the_remote() {
     assert_eq!(phases, ["gather", "connectivity"]);
     assert!(ice.released);
     // Two allocations (ours and the remote's), both deleted.
-    let settled = common::proc::wait_until(Duration::from_secs(5), || {
-        let (created, deleted) = allocations(&turn.log_text());
-        created.len() == 2 && created == deleted
-    });
-    assert!(settled, "coturn log: {:?}", allocations(&turn.log_text()));
-    assert_eq!(refreshed_to_zero(&turn.log_text()), allocations(&turn.log_text()).0);
+    let created = assert_all_deleted(&turn, Duration::from_secs(5), Created::Exactly(2), "");
+    assert_eq!(refreshed_to_zero(&turn.log_text()), created);
     eprintln!("connected through the TLS relay after {:.2} ms", after.as_secs_f64() * 1000.0);
 
     // A relay that cannot reach the peer: allocations work, the relayed check cannot pass.
@@ -329,21 +333,11 @@ async fn connectivity_through_a_tls_relay_reaches_the_remote() {
         extra: vec!["denied-peer-ip=127.0.0.0-127.255.255.255".into()],
         ..Default::default()
     });
-    let s = spec_tls(
-        &blocked,
-        vec![server(&format!("turns:127.0.0.1:{}", blocked.tls_port), Some(("test", "secret")))],
-        IcePolicy::Relay,
-        &[CandidateKind::Relay],
-        true,
-    );
+    let s = spec_tls(&blocked, vec![turns_of(&blocked)], IcePolicy::Relay, &[CandidateKind::Relay], true);
     let o = run(&s, Duration::from_secs(2)).await;
     assert_eq!(o.failure.as_ref().map(|f| f.phase.as_str()), Some("connectivity"), "{o:#?}");
     assert_eq!(count(&o, "relay"), 1);
-    let settled = common::proc::wait_until(Duration::from_secs(5), || {
-        let (created, deleted) = allocations(&blocked.log_text());
-        !created.is_empty() && created == deleted
-    });
-    assert!(settled, "coturn log: {:?}", allocations(&blocked.log_text()));
+    assert_all_deleted(&blocked, Duration::from_secs(5), Created::AtLeast(1), "");
 }
 
 /// Strict egress: coturn in its own namespace with UDP to its listening port dropped there
@@ -389,12 +383,8 @@ fn udp_to_the_turn_port_dropped_relays_over_tls_and_passes_with_relay_policy() {
     let via: Vec<&str> = ice.connected_via.keys().map(String::as_str).collect();
     assert_eq!(via, ["tls"], "{ice:#?}");
     assert!(wall < timeout + Duration::from_secs(1), "{wall:?}");
-    let settled = common::proc::wait_until(Duration::from_secs(5), || {
-        let (created, deleted) = allocations(&turn.log_text());
-        created.len() == 2 && created == deleted
-    });
-    assert!(settled, "coturn log: {:?}", allocations(&turn.log_text()));
-    assert_eq!(refreshed_to_zero(&turn.log_text()), allocations(&turn.log_text()).0);
+    let created = assert_all_deleted(&turn, Duration::from_secs(5), Created::Exactly(2), "");
+    assert_eq!(refreshed_to_zero(&turn.log_text()), created);
     eprintln!(
         "strict egress: first tls relay {:.2} ms, connected via tls after {:?}",
         first_relay_ms(&o, "tls").unwrap_or(-1.0),
@@ -438,12 +428,7 @@ async fn rest_credentials_are_minted_for_the_relay() {
 async fn connectivity_through_coturn_reaches_connected() {
     let _lab = LAB.read().await;
     let turn = Coturn::start(CoturnOptions::default());
-    let s = spec(
-        vec![server(&turn_udp(&turn), Some(("test", "secret")))],
-        IcePolicy::Relay,
-        &[CandidateKind::Relay],
-        true,
-    );
+    let s = spec(vec![turn_of(&turn)], IcePolicy::Relay, &[CandidateKind::Relay], true);
     let o = run(&s, Duration::from_secs(10)).await;
     assert!(o.success, "{o:#?}");
     let ice = o.detail.ice.as_ref().expect("ice details");
@@ -471,11 +456,7 @@ async fn connectivity_through_coturn_reaches_connected() {
 fn assert_released(o: &Outcome, turn: &Coturn) {
     let ice = o.detail.ice.as_ref().expect("ice details");
     assert!(ice.released, "agents must close inline: {ice:#?}");
-    let settled = common::proc::wait_until(Duration::from_secs(5), || {
-        let (created, deleted) = allocations(&turn.log_text());
-        !created.is_empty() && created == deleted
-    });
-    assert!(settled, "allocations left on coturn: {:?}", allocations(&turn.log_text()));
+    assert_all_deleted(turn, Duration::from_secs(5), Created::AtLeast(1), "");
 }
 
 /// The selected pair is named by candidate types and protocols and timed; every relay
@@ -486,10 +467,7 @@ async fn connectivity_reports_the_selected_pair_by_type_and_protocol_with_its_rt
     let turn = Coturn::start(CoturnOptions::default());
     let s = spec_tls(
         &turn,
-        vec![
-            server(&turn_udp(&turn), Some(("test", "secret"))),
-            server(&format!("turns:127.0.0.1:{}", turn.tls_port), Some(("test", "secret"))),
-        ],
+        vec![turn_of(&turn), turns_of(&turn)],
         IcePolicy::Relay,
         &[CandidateKind::Relay],
         true,
@@ -529,13 +507,7 @@ async fn connectivity_reports_the_selected_pair_by_type_and_protocol_with_its_rt
     );
 
     // A TLS relay alone: the selected pair is that relay path, timed by Binding transactions.
-    let s = spec_tls(
-        &turn,
-        vec![server(&format!("turns:127.0.0.1:{}", turn.tls_port), Some(("test", "secret")))],
-        IcePolicy::Relay,
-        &[CandidateKind::Relay],
-        true,
-    );
+    let s = spec_tls(&turn, vec![turns_of(&turn)], IcePolicy::Relay, &[CandidateKind::Relay], true);
     let o = run(&s, Duration::from_secs(10)).await;
     assert!(o.success, "{o:#?}");
     let ice = o.detail.ice.as_ref().expect("ice details");
@@ -677,25 +649,45 @@ fn allocations(log: &str) -> (std::collections::BTreeSet<String>, std::collectio
     (created, deleted)
 }
 
+/// How many allocations coturn must have created before "all deleted" means anything.
+#[derive(Clone, Copy, Debug)]
+enum Created {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+/// Waits (bounded by `within`: coturn deletes asynchronously) until coturn has created the
+/// allocations `expect` says and deleted every one of them; fails naming what is left, with
+/// `context`. The session ids created, read again after the wait.
+fn assert_all_deleted(turn: &Coturn, within: Duration, expect: Created, context: &str) -> std::collections::BTreeSet<String> {
+    let settled = common::proc::wait_until(within, || {
+        let (created, deleted) = allocations(&turn.log_text());
+        let enough = match expect {
+            Created::Exactly(n) => created.len() == n,
+            Created::AtLeast(n) => created.len() >= n,
+        };
+        enough && created == deleted
+    });
+    let (created, deleted) = allocations(&turn.log_text());
+    assert!(
+        settled,
+        "allocations left on coturn: {:?} (expected {expect:?}, created {created:?}, deleted {deleted:?}) {context}",
+        created.difference(&deleted).collect::<Vec<_>>()
+    );
+    created
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_runs_leave_no_allocation_and_no_descriptor() {
     let _lab = LAB.write().await;
     let turn = Coturn::start(CoturnOptions::default());
     let gather = spec(
-        vec![
-            server(&format!("stun:127.0.0.1:{}", turn.port), None),
-            server(&turn_udp(&turn), Some(("test", "secret"))),
-        ],
+        vec![stun_of(&turn), turn_of(&turn)],
         IcePolicy::All,
         &[CandidateKind::Host, CandidateKind::Srflx, CandidateKind::Relay],
         false,
     );
-    let connect = spec(
-        vec![server(&turn_udp(&turn), Some(("test", "secret")))],
-        IcePolicy::Relay,
-        &[CandidateKind::Relay],
-        true,
-    );
+    let connect = spec(vec![turn_of(&turn)], IcePolicy::Relay, &[CandidateKind::Relay], true);
     let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let mut cut = gather.clone();
     cut.servers
@@ -706,11 +698,12 @@ async fn thirty_runs_leave_no_allocation_and_no_descriptor() {
     // Settled when the warm-up's agent is closed (released), coturn has deleted its allocation,
     // and our descriptor count holds still between two reads 50 ms apart — not after a sleep.
     assert!(warm.detail.ice.as_ref().is_some_and(|i| i.released), "{warm:#?}");
-    let warm_deleted = common::proc::wait_until(Duration::from_secs(10), || {
-        let (created, deleted) = allocations(&turn.log_text());
-        !created.is_empty() && created == deleted
-    });
-    assert!(warm_deleted, "the warm-up allocation was not deleted:\n{}", turn.log_text());
+    assert_all_deleted(
+        &turn,
+        Duration::from_secs(10),
+        Created::AtLeast(1),
+        "the warm-up allocation was not deleted",
+    );
     let mut last = common::proc::fd_count();
     let steady = common::proc::wait_until(Duration::from_secs(5), || {
         std::thread::sleep(Duration::from_millis(50));
@@ -746,25 +739,13 @@ async fn thirty_runs_leave_no_allocation_and_no_descriptor() {
     // may rarely miss a candidate; the point here is release on every path, failures included.
     assert!(failed.len() <= 2, "too many failed runs: {failed:?}");
     // coturn deletes allocations asynchronously after Refresh(0): wait, bounded.
-    let settled = common::proc::wait_until(Duration::from_secs(20), || {
-        let (created, deleted) = allocations(&turn.log_text());
-        created.len() >= allocated && created == deleted
-    });
-    let (created, deleted) = allocations(&turn.log_text());
-    let left: Vec<_> = created.difference(&deleted).collect();
-    assert!(
-        settled,
-        "allocations left on coturn: {left:?} (expected {allocated}, created {}, deleted {})",
-        created.len(),
-        deleted.len()
-    );
+    let created = assert_all_deleted(&turn, Duration::from_secs(20), Created::AtLeast(allocated), "");
     let fds_ok = common::proc::wait_until(Duration::from_secs(20), || common::proc::fd_count() <= fds_before + 2);
     assert!(fds_ok, "fds before {fds_before}, after {}", common::proc::fd_count());
 
     eprintln!(
-        "allocations created {} deleted {}; fds before {fds_before} after {}",
+        "allocations created and deleted {}; fds before {fds_before} after {}",
         created.len(),
-        deleted.len(),
         common::proc::fd_count()
     );
 }
@@ -777,12 +758,7 @@ async fn connectivity_blocked_at_the_relay_is_connectivity_timeout() {
         extra: vec!["denied-peer-ip=127.0.0.0-127.255.255.255".into()],
         ..Default::default()
     });
-    let s = spec(
-        vec![server(&turn_udp(&turn), Some(("test", "secret")))],
-        IcePolicy::Relay,
-        &[CandidateKind::Relay],
-        true,
-    );
+    let s = spec(vec![turn_of(&turn)], IcePolicy::Relay, &[CandidateKind::Relay], true);
     let timeout = Duration::from_secs(3);
     let started = Instant::now();
     let o = run(&s, timeout).await;
@@ -810,16 +786,10 @@ fn check_waits_for_an_agent_still_gathering_so_its_allocation_is_released() {
     let turn = Coturn::start(CoturnOptions::default());
     let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let silent_port = silent.local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ice.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "probes:\n  - name: ice-relay\n    kind: ice\n    timeout: 1500ms\n    interval: 30s\n    expect: [relay]\n    servers:\n      - url: stun:127.0.0.1:{silent_port}\n      - url: turn:127.0.0.1:{}\n        credentials: {{ username: test, password: secret }}\n",
-            turn.port
-        ),
-    )
-    .expect("write config");
+    let (_dir, config) = ice_config(&format!(
+        "probes:\n  - name: ice-relay\n    kind: ice\n    timeout: 1500ms\n    interval: 30s\n    expect: [relay]\n    servers:\n      - url: stun:127.0.0.1:{silent_port}\n      - url: turn:127.0.0.1:{}\n        credentials: {{ username: test, password: secret }}\n",
+        turn.port
+    ));
     let started = Instant::now();
     let out = std::process::Command::new(common::bin())
         .args(["check", "--quiet", "--output", "json", "--config"])
@@ -837,14 +807,11 @@ fn check_waits_for_an_agent_still_gathering_so_its_allocation_is_released() {
     assert!(ice.candidates.get("relay").copied().unwrap_or(0) >= 1, "{ice:?}");
     // The agent was closed before the process exited: coturn logs the allocation deleted
     // (give its log a moment to be written; without the close it would stay for 600 s).
-    let settled = common::proc::wait_until(Duration::from_secs(5), || {
-        let (created, deleted) = allocations(&turn.log_text());
-        !created.is_empty() && created == deleted
-    });
-    let (created, deleted) = allocations(&turn.log_text());
-    assert!(
-        settled,
-        "allocations created {created:?}, deleted {deleted:?} (check took {wall:?})"
+    assert_all_deleted(
+        &turn,
+        Duration::from_secs(5),
+        Created::AtLeast(1),
+        &format!("(check took {wall:?})"),
     );
     assert!(wall < Duration::from_secs(12), "check took {wall:?}");
 }
@@ -889,20 +856,9 @@ async fn tls_allocations_are_released_on_every_path_including_the_deadline() {
         granted += ice.relays.len() + ice.connected_via.len();
     }
     assert!(granted >= 9, "the passing and failing runs hold allocations: {granted}");
-    let settled = common::proc::wait_until(Duration::from_secs(10), || {
-        let (created, deleted) = allocations(&turn.log_text());
-        created.len() >= granted && created == deleted
-    });
-    let (created, deleted) = allocations(&turn.log_text());
-    assert!(
-        settled,
-        "allocations left: {:?} (granted {granted}, created {}, deleted {})",
-        created.difference(&deleted).collect::<Vec<_>>(),
-        created.len(),
-        deleted.len()
-    );
+    let created = assert_all_deleted(&turn, Duration::from_secs(10), Created::AtLeast(granted), "");
     assert_eq!(refreshed_to_zero(&turn.log_text()), created, "every one released by Refresh(0)");
-    eprintln!("TLS allocations created {} deleted {}", created.len(), deleted.len());
+    eprintln!("TLS allocations created and deleted {}", created.len());
 }
 
 /// The `ice` probe whose only TURN server is `turns:` validates and passes end to end (the
@@ -911,17 +867,11 @@ async fn tls_allocations_are_released_on_every_path_including_the_deadline() {
 fn ice_with_only_a_turns_server_validates_and_passes_in_check() {
     let _lab = LAB.blocking_read();
     let turn = Coturn::start(CoturnOptions::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ice.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "probes:\n  - name: ice-tls\n    kind: ice\n    timeout: 3s\n    policy: relay\n    connectivity: true\n    ca_file: {}\n    servers:\n      - url: turns:127.0.0.1:{}?transport=tcp\n        credentials: {{ username: test, password: secret }}\n",
-            turn.ca_file.display(),
-            turn.tls_port
-        ),
-    )
-    .expect("write config");
+    let (_dir, config) = ice_config(&format!(
+        "probes:\n  - name: ice-tls\n    kind: ice\n    timeout: 3s\n    policy: relay\n    connectivity: true\n    ca_file: {}\n    servers:\n      - url: turns:127.0.0.1:{}?transport=tcp\n        credentials: {{ username: test, password: secret }}\n",
+        turn.ca_file.display(),
+        turn.tls_port
+    ));
     let validate = std::process::Command::new(common::bin())
         .args(["validate", "--config"])
         .arg(&config)
@@ -960,7 +910,7 @@ async fn a_run_dropped_midway_still_releases_its_tls_allocation() {
         &turn,
         vec![
             server(&format!("stun:{}", silent.local_addr().expect("addr")), None),
-            server(&format!("turns:127.0.0.1:{}", turn.tls_port), Some(("test", "secret"))),
+            turns_of(&turn),
         ],
         IcePolicy::All,
         &[CandidateKind::Srflx, CandidateKind::Relay],
@@ -969,12 +919,7 @@ async fn a_run_dropped_midway_still_releases_its_tls_allocation() {
     // The silent STUN server keeps gathering open for 5 s; the run is dropped after 700 ms.
     let cut = tokio::time::timeout(Duration::from_millis(700), run(&s, Duration::from_secs(5))).await;
     assert!(cut.is_err(), "the run must still be going when it is dropped");
-    let settled = common::proc::wait_until(Duration::from_secs(5), || {
-        let (created, deleted) = allocations(&turn.log_text());
-        created.len() == 1 && created == deleted
-    });
-    assert!(settled, "coturn log: {:?}", allocations(&turn.log_text()));
-    let (created, _) = allocations(&turn.log_text());
+    let created = assert_all_deleted(&turn, Duration::from_secs(5), Created::Exactly(1), "");
     assert_eq!(
         refreshed_to_zero(&turn.log_text()),
         created,
@@ -990,16 +935,10 @@ async fn a_run_dropped_midway_still_releases_its_tls_allocation() {
 fn a_passing_ice_check_prints_no_webrtc_ice_warnings_at_the_default_log_level() {
     let _lab = LAB.blocking_read();
     let turn = Coturn::start(CoturnOptions::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ice.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "probes:\n  - name: ice\n    kind: ice\n    timeout: 5s\n    connectivity: true\n    servers:\n      - url: stun:127.0.0.1:{p}\n      - url: turn:127.0.0.1:{p}\n        credentials: {{ username: test, password: secret }}\n",
-            p = turn.port
-        ),
-    )
-    .expect("write config");
+    let (_dir, config) = ice_config(&format!(
+        "probes:\n  - name: ice\n    kind: ice\n    timeout: 5s\n    connectivity: true\n    servers:\n      - url: stun:127.0.0.1:{p}\n      - url: turn:127.0.0.1:{p}\n        credentials: {{ username: test, password: secret }}\n",
+        p = turn.port
+    ));
     let mut stderr = String::new();
     // Closing races with the last checks: a few runs, so the noise would have shown.
     for _ in 0..3 {

@@ -9,18 +9,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::proc::bounded;
+
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-/// Runs a command under `timeout` (every external command is bounded) and returns its output.
-fn bounded(secs: u32, program: &str, args: &[&str]) -> Output {
-    Command::new("timeout")
-        .arg(secs.to_string())
-        .arg(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
 fn text(o: &Output) -> String {

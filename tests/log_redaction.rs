@@ -12,20 +12,13 @@
 //! in stderr, the JSON report, `/metrics` or `/status`.
 mod common;
 
-use std::convert::Infallible;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::proc::{wait_until, ChildGuard};
-use http_body_util::Full;
+use common::http::{self, json, Task};
+use common::proc::wait_until;
 use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper::Request;
 
 use base64::Engine;
 use common::coturn::{Auth, Coturn, CoturnOptions};
@@ -103,20 +96,13 @@ probes:
     for format in ["text", "json"] {
         let (config, proxy_url) = (config.clone(), proxy_url.clone());
         let out = tokio::task::spawn_blocking(move || {
-            Command::new("timeout")
-                .arg("60")
-                .arg(common::bin())
-                .args(["--log-format", format, "check", "--config"])
-                .arg(&config)
-                // The JSON run also prints the JSON report (every outcome's details).
-                .args(if format == "json" { &["--output", "json"][..] } else { &[][..] })
-                .env("RUST_LOG", "trace")
-                .env("T_BEARER", format!("Bearer {BEARER}"))
-                .env("T_PROXY_URL", proxy_url)
-                .env("T_TURN_PASSWORD", TURN_PASSWORD)
-                .env("T_REST_SECRET", REST_SECRET)
-                .output()
-                .expect("run egress-probe check")
+            let env = [
+                ("T_BEARER", format!("Bearer {BEARER}")),
+                ("T_PROXY_URL", proxy_url),
+                ("T_TURN_PASSWORD", TURN_PASSWORD.into()),
+                ("T_REST_SECRET", REST_SECRET.into()),
+            ];
+            common::check_at_trace(&config, format, &env)
         })
         .await
         .unwrap();
@@ -153,85 +139,40 @@ probes:
 const CLIENT: &str = "softphone-tenant-9";
 const CLIENT_SECRET: &str = "cs-8d2e4f6a-client-secret";
 
-/// A listener task, aborted on drop.
-struct Task(tokio::task::JoinHandle<()>);
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The tenant's API: `POST /token` (client credentials, HTTP Basic) issues a fresh token and
 /// records it; `POST /channels` with a bearer it issued answers
 /// `{"connectUri": "ws://127.0.0.1:<ws_port>/channels/c1"}`, else 401.
 async fn tenant_api(ws_port: u16, issued: Arc<Mutex<Vec<String>>>) -> (u16, Task) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let issued = issued.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let issued = issued.clone();
-                    async move {
-                        let r = |code: u16, body: String| {
-                            Response::builder()
-                                .status(code)
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(body)))
-                                .unwrap()
-                        };
-                        let auth = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{CLIENT_SECRET}"));
-                        Ok::<_, Infallible>(match req.uri().path() {
-                            "/token" if auth == format!("Basic {basic}") => {
-                                let token = format!("tok-{:032x}", rand::random::<u128>());
-                                issued.lock().unwrap().push(token.clone());
-                                r(
-                                    200,
-                                    format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":3600}}"#),
-                                )
-                            }
-                            "/token" => r(401, r#"{"error":"invalid_client"}"#.into()),
-                            "/channels" => {
-                                let ok = auth
-                                    .strip_prefix("Bearer ")
-                                    .is_some_and(|t| issued.lock().unwrap().iter().any(|i| i == t));
-                                if ok {
-                                    r(200, format!(r#"{{"id":"c1","connectUri":"ws://127.0.0.1:{ws_port}/channels/c1"}}"#))
-                                } else {
-                                    r(401, "{}".into())
-                                }
-                            }
-                            _ => r(404, "{}".into()),
-                        })
+    http::serve(move |req: Request<Incoming>| {
+        let issued = issued.clone();
+        async move {
+            let auth = http::authorization(&req);
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{CLIENT_SECRET}"));
+            match req.uri().path() {
+                "/token" if auth == format!("Basic {basic}") => {
+                    let token = format!("tok-{:032x}", rand::random::<u128>());
+                    issued.lock().unwrap().push(token.clone());
+                    json(
+                        200,
+                        format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":3600}}"#),
+                    )
+                }
+                "/token" => json(401, r#"{"error":"invalid_client"}"#.into()),
+                "/channels" => {
+                    let ok = auth
+                        .strip_prefix("Bearer ")
+                        .is_some_and(|t| issued.lock().unwrap().iter().any(|i| i == t));
+                    if ok {
+                        json(200, format!(r#"{{"id":"c1","connectUri":"ws://127.0.0.1:{ws_port}/channels/c1"}}"#))
+                    } else {
+                        json(401, "{}".into())
                     }
-                });
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
-                )
-                .await;
-            });
+                }
+                _ => json(404, "{}".into()),
+            }
         }
-    });
-    (port, Task(task))
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    })
+    .await
 }
 
 /// (where, text) pairs must hold none of `forbidden`.
@@ -286,20 +227,10 @@ probes:
     // `check`, text and JSON logs; the JSON run prints the JSON report too.
     for format in ["text", "json"] {
         let config = config.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("timeout")
-                .arg("60")
-                .arg(common::bin())
-                .args(["--log-format", format, "check", "--config"])
-                .arg(&config)
-                .args(if format == "json" { &["--output", "json"][..] } else { &[][..] })
-                .env("RUST_LOG", "trace")
-                .env("T_CLIENT_SECRET", CLIENT_SECRET)
-                .output()
-                .expect("run egress-probe check")
-        })
-        .await
-        .unwrap();
+        let out =
+            tokio::task::spawn_blocking(move || common::check_at_trace(&config, format, &[("T_CLIENT_SECRET", CLIENT_SECRET.into())]))
+                .await
+                .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(out.status.code(), Some(0), "{format}: all probes must pass\n{stdout}\n{stderr}");
@@ -321,22 +252,19 @@ probes:
     assert_eq!(issued.lock().unwrap().len(), 8, "{:?}", issued.lock().unwrap());
 
     // The daemon: /metrics and /status after the first runs, and its trace log.
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
     let log = dir.path().join("daemon.log");
-    let mut daemon = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(&config)
-            .args(["--listen", &addr.to_string()])
-            .env("RUST_LOG", "trace")
-            .env("T_CLIENT_SECRET", CLIENT_SECRET)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
+    let (addr, mut daemon) = common::spawn_daemon(
+        &config,
+        common::DaemonStart {
+            global: &["--log-format", "json"],
+            env: &[("RUST_LOG", "trace"), ("T_CLIENT_SECRET", CLIENT_SECRET)],
+            log: Some(&log),
+            ..Default::default()
+        },
     );
     let ran = tokio::task::spawn_blocking(move || {
         wait_until(Duration::from_secs(20), || {
-            http_get(addr, "/metrics").is_some_and(|(_, m)| {
+            http::get(addr, "/metrics").is_some_and(|(_, m)| {
                 m.contains("egress_probe_concurrent_established{probe=\"signalling-concurrent\"} 3")
                     && m.lines()
                         .any(|l| l.starts_with("egress_probe_success{") && l.contains("signalling-session") && l.ends_with(" 1"))
@@ -345,8 +273,8 @@ probes:
     })
     .await
     .unwrap();
-    let metrics = http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default();
-    let (status_code, status) = http_get(addr, "/status").unwrap_or_default();
+    let metrics = http::get(addr, "/metrics").map(|r| r.1).unwrap_or_default();
+    let (status_code, status) = http::get(addr, "/status").unwrap_or_default();
     let stopped = daemon.terminate(Duration::from_secs(10));
     let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(ran, "both probes must have passed in the daemon:\n{metrics}\n{daemon_log}");

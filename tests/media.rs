@@ -103,15 +103,16 @@ fn show(what: &str, m: &MediaDetails) {
     );
 }
 
-/// Allocation lifecycle in coturn's verbose log: (created, released by Refresh(0)).
-fn allocation_counts(turn: &Coturn) -> (usize, usize) {
-    let log = turn.log_text();
-    let created = log.lines().filter(|l| l.contains(": new, realm=")).count();
-    let deleted = log
-        .lines()
-        .filter(|l| l.contains(": refreshed, realm=") && (l.ends_with("lifetime=0") || l.contains("lifetime=0,")))
-        .count();
-    (created, deleted)
+/// What `check` says about probe "call" of `spec` that ended in `out`.
+fn verdict(spec: &ProbeSpec, out: &Outcome) -> String {
+    let result = ProbeResult {
+        name: "call".into(),
+        kind: spec.kind().into(),
+        target: spec.target(),
+        endpoint: spec.endpoint(),
+        outcome: out.clone(),
+    };
+    egress_probe::report::verdict::verdicts(&[result]).join("\n")
 }
 
 /// Every 20th of the packets sent dropped: 5 %, within one point when a busy machine skipped
@@ -178,15 +179,7 @@ async fn every_twentieth_packet_dropped_and_a_fixed_delay_read_five_percent_loss
     assert!(msg.contains("above max_loss 1.0%"), "{msg}");
     assert_eq!(impair.dropped.load(std::sync::atomic::Ordering::Relaxed), m.sent / 20);
     // `check` says it in words: the path works, the quality does not.
-    let spec = udp_media(impair.addr, stream(2));
-    let result = ProbeResult {
-        name: "call".into(),
-        kind: spec.kind().into(),
-        target: spec.target(),
-        endpoint: spec.endpoint(),
-        outcome: out.clone(),
-    };
-    let said = egress_probe::report::verdict::verdicts(&[result]).join("\n");
+    let said = verdict(&udp_media(impair.addr, stream(2)), &out);
     assert!(
         said.contains(&format!(
             "Media over UDP to {} on 127.0.0.1 gets through but not at call quality (media/loss: loss {:.1}%",
@@ -259,7 +252,7 @@ async fn a_turn_stream_cut_by_the_deadline_is_media_timeout_and_both_allocations
     assert_eq!(code(&out), "media/timeout", "{out:#?}");
     assert!(media_of(&out).truncated);
     assert!(out.detail.relay.as_ref().is_some_and(|r| r.deallocated), "{out:#?}");
-    assert_eq!(allocation_counts(&turn), (2, 2), "every allocation released");
+    assert_eq!(turn.allocation_counts(), (2, 2), "every allocation released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,14 +263,7 @@ async fn a_stream_of_which_nothing_comes_back_is_media_loss_and_the_verdict_says
     let out = run(spec.clone()).await;
     assert_eq!(code(&out), "media/loss", "{out:#?}");
     assert_eq!(media_of(&out).received, 0);
-    let result = ProbeResult {
-        name: "call".into(),
-        kind: spec.kind().into(),
-        target: spec.target(),
-        endpoint: spec.endpoint(),
-        outcome: out.clone(),
-    };
-    let said = egress_probe::report::verdict::verdicts(&[result]).join("\n");
+    let said = verdict(&spec, &out);
     assert!(
         said.contains(&format!(
             "Media over UDP to {} on 127.0.0.1 does not come back: none of {} packets returned (media/loss)",
@@ -329,7 +315,7 @@ async fn a_clean_stream_through_coturn_between_two_allocations_rates_high_and_re
         assert!(m.mos >= 4.3, "{url}: {m:?}");
         assert!(out.detail.relay.as_ref().is_some_and(|r| r.deallocated), "{url}");
     }
-    assert_eq!(allocation_counts(&turn), (6, 6), "every allocation released");
+    assert_eq!(turn.allocation_counts(), (6, 6), "every allocation released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +339,7 @@ async fn through_coturn_to_the_echo_an_impairment_relay_reads_five_percent_loss_
     assert_delay_seen(c, m);
     assert!(m.mos < c.mos);
     assert_eq!(code(&out), "media/loss");
-    assert_eq!(allocation_counts(&turn), (4, 4), "every allocation released");
+    assert_eq!(turn.allocation_counts(), (4, 4), "every allocation released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::netns::{NetPair, Routed, FW_OUTSIDE_IP, RELAY_IP, SIGNALLING_IP};
-use common::proc::{wait_until, ChildGuard};
+use common::proc::{bounded, wait_until, ChildGuard};
 use egress_probe::config::{IceUrl, LifetimeSearch, ProbeSpec, StunSpec, TlsOptions};
 use egress_probe::outcome::Outcome;
 use egress_probe::probe::{self, ProbeContext};
@@ -126,17 +126,6 @@ async fn a_responder_with_one_address_says_so_and_the_probe_notes_it() {
     assert!(notes.contains("nat_filtering:"), "{notes}");
 }
 
-/// `timeout SECS PROGRAM ARGS`, its status checked by the caller.
-fn bounded(secs: u32, program: &str, args: &[&str]) -> std::process::Output {
-    Command::new("timeout")
-        .arg(secs.to_string())
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (run scripts/test, which installs the lab packages)"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coturns_natdiscovery_reads_our_responder_as_rfc5780() {
     let r = loopback_responder(true).await;
@@ -159,34 +148,18 @@ async fn our_probe_reads_coturns_rfc5780_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let free = common::free_ports(2);
     let ports = [free[0], free[1]];
-    let conf = [
+    let conf = vec![
         "listening-ip=127.0.0.1".to_string(),
         "listening-ip=127.0.0.2".to_string(),
         format!("listening-port={}", ports[0]),
         format!("alt-listening-port={}", ports[1]),
         "no-tls".into(),
-        "no-dtls".into(),
         "no-tcp".into(),
-        "no-cli".into(),
         "realm=nat.test".into(),
         "lt-cred-mech".into(),
         "user=a:b".into(),
-        format!("pidfile={}", dir.path().join("turn.pid").display()),
-        format!("log-file={}", dir.path().join("turn.log").display()),
-        "simple-log".into(),
-        "no-stdout-log".into(),
     ];
-    let conf_path = dir.path().join("turnserver.conf");
-    std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write coturn conf");
-    let _coturn = ChildGuard::spawn(
-        "turnserver",
-        Command::new("turnserver")
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (_coturn, log) = common::coturn::spawn_conf(dir.path(), conf, None);
     let ready = tokio::task::spawn_blocking(move || {
         wait_until(Duration::from_secs(8), || {
             common::coturn::udp_answers(Ipv4Addr::LOCALHOST, ports[0]) && common::coturn::udp_answers(Ipv4Addr::new(127, 0, 0, 2), ports[1])
@@ -194,11 +167,7 @@ async fn our_probe_reads_coturns_rfc5780_server() {
     })
     .await
     .expect("join");
-    assert!(
-        ready,
-        "coturn not ready: {}",
-        std::fs::read_to_string(dir.path().join("turn.log")).unwrap_or_default()
-    );
+    assert!(ready, "coturn not ready: {}", std::fs::read_to_string(&log).unwrap_or_default());
     let mut s = spec(&format!("stun:127.0.0.1:{}", ports[0]));
     let search = LifetimeSearch {
         max: Duration::from_secs(2),
@@ -220,18 +189,6 @@ async fn our_probe_reads_coturns_rfc5780_server() {
     assert!(life.alive >= Duration::from_secs(2) && life.expired.is_none(), "{life:?}");
 }
 
-/// `GET path` over HTTP/1.0, bounded; the body of a 200.
-fn get_200(addr: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1)? == "200").then(|| body.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_exports_nat_behaviour_as_small_state_sets() {
     let r = loopback_responder(true).await;
@@ -245,22 +202,15 @@ async fn the_daemon_exports_nat_behaviour_as_small_state_sets() {
         ),
     )
     .expect("write config");
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
-    let mut daemon = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--listen", &addr.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut daemon) = common::spawn_daemon(&path, common::DaemonStart::default());
     let done = r#"egress_probe_runs_total{kind="stun",probe="nat",result="success"} 1"#;
     let text = tokio::task::spawn_blocking(move || {
         let mut last = String::new();
         wait_until(Duration::from_secs(20), || {
-            last = get_200(addr, "/metrics").unwrap_or_default();
+            last = match common::http::get(addr, "/metrics") {
+                Some((200, body)) => body,
+                _ => String::new(),
+            };
             last.contains(done)
         });
         last
@@ -364,6 +314,13 @@ impl Lab {
         }
     }
 
+    /// Sets the router's idle timeout for UDP flows (`nf_conntrack_udp_timeout`) to `secs`.
+    fn udp_timeout(&self, secs: u32) {
+        let setting = format!("net.netfilter.nf_conntrack_udp_timeout={secs}");
+        let out = bounded(10, "ip", &["netns", "exec", &self.net.fw, "sysctl", "-qw", &setting]);
+        assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Runs `check --output json` inside with one stun probe (`extra` YAML lines added to it);
     /// returns the probe's outcome and the verdict lines.
     fn check(&self, extra: &str, timeout_s: u32) -> (Value, Vec<String>) {
@@ -377,16 +334,7 @@ impl Lab {
             "probes:\n  - name: nat\n    kind: stun\n    server: stun:{SIGNALLING_IP}:{port}\n    timeout: 10s\n    interval: 2m\n{extra}"
         );
         std::fs::write(&file, yaml).expect("write config");
-        let out = Command::new("timeout")
-            .args([&timeout_s.to_string(), "ip", "netns", "exec", &self.net.inside])
-            .arg(common::bin())
-            .args(["check", "--output", "json", "--config"])
-            .arg(&file)
-            .env("RUST_LOG", "off")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run check");
+        let out = common::netns::check_in(&self.net.inside, timeout_s, &[], &file, &["--output", "json"]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
@@ -597,19 +545,7 @@ fn a_firewall_admitting_known_addresses_filters_by_address() {
 fn binding_lifetime_search_finds_the_routers_udp_timeout() {
     let lab = Lab::new("natlife", Some("masquerade"));
     // An unanswered-twice UDP flow lives nf_conntrack_udp_timeout seconds after its last packet.
-    let out = bounded(
-        10,
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lab.net.fw,
-            "sysctl",
-            "-qw",
-            "net.netfilter.nf_conntrack_udp_timeout=4",
-        ],
-    );
-    assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
+    lab.udp_timeout(4);
     let started = Instant::now();
     let (o, verdicts) = lab.check("    binding_lifetime: { max: 10s }\n", 60);
     let took = started.elapsed();
@@ -635,19 +571,7 @@ fn binding_lifetime_search_finds_the_routers_udp_timeout() {
 #[test]
 fn a_lifetime_search_cut_short_in_a_later_round_keeps_the_bracket_found() {
     let lab = Lab::new("natcut", Some("masquerade"));
-    let out = bounded(
-        10,
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lab.net.fw,
-            "sysctl",
-            "-qw",
-            "net.netfilter.nf_conntrack_udp_timeout=5",
-        ],
-    );
-    assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
+    lab.udp_timeout(5);
     // Round 1 opens 7 flows to the server (the main socket, the trigger, 5 idle mappings for
     // 1, 2, 4, 8, 10 s); every newer flow is dropped, so round 2 cannot open its mappings.
     lab.net.policy(

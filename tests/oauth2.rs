@@ -7,20 +7,17 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
+use common::http::{json, serve, Task};
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response as WsResponse};
 
 use egress_probe::config::{
@@ -51,44 +48,13 @@ impl Issued {
     }
 }
 
-/// A task aborted on drop.
-struct Task(JoinHandle<()>);
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The token server: `POST /token`; 401 `invalid_client` for a wrong id/secret, 400
 /// `invalid_scope` for scope `admin`; else a fresh token living `expires_in` seconds.
 async fn token_server(issued: Arc<Issued>, expires_in: u64) -> (u16, Task) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let issued = issued.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| token(req, issued.clone(), expires_in));
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
-                )
-                .await;
-            });
-        }
-    });
-    (port, Task(task))
+    serve(move |req| token(req, issued.clone(), expires_in)).await
 }
 
-fn json(code: u16, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
-}
-
-async fn token(req: Request<Incoming>, issued: Arc<Issued>, expires_in: u64) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn token(req: Request<Incoming>, issued: Arc<Issued>, expires_in: u64) -> Response<Full<Bytes>> {
     *issued.requests.lock().unwrap() += 1;
     let expected = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{SECRET}"));
     let basic_ok = req
@@ -98,16 +64,16 @@ async fn token(req: Request<Incoming>, issued: Arc<Issued>, expires_in: u64) -> 
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     if !basic_ok {
-        return Ok(json(401, r#"{"error":"invalid_client"}"#.into()));
+        return json(401, r#"{"error":"invalid_client"}"#.into());
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return Ok(json(400, r#"{"error":"unsupported_grant_type"}"#.into()));
+        return json(400, r#"{"error":"unsupported_grant_type"}"#.into());
     }
     if form.get("scope").is_some_and(|s| s.split(' ').any(|s| s == "admin")) {
-        return Ok(json(
+        return json(
             400,
             r#"{"error":"invalid_scope","error_description":"admin is not granted"}"#.into(),
-        ));
+        );
     }
     let n = issued.count();
     let token = format!("at-{n}-{:016x}", rand::random::<u64>());
@@ -116,10 +82,10 @@ async fn token(req: Request<Incoming>, issued: Arc<Issued>, expires_in: u64) -> 
         .lock()
         .unwrap()
         .insert(token.clone(), Instant::now() + Duration::from_secs(expires_in));
-    Ok(json(
+    json(
         200,
         format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{expires_in}}}"#),
-    ))
+    )
 }
 
 /// A WebSocket server that upgrades only with a valid bearer (else 401), and records the
@@ -153,25 +119,11 @@ async fn ws_resource(issued: Arc<Issued>, seen: Arc<Mutex<Vec<String>>>) -> (u16
 
 /// An HTTP server answering 200 to a valid bearer, else 401.
 async fn http_resource(issued: Arc<Issued>) -> (u16, Task) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let issued = issued.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let ok = issued.valid(req.headers().get("authorization").and_then(|v| v.to_str().ok()));
-                    async move { Ok::<_, Infallible>(json(if ok { 200 } else { 401 }, "{}".into())) }
-                });
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
-                )
-                .await;
-            });
-        }
-    });
-    (port, Task(task))
+    serve(move |req: Request<Incoming>| {
+        let ok = issued.valid(req.headers().get("authorization").and_then(|v| v.to_str().ok()));
+        async move { json(if ok { 200 } else { 401 }, "{}".into()) }
+    })
+    .await
 }
 
 fn oauth(token_port: u16, secret: &str, scopes: &[&str]) -> OAuth2Spec {
@@ -427,20 +379,9 @@ probes:
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{SECRET}"));
     for format in ["text", "json"] {
         let config = config.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("timeout")
-                .arg("60")
-                .arg(common::bin())
-                .args(["--log-format", format, "check", "--config"])
-                .arg(&config)
-                .args(if format == "json" { &["--output", "json"][..] } else { &[][..] })
-                .env("RUST_LOG", "trace")
-                .env("T_CLIENT_SECRET", SECRET)
-                .output()
-                .expect("run egress-probe check")
-        })
-        .await
-        .unwrap();
+        let out = tokio::task::spawn_blocking(move || common::check_at_trace(&config, format, &[("T_CLIENT_SECRET", SECRET.into())]))
+            .await
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{format}: all probes must pass\n{stdout}\n{stderr}");

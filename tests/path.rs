@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::bin;
 use common::netns::{Chain, CHAIN_R1_IP, CHAIN_R2_IP, CHAIN_TARGET_IP};
 use serde_json::Value;
 
@@ -37,17 +36,7 @@ fn check(c: &Chain, yaml: &str, prefix: &[&str]) -> Run {
     std::fs::write(&file, yaml).expect("write config");
     let run = |output: &str| {
         let clock = Instant::now();
-        let out = Command::new("timeout")
-            .args(["30", "ip", "netns", "exec", &c.inside])
-            .args(prefix)
-            .arg(bin())
-            .args(["check", "--output", output, "--config"])
-            .arg(&file)
-            .env("RUST_LOG", "off")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run check");
+        let out = common::netns::check_in(&c.inside, 30, prefix, &file, &["--output", output]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(

@@ -5,14 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::http::get;
 use common::proc::{wait_until, ChildGuard};
 use egress_probe::config::{Config, ProxySetting, PushAuth, RemoteWriteConfig, Secret};
 use egress_probe::metrics::Metrics;
@@ -72,7 +72,7 @@ impl Prom {
         self.guard = Some(guard);
         let addr = self.addr();
         assert!(
-            wait_until(Duration::from_secs(20), || matches!(http_get(addr, "/-/ready"), Some((200, _)))),
+            wait_until(Duration::from_secs(20), || matches!(get(addr, "/-/ready"), Some((200, _)))),
             "prometheus did not become ready on {addr}"
         );
     }
@@ -88,7 +88,7 @@ impl Prom {
     /// An instant query; each result as (labels, value).
     fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
         let path = format!("/api/v1/query?query={}", urlencode(q));
-        let Some((200, body)) = http_get(self.addr(), &path) else {
+        let Some((200, body)) = get(self.addr(), &path) else {
             return Vec::new();
         };
         let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus json");
@@ -112,7 +112,7 @@ impl Prom {
     /// Raw samples of a range selector (`metric{...}[60s]`): (timestamp ms, value) per series.
     fn range(&self, q: &str) -> Vec<Vec<(i64, f64)>> {
         let path = format!("/api/v1/query?query={}", urlencode(q));
-        let Some((200, body)) = http_get(self.addr(), &path) else {
+        let Some((200, body)) = get(self.addr(), &path) else {
             return Vec::new();
         };
         let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus json");
@@ -144,18 +144,6 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A plain HTTP/1.0 GET; (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,14 +582,14 @@ impl Daemon {
         }
         let guard = ChildGuard::spawn("egress-probe run", &mut cmd);
         assert!(
-            wait_until(Duration::from_secs(15), || http_get(listen, "/healthz").is_some()),
+            wait_until(Duration::from_secs(15), || get(listen, "/healthz").is_some()),
             "daemon did not serve on {listen}"
         );
         Daemon { guard, listen, log }
     }
 
     fn metrics(&self) -> String {
-        http_get(self.listen, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        get(self.listen, "/metrics").map(|(_, b)| b).unwrap_or_default()
     }
 
     fn log(&self) -> String {
@@ -748,7 +736,7 @@ fn push_secrets_never_reach_logs_metrics_status_or_check_output() {
         "both receivers get writes"
     );
     let metrics = d.metrics();
-    let status = http_get(d.listen, "/status").map(|(_, b)| b).unwrap_or_default();
+    let status = get(d.listen, "/status").map(|(_, b)| b).unwrap_or_default();
     assert!(metrics.contains("egress_probe_push_samples_total"), "{metrics}");
     assert_eq!(d.guard.terminate(Duration::from_secs(3)).map(|s| s.code()), Some(Some(0)));
     let log = d.log();

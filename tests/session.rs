@@ -4,31 +4,19 @@
 //! servers of `common::signalling` (good, or a middlebox answering 101 without `Upgrade`).
 mod common;
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::http::{self, json, Task};
 use common::signalling::{ws_server, Seen, WsMode};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use hyper::Request;
 
 use egress_probe::config::parse_str;
 use egress_probe::outcome::{Outcome, Phase};
 use egress_probe::probe::{self, ProbeContext};
 
 const TOKEN: &str = "sess-tok-3f9a1c";
-
-struct Task(JoinHandle<()>);
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// `POST /token` → a bearer; `POST /channels` (bearer required, else 401) →
 /// `{"id":"c1","connectUri":"ws://127.0.0.1:<ws_port>/channels/c1"}`; `/408` → 408.
@@ -39,55 +27,29 @@ async fn rest_server(ws_port: u16, seen: Arc<Mutex<Vec<String>>>) -> (u16, Task)
 
 /// As [`rest_server`], with `ws_host` in the returned `connectUri`.
 async fn rest_server_naming(ws_host: &'static str, ws_port: u16, seen: Arc<Mutex<Vec<String>>>) -> (u16, Task) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let r = |code: u16, body: String| {
-                            Response::builder()
-                                .status(code)
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(body)))
-                                .unwrap()
-                        };
-                        let auth = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        Ok::<_, Infallible>(match req.uri().path() {
-                            "/token" => r(
-                                200,
-                                format!(r#"{{"access_token":"{TOKEN}","token_type":"Bearer","expires_in":60}}"#),
-                            ),
-                            "/channels" => {
-                                seen.lock().unwrap().push(auth.clone());
-                                if auth == format!("Bearer {TOKEN}") {
-                                    r(200, format!(r#"{{"id":"c1","connectUri":"ws://{ws_host}:{ws_port}/channels/c1"}}"#))
-                                } else {
-                                    r(401, "{}".into())
-                                }
-                            }
-                            "/408" => r(408, "{}".into()),
-                            _ => r(404, "{}".into()),
-                        })
+    http::serve(move |req: Request<Incoming>| {
+        let seen = seen.clone();
+        async move {
+            let auth = http::authorization(&req);
+            match req.uri().path() {
+                "/token" => json(
+                    200,
+                    format!(r#"{{"access_token":"{TOKEN}","token_type":"Bearer","expires_in":60}}"#),
+                ),
+                "/channels" => {
+                    seen.lock().unwrap().push(auth.clone());
+                    if auth == format!("Bearer {TOKEN}") {
+                        json(200, format!(r#"{{"id":"c1","connectUri":"ws://{ws_host}:{ws_port}/channels/c1"}}"#))
+                    } else {
+                        json(401, "{}".into())
                     }
-                });
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
-                )
-                .await;
-            });
+                }
+                "/408" => json(408, "{}".into()),
+                _ => json(404, "{}".into()),
+            }
         }
-    });
-    (port, Task(task))
+    })
+    .await
 }
 
 fn session_yaml(rest: u16, first_path: &str) -> String {

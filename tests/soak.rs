@@ -5,24 +5,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::coturn::{Coturn, CoturnOptions};
-use common::proc::ChildGuard;
 
 const SOAK: Duration = Duration::from_secs(40);
 const WARM_UP: Duration = Duration::from_secs(10);
 
+/// A plain HTTP/1.0 GET given 10 s to read (a scrape while the soak loads the machine).
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+    common::http::get_within(addr, path, Duration::from_secs(10))
 }
 
 /// (open fds, RSS in KiB) of process `pid`.
@@ -43,17 +35,6 @@ fn runs(text: &str, result: &str) -> f64 {
         .filter(|l| l.starts_with("egress_probe_runs_total{") && l.contains(&format!("result=\"{result}\"")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// Allocations coturn created and deleted (Refresh lifetime=0), from its verbose log.
-fn allocations(turn: &Coturn) -> (usize, usize) {
-    let log = turn.log_text();
-    let created = log.lines().filter(|l| l.contains(": new, realm=")).count();
-    let deleted = log
-        .lines()
-        .filter(|l| l.contains(": refreshed, realm=") && (l.ends_with("lifetime=0") || l.contains("lifetime=0,")))
-        .count();
-    (created, deleted)
 }
 
 #[test]
@@ -97,17 +78,7 @@ probes:
         ),
     )
     .unwrap();
-    let port = common::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut daemon = ChildGuard::spawn(
-        "egress-probe run",
-        Command::new(common::bin())
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (addr, mut daemon) = common::spawn_daemon(&config, common::DaemonStart::default());
     let start = Instant::now();
     let mut warm: Option<(usize, u64)> = None;
     let mut peak = (0usize, 0u64);
@@ -151,10 +122,10 @@ probes:
     // Every allocation coturn created was deleted by the probe (Refresh lifetime=0); coturn
     // writes its log lines asynchronously, so wait for the last ones (bounded).
     let ok = common::proc::wait_until(Duration::from_secs(3), || {
-        let (c, d) = allocations(&turn);
+        let (c, d) = turn.allocation_counts();
         c > 0 && c == d
     });
-    let (created, deleted) = allocations(&turn);
+    let (created, deleted) = turn.allocation_counts();
     assert!(ok, "coturn allocations created {created}, deleted {deleted}");
     assert!(created >= 100, "allocations made: {created}");
 }

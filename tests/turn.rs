@@ -87,20 +87,6 @@ fn assert_relay_ok(out: &Outcome, transport: &str) {
     assert!(relay.deallocated, "{transport}: deallocation not confirmed");
 }
 
-/// Allocation lifecycle in coturn's verbose log: (created, released by Refresh(0)).
-/// coturn logs `session N: new, realm=<..>, username=<..>, lifetime=600` when it creates an
-/// allocation and `session N: refreshed, realm=<..>, username=<..>, lifetime=0` when a client
-/// deletes it.
-fn allocation_counts(turn: &Coturn) -> (usize, usize) {
-    let log = turn.log_text();
-    let created = log.lines().filter(|l| l.contains(": new, realm=")).count();
-    let deleted = log
-        .lines()
-        .filter(|l| l.contains(": refreshed, realm=") && (l.ends_with("lifetime=0") || l.contains("lifetime=0,")))
-        .count();
-    (created, deleted)
-}
-
 fn failure(out: &Outcome) -> (Phase, Reason) {
     let f = out.failure.as_ref().unwrap_or_else(|| panic!("expected a failure: {out:#?}"));
     (f.phase, f.reason.clone())
@@ -148,7 +134,7 @@ async fn udp_allocate_relay_round_trip_and_deallocate() {
         phases,
         vec![Phase::Resolve, Phase::Allocate, Phase::Permission, Phase::Relay, Phase::Close]
     );
-    assert_eq!(allocation_counts(&turn), (2, 2), "both allocations released");
+    assert_eq!(turn.allocation_counts(), (2, 2), "both allocations released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +155,7 @@ async fn tcp_allocate_relay_round_trip_and_deallocate() {
             Phase::Close
         ]
     );
-    assert_eq!(allocation_counts(&turn), (2, 2));
+    assert_eq!(turn.allocation_counts(), (2, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +181,7 @@ async fn tls_allocate_relay_round_trip_without_alpn() {
     );
     let tls = out.detail.tls.as_ref().expect("tls detail");
     assert_eq!(tls.alpn, None, "browsers send no ALPN for TURN/TLS");
-    assert_eq!(allocation_counts(&turn), (2, 2));
+    assert_eq!(turn.allocation_counts(), (2, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +276,7 @@ async fn user_quota_of_one_is_quota_and_the_first_allocation_is_still_released()
     assert_eq!(failure(&out), (Phase::Allocate, Reason::Quota));
     assert!(out.failure.as_ref().unwrap().message.contains("peer side"), "{:?}", out.failure);
     assert!(out.detail.relay.as_ref().unwrap().deallocated, "A must be released after B's 486");
-    assert_eq!(allocation_counts(&turn), (1, 1));
+    assert_eq!(turn.allocation_counts(), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +288,7 @@ async fn tls_with_a_wrong_pin_is_tls_pin_mismatch() {
     s.tls.pin_sha256 = vec!["00".repeat(32)];
     let out = run(&s, Duration::from_secs(5)).await;
     assert_eq!(failure(&out), (Phase::Tls, Reason::PinMismatch));
-    assert_eq!(allocation_counts(&turn), (0, 0));
+    assert_eq!(turn.allocation_counts(), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +360,7 @@ async fn addresses_all_reports_each_server_address() {
     assert_eq!(out.detail.per_address.len(), 1);
     assert!(out.detail.per_address[0].success);
     assert_eq!(out.detail.per_address[0].address.port(), turn.port);
-    assert_eq!(allocation_counts(&turn), (2, 2));
+    assert_eq!(turn.allocation_counts(), (2, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,7 +391,7 @@ async fn fifty_runs_leave_no_allocation_and_no_file_descriptor_behind() {
     let fds_after = common::proc::fd_count();
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(fds_after, fds_before, "file descriptors leaked");
-    let (created, deleted) = allocation_counts(&turn);
+    let (created, deleted) = turn.allocation_counts();
     println!("coturn log: {created} allocations created, {deleted} deleted by Refresh(0); fds {fds_before} -> {fds_after}");
     assert_eq!(created, 2 * 53);
     assert_eq!(deleted, created, "every allocation we made was deleted");
@@ -486,7 +472,7 @@ async fn turn_over_tls_through_an_http_connect_proxy_like_browsers() {
     // Both client connections (A and the peer side B) went through the proxy.
     let connects = proxy.log().matches("CONNECT").count();
     assert!(connects >= 2, "tinyproxy log:\n{}", proxy.log());
-    assert_eq!(allocation_counts(&turn), (2, 2));
+    assert_eq!(turn.allocation_counts(), (2, 2));
 }
 
 /// The headline case of a strict-egress network: a firewall in front of the TURN server drops
@@ -537,7 +523,7 @@ fn udp_dropped_by_a_firewall_but_turn_over_tls_relays() {
         tls_out.detail.relay.as_ref().unwrap().relayed.unwrap().ip().to_string(),
         PEER_IP.to_string()
     );
-    assert_eq!(allocation_counts(&turn), (2, 2));
+    assert_eq!(turn.allocation_counts(), (2, 2));
 }
 
 /// RFC 8656 §7.2: a 437 on Allocate means the server still holds an allocation for this UDP

@@ -33,17 +33,6 @@ async fn run(config: &Config) -> Outcome {
     probe::run(&config.probes[0].spec, &ctx).await
 }
 
-/// (created, deleted by Refresh(0)) in coturn's verbose log (as in tests/turn.rs).
-fn allocation_counts(turn: &Coturn) -> (usize, usize) {
-    let log = turn.log_text();
-    let created = log.lines().filter(|l| l.contains(": new, realm=")).count();
-    let deleted = log
-        .lines()
-        .filter(|l| l.contains(": refreshed, realm=") && (l.ends_with("lifetime=0") || l.contains("lifetime=0,")))
-        .count();
-    (created, deleted)
-}
-
 /// Waits (bounded) until coturn's log shows `want` sessions of user `test` deleted; the count.
 async fn sessions_deleted_within(turn: &Coturn, want: usize, limit: Duration) -> usize {
     let end = tokio::time::Instant::now() + limit;
@@ -98,7 +87,7 @@ async fn eight_at_once_against_a_user_quota_of_five_grant_five_and_the_first_ref
         "{verdicts:#?}"
     );
     // coturn: five created, five deleted by our Refresh(0).
-    assert_eq!(allocation_counts(&turn), (5, 5));
+    assert_eq!(turn.allocation_counts(), (5, 5));
 
     // The count is exported as the same gauge websocket's concurrent uses.
     let metrics = Metrics::new(&cfg).expect("metrics");
@@ -121,7 +110,7 @@ async fn eight_at_once_against_a_user_quota_of_five_grant_five_and_the_first_ref
     let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
     assert_eq!(phases.first(), Some(&Phase::Resolve), "{phases:?}");
     assert_eq!(&phases[phases.len() - 2..], &[Phase::Allocate, Phase::Close], "{phases:?}");
-    assert_eq!(allocation_counts(&turn), (10, 10));
+    assert_eq!(turn.allocation_counts(), (10, 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,12 +128,12 @@ async fn over_tcp_each_allocation_has_its_own_connection_and_a_total_quota_caps_
     println!("total-quota refusal: {} {}", f.code(), f.message);
     assert!(f.message.contains("3 of 6 established"), "{}", f.message);
     assert!(out.detail.relay.as_ref().is_some_and(|r| r.deallocated && r.transport == "tcp"));
-    assert_eq!(allocation_counts(&turn), (3, 3));
+    assert_eq!(turn.allocation_counts(), (3, 3));
     assert_eq!(sessions_deleted_within(&turn, 3, Duration::from_secs(4)).await, 3);
     // Released: three at once pass again.
     let out = run(&config(&format!("turn:127.0.0.1:{}?transport=tcp", turn.port), 3, "")).await;
     assert!(out.success, "{:?}", out.failure);
-    assert_eq!(allocation_counts(&turn), (6, 6));
+    assert_eq!(turn.allocation_counts(), (6, 6));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +154,7 @@ async fn over_tls_four_at_once_are_granted_and_all_released() {
     );
     let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
     assert!(phases.contains(&Phase::Tls), "{phases:?}");
-    assert_eq!(allocation_counts(&turn), (4, 4));
+    assert_eq!(turn.allocation_counts(), (4, 4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +175,7 @@ async fn wrong_password_for_all_eight_is_allocate_auth_with_none_established() {
         "the password never reaches a message: {}",
         f.message
     );
-    assert_eq!(allocation_counts(&turn).0, 0);
+    assert_eq!(turn.allocation_counts().0, 0);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! A real coturn (`turnserver` from Debian) on loopback with per-test ports, killed on drop.
 //! Recipe from shared/LAB.md.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -71,7 +71,6 @@ impl Coturn {
         let leaf = ca.leaf(&["relay.example.test", "127.0.0.1"], None);
         let (crt, key) = leaf.write(dir.path(), "turn", Some(&ca));
         let ca_file = ca.write_ca(dir.path());
-        let log = dir.path().join("turn.log");
         // A relay port range unique enough per instance to run tests in parallel.
         let base = 20000 + (port as u32 % 400) * 100;
         let mut conf = vec![
@@ -84,16 +83,10 @@ impl Coturn {
             format!("cert={}", crt.display()),
             format!("pkey={}", key.display()),
             "realm=example.test".into(),
-            "no-cli".into(),
             "allow-loopback-peers".into(),
             "no-multicast-peers".into(),
-            "no-dtls".into(),
             format!("min-port={base}"),
             format!("max-port={}", base + 99),
-            format!("pidfile={}", dir.path().join("turn.pid").display()),
-            format!("log-file={}", log.display()),
-            "simple-log".into(),
-            "no-stdout-log".into(),
             "verbose".into(),
         ];
         match &opts.auth {
@@ -107,21 +100,7 @@ impl Coturn {
             }
         }
         conf.extend(opts.extra.iter().cloned());
-        let conf_path = dir.path().join("turnserver.conf");
-        std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write coturn conf");
-        let mut cmd = match &place {
-            // `ip netns exec` execs turnserver: the guard's PID is turnserver's own.
-            Some((ns, _)) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns.as_str(), "turnserver"]);
-                c
-            }
-            None => Command::new("turnserver"),
-        };
-        let guard = ChildGuard::spawn(
-            "turnserver",
-            cmd.arg("-c").arg(&conf_path).stdout(Stdio::null()).stderr(Stdio::null()),
-        );
+        let (guard, log) = spawn_conf(dir.path(), conf, place.as_ref().map(|(ns, _)| ns.as_str()));
         let check = move || {
             wait_until(Duration::from_secs(5), || {
                 std::net::TcpStream::connect((ip, port)).is_ok()
@@ -154,6 +133,20 @@ impl Coturn {
         self._guard.pid()
     }
 
+    /// Allocation lifecycle in coturn's verbose log: (created, released by Refresh(0)).
+    /// coturn logs `session N: new, realm=<..>, username=<..>, lifetime=600` when it creates an
+    /// allocation and `session N: refreshed, realm=<..>, username=<..>, lifetime=0` when a
+    /// client deletes it.
+    pub fn allocation_counts(&self) -> (usize, usize) {
+        let log = self.log_text();
+        let created = log.lines().filter(|l| l.contains(": new, realm=")).count();
+        let deleted = log
+            .lines()
+            .filter(|l| l.contains(": refreshed, realm=") && (l.ends_with("lifetime=0") || l.contains("lifetime=0,")))
+            .count();
+        (created, deleted)
+    }
+
     /// coturn's log so far (to prove allocations were deleted).
     pub fn log_text(&self) -> String {
         // coturn may add a date suffix to the log file name.
@@ -168,6 +161,42 @@ impl Coturn {
         }
         text
     }
+}
+
+/// Starts `turnserver` on `lines` plus what every lab coturn shares (no CLI, no DTLS, pid and
+/// log file in `dir`, a simple log, nothing on stdout), written to `dir/turnserver.conf`;
+/// inside namespace `ns` if given (`ip netns exec` execs turnserver: the guard's PID is
+/// turnserver's own). Killed with the guard; waiting until it answers is the caller's (its
+/// addresses and ports are). Returns the guard and the log file's path.
+pub fn spawn_conf(dir: &Path, mut lines: Vec<String>, ns: Option<&str>) -> (ChildGuard, PathBuf) {
+    let log = dir.join("turn.log");
+    lines.extend([
+        "no-cli".into(),
+        "no-dtls".into(),
+        format!("pidfile={}", dir.join("turn.pid").display()),
+        format!("log-file={}", log.display()),
+        "simple-log".into(),
+        "no-stdout-log".into(),
+    ]);
+    let conf_path = dir.join("turnserver.conf");
+    std::fs::write(&conf_path, lines.join("\n") + "\n").expect("write coturn conf");
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "turnserver"]);
+            c
+        }
+        None => Command::new("turnserver"),
+    };
+    let guard = ChildGuard::spawn(
+        "turnserver",
+        cmd.arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    (guard, log)
 }
 
 /// Whether coturn answers a STUN Binding on UDP `port` (its UDP listener starts after TCP).

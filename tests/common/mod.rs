@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod coturn;
 pub mod dns;
+pub mod http;
 pub mod impair;
 pub mod netns;
 pub mod outcome;
@@ -41,6 +42,60 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// Path of the built binary, for end-to-end tests.
 pub fn bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_egress-probe"))
+}
+
+/// How a test starts the daemon; the default is plain `run --config CONFIG`, log discarded.
+#[derive(Clone, Copy, Default)]
+pub struct DaemonStart<'a> {
+    /// Global flags, before `run` (e.g. `--log-format json`).
+    pub global: &'a [&'a str],
+    /// More `run` flags, after `--listen`.
+    pub extra: &'a [&'a str],
+    /// Environment variables set for it (secrets referenced as `env:`, `RUST_LOG`, hooks).
+    pub env: &'a [(&'a str, &'a str)],
+    /// The file its stderr (the log) goes to; discarded when `None`.
+    pub log: Option<&'a std::path::Path>,
+}
+
+/// `egress-probe GLOBAL run --config CONFIG --listen 127.0.0.1:<free port> EXTRA`: its address
+/// and its guard (killed on drop). stdin closed, stdout discarded. Waiting until it serves is
+/// the caller's: what "ready" means differs per test.
+pub fn spawn_daemon(config: &std::path::Path, how: DaemonStart) -> (std::net::SocketAddr, proc::ChildGuard) {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let stderr = match how.log {
+        Some(path) => std::process::Stdio::from(std::fs::File::create(path).expect("create daemon log")),
+        None => std::process::Stdio::null(),
+    };
+    let guard = proc::ChildGuard::spawn(
+        "egress-probe run",
+        std::process::Command::new(bin())
+            .args(how.global)
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--listen", &addr.to_string()])
+            .args(how.extra)
+            .envs(how.env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr),
+    );
+    (addr, guard)
+}
+
+/// `egress-probe --log-format FORMAT check --config CONFIG` at `RUST_LOG=trace` with `env`
+/// set, bounded by `timeout 60`; the JSON log run prints the JSON report too (every outcome's
+/// details), so a secret test sees both. Blocking: async tests call it in `spawn_blocking`.
+pub fn check_at_trace(config: &std::path::Path, format: &str, env: &[(&str, String)]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .arg("60")
+        .arg(bin())
+        .args(["--log-format", format, "check", "--config"])
+        .arg(config)
+        .args(if format == "json" { &["--output", "json"][..] } else { &[][..] })
+        .env("RUST_LOG", "trace")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run egress-probe check")
 }
 
 /// The `UDP reflexive addr: IP:PORT` that `turnutils_stunclient` prints from the server's

@@ -19,6 +19,24 @@ fn bounded(program: &str) -> Command {
     c
 }
 
+/// The real binary's `check --config CONFIG ARGS` inside namespace `ns`, as an operator would
+/// run it there (through `prefix` first, e.g. `setpriv`), bounded by `timeout SECS`, logs off
+/// and no colour, so stderr holds only the verdicts. The status is the caller's to check.
+pub fn check_in(ns: &str, secs: u32, prefix: &[&str], config: &std::path::Path, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args([&secs.to_string(), "ip", "netns", "exec", ns])
+        .args(prefix)
+        .arg(super::bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run check")
+}
+
 /// Address of the client end of the veth pair.
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 /// Address of the peer end.

@@ -1,6 +1,6 @@
 //! Child processes owned by a test: killed (and reaped) when the guard drops, also on panic.
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Kills the child on drop.
@@ -62,4 +62,17 @@ pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Number of open file descriptors of this process (Linux).
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// `timeout SECS PROGRAM ARGS` (every external command a test runs is bounded), stdin closed;
+/// its output, the status for the caller to check. Panics if it cannot start, naming the
+/// usual cause.
+pub fn bounded(secs: u32, program: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (run scripts/test, which installs the lab packages)"))
 }

@@ -30,7 +30,7 @@ use crate::net::stun_conn::{self, OpenOptions};
 use crate::outcome::details::{ConcurrentDetails, RelayDetails};
 use crate::outcome::{Failure, Fault, Outcome, Phase, Reason, Run};
 
-use super::{cleanup_reserve, ProbeContext, TurnClient};
+use super::{cleanup_reserve, finish_with_release, ProbeContext, TurnClient};
 
 /// Runs a turn probe with `spec.concurrent` allocations at once.
 pub(super) async fn probe(spec: &TurnSpec, ctx: &ProbeContext) -> Outcome {
@@ -75,23 +75,7 @@ pub(super) async fn probe(spec: &TurnSpec, ctx: &ProbeContext) -> Outcome {
     if let Some(r) = run.detail.relay.as_mut() {
         r.deallocated = released.is_ok() && established > 0;
     }
-    let result = match (result, released) {
-        (Ok(()), Ok(())) => {
-            run.record(Phase::Close, close_time);
-            Ok(())
-        }
-        (Ok(()), Err(f)) => {
-            run.record(Phase::Close, close_time);
-            Err(f.at(Phase::Close))
-        }
-        (Err(f), released) => {
-            if let Err(d) = released {
-                run.detail.notes.push(format!("cleanup: {}", d.message));
-            }
-            Err(f)
-        }
-    };
-    run.finish(result)
+    finish_with_release(run, result, released, close_time)
 }
 
 /// Opens the N connections and sends the N Allocates at once. Every client that got as far as

@@ -101,6 +101,15 @@ async fn run_one(spec: &TurnSpec, ctx: &ProbeContext, fixed: Option<SocketAddr>,
     if let Some(r) = run.detail.relay.as_mut() {
         r.deallocated = released.is_ok() && (any_allocation || r.relayed.is_some());
     }
+    let released = released.map_err(|f| Fault::new(f.reason, format!("deallocation not confirmed: {}", f.message)));
+    finish_with_release(run, result, released, close_time)
+}
+
+/// Ends a TURN run (one pair of clients or N concurrent ones) with its release: a run that
+/// passed and released fails at `close` if the release was not confirmed (`released` says so
+/// in words), and times `close` either way; a run that had already failed keeps its own
+/// failure, the unconfirmed release added as a note.
+fn finish_with_release(mut run: Run, result: Result<(), Failure>, released: Result<(), Fault>, close_time: Duration) -> Outcome {
     let result = match (result, released) {
         (Ok(()), Ok(())) => {
             run.record(Phase::Close, close_time);
@@ -108,13 +117,11 @@ async fn run_one(spec: &TurnSpec, ctx: &ProbeContext, fixed: Option<SocketAddr>,
         }
         (Ok(()), Err(f)) => {
             run.record(Phase::Close, close_time);
-            Err(Fault::new(f.reason, format!("deallocation not confirmed: {}", f.message)).at(Phase::Close))
+            Err(f.at(Phase::Close))
         }
         (Err(f), released) => {
             if let Err(d) = released {
-                run.detail
-                    .notes
-                    .push(format!("cleanup: deallocation not confirmed ({})", d.message));
+                run.detail.notes.push(format!("cleanup: {}", d.message));
             }
             Err(f)
         }
