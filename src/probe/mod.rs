@@ -74,20 +74,23 @@ pub const OVERRUN_GRACE: Duration = Duration::from_millis(250);
 
 /// Runs one probe of any kind to completion (never past `ctx.deadline` + [`OVERRUN_GRACE`]).
 pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext) -> Outcome {
+    // The larger probes' futures (TURN with a media stream, ICE, sessions: tens of KB in a
+    // debug build) live on the heap, so `run`'s own future stays the size of a TCP/TLS/HTTP
+    // probe's and a caller joining several runs on one thread's stack does not overflow it.
     let fut = async {
         match spec {
             ProbeSpec::Dns(s) => dns::probe(s, ctx).await,
             ProbeSpec::Tcp(s) => tcp::probe(s, ctx).await,
             ProbeSpec::Tls(s) => tls::probe(s, ctx).await,
             ProbeSpec::Http(s) => http::probe(s, ctx).await,
-            ProbeSpec::Websocket(s) => websocket::probe(s, ctx).await,
-            ProbeSpec::Stun(s) => stun::probe(s, ctx).await,
-            ProbeSpec::Turn(s) => turn::probe(s, ctx).await,
-            ProbeSpec::Ice(s) => ice::probe(s, ctx).await,
-            ProbeSpec::Session(s) => session::probe(s, ctx).await,
-            ProbeSpec::Path(s) => path::probe(s, ctx).await,
-            ProbeSpec::UdpPorts(s) => udp_ports::probe(s, ctx).await,
-            ProbeSpec::Media(s) => media::probe(s, ctx).await,
+            ProbeSpec::Websocket(s) => Box::pin(websocket::probe(s, ctx)).await,
+            ProbeSpec::Stun(s) => Box::pin(stun::probe(s, ctx)).await,
+            ProbeSpec::Turn(s) => Box::pin(turn::probe(s, ctx)).await,
+            ProbeSpec::Ice(s) => Box::pin(ice::probe(s, ctx)).await,
+            ProbeSpec::Session(s) => Box::pin(session::probe(s, ctx)).await,
+            ProbeSpec::Path(s) => Box::pin(path::probe(s, ctx)).await,
+            ProbeSpec::UdpPorts(s) => Box::pin(udp_ports::probe(s, ctx)).await,
+            ProbeSpec::Media(s) => Box::pin(media::probe(s, ctx)).await,
         }
     };
     bounded(ctx.deadline, fut).await
