@@ -85,17 +85,19 @@ impl Prom {
         }
     }
 
-    /// An instant query; each result as (labels, value).
-    fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    /// The `data.result` array of an instant query (empty when Prometheus did not answer 200).
+    fn results(&self, q: &str) -> Vec<serde_json::Value> {
         let path = format!("/api/v1/query?query={}", urlencode(q));
         let Some((200, body)) = get(self.addr(), &path) else {
             return Vec::new();
         };
         let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus json");
-        v["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// An instant query; each result as (labels, value).
+    fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        self.results(q)
             .iter()
             .filter_map(|r| {
                 let labels = serde_json::from_value(r["metric"].clone()).ok()?;
@@ -111,15 +113,7 @@ impl Prom {
 
     /// Raw samples of a range selector (`metric{...}[60s]`): (timestamp ms, value) per series.
     fn range(&self, q: &str) -> Vec<Vec<(i64, f64)>> {
-        let path = format!("/api/v1/query?query={}", urlencode(q));
-        let Some((200, body)) = get(self.addr(), &path) else {
-            return Vec::new();
-        };
-        let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus json");
-        v["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.results(q)
             .iter()
             .map(|r| {
                 r["values"]
